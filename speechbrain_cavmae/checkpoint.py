@@ -1,0 +1,351 @@
+"""Loading checkpoints released with the original CAV-MAE, and ImageNet MAE initialisation.
+
+Original state dicts (``torch.save(model.state_dict())``, usually under DataParallel's
+``module.`` prefix) use flat names (``blocks_a.0.attn.qkv.weight``, ``decoder_embed.weight``,
+``mlp_head.1.bias``). Here the encoder, decoder and head are sub-modules, so names are mapped:
+
+==============================  ==========================
+original                        speechbrain-cavmae
+==============================  ==========================
+``patch_embed_a.*`` (encoder)   ``encoder.patch_embed_a.*``
+``decoder_embed.*``             ``decoder.embed.*``
+``decoder_pos_embed_a``         ``decoder.pos_embed_a``
+``decoder_blocks.N.*``          ``decoder.blocks.N.*``
+``decoder_pred_a.*``            ``decoder.pred_a.*``
+``mask_token``                  ``decoder.mask_token``
+``mlp_head.0.*`` / ``.1.*``     ``head.norm.*`` / ``head.fc.*``
+==============================  ==========================
+
+The original gives every block six LayerNorms; only the shared blocks use the audio/visual
+ones, so ``norm*_a`` / ``norm*_v`` of the modality-specific and decoder blocks (never used in
+the original forward pass) are dropped on loading.
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import logging
+import re
+from collections import OrderedDict
+
+import torch
+
+from speechbrain_cavmae.classifier import CAVMAEClassifier
+from speechbrain_cavmae.pos_embed import resize_time_pos_embed
+from speechbrain_cavmae.pretrain import CAVMAE
+
+logger = logging.getLogger(__name__)
+
+ENCODER_PREFIXES = (
+    "patch_embed_a.", "patch_embed_v.", "modality_a", "modality_v", "pos_embed_a",
+    "pos_embed_v", "blocks_a.", "blocks_v.", "blocks_u.", "norm_a.", "norm_v.", "norm.",
+)
+DECODER_RENAMES = (
+    ("decoder_embed.", "embed."),
+    ("decoder_modality_a", "modality_a"),
+    ("decoder_modality_v", "modality_v"),
+    ("decoder_pos_embed_a", "pos_embed_a"),
+    ("decoder_pos_embed_v", "pos_embed_v"),
+    ("decoder_blocks.", "blocks."),
+    ("decoder_norm.", "norm."),
+    ("decoder_pred_a.", "pred_a."),
+    ("decoder_pred_v.", "pred_v."),
+    ("mask_token", "mask_token"),
+)
+HEAD_RENAMES = (("mlp_head.0.", "head.norm."), ("mlp_head.1.", "head.fc."))
+UNUSED_NORM = re.compile(r"^(blocks_a|blocks_v|decoder_blocks)\.\d+\.norm[12]_[av]\.")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """Raised when a state dict does not fit the model (missing or unexpected keys)."""
+
+
+def _unwrap(state):
+    """Take the state dict out of common wrappers and strip the ``module.`` prefix."""
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if key in state and isinstance(state[key], dict) and not torch.is_tensor(state[key]):
+                state = state[key]
+    if not isinstance(state, dict):
+        raise TypeError(f"expected a state dict, got {type(state).__name__}")
+    return OrderedDict(
+        (k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items()
+    )
+
+
+def is_original_state_dict(state):
+    """True if ``state`` uses the original flat CAV-MAE names."""
+    return any(k.startswith(("blocks_a.", "module.blocks_a.")) for k in state)
+
+
+def original_to_speechbrain(state):
+    """Rename an original CAV-MAE state dict to this package's module names.
+
+    Arguments
+    ---------
+    state : dict
+        Original state dict (``module.`` prefix allowed).
+
+    Returns
+    -------
+    OrderedDict
+        State dict for :class:`CAVMAE` or :class:`CAVMAEClassifier`.
+    """
+    out = OrderedDict()
+    unknown = []
+    for key, value in _unwrap(state).items():
+        if UNUSED_NORM.match(key):
+            continue
+        if key.startswith(ENCODER_PREFIXES):
+            out["encoder." + key] = value
+            continue
+        for old, new in DECODER_RENAMES:
+            if key.startswith(old):
+                out["decoder." + new + key[len(old):]] = value
+                break
+        else:
+            for old, new in HEAD_RENAMES:
+                if key.startswith(old):
+                    out[new + key[len(old):]] = value
+                    break
+            else:
+                unknown.append(key)
+    if unknown:
+        raise CheckpointMismatchError(
+            f"not a CAV-MAE checkpoint: unrecognised keys {unknown[:8]}"
+            + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        )
+    return out
+
+
+def _count(state, prefix):
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    ids = {int(m.group(1)) for k in state for m in [pattern.match(k)] if m}
+    return max(ids) + 1 if ids else 0
+
+
+def infer_config(state, n_mels=128):
+    """Infer the architecture from a state dict (ours or the original's).
+
+    Attention heads cannot be read from weights: they default to the original ratios
+    (encoder head size 64, decoder head size 32, i.e. 12 and 16 heads at ViT-B).
+
+    Returns
+    -------
+    dict
+        ``kind`` (``"pretrain"`` or ``"classifier"``), and constructor arguments.
+    """
+    sd = original_to_speechbrain(state) if is_original_state_dict(state) else _unwrap(state)
+    proj = sd["encoder.patch_embed_a.proj.weight"]
+    embed_dim, patch_size = proj.shape[0], proj.shape[-1]
+    n_audio = sd["encoder.pos_embed_a"].shape[1]
+    n_image = sd["encoder.pos_embed_v"].shape[1]
+    freq_rows = n_mels // patch_size
+    side = int(round(n_image**0.5))
+    if side * side != n_image:
+        raise CheckpointMismatchError(f"visual positional embedding of {n_image} is not square")
+    cfg = {
+        "img_size": side * patch_size,
+        "audio_length": n_audio // freq_rows * patch_size,
+        "n_mels": n_mels,
+        "patch_size": patch_size,
+        "in_chans": sd["encoder.patch_embed_v.proj.weight"].shape[1],
+        "embed_dim": embed_dim,
+        "modality_specific_depth": _count(sd, "encoder.blocks_a."),
+        "shared_depth": _count(sd, "encoder.blocks_u."),
+        "num_heads": max(1, embed_dim // 64),
+        "mlp_ratio": sd["encoder.blocks_u.0.mlp.fc1.weight"].shape[0] / embed_dim,
+        "qkv_bias": "encoder.blocks_u.0.attn.qkv.bias" in sd,
+    }
+    if "head.fc.weight" in sd:
+        cfg["kind"] = "classifier"
+        cfg["num_classes"] = sd["head.fc.weight"].shape[0]
+    elif "decoder.embed.weight" in sd:
+        cfg["kind"] = "pretrain"
+        dec_dim = sd["decoder.embed.weight"].shape[0]
+        cfg["decoder_embed_dim"] = dec_dim
+        cfg["decoder_depth"] = _count(sd, "decoder.blocks.")
+        cfg["decoder_num_heads"] = max(1, dec_dim // 32)
+    else:
+        cfg["kind"] = "encoder"
+    return cfg
+
+
+def build_model(cfg):
+    """Instantiate the model described by :func:`infer_config`'s output."""
+    cfg = dict(cfg)
+    kind = cfg.pop("kind")
+    if kind == "classifier":
+        return CAVMAEClassifier(**cfg)
+    if kind == "pretrain":
+        return CAVMAE(**cfg)
+    raise CheckpointMismatchError("state dict has neither a decoder nor a classification head")
+
+
+def load_state_dict_strict(model, state, source="state dict"):
+    """``model.load_state_dict`` that raises :class:`CheckpointMismatchError` on mismatch,
+    resizing the audio positional embeddings when the audio length differs."""
+    state = OrderedDict(state)
+    for key, param in model.state_dict().items():
+        if key.endswith("pos_embed_a") and key in state and state[key].shape != param.shape:
+            rows = (model.encoder if key.startswith("encoder") else model.decoder).audio_grid[0]
+            old = state[key].shape[1] // rows
+            new = param.shape[1] // rows
+            logger.info("interpolating %s from %d to %d time patches", key, old, new)
+            state[key] = resize_time_pos_embed(state[key], rows, new)
+    result = model.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing keys {result.missing_keys}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected keys {result.unexpected_keys}")
+    if problems:
+        raise CheckpointMismatchError(f"{source} does not fit the model: " + "; ".join(problems))
+    return model
+
+
+def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location="cpu",
+                             **overrides):
+    """Build the right model for an original (or our) CAV-MAE checkpoint and load it.
+
+    The architecture is inferred from the state dict: a pretraining model (:class:`CAVMAE`)
+    when decoder weights are present, a :class:`CAVMAEClassifier` when ``mlp_head`` is.
+
+    Arguments
+    ---------
+    path_or_state_dict : str, pathlib.Path or dict
+        A ``.pth`` file or an already loaded state dict (``module.`` prefix accepted).
+    audio_length : int, optional
+        Build the model for this many fbank frames instead of the checkpoint's; the audio
+        positional embeddings are interpolated along time.
+    map_location : str or torch.device
+        Passed to ``torch.load``.
+    **overrides
+        Constructor arguments that cannot be inferred (``num_heads``,
+        ``decoder_num_heads``) or that you want to change (``mode``, ``drop_path_rate``...).
+
+    Returns
+    -------
+    torch.nn.Module
+        The model in eval mode.
+
+    Example
+    -------
+    >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=64,
+    ...                          modality_specific_depth=1, num_heads=1)
+    >>> loaded = load_original_checkpoint(model.state_dict())
+    >>> type(loaded).__name__, loaded.num_classes
+    ('CAVMAEClassifier', 3)
+    """
+    state = path_or_state_dict
+    source = "state dict"
+    if not isinstance(state, dict):
+        source = str(path_or_state_dict)
+        state = torch.load(source, map_location=map_location, weights_only=True)
+    state = _unwrap(state)
+    if is_original_state_dict(state):
+        state = original_to_speechbrain(state)
+    cfg = infer_config(state)
+    if audio_length is not None:
+        cfg["audio_length"] = audio_length
+    cfg.update(overrides)
+    model = build_model(cfg)
+    load_state_dict_strict(model, state, source)
+    return model.eval()
+
+
+def init_from_imagenet_mae(model, mae_state):
+    """Initialise a CAV-MAE model from an ImageNet MAE ViT state dict, as the original did.
+
+    ViT blocks ``0..D-1`` go into both modality branches and blocks ``D..`` into the shared
+    blocks (their norms copied to the joint, audio and visual sets); the final norm into
+    ``norm_a`` and ``norm_v``; the patch embedding into the visual branch and, summed over
+    the RGB channels (the original's choice), into the audio branch; the visual positional
+    embedding without its class-token row. When ``mae_state`` holds MAE's decoder
+    (``decoder_embed``, ``decoder_blocks``, ``decoder_pred``...) it initialises our decoder,
+    with the audio prediction head taken from the first ``p*p`` rows of ``decoder_pred``.
+    Accepts timm's ``vit_base_patch16_224.mae`` layout and the MAE repository's
+    ``mae_pretrain_vit_base_full.pth`` (``{"model": ...}``).
+
+    Arguments
+    ---------
+    model : CAVMAE or CAVMAEClassifier or CAVMAEEncoder holder
+        Model to initialise in place (its sizes must match the ViT).
+    mae_state : dict or str
+        The MAE state dict or a path to it.
+
+    Returns
+    -------
+    list
+        Names of our parameters that were initialised.
+    """
+    if not isinstance(mae_state, dict):
+        mae_state = torch.load(str(mae_state), map_location="cpu", weights_only=True)
+    mae = _unwrap(mae_state)
+    enc = model.encoder
+    depth = len(enc.blocks_a)
+    target = {}
+    for key, value in mae.items():
+        m = re.match(r"^blocks\.(\d+)\.(.+)$", key)
+        if not m:
+            continue
+        idx, rest = int(m.group(1)), m.group(2)
+        if idx < depth:
+            target[f"encoder.blocks_a.{idx}.{rest}"] = value
+            target[f"encoder.blocks_v.{idx}.{rest}"] = value
+        else:
+            shared = f"encoder.blocks_u.{idx - depth}."
+            target[shared + rest] = value
+            nm = re.match(r"^(norm[12])\.(weight|bias)$", rest)
+            if nm:
+                for mod in ("a", "v"):
+                    target[f"{shared}{nm.group(1)}_{mod}.{nm.group(2)}"] = value
+    for mod in ("a", "v"):
+        if "norm.weight" in mae:
+            target[f"encoder.norm_{mod}.weight"] = mae["norm.weight"]
+            target[f"encoder.norm_{mod}.bias"] = mae["norm.bias"]
+    proj_w = mae["patch_embed.proj.weight"]
+    target["encoder.patch_embed_v.proj.weight"] = proj_w
+    target["encoder.patch_embed_v.proj.bias"] = mae["patch_embed.proj.bias"]
+    target["encoder.patch_embed_a.proj.weight"] = proj_w.sum(dim=1, keepdim=True)
+    target["encoder.patch_embed_a.proj.bias"] = mae["patch_embed.proj.bias"]
+    if "pos_embed" in mae:
+        target["encoder.pos_embed_v"] = _drop_cls(mae["pos_embed"], enc.pos_embed_v.shape[1])
+    if hasattr(model, "decoder") and "decoder_embed.weight" in mae:
+        dec = {
+            "decoder.embed.weight": mae["decoder_embed.weight"],
+            "decoder.embed.bias": mae["decoder_embed.bias"],
+            "decoder.mask_token": mae["mask_token"],
+            "decoder.norm.weight": mae["decoder_norm.weight"],
+            "decoder.norm.bias": mae["decoder_norm.bias"],
+            "decoder.pred_v.weight": mae["decoder_pred.weight"],
+            "decoder.pred_v.bias": mae["decoder_pred.bias"],
+        }
+        n_a = model.decoder.pred_a.out_features
+        dec["decoder.pred_a.weight"] = mae["decoder_pred.weight"][:n_a]
+        dec["decoder.pred_a.bias"] = mae["decoder_pred.bias"][:n_a]
+        if "decoder_pos_embed" in mae:
+            dec["decoder.pos_embed_v"] = _drop_cls(
+                mae["decoder_pos_embed"], model.decoder.pos_embed_v.shape[1]
+            )
+        for key, value in mae.items():
+            if key.startswith("decoder_blocks."):
+                dec["decoder.blocks." + key[len("decoder_blocks."):]] = value
+        target.update(dec)
+    own = model.state_dict()
+    bad = [k for k in target if k not in own or own[k].shape != target[k].shape]
+    if bad:
+        raise CheckpointMismatchError(
+            f"ImageNet MAE weights do not fit the model: {bad[:8]}"
+            + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        )
+    with torch.no_grad():
+        for key, value in target.items():
+            own[key].copy_(value)
+    logger.info("initialised %d tensors from ImageNet MAE weights", len(target))
+    return sorted(target)
+
+
+def _drop_cls(pos, n):
+    """Positional embedding ``[1, n(+1), dim]`` without a leading class-token row."""
+    return pos[:, -n:] if pos.shape[1] == n + 1 else pos

@@ -1,0 +1,305 @@
+"""The CAV-MAE encoder: modality-specific ViT branches followed by a shared block.
+
+Audio fbank ``[batch, frames, 128]`` and RGB frames ``[batch, 3, H, W]`` are patch-embedded,
+given fixed 2-D sin-cos positional embeddings and learned modality embeddings, then run through
+``modality_specific_depth`` blocks of their own branch. The shared part (``shared_depth``
+blocks) is run three times with its own LayerNorms each time:
+
+* joint stream: the concatenated ``[audio; visual]`` tokens, final norm ``norm``;
+* audio-only stream: audio tokens, LayerNorms ``*_a``, final norm ``norm_a``;
+* visual-only stream: visual tokens, LayerNorms ``*_v``, final norm ``norm_v``.
+
+Parameter names follow the original implementation so that released checkpoints map 1:1.
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import torch
+from torch import nn
+
+from speechbrain_cavmae.block import SharedBlock, vit_block
+from speechbrain_cavmae.masking import random_masking, structured_noise
+from speechbrain_cavmae.patch_embed import AudioPatchEmbed, ImagePatchEmbed
+from speechbrain_cavmae.pos_embed import resize_time_pos_embed, sincos_2d
+
+
+class CAVMAEEncoder(nn.Module):
+    """Audio-visual encoder shared by the pretraining model and the classifier.
+
+    Arguments
+    ---------
+    img_size : int
+        Frame side in pixels.
+    audio_length : int
+        Frames of the fbank input (multiple of ``patch_size``).
+    n_mels : int
+        Mel bins of the fbank input.
+    patch_size : int
+        Patch side for both modalities.
+    in_chans : int
+        Image channels.
+    embed_dim : int
+        Token size.
+    modality_specific_depth : int
+        Blocks in each modality branch.
+    shared_depth : int
+        Blocks in the shared part.
+    num_heads : int
+        Attention heads.
+    mlp_ratio : float
+        MLP hidden size relative to ``embed_dim``.
+    qkv_bias : bool
+        Bias on the attention input projection.
+    drop_path_rate : float
+        Stochastic depth, increasing linearly over the depth of each path.
+    trainable_pos_embed : bool
+        Whether the sin-cos positional embeddings are trained (the original fine-tuning does).
+
+    Example
+    -------
+    >>> enc = CAVMAEEncoder(img_size=32, audio_length=64, embed_dim=32,
+    ...                     modality_specific_depth=1, num_heads=4)
+    >>> a, v = enc.encode(torch.randn(2, 64, 128), torch.randn(2, 3, 32, 32))
+    >>> a.shape, v.shape
+    (torch.Size([2, 32, 32]), torch.Size([2, 4, 32]))
+    """
+
+    def __init__(
+        self,
+        img_size=224,
+        audio_length=1024,
+        n_mels=128,
+        patch_size=16,
+        in_chans=3,
+        embed_dim=768,
+        modality_specific_depth=11,
+        shared_depth=1,
+        num_heads=12,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_path_rate=0.0,
+        trainable_pos_embed=False,
+    ):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.patch_embed_a = AudioPatchEmbed(n_mels, audio_length, patch_size, embed_dim)
+        self.patch_embed_v = ImagePatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.modality_a = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.modality_v = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed_a = nn.Parameter(
+            torch.zeros(1, self.patch_embed_a.num_patches, embed_dim),
+            requires_grad=trainable_pos_embed,
+        )
+        self.pos_embed_v = nn.Parameter(
+            torch.zeros(1, self.patch_embed_v.num_patches, embed_dim),
+            requires_grad=trainable_pos_embed,
+        )
+        depth = modality_specific_depth + shared_depth
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks_a = nn.ModuleList(
+            vit_block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i])
+            for i in range(modality_specific_depth)
+        )
+        self.blocks_v = nn.ModuleList(
+            vit_block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i])
+            for i in range(modality_specific_depth)
+        )
+        self.blocks_u = nn.ModuleList(
+            SharedBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[modality_specific_depth + i])
+            for i in range(shared_depth)
+        )
+        self.norm_a = nn.LayerNorm(embed_dim)
+        self.norm_v = nn.LayerNorm(embed_dim)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def audio_grid(self):
+        """``(frequency rows, time columns)`` of the audio patch grid."""
+        return self.patch_embed_a.grid_size
+
+    @property
+    def image_grid(self):
+        """``(rows, columns)`` of the image patch grid."""
+        return self.patch_embed_v.grid_size
+
+    @property
+    def audio_length(self):
+        """Nominal number of fbank frames."""
+        return self.audio_grid[1] * self.patch_size
+
+    def reset_parameters(self):
+        """Initialise as the original: sin-cos positions, xavier linears, N(0, 0.02) tokens."""
+        with torch.no_grad():
+            self.pos_embed_a.copy_(sincos_2d(self.embed_dim, *self.audio_grid).unsqueeze(0))
+            self.pos_embed_v.copy_(sincos_2d(self.embed_dim, *self.image_grid).unsqueeze(0))
+        for embed in (self.patch_embed_a, self.patch_embed_v):
+            w = embed.proj.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.modality_a, std=0.02)
+        nn.init.normal_(self.modality_v, std=0.02)
+        self.apply(init_linear_and_norm)
+
+    def resize_audio_length(self, audio_length):
+        """Change the nominal audio length, interpolating the positional embedding in time.
+
+        Arguments
+        ---------
+        audio_length : int
+            New number of fbank frames (multiple of ``patch_size``).
+        """
+        if audio_length % self.patch_size:
+            raise ValueError(f"audio_length={audio_length} is not a multiple of {self.patch_size}")
+        rows = self.audio_grid[0]
+        new_pos = resize_time_pos_embed(self.pos_embed_a.data, rows, audio_length // self.patch_size)
+        self.pos_embed_a = nn.Parameter(new_pos, requires_grad=self.pos_embed_a.requires_grad)
+        n_mels = self.patch_embed_a.n_mels
+        self.patch_embed_a.img_size = (n_mels, audio_length)
+        self.patch_embed_a.grid_size = (rows, audio_length // self.patch_size)
+        self.patch_embed_a.num_patches = rows * (audio_length // self.patch_size)
+
+    # ---------------------------------------------------------------- embedding
+    def embed_audio(self, audio):
+        """``[batch, frames, n_mels]`` fbank -> ``[batch, La, dim]`` tokens with embeddings.
+
+        Inputs shorter or longer than the nominal length use the positional embedding
+        interpolated along time.
+        """
+        x = self.patch_embed_a(audio)
+        pos = self.pos_embed_a
+        if x.shape[1] != pos.shape[1]:
+            pos = resize_time_pos_embed(pos, self.audio_grid[0], x.shape[1] // self.audio_grid[0])
+        return x + pos + self.modality_a
+
+    def embed_visual(self, image):
+        """``[batch, 3, H, W]`` frames -> ``[batch, Lv, dim]`` tokens with embeddings."""
+        return self.patch_embed_v(image) + self.pos_embed_v + self.modality_v
+
+    # ------------------------------------------------------------------ streams
+    def forward_audio_branch(self, x, attn_mask=None):
+        """Run audio tokens ``[batch, L, dim]`` through the audio-specific blocks."""
+        for blk in self.blocks_a:
+            x = blk(x, attn_mask=attn_mask)
+        return x
+
+    def forward_visual_branch(self, x):
+        """Run visual tokens ``[batch, L, dim]`` through the visual-specific blocks."""
+        for blk in self.blocks_v:
+            x = blk(x)
+        return x
+
+    def forward_shared(self, x, modality=None, attn_mask=None):
+        """Run tokens through the shared blocks and the final norm of ``modality``.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, L, dim]``.
+        modality : str, optional
+            ``None`` (joint stream), ``"a"`` or ``"v"``.
+        attn_mask : torch.Tensor, optional
+            Boolean attention mask broadcastable to ``[batch, heads, L, L]`` (True = attend).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, L, dim]``.
+        """
+        for blk in self.blocks_u:
+            x = blk(x, modality, attn_mask=attn_mask)
+        norm = {None: self.norm, "a": self.norm_a, "v": self.norm_v}[modality]
+        return norm(x)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        audio,
+        image,
+        mask_ratio_a=0.0,
+        mask_ratio_v=0.0,
+        mask_mode="unstructured",
+        noise_a=None,
+        noise_v=None,
+    ):
+        """Masked encoding for pretraining.
+
+        Arguments
+        ---------
+        audio : torch.Tensor
+            ``[batch, frames, n_mels]`` fbank.
+        image : torch.Tensor
+            ``[batch, 3, H, W]`` frames.
+        mask_ratio_a, mask_ratio_v : float
+            Fraction of audio / visual tokens dropped.
+        mask_mode : str
+            Audio mask: ``"unstructured"``, ``"time"``, ``"freq"`` or ``"tf"`` (visual is
+            always unstructured).
+        noise_a, noise_v : torch.Tensor, optional
+            Masking noise ``[batch, La]`` / ``[batch, Lv]``; lowest-noise tokens are kept.
+
+        Returns
+        -------
+        dict
+            ``joint`` ``[batch, Ka + Kv, dim]`` (joint stream after ``norm``),
+            ``audio`` ``[batch, Ka, dim]`` and ``visual`` ``[batch, Kv, dim]`` (single-modality
+            streams after ``norm_a`` / ``norm_v``), ``mask_a`` ``[batch, La]`` and ``mask_v``
+            ``[batch, Lv]`` (1 = masked), ``ids_restore_a``, ``ids_restore_v``.
+        """
+        a = self.embed_audio(audio)
+        v = self.embed_visual(image)
+        if mask_mode != "unstructured":
+            rows = self.audio_grid[0]
+            cols = a.shape[1] // rows
+            noise_a = structured_noise(a.shape[0], rows, cols, mask_ratio_a, mask_mode,
+                                       noise=noise_a, device=a.device)
+        a, mask_a, ids_restore_a = random_masking(a, mask_ratio_a, noise_a)
+        v, mask_v, ids_restore_v = random_masking(v, mask_ratio_v, noise_v)
+        a = self.forward_audio_branch(a)
+        v = self.forward_visual_branch(v)
+        joint = self.forward_shared(torch.cat([a, v], dim=1))
+        return {
+            "joint": joint,
+            "audio": self.forward_shared(a, "a"),
+            "visual": self.forward_shared(v, "v"),
+            "mask_a": mask_a,
+            "mask_v": mask_v,
+            "ids_restore_a": ids_restore_a,
+            "ids_restore_v": ids_restore_v,
+        }
+
+    def encode_audio(self, audio, attn_mask=None):
+        """Unmasked audio-only stream: ``[batch, frames, n_mels]`` -> ``[batch, La, dim]``."""
+        a = self.forward_audio_branch(self.embed_audio(audio), attn_mask=attn_mask)
+        return self.forward_shared(a, "a", attn_mask=attn_mask)
+
+    def encode_visual(self, image):
+        """Unmasked visual-only stream: ``[batch, 3, H, W]`` -> ``[batch, Lv, dim]``."""
+        return self.forward_shared(self.forward_visual_branch(self.embed_visual(image)), "v")
+
+    def encode(self, audio=None, image=None):
+        """Unmasked single-modality token sequences after their final norms.
+
+        Either input may be ``None``; the matching output is then ``None``.
+
+        Returns
+        -------
+        tuple
+            ``(audio_tokens [batch, La, dim], visual_tokens [batch, Lv, dim])``.
+        """
+        a = self.encode_audio(audio) if audio is not None else None
+        v = self.encode_visual(image) if image is not None else None
+        return a, v
+
+
+def init_linear_and_norm(module):
+    """Xavier-uniform linear weights with zero bias; LayerNorm to identity (as the original)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

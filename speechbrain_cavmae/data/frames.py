@@ -1,0 +1,221 @@
+"""Video frames: index sampling, decoding, the pre-extracted layout, transform.
+
+CAV-MAE represents a clip by ``n = 10`` frames spread uniformly over its
+first 10 seconds. The original extractor (OpenCV) computes
+``total = min(frame_count, int(fps * 10))`` and the nominal position
+``int(i * total / n)`` for frame ``i``, then calls
+``set(CAP_PROP_POS_FRAMES, position - 1)`` before ``read()``. With OpenCV's
+FFmpeg backend a seek to ``k`` makes the next ``read`` return frame ``k``
+(0-based) and a negative seek behaves like a seek to 0, so the images it
+saved are frames ``max(position - 1, 0)``: one frame *before* the nominal
+position, except for the first. :func:`sample_frame_indices` returns those
+decoded indices (``opencv_offset=False`` gives the nominal positions).
+
+Frames are either decoded from the video with decord or read from the
+original pre-extracted layout ``video_path/frame_{i}/{video_id}.jpg`` (224 px
+short side, centre-cropped, JPEG quality 75 as torchvision's ``save_image``
+writes them). Both then go through :class:`ImageTransform`: resize of the
+short side to 224 with bicubic filtering, centre crop, ImageNet
+normalisation, as the original data loader does.
+
+Example
+-------
+>>> sample_frame_indices(125, 12.5)
+[0, 11, 24, 36, 49, 61, 74, 86, 99, 111]
+>>> sample_frame_indices(125, 12.5, opencv_offset=False)
+[0, 12, 25, 37, 50, 62, 75, 87, 100, 112]
+"""
+
+import logging
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import BadSampleError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def sample_frame_indices(num_frames, fps, n=10, span_s=10.0, opencv_offset=True):
+    """Indices of the ``n`` frames the original extractor saves.
+
+    Arguments
+    ---------
+    num_frames : int
+        Frames in the video.
+    fps : float
+        Average frame rate.
+    n : int
+        Frames to pick.
+    span_s : float
+        Only the first ``span_s`` seconds are used.
+    opencv_offset : bool
+        Return the frame OpenCV actually reads after the original's
+        ``seek(position - 1)`` (default) instead of the nominal position.
+
+    Returns
+    -------
+    list of int
+        ``n`` 0-based frame indices (repeats are possible for short clips).
+    """
+    if num_frames <= 0:
+        raise ValueError(f"video has no frames (num_frames={num_frames})")
+    total = min(int(num_frames), int(fps * span_s))
+    if total <= 0:
+        total = int(num_frames)
+    positions = [int(i * (total / n)) for i in range(n)]
+    if opencv_offset:
+        positions = [max(p - 1, 0) for p in positions]
+    return positions
+
+
+def middle_frame(n=10):
+    """Frame used at evaluation: ``int(n / 2)`` as the original does."""
+    return int(n / 2)
+
+
+def _open_video(path, num_threads=1):
+    import decord
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BadSampleError(path, "file not found")
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise BadSampleError(path, f"cannot decode video ({msg})") from exc
+    if len(reader) == 0:
+        raise BadSampleError(path, "video track has no frames")
+    return reader
+
+
+def video_info(path):
+    """(num_frames, fps, height, width) of a video via decord."""
+    reader = _open_video(path)
+    height, width = reader[0].shape[:2]
+    return len(reader), float(reader.get_avg_fps()), height, width
+
+
+def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1):
+    """Decode frames of a video.
+
+    Arguments
+    ---------
+    path : str
+        Video file.
+    n : int
+        Number of uniformly spaced frames (ignored when ``indices`` given).
+    indices : list of int, optional
+        Positions among the ``n`` uniformly spaced frames to return (e.g.
+        ``[5]`` for the middle one); ``None`` returns all ``n``.
+    span_s : float
+        Seconds covered by the uniform spacing.
+    num_threads : int
+        decord decoding threads.
+
+    Returns
+    -------
+    torch.Tensor
+        uint8 [len(indices) or n, 3, H, W].
+    """
+    reader = _open_video(path, num_threads)
+    frame_ids = sample_frame_indices(len(reader), reader.get_avg_fps(), n, span_s)
+    if indices is not None:
+        frame_ids = [frame_ids[i] for i in indices]
+    try:
+        batch = reader.get_batch(frame_ids).asnumpy()
+    except Exception as exc:
+        raise BadSampleError(path, f"cannot decode frames {frame_ids} ({exc})") from exc
+    return torch.from_numpy(batch).permute(0, 3, 1, 2)
+
+
+def extracted_frame_path(video_path_dir, video_id, i):
+    """``video_path_dir/frame_{i}/{video_id}.jpg`` (the original layout)."""
+    return os.path.join(os.fspath(video_path_dir), f"frame_{int(i)}", f"{video_id}.jpg")
+
+
+def load_extracted_frame(video_path_dir, video_id, i):
+    """Open one pre-extracted frame as an RGB ``PIL.Image``.
+
+    Raises :class:`BadSampleError` when the file is missing or not an image.
+    """
+    path = extracted_frame_path(video_path_dir, video_id, i)
+    if not os.path.isfile(path):
+        raise BadSampleError(path, f"extracted frame {i} not found")
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as exc:
+        raise BadSampleError(path, f"cannot decode image ({exc})") from exc
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def resized_size(width, height, size):
+    """(width, height) after torchvision-style short-side resize to ``size``."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+class ImageTransform:
+    """Short-side bicubic resize, centre crop, ImageNet normalisation.
+
+    Equivalent to torchvision's ``Resize(size, BICUBIC), CenterCrop(size),
+    ToTensor(), Normalize(IMAGENET_MEAN, IMAGENET_STD)`` on a PIL image,
+    with fewer copies.
+
+    Arguments
+    ---------
+    size : int
+        Output side.
+    mean, std : tuple of float
+        Per-channel normalisation.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> t = ImageTransform(224)
+    >>> t(np.zeros((144, 256, 3), dtype=np.uint8)).shape
+    torch.Size([3, 224, 224])
+    """
+
+    def __init__(self, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.size = int(size)
+        std_t = torch.tensor(std, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std_t)).view(3, 1, 1)
+        self._shift = (torch.tensor(mean, dtype=torch.float32) / std_t).view(3, 1, 1)
+
+    def to_pil(self, image):
+        """Accept PIL / HWC uint8 numpy / CHW uint8 tensor; return RGB PIL."""
+        if isinstance(image, Image.Image):
+            return image if image.mode == "RGB" else image.convert("RGB")
+        if torch.is_tensor(image):
+            image = image.permute(1, 2, 0).contiguous().numpy()
+        return Image.fromarray(np.asarray(image, dtype=np.uint8))
+
+    def resize_crop(self, image):
+        """Resize + centre crop, returning a ``size`` x ``size`` PIL image."""
+        img = self.to_pil(image)
+        width, height = img.size
+        new_w, new_h = resized_size(width, height, self.size)
+        if (new_w, new_h) != (width, height):
+            img = img.resize((new_w, new_h), Image.BICUBIC)
+        if (new_w, new_h) != (self.size, self.size):
+            top = int(round((new_h - self.size) / 2.0))
+            left = int(round((new_w - self.size) / 2.0))
+            img = img.crop((left, top, left + self.size, top + self.size))
+        return img
+
+    def normalize(self, array):
+        """HWC uint8 array -> normalised CHW float tensor."""
+        x = torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).float()
+        return x.mul_(self._scale).sub_(self._shift)
+
+    def __call__(self, image):
+        return self.normalize(self.resize_crop(image))

@@ -118,6 +118,27 @@ def original_to_speechbrain(state):
     return out
 
 
+def speechbrain_to_original(state):
+    """Rename this package's state dict to the original flat CAV-MAE names.
+
+    Inverse of :func:`original_to_speechbrain`. The never-used norms of the non-shared
+    blocks are not re-created, so load the result into the original code with
+    ``strict=False``.
+    """
+    renames = [("encoder.", "")]
+    renames += [("decoder." + new, old) for old, new in DECODER_RENAMES]
+    renames += [(new, old) for old, new in HEAD_RENAMES]
+    out = OrderedDict()
+    for key, value in _unwrap(state).items():
+        for prefix, original in renames:
+            if key.startswith(prefix):
+                out[original + key[len(prefix):]] = value
+                break
+        else:
+            raise CheckpointMismatchError(f"unrecognised key {key!r}")
+    return out
+
+
 def _count(state, prefix):
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     ids = {int(m.group(1)) for k in state for m in [pattern.match(k)] if m}

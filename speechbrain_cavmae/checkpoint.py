@@ -145,11 +145,20 @@ def _count(state, prefix):
     return max(ids) + 1 if ids else 0
 
 
+def default_heads(dim, original_heads, head_size):
+    """The original's head count when it divides ``dim``, else ``dim // head_size`` (>= 1)."""
+    if dim % original_heads == 0:
+        return original_heads
+    return max(1, dim // head_size)
+
+
 def infer_config(state, n_mels=128):
     """Infer the architecture from a state dict (ours or the original's).
 
-    Attention heads cannot be read from weights: they default to the original ratios
-    (encoder head size 64, decoder head size 32, i.e. 12 and 16 heads at ViT-B).
+    Attention heads cannot be read from weights. They default to the original
+    constructor's 12 encoder and 16 decoder heads when those divide the token sizes, and
+    otherwise to heads of size 64 (encoder) and 32 (decoder); pass ``num_heads`` /
+    ``decoder_num_heads`` to :func:`load_original_checkpoint` for other models.
 
     Returns
     -------
@@ -174,7 +183,7 @@ def infer_config(state, n_mels=128):
         "embed_dim": embed_dim,
         "modality_specific_depth": _count(sd, "encoder.blocks_a."),
         "shared_depth": _count(sd, "encoder.blocks_u."),
-        "num_heads": max(1, embed_dim // 64),
+        "num_heads": default_heads(embed_dim, 12, 64),
         "mlp_ratio": sd["encoder.blocks_u.0.mlp.fc1.weight"].shape[0] / embed_dim,
         "qkv_bias": "encoder.blocks_u.0.attn.qkv.bias" in sd,
     }
@@ -186,7 +195,7 @@ def infer_config(state, n_mels=128):
         dec_dim = sd["decoder.embed.weight"].shape[0]
         cfg["decoder_embed_dim"] = dec_dim
         cfg["decoder_depth"] = _count(sd, "decoder.blocks.")
-        cfg["decoder_num_heads"] = max(1, dec_dim // 32)
+        cfg["decoder_num_heads"] = default_heads(dec_dim, 16, 32)
     else:
         cfg["kind"] = "encoder"
     return cfg

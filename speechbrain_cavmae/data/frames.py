@@ -13,10 +13,12 @@ decoded indices (``opencv_offset=False`` gives the nominal positions).
 
 Frames are either decoded from the video with decord or read from the
 original pre-extracted layout ``video_path/frame_{i}/{video_id}.jpg`` (224 px
-short side, centre-cropped, JPEG quality 75 as torchvision's ``save_image``
-writes them). Both then go through :class:`ImageTransform`: resize of the
-short side to 224 with bicubic filtering, centre crop, ImageNet
-normalisation, as the original data loader does.
+short side resized with torchvision's default bilinear filter,
+centre-cropped, JPEG quality 75 as ``save_image`` writes them). Both then go
+through :class:`ImageTransform`: resize of the short side to 224 (bicubic
+in the original loader, a no-op on its 224 px JPEGs; choose bilinear to
+mimic the extractor when decoding full-size frames), centre crop, ImageNet
+normalisation.
 
 Example
 -------
@@ -163,12 +165,20 @@ def resized_size(width, height, size):
     return int(size * width / height), size
 
 
+_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
 class ImageTransform:
-    """Short-side bicubic resize, centre crop, ImageNet normalisation.
+    """Short-side resize (bicubic), centre crop, ImageNet normalisation.
 
     Equivalent to torchvision's ``Resize(size, BICUBIC), CenterCrop(size),
-    ToTensor(), Normalize(IMAGENET_MEAN, IMAGENET_STD)`` on a PIL image,
-    with fewer copies.
+    ToTensor(), Normalize(IMAGENET_MEAN, IMAGENET_STD)`` on a PIL image
+    (the original data loader), with fewer copies.
+
+    Note that in the original pipeline this bicubic resize is a no-op: the
+    extractor already stored 224 px frames, downsized with torchvision's
+    default *bilinear* filter. ``interpolation='bilinear'`` reproduces that
+    when frames are decoded straight from the video.
 
     Arguments
     ---------
@@ -176,6 +186,8 @@ class ImageTransform:
         Output side.
     mean, std : tuple of float
         Per-channel normalisation.
+    interpolation : str
+        'bicubic' (default) or 'bilinear'.
 
     Example
     -------
@@ -185,8 +197,11 @@ class ImageTransform:
     torch.Size([3, 224, 224])
     """
 
-    def __init__(self, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic"):
+        if interpolation not in _FILTERS:
+            raise ValueError(f"interpolation must be one of {sorted(_FILTERS)}, got {interpolation!r}")
         self.size = int(size)
+        self.filter = _FILTERS[interpolation]
         std_t = torch.tensor(std, dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std_t)).view(3, 1, 1)
         self._shift = (torch.tensor(mean, dtype=torch.float32) / std_t).view(3, 1, 1)
@@ -205,7 +220,7 @@ class ImageTransform:
         width, height = img.size
         new_w, new_h = resized_size(width, height, self.size)
         if (new_w, new_h) != (width, height):
-            img = img.resize((new_w, new_h), Image.BICUBIC)
+            img = img.resize((new_w, new_h), self.filter)
         if (new_w, new_h) != (self.size, self.size):
             top = int(round((new_h - self.size) / 2.0))
             left = int(round((new_w - self.size) / 2.0))

@@ -161,7 +161,7 @@ class KaldiFbank(torch.nn.Module):
             wavs = wavs.unsqueeze(0)
         if wavs.dim() != 2:
             raise ValueError(f"expected [batch, samples] waveforms, got {tuple(wavs.shape)}")
-        wavs = wavs.float()
+        wavs = wavs.to(self.window.dtype)
         batch, total = wavs.shape
         if lens is None:
             abs_lens = torch.full((batch,), total, device=wavs.device, dtype=torch.long)

@@ -1,0 +1,472 @@
+"""Audio-visual datasets on SpeechBrain's ``DynamicItemDataset``.
+
+:func:`build_dataset` reads a manifest (any format of
+:mod:`~speechbrain_cavmae.data.manifest`) and returns a
+:class:`AVDataset` (a ``DynamicItemDataset``) whose items are dicts with
+
+=========  ===============================  =================================
+key        shape                            when
+=========  ===============================  =================================
+id         str                              always
+fbank      [target_length, n_mels] float    not ``features_on_device``
+wav        [samples] float                  ``features_on_device``
+frame      [3, im_res, im_res] float        always (train: random of N,
+                                            eval: ``frame_index`` / middle)
+frames     [N, 3, im_res, im_res] float     eval with ``multi_frame``
+labels     [num_classes] float              a label CSV was given
+=========  ===============================  =================================
+
+Batch them with :func:`collate_av` (a SpeechBrain ``PaddedBatch`` that
+also drops skipped samples).
+
+Configuration keys (``DEFAULT_CONFIG``; recipes set them from yaml)
+-------------------------------------------------------------------
+sample_rate (16000), target_length (1024, frames), n_mels (128),
+mean (-5.081), std (4.4849), skip_norm (False: set True only to compute
+statistics), freqm (0), timem (0), mixup (0.0, probability), mixup_alpha
+(10.0, Beta(a, a)), noise (False), label_smooth (0.0), n_frames (10),
+im_res (224), frame_index (-1: middle frame ``int(n_frames / 2)`` at eval),
+frame_source ('auto' | 'extracted' | 'video'), audio_source ('auto' |
+'wav' | 'video'), audio_channel (0: first channel, as the original ``sox remix 1``;
+None: average the channels), video_interpolation ('bilinear' | 'bicubic':
+resize filter for frames decoded from the video; 'bilinear' reproduces the
+original extractor, extracted 224 px JPEGs always get the loader's
+bicubic),
+features_on_device (False), multi_frame (False), on_bad_sample ('raise' |
+'skip'), video_threads (1, decord threads per decode).
+
+freqm, timem, mixup, noise and label_smooth act only when ``train=True``.
+Mixup is pairwise inside the dataset like the original: the partner is a
+random sample of the whole dataset, its waveform and frame are mixed
+before the features are computed. A partner that fails to load is logged
+and another is drawn (the sample itself is not dropped). With
+``features_on_device`` SpecAugment and noise must be applied on the
+device with :class:`~speechbrain_cavmae.data.augment.FbankAugment`.
+
+Sources: ``audio_source='auto'`` uses the entry's ``wav`` when present,
+otherwise its ``video``; ``frame_source='auto'`` uses the extracted
+``video_path/frame_{i}/{video_id}.jpg`` layout when ``video_path`` is set
+and ``video_path/frame_0`` exists, otherwise decodes ``video`` (or ``wav``
+when that is a video container).
+
+Example
+-------
+>>> from speechbrain_cavmae.data.dataset import DEFAULT_CONFIG
+>>> DEFAULT_CONFIG["target_length"], DEFAULT_CONFIG["on_bad_sample"]
+(1024, 'raise')
+"""
+
+import logging
+import multiprocessing
+import os
+from collections import namedtuple
+
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from ..features import compute_fbank, normalize_fbank
+from . import augment
+from .audio import SOUNDFILE_EXTS, load_audio
+from .errors import BadSampleError
+from .frames import (
+    ImageTransform,
+    extracted_frame_path,
+    load_extracted_frame,
+    load_video_frames,
+    middle_frame,
+)
+from .manifest import LabelTable, read_manifest
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = {
+    "sample_rate": 16000,
+    "target_length": 1024,
+    "n_mels": 128,
+    "mean": -5.081,
+    "std": 4.4849,
+    "skip_norm": False,
+    "freqm": 0,
+    "timem": 0,
+    "mixup": 0.0,
+    "mixup_alpha": 10.0,
+    "noise": False,
+    "label_smooth": 0.0,
+    "n_frames": 10,
+    "im_res": 224,
+    "frame_index": -1,
+    "frame_source": "auto",
+    "audio_source": "auto",
+    "audio_channel": 0,
+    "video_interpolation": "bilinear",
+    "features_on_device": False,
+    "multi_frame": False,
+    "on_bad_sample": "raise",
+    "video_threads": 1,
+}
+
+_CHOICES = {
+    "frame_source": ("auto", "extracted", "video"),
+    "audio_source": ("auto", "wav", "video"),
+    "on_bad_sample": ("raise", "skip"),
+}
+
+_TRAIN_ONLY = {"freqm": 0, "timem": 0, "mixup": 0.0, "noise": False, "label_smooth": 0.0}
+
+#: Marker returned in place of a sample dropped by ``on_bad_sample: skip``;
+#: :func:`collate_av` removes it from the batch.
+SkippedSample = namedtuple("SkippedSample", ["id", "path", "reason"])
+
+
+def resolve_config(config=None, train=True):
+    """Defaults + ``config``; train-only augmentations zeroed for eval."""
+    cfg = dict(DEFAULT_CONFIG)
+    unknown = set(config or {}) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown data config key(s): {sorted(unknown)}")
+    cfg.update(config or {})
+    for key, allowed in _CHOICES.items():
+        if cfg[key] not in allowed:
+            raise ValueError(f"config {key}={cfg[key]!r}; expected one of {allowed}")
+    if not train:
+        cfg.update(_TRAIN_ONLY)
+    return cfg
+
+
+class BadSampleCounter:
+    """Counts samples dropped by the skip policy, across DataLoader workers.
+
+    The count lives in shared memory, so workers forked (or spawned) by a
+    ``DataLoader`` update the parent's value. Call :meth:`log_epoch` at the
+    end of each epoch.
+
+    Example
+    -------
+    >>> c = BadSampleCounter()
+    >>> c.record(BadSampleError("x.wav", "file not found"))
+    >>> c.count
+    1
+    >>> c.log_epoch(1)
+    1
+    >>> c.count
+    0
+    """
+
+    def __init__(self):
+        self._count = multiprocessing.Value("i", 0)
+
+    def record(self, error):
+        with self._count.get_lock():
+            self._count.value += 1
+        logger.warning("skipping bad sample: %s", error)
+
+    @property
+    def count(self):
+        return self._count.value
+
+    def reset(self):
+        with self._count.get_lock():
+            self._count.value = 0
+
+    def log_epoch(self, epoch=None, stage="train"):
+        """Log how many samples were skipped since the last call; reset."""
+        with self._count.get_lock():
+            count = self._count.value
+            self._count.value = 0
+        level = logging.WARNING if count else logging.INFO
+        logger.log(level, "%s epoch %s: skipped %d bad sample(s)", stage, epoch, count)
+        return count
+
+
+def _is_container(path):
+    return path is not None and os.path.splitext(path)[1].lower() not in SOUNDFILE_EXTS
+
+
+class AVSampleLoader:
+    """Loads and transforms one sample (audio, frame(s), targets).
+
+    Used by :class:`AVDataset` as its dynamic item; see the module docstring
+    for the configuration.
+    """
+
+    def __init__(self, data, config, train, label_table=None, manifest_path=None):
+        self.data = data
+        self.ids = list(data)
+        self.cfg = config
+        self.train = train
+        self.table = label_table
+        self.manifest_path = manifest_path or "<manifest>"
+        self.transform = ImageTransform(config["im_res"])
+        self.video_transform = ImageTransform(
+            config["im_res"], interpolation=config["video_interpolation"]
+        )
+
+    # -- paths -----------------------------------------------------------
+    def audio_path(self, sid):
+        entry = self.data[sid]
+        source = self.cfg["audio_source"]
+        wav, video = entry.get("wav"), entry.get("video")
+        if source == "wav":
+            path = wav
+        elif source == "video":
+            path = video or (wav if _is_container(wav) else None)
+        else:
+            path = wav or video
+        if path is None:
+            raise BadSampleError(self.manifest_path, f"no audio file for audio_source={source!r}", sid)
+        return path
+
+    def frame_source(self, sid):
+        """('extracted', video_path_dir) or ('video', video_file)."""
+        entry = self.data[sid]
+        source = self.cfg["frame_source"]
+        folder = entry.get("video_path")
+        video = entry.get("video") or (entry.get("wav") if _is_container(entry.get("wav")) else None)
+        if source == "extracted" or (
+            source == "auto" and folder and os.path.isdir(os.path.join(folder, "frame_0"))
+        ):
+            if not folder:
+                raise BadSampleError(self.manifest_path, "no 'video_path' for extracted frames", sid)
+            return "extracted", folder
+        if video is None:
+            raise BadSampleError(
+                self.manifest_path, f"no video file or extracted frames (frame_source={source!r})", sid
+            )
+        return "video", video
+
+    # -- loading ---------------------------------------------------------
+    def waveform(self, sid):
+        path = self.audio_path(sid)
+        wav = load_audio(path, self.cfg["sample_rate"], self.cfg["audio_channel"])
+        if wav.numel() < int(0.025 * self.cfg["sample_rate"]):
+            raise BadSampleError(
+                path, f"clip of {wav.numel()} samples is shorter than one 25 ms frame", sid
+            )
+        return wav
+
+    def frames(self, sid, positions):
+        """Transformed frames [len(positions), 3, R, R]."""
+        kind, where = self.frame_source(sid)
+        if kind == "extracted":
+            video_id = self.data[sid]["video_id"]
+            images = [load_extracted_frame(where, video_id, k) for k in positions]
+            return torch.stack([self.transform(img) for img in images])
+        raw = load_video_frames(
+            where, self.cfg["n_frames"], indices=positions, num_threads=self.cfg["video_threads"]
+        )
+        return torch.stack([self.video_transform(f) for f in raw])
+
+    def pick_frame(self):
+        n = self.cfg["n_frames"]
+        if self.train:
+            return int(torch.randint(0, n, ()))
+        k = self.cfg["frame_index"]
+        return middle_frame(n) if k < 0 else k
+
+    def check_labels(self, sid):
+        if self.table is None:
+            return
+        for label in self.data[sid]["labels"]:
+            if label not in self.table:
+                raise BadSampleError(
+                    self.manifest_path, f"label {label!r} not in label CSV {self.table.path}", sid
+                )
+
+    def _partner(self, sid):
+        """Random mixup partner (waveform, frame, labels) or None."""
+        for _ in range(3):
+            other = self.ids[int(torch.randint(0, len(self.ids), ()))]
+            try:
+                self.check_labels(other)
+                return other, self.waveform(other), self.frames(other, [self.pick_frame()])[0]
+            except BadSampleError as err:
+                if self.cfg["on_bad_sample"] == "raise":
+                    raise err.with_id(other) from None
+                logger.warning("mixup partner unusable, drawing another: %s", err.with_id(other))
+        return None
+
+    def __call__(self, sid):
+        cfg = self.cfg
+        self.check_labels(sid)
+        wav = self.waveform(sid)
+        multi = cfg["multi_frame"] and not self.train
+        if multi:
+            frames = self.frames(sid, list(range(cfg["n_frames"])))
+            frame = frames[self.pick_frame()]
+        else:
+            frames = None
+            frame = self.frames(sid, [self.pick_frame()])[0]
+        labels = self.data[sid]["labels"]
+        mix = None
+        if self.train and cfg["mixup"] > 0 and float(torch.rand(())) < cfg["mixup"]:
+            mix = self._partner(sid)
+        if mix is not None:
+            other, wav2, frame2 = mix
+            lam = augment.sample_mix_lambda(cfg["mixup_alpha"])
+            wav = augment.mix_waveforms(wav, wav2, lam)
+            frame = lam * frame + (1.0 - lam) * frame2
+            targets = None
+            if self.table is not None:
+                targets = augment.make_targets(
+                    self.table, labels, cfg["label_smooth"], self.data[other]["labels"], lam
+                )
+        elif self.table is not None:
+            targets = augment.make_targets(self.table, labels, cfg["label_smooth"])
+        else:
+            targets = None
+
+        out = {"frame": frame}
+        if frames is not None:
+            out["frames"] = frames
+        if targets is not None:
+            out["labels"] = targets
+        if cfg["features_on_device"]:
+            needed = (cfg["target_length"] - 1) * int(0.010 * cfg["sample_rate"]) + int(
+                0.025 * cfg["sample_rate"]
+            )
+            out["wav"] = wav[:needed]
+        else:
+            out["fbank"] = self.fbank(wav, sid)
+        return out
+
+    def fbank(self, wav, sid=None):
+        cfg = self.cfg
+        try:
+            feats = compute_fbank(
+                wav, cfg["sample_rate"], cfg["n_mels"], cfg["target_length"], normalize=False
+            )
+        except ValueError as exc:
+            raise BadSampleError(self.audio_path(sid), str(exc), sid) from exc
+        if self.train:
+            feats = augment.spec_augment(feats, cfg["freqm"], cfg["timem"])
+        if not cfg["skip_norm"]:
+            feats = normalize_fbank(feats, cfg["mean"], cfg["std"])
+        if self.train and cfg["noise"]:
+            feats = augment.noise_and_roll(feats)
+        return feats
+
+
+class AVDataset(DynamicItemDataset):
+    """``DynamicItemDataset`` applying the bad-sample policy.
+
+    With ``on_bad_sample='skip'`` a sample raising :class:`BadSampleError`
+    is returned as a :class:`SkippedSample` marker (counted in
+    ``self.bad_samples`` and logged) which :func:`collate_av` drops; with
+    ``'raise'`` the error propagates, naming the file and the problem.
+    """
+
+    def __init__(self, data, loader, output_keys, on_bad_sample="raise", counter=None):
+        static = {
+            sid: {"video_id": e["video_id"], "label_ids": list(e["labels"])} for sid, e in data.items()
+        }
+        super().__init__(static)
+        self.loader = loader
+        self.on_bad_sample = on_bad_sample
+        self.bad_samples = counter if counter is not None else BadSampleCounter()
+        provided = [k for k in output_keys if k != "id"]
+
+        def sample_pipeline(sample_id):
+            out = loader(sample_id)
+            for key in provided:
+                yield out[key]
+
+        self.add_dynamic_item(sample_pipeline, takes=["id"], provides=provided)
+        self.set_output_keys(list(output_keys))
+
+    @property
+    def label_table(self):
+        return self.loader.table
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except BadSampleError as err:
+            sid = self.data_ids[index]
+            if err.sample_id is None:
+                err = err.with_id(sid)
+            if self.on_bad_sample == "skip":
+                self.bad_samples.record(err)
+                return SkippedSample(sid, err.path, err.reason)
+            raise err from None
+
+
+def build_dataset(manifest_path, label_csv=None, config=None, train=True, counter=None):
+    """Build the CAV-MAE dataset for one split.
+
+    Arguments
+    ---------
+    manifest_path : str
+        Original CAV-MAE JSON or SpeechBrain JSON/CSV manifest.
+    label_csv : str or LabelTable, optional
+        ``index,mid,display_name`` table; without it no ``labels`` output.
+    config : dict, optional
+        Overrides of :data:`DEFAULT_CONFIG`.
+    train : bool
+        Training mode (random frame, augmentation) or evaluation.
+    counter : BadSampleCounter, optional
+        Shared counter for skipped samples.
+
+    Returns
+    -------
+    AVDataset
+        A ``speechbrain.dataio.dataset.DynamicItemDataset``.
+    """
+    cfg = resolve_config(config, train)
+    data = read_manifest(manifest_path)
+    if not data:
+        raise ValueError(f"{manifest_path}: manifest has no entries")
+    table = label_csv
+    if label_csv is not None and not isinstance(label_csv, LabelTable):
+        table = LabelTable.from_csv(label_csv)
+    loader = AVSampleLoader(data, cfg, train, table, os.fspath(manifest_path))
+    keys = ["id", "wav" if cfg["features_on_device"] else "fbank", "frame"]
+    if cfg["multi_frame"] and not train:
+        keys.append("frames")
+    if table is not None:
+        keys.append("labels")
+    dataset = AVDataset(data, loader, keys, cfg["on_bad_sample"], counter)
+    logger.info(
+        "%s: %d samples, %s mode, frame_source=%s, audio_source=%s",
+        manifest_path, len(dataset), "train" if train else "eval",
+        cfg["frame_source"], cfg["audio_source"],
+    )
+    return dataset
+
+
+class AVBatch(PaddedBatch):
+    """``PaddedBatch`` of the good examples; ``.skipped`` lists the dropped ones."""
+
+    def __init__(self, examples, *args, **kwargs):
+        good = [e for e in examples if not isinstance(e, SkippedSample)]
+        if not good:
+            raise ValueError("every example of the batch was skipped")
+        super().__init__(good, *args, **kwargs)
+        self.skipped = [e for e in examples if isinstance(e, SkippedSample)]
+
+
+def collate_av(examples):
+    """Collate function for :class:`AVDataset`.
+
+    Returns an :class:`AVBatch` (``wav`` padded with relative lengths as
+    usual in SpeechBrain), or ``None`` when every example of the batch was
+    skipped by the bad-sample policy; the training loop should skip such a
+    batch.
+    """
+    if all(isinstance(e, SkippedSample) for e in examples):
+        return None
+    return AVBatch(examples)
+
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "AVBatch",
+    "AVDataset",
+    "AVSampleLoader",
+    "BadSampleCounter",
+    "SkippedSample",
+    "build_dataset",
+    "collate_av",
+    "resolve_config",
+    "extracted_frame_path",
+]

@@ -1,0 +1,199 @@
+"""Synthetic media for the data-pipeline tests (written with PyAV / soundfile).
+
+Video frame ``k`` is a solid colour that encodes ``k``:
+``R = 16 * (k % 16) + 8``, ``G = 16 * (k // 16) + 8``, ``B = 128``, so a
+decoded frame can be identified despite lossy coding (:func:`decode_index`).
+Audio is a sine tone per channel.
+"""
+
+import json
+import os
+from fractions import Fraction
+
+import numpy as np
+
+
+def index_colour(k):
+    return np.array([16 * (k % 16) + 8, 16 * (k // 16) + 8, 128], dtype=np.uint8)
+
+
+def decode_index(frame_hwc):
+    """Frame index from a decoded [H, W, 3] uint8 frame (centre pixels)."""
+    h, w = frame_hwc.shape[:2]
+    r, g = frame_hwc[h // 4: 3 * h // 4, w // 4: 3 * w // 4, :2].reshape(-1, 2).mean(0)
+    return int(round((g - 8) / 16)) * 16 + int(round((r - 8) / 16))
+
+
+def tone(freq, seconds, rate, amp=0.5):
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
+                audio_rate=44100, audio_seconds=None, colours=None):
+    """Write an mp4 (h264 + optional aac).
+
+    Arguments
+    ---------
+    path : str
+    n_frames : int
+    fps : float or Fraction
+    size : (width, height)
+    audio_freqs : tuple of float
+        One tone per audio channel; empty -> no audio track.
+    audio_seconds : float, optional
+        Audio duration (default: video duration).
+    colours : callable k -> [3] uint8, optional
+        Frame colour (default :func:`index_colour`).
+    """
+    import av
+
+    colours = colours or index_colour
+    width, height = size
+    rate = Fraction(fps).limit_denominator(1001)
+    container = av.open(path, "w")
+    vstream = container.add_stream("libx264", rate=rate)
+    vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+    vstream.options = {"crf": "10", "preset": "ultrafast"}
+    astream = None
+    if audio_freqs:
+        channels = len(audio_freqs)
+        astream = container.add_stream("aac", rate=audio_rate)
+        astream.layout = "stereo" if channels == 2 else "mono"
+    for k in range(n_frames):
+        img = np.empty((height, width, 3), dtype=np.uint8)
+        img[:] = colours(k)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        for packet in vstream.encode(frame):
+            container.mux(packet)
+    for packet in vstream.encode():
+        container.mux(packet)
+    if astream is not None:
+        seconds = audio_seconds if audio_seconds is not None else n_frames / float(rate)
+        data = np.stack([tone(f, seconds, audio_rate) for f in audio_freqs])
+        chunk = 1024
+        for start in range(0, data.shape[1], chunk):
+            piece = np.ascontiguousarray(data[:, start:start + chunk])
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=astream.layout.name)
+            frame.sample_rate = audio_rate
+            frame.pts = start
+            for packet in astream.encode(frame):
+                container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    container.close()
+    return path
+
+
+def write_wav(path, data, rate=16000, subtype="PCM_16"):
+    import soundfile
+
+    soundfile.write(path, np.asarray(data).T if np.ndim(data) == 2 else data, rate, subtype=subtype)
+    return path
+
+
+def write_frames(folder, video_id, n=10, size=224, colours=None):
+    """The original layout ``folder/frame_{i}/{video_id}.jpg``."""
+    from PIL import Image
+
+    colours = colours or index_colour
+    for i in range(n):
+        os.makedirs(os.path.join(folder, f"frame_{i}"), exist_ok=True)
+        img = np.empty((size, size, 3), dtype=np.uint8)
+        img[:] = colours(i)
+        Image.fromarray(img).save(os.path.join(folder, f"frame_{i}", f"{video_id}.jpg"))
+    return folder
+
+
+def write_original_manifest(path, entries):
+    """entries: list of dicts with video_id, wav, video_path, labels (str)."""
+    with open(path, "w") as handle:
+        json.dump({"data": entries}, handle)
+    return path
+
+
+def write_label_csv(path, mids):
+    with open(path, "w") as handle:
+        handle.write("index,mid,display_name\n")
+        for i, mid in enumerate(mids):
+            handle.write(f'{i},{mid},"name {i}"\n')
+    return path
+
+
+# --------------------------------------------------------------------------
+# Emulation of the original two-step CAV-MAE preprocessing, written
+# independently of the package (PyAV + torchaudio + torchvision), used to
+# check that on-the-fly decoding agrees with it.
+
+SHARED_SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "shared", "samples")
+REAL_CLIPS = ("00W1lcxW-WU_40.000.mp4", "KlsG1EnBEjc_000361.mp4")
+
+
+def original_wav(video, out_wav):
+    """``ffmpeg -i video -vn -ar 16000`` then ``sox remix 1``: 16-bit mono wav."""
+    import av
+    import soundfile
+    import torch
+    import torchaudio
+
+    with av.open(video) as container:
+        stream = container.streams.audio[0]
+        rate = stream.rate
+        chunks = [f.to_ndarray() for f in container.decode(stream)]
+    data = torch.from_numpy(np.concatenate(chunks, axis=1)).float()  # fltp [ch, n]
+    data = torchaudio.functional.resample(data, rate, 16000)  # all channels, like ffmpeg
+    soundfile.write(out_wav, data[0].clamp(-1, 1).numpy(), 16000, subtype="PCM_16")
+    return out_wav
+
+
+def original_frames(video, out_dir, video_id, n=10):
+    """extract_video_frame.py: OpenCV-style seek, Resize(224), CenterCrop, save_image."""
+    import av
+    import torchvision.transforms as T
+    from PIL import Image
+    from torchvision.utils import save_image
+
+    with av.open(video) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    total = min(len(decoded), int(fps * 10))
+    prep = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
+    read = []
+    for i in range(n):
+        position = int(i * (total / n))
+        frame_no = max(position - 1, 0)  # cv2 set(POS_FRAMES, position - 1) + read()
+        read.append(frame_no)
+        os.makedirs(os.path.join(out_dir, f"frame_{i}"), exist_ok=True)
+        save_image(prep(Image.fromarray(decoded[frame_no])),
+                   os.path.join(out_dir, f"frame_{i}", f"{video_id}.jpg"))
+    return read
+
+
+def original_loader_image(path):
+    """The original data loader's image transform on a saved JPEG."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    prep = T.Compose([
+        T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
+        T.Normalize(mean=[0.4850, 0.4560, 0.4060], std=[0.2290, 0.2240, 0.2250])])
+    return prep(Image.open(path))
+
+
+def original_loader_fbank(wav_path, target_length=1024, mean=-5.081, std=4.4849):
+    """The original data loader's fbank from a wav file."""
+    import soundfile
+    import torch
+    import torchaudio
+
+    data, rate = soundfile.read(wav_path, dtype="float32", always_2d=True)
+    waveform = torch.from_numpy(data.T.copy())
+    waveform = waveform - waveform.mean()
+    fbank = torchaudio.compliance.kaldi.fbank(
+        waveform, htk_compat=True, sample_frequency=rate, use_energy=False,
+        window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    p = target_length - fbank.shape[0]
+    fbank = torch.nn.functional.pad(fbank, (0, 0, 0, p)) if p > 0 else fbank[:target_length]
+    return (fbank - mean) / std

@@ -1,8 +1,9 @@
 """Synthetic media for the data-pipeline tests (written with PyAV / soundfile).
 
 Video frame ``k`` is a solid colour that encodes ``k``:
-``R = 16 * (k % 16) + 8``, ``G = 16 * (k // 16) + 8``, ``B = 128``, so a
-decoded frame can be identified despite lossy coding (:func:`decode_index`).
+the base-16 digits of ``k`` (low to high in R, G, B) are stored as
+``16 * digit + 8``, so a decoded frame can be identified despite lossy coding
+(:func:`decode_index`; up to 4095 frames).
 Audio is a sine tone per channel.
 """
 
@@ -14,14 +15,14 @@ import numpy as np
 
 
 def index_colour(k):
-    return np.array([16 * (k % 16) + 8, 16 * (k // 16) + 8, 128], dtype=np.uint8)
+    return np.array([16 * (k % 16) + 8, 16 * ((k // 16) % 16) + 8, 16 * (k // 256) + 8], dtype=np.uint8)
 
 
 def decode_index(frame_hwc):
     """Frame index from a decoded [H, W, 3] uint8 frame (centre pixels)."""
     h, w = frame_hwc.shape[:2]
-    r, g = frame_hwc[h // 4: 3 * h // 4, w // 4: 3 * w // 4, :2].reshape(-1, 2).mean(0)
-    return int(round((g - 8) / 16)) * 16 + int(round((r - 8) / 16))
+    r, g, b = frame_hwc[h // 4: 3 * h // 4, w // 4: 3 * w // 4].reshape(-1, 3).mean(0)
+    return sum(int(round((c - 8) / 16)) * 16 ** i for i, c in enumerate((r, g, b)))
 
 
 def tone(freq, seconds, rate, amp=0.5):

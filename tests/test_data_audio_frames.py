@@ -1,0 +1,195 @@
+"""Audio loading, frame sampling/decoding and the image transform."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from media import (
+    REAL_CLIPS,
+    SHARED_SAMPLES,
+    decode_index,
+    tone,
+    write_frames,
+    write_video,
+    write_wav,
+)
+from speechbrain_cavmae.data.audio import audio_info, load_audio
+from speechbrain_cavmae.data.errors import BadSampleError
+from speechbrain_cavmae.data.frames import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageTransform,
+    load_extracted_frame,
+    load_video_frames,
+    sample_frame_indices,
+    video_info,
+)
+
+
+def peak_hz(wav, rate=16000):
+    spec = np.abs(np.fft.rfft(wav.numpy()))
+    return np.argmax(spec) * rate / len(wav)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    paths = {
+        "stereo_mp4": write_video(str(d / "stereo.mp4"), n_frames=125, fps=12.5, size=(32, 32),
+                                  audio_freqs=(440.0, 1000.0)),
+        "ntsc_mp4": write_video(str(d / "ntsc.mp4"), n_frames=320, fps=30000 / 1001, size=(32, 32),
+                                audio_freqs=(300.0,), audio_seconds=1.0),
+        "noaudio_mp4": write_video(str(d / "noaudio.mp4"), n_frames=5, audio_freqs=()),
+        "wav44": write_wav(str(d / "a44.wav"), np.stack([tone(500, 1.0, 44100), tone(2000, 1.0, 44100)]), 44100),
+        "flac": write_wav(str(d / "a.flac"), tone(700, 0.5, 16000), 16000),
+        "empty_wav": write_wav(str(d / "empty.wav"), np.zeros(0, np.float32), 16000),
+        "garbage": str(d / "garbage.mp4"),
+        "garbage_wav": str(d / "garbage.wav"),
+    }
+    for key in ("garbage", "garbage_wav"):
+        with open(paths[key], "wb") as handle:
+            handle.write(b"not a media file" * 64)
+    return paths
+
+
+# -- audio -----------------------------------------------------------------
+
+def test_wav_resampled_and_mixed(media):
+    mixed = load_audio(media["wav44"])
+    assert mixed.dtype == torch.float32 and mixed.dim() == 1
+    assert abs(mixed.numel() - 16000) <= 1
+    first = load_audio(media["wav44"], channel=0)
+    second = load_audio(media["wav44"], channel=1)
+    assert abs(peak_hz(first) - 500) < 3 and abs(peak_hz(second) - 2000) < 3
+    torch.testing.assert_close(mixed, (first + second) / 2, atol=1e-5, rtol=0)
+
+
+def test_flac_native_rate(media):
+    wav = load_audio(media["flac"])
+    assert wav.numel() == 8000 and abs(peak_hz(wav) - 700) < 3
+
+
+def test_audio_from_video_container(media):
+    left = load_audio(media["stereo_mp4"], channel=0)
+    right = load_audio(media["stereo_mp4"], channel=1)
+    assert abs(left.numel() - 160000) < 2048  # 10 s + AAC frame padding
+    assert abs(peak_hz(left) - 440) < 2 and abs(peak_hz(right) - 1000) < 2
+    rate, channels, duration = audio_info(media["stereo_mp4"])
+    assert (rate, channels) == (44100, 2) and abs(duration - 10.0) < 0.1
+
+
+@pytest.mark.parametrize("key,reason", [
+    ("missing", "file not found"),
+    ("garbage", "cannot open container"),
+    ("garbage_wav", "cannot decode audio"),
+    ("noaudio_mp4", "no audio track"),
+    ("empty_wav", "audio is empty"),
+])
+def test_audio_errors_name_file_and_problem(media, tmp_path, key, reason):
+    path = media.get(key, str(tmp_path / "missing.wav"))
+    with pytest.raises(BadSampleError) as info:
+        load_audio(path)
+    assert info.value.path == path and reason in info.value.reason
+    assert path in str(info.value) and reason in str(info.value)
+
+
+def test_channel_out_of_range(media):
+    with pytest.raises(BadSampleError, match="channel 3 requested but audio has 2"):
+        load_audio(media["wav44"], channel=3)
+
+
+# -- frame indices -----------------------------------------------------------
+
+def test_indices_match_original_extractor_spacing():
+    # 12.5 fps, 125 frames: total = min(125, 125); positions int(i * 12.5)
+    assert sample_frame_indices(125, 12.5, opencv_offset=False) == [0, 12, 25, 37, 50, 62, 75, 87, 100, 112]
+    # cv2 seek(position - 1) + read() returns frame position - 1 (0 for the first)
+    assert sample_frame_indices(125, 12.5) == [0, 11, 24, 36, 49, 61, 74, 86, 99, 111]
+    # 29.97 fps, 400 frames: total = min(400, int(299.7)) = 299; positions int(i * 29.9)
+    assert sample_frame_indices(400, 30000 / 1001, opencv_offset=False) == [
+        0, 29, 59, 89, 119, 149, 179, 209, 239, 269]
+    # short clip: fewer frames than requested -> repeats, all valid
+    short = sample_frame_indices(4, 25.0)
+    assert len(short) == 10 and max(short) < 4
+    with pytest.raises(ValueError):
+        sample_frame_indices(0, 25.0)
+
+
+@pytest.mark.parametrize("key,count,fps", [("stereo_mp4", 125, 12.5), ("ntsc_mp4", 320, 30000 / 1001)])
+def test_decoded_frames_are_the_sampled_ones(media, key, count, fps):
+    frames = load_video_frames(media[key])
+    assert frames.shape == (10, 3, 32, 32) and frames.dtype == torch.uint8
+    got = [decode_index(f.permute(1, 2, 0).numpy()) for f in frames]
+    assert got == sample_frame_indices(count, fps)
+    middle = load_video_frames(media[key], indices=[5])
+    assert middle.shape == (1, 3, 32, 32) and torch.equal(middle[0], frames[5])
+
+
+@pytest.mark.parametrize("key,reason", [
+    ("missing", "file not found"), ("garbage", "cannot decode video"), ("wav44", "cannot decode video")])
+def test_video_errors_name_file_and_problem(media, tmp_path, key, reason):
+    path = media.get(key, str(tmp_path / "missing.mp4"))
+    with pytest.raises(BadSampleError) as info:
+        load_video_frames(path)
+    assert info.value.path == path and reason in info.value.reason
+
+
+def test_video_info(media):
+    frames, fps, height, width = video_info(media["stereo_mp4"])
+    assert (frames, height, width) == (125, 32, 32) and abs(fps - 12.5) < 1e-6
+
+
+# -- transform and extracted layout -----------------------------------------
+
+@pytest.mark.parametrize("size", [(256, 144), (144, 256), (300, 300), (224, 224)])
+def test_image_transform_equals_torchvision(size):
+    import torchvision.transforms as T
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    ref = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
+                     T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(img)
+    ours = ImageTransform(224)(img)
+    assert ours.shape == (3, 224, 224)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    # tensor and numpy inputs give the same
+    chw = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    torch.testing.assert_close(ImageTransform(224)(chw), ours)
+    bilinear = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(img)
+    torch.testing.assert_close(ImageTransform(224, interpolation="bilinear")(img), bilinear,
+                               atol=1e-5, rtol=0)
+
+
+def test_extracted_layout(tmp_path):
+    write_frames(str(tmp_path), "vid", n=3, size=64)
+    img = load_extracted_frame(str(tmp_path), "vid", 2)
+    assert img.mode == "RGB" and img.size == (64, 64)
+    assert decode_index(np.asarray(img)) == 2
+    with pytest.raises(BadSampleError) as info:
+        load_extracted_frame(str(tmp_path), "vid", 7)
+    assert info.value.path == os.path.join(str(tmp_path), "frame_7", "vid.jpg")
+    assert "extracted frame 7 not found" in info.value.reason
+    with open(tmp_path / "frame_1" / "vid.jpg", "wb") as handle:
+        handle.write(b"broken")
+    with pytest.raises(BadSampleError, match="cannot decode image"):
+        load_extracted_frame(str(tmp_path), "vid", 1)
+
+
+# -- the two real clips -------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_SAMPLES), reason="../shared/samples not present")
+@pytest.mark.parametrize("clip,count,fps", [(REAL_CLIPS[0], 125, 12.5), (REAL_CLIPS[1], 400, 30000 / 1001)])
+def test_real_clips_frames_and_indices(clip, count, fps):
+    path = os.path.join(SHARED_SAMPLES, clip)
+    n, rate, _, _ = video_info(path)
+    assert n == count and abs(rate - fps) < 1e-3
+    raw = load_video_frames(path)
+    frames = torch.stack([ImageTransform(224)(f) for f in raw])
+    assert frames.shape == (10, 3, 224, 224)
+    expected = {125: [0, 11, 24, 36, 49, 61, 74, 86, 99, 111],
+                400: [0, 28, 58, 88, 118, 148, 178, 208, 238, 268]}[count]
+    assert sample_frame_indices(n, rate) == expected

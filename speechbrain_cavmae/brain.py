@@ -1,0 +1,594 @@
+"""SpeechBrain ``Brain`` classes for CAV-MAE pretraining and fine-tuning.
+
+* :class:`PretrainBrain`: masked reconstruction of both modalities plus the audio-visual
+  contrastive loss, with their weights from the hparams; logs each loss and the in-batch
+  contrastive accuracy per epoch, and audio<->visual retrieval (R@1/5/10, median rank) of
+  the unmasked representations on the validation set.
+* :class:`FinetuneBrain`: the classifier in one of the original's modes, BCE (AudioSet) or
+  cross-entropy (VGGSound), the pretrained backbone and the new head in two parameter
+  groups (``head_lr`` times the base rate; ``freeze_base`` for linear probing), running
+  weight averaging of the end-of-epoch weights over ``wa_start..wa_end``, mAP / mAUC /
+  d-prime or top-k accuracy per epoch, and at test time per-frame and multi-frame results
+  (class probabilities averaged over the clip's frames) written to the log and to JSON.
+
+Both brains read the inputs of :func:`speechbrain_cavmae.data.dataset.build_dataset`
+batches (``fbank`` or, with ``features_on_device``, ``wav`` turned into normalised Kaldi
+fbank on the training device), call the learning-rate scheduler at every optimizer step,
+and skip batches whose every sample was dropped by ``on_bad_sample: skip``.
+
+Expected hparams (see ``hparams/cavmae.yaml`` and ``hparams/cavmae_ft.yaml``):
+``model``, ``lr_scheduler`` (:class:`~speechbrain_cavmae.schedules.WarmupStepDecay`),
+``train_logger``, ``output_folder``, the data settings (``features_on_device``,
+``sample_rate``, ``n_mels``, ``audio_length``, ``dataset_mean``, ``dataset_std``,
+``freqm``, ``timem``, ``noise``), and the keys listed in each class.
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import json
+import logging
+import os
+from collections import defaultdict
+
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import if_main_process
+
+from speechbrain_cavmae.classifier import check_mode
+from speechbrain_cavmae.data.augment import FbankAugment
+from speechbrain_cavmae.features import KaldiFbank
+from speechbrain_cavmae.metrics import (
+    ClassificationStats,
+    MultiLabelMetrics,
+    retrieval_metrics,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Modes whose forward pass reads the audio / the image input.
+USES_AUDIO = ("multimodal", "audioonly", "missingaudioonly")
+USES_IMAGE = ("multimodal", "videoonly", "missingvideoonly")
+
+
+def unwrap(module):
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
+    return module.module if hasattr(module, "module") else module
+
+
+def average_frame_predictions(frame_logits, loss="BCE"):
+    """Multi-frame prediction: class probabilities averaged over frames.
+
+    As the original evaluation, each frame's logits go through a sigmoid (multi-label,
+    ``loss="BCE"``) or a softmax over classes (``loss="CE"``) before averaging.
+
+    Arguments
+    ---------
+    frame_logits : torch.Tensor
+        ``[batch, n_frames, classes]`` logits.
+    loss : str
+        ``"BCE"`` or ``"CE"``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, classes]`` averaged probabilities (float32).
+
+    Example
+    -------
+    >>> logits = torch.tensor([[[0.0, 10.0], [10.0, 0.0]]])
+    >>> average_frame_predictions(logits, "CE")
+    tensor([[0.5000, 0.5000]])
+    """
+    if frame_logits.dim() != 3:
+        raise ValueError(f"expected [batch, frames, classes], got {tuple(frame_logits.shape)}")
+    x = frame_logits.float()
+    probs = torch.sigmoid(x) if loss == "BCE" else torch.softmax(x, dim=-1)
+    return probs.mean(dim=1)
+
+
+@register_checkpoint_hooks
+class WeightAverager:
+    """Running mean of a model's weights, checkpointed with the training state.
+
+    Equivalent to the original's averaging of the per-epoch checkpoints of epochs
+    ``wa_start..wa_end`` (``update`` once at the end of each of those epochs), but holds
+    one extra copy of the weights instead of one file per epoch. Non-floating-point
+    tensors take the last value.
+
+    Example
+    -------
+    >>> lin = torch.nn.Linear(1, 1, bias=False)
+    >>> avg = WeightAverager()
+    >>> for w in (1.0, 2.0, 6.0):
+    ...     _ = lin.weight.data.fill_(w)
+    ...     avg.update(lin)
+    >>> avg.count, float(avg.state_dict()["weight"])
+    (3, 3.0)
+    """
+
+    def __init__(self):
+        self.mean = None
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, model):
+        """Add the current weights of ``model`` to the average."""
+        state = unwrap(model).state_dict()
+        self.count += 1
+        if self.mean is None:
+            self.mean = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+            return
+        for key, value in state.items():
+            value = value.detach().to("cpu")
+            if value.is_floating_point():
+                self.mean[key] += (value - self.mean[key]) / self.count
+            else:
+                self.mean[key] = value.clone()
+
+    def state_dict(self):
+        """The averaged state dict (raises if nothing was averaged)."""
+        if self.mean is None:
+            raise RuntimeError("WeightAverager: no weights were averaged")
+        return dict(self.mean)
+
+    @mark_as_saver
+    def save(self, path):
+        """Save the running mean and count."""
+        torch.save({"count": self.count, "mean": self.mean}, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore the running mean and count."""
+        del end_of_epoch
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.count = int(state["count"])
+        self.mean = state["mean"]
+
+
+class CAVMAEBrain(sb.Brain):
+    """Shared input handling, scheduling and result writing of the CAV-MAE brains."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+        self._fbank = None
+        self._augment = None
+        self.bad_sample_counter = None  # set by the recipe (shared with the datasets)
+        self.results = {}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def model(self):
+        """The model module without its DDP wrapper."""
+        return unwrap(self.modules.model)
+
+    def hp(self, name, default=None):
+        """An hparam, or ``default`` when the yaml does not define it."""
+        return getattr(self.hparams, name, default)
+
+    def fbank_module(self):
+        """The on-device :class:`KaldiFbank` (built on first use)."""
+        if self._fbank is None:
+            self._fbank = KaldiFbank(
+                sample_rate=self.hp("sample_rate", 16000),
+                n_mels=self.hp("n_mels", 128),
+                target_length=self.hp("audio_length", 1024),
+                mean=self.hp("dataset_mean", -5.081),
+                std=self.hp("dataset_std", 4.4849),
+            ).to(self.device)
+            self._augment = FbankAugment(
+                freqm=self.hp("freqm", 0),
+                timem=self.hp("timem", 0),
+                noise=self.hp("noise", False),
+                mean=self.hp("dataset_mean", -5.081),
+                std=self.hp("dataset_std", 4.4849),
+            )
+        return self._fbank
+
+    def audio_features(self, batch, stage):
+        """``[batch, frames, n_mels]`` normalised fbank on the device.
+
+        With waveforms in the batch (``features_on_device``) the fbank is computed here in
+        float32 (outside autocast), followed in training by SpecAugment and noise/roll.
+        """
+        wav = getattr(batch, "wav", None)
+        if wav is None:
+            return batch.fbank.data.to(self.device).float()
+        fbank = self.fbank_module()
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            feats = fbank(wav.data.to(self.device), wav.lengths.to(self.device))
+            if stage == sb.Stage.TRAIN:
+                feats = self._augment(feats)
+        return feats
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Set the learning rates for this optimizer step."""
+        if should_step and batch is not None and hasattr(self, "optimizer"):
+            scheduler = self.hp("lr_scheduler")
+            if scheduler is not None:
+                scheduler(self.optimizer, self.epoch)
+
+    def fit_batch(self, batch):
+        """Train on one batch; a batch whose every sample was skipped is ignored."""
+        if batch is None:
+            logger.warning("every sample of a training batch was skipped")
+            return torch.tensor(float("nan"))
+        return super().fit_batch(batch)
+
+    def evaluate_batch(self, batch, stage):
+        """Evaluate one batch; a batch whose every sample was skipped is ignored."""
+        if batch is None:
+            logger.warning("every sample of a %s batch was skipped", stage.name.lower())
+            return torch.tensor(float("nan"))
+        return super().evaluate_batch(batch, stage)
+
+    def current_lrs(self):
+        """Learning rates of the optimizer's parameter groups."""
+        if not hasattr(self, "optimizer"):
+            return []
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def log_bad_samples(self, stage, epoch):
+        """Log (and reset) the number of samples skipped in this stage."""
+        if self.bad_sample_counter is not None:
+            self.bad_sample_counter.log_epoch(epoch, stage.name.lower())
+
+    def write_results(self, filename, results):
+        """Write ``results`` (a dict) as JSON to ``output_folder/filename`` (main process)."""
+        if not if_main_process():
+            return None
+        path = os.path.join(self.hparams.output_folder, filename)
+        with open(path, "w", encoding="utf8") as handle:
+            json.dump(results, handle, indent=2, sort_keys=True)
+        logger.info("wrote %s", path)
+        return path
+
+    def append_history(self, record):
+        """Append one epoch's statistics to ``output_folder/history.json``."""
+        if not if_main_process():
+            return
+        path = os.path.join(self.hparams.output_folder, "history.json")
+        history = []
+        if os.path.isfile(path):
+            with open(path, encoding="utf8") as handle:
+                history = json.load(handle)
+        history = [h for h in history if h.get("epoch") != record.get("epoch")]
+        history.append(record)
+        with open(path, "w", encoding="utf8") as handle:
+            json.dump(history, handle, indent=2, sort_keys=True)
+
+
+class PretrainBrain(CAVMAEBrain):
+    """CAV-MAE pretraining.
+
+    Hparams used: ``model`` (:class:`~speechbrain_cavmae.pretrain.CAVMAE`),
+    ``mae_loss`` (:class:`~speechbrain_cavmae.losses.MaskedReconstructionLoss`),
+    ``contrastive_loss`` (:class:`~speechbrain_cavmae.losses.ContrastiveLoss`),
+    ``mae_loss_weight``, ``contrast_loss_weight``, ``mask_ratio_a``, ``mask_ratio_v``,
+    ``mask_mode``, ``retrieval_chunk_size`` (optional).
+
+    Per-stage statistics (means over samples): ``loss``, ``loss_mae``, ``loss_mae_a``,
+    ``loss_mae_v``, ``loss_c``, ``c_acc``; on validation and test also ``a2v_R@k``,
+    ``v2a_R@k`` (k = 1, 5, 10) and ``a2v_MedR`` / ``v2a_MedR``.
+    """
+
+    STAT_KEYS = ("loss", "loss_mae", "loss_mae_a", "loss_mae_v", "loss_c", "c_acc")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.distributed_launch and (
+            self.hparams.mae_loss_weight == 0 or self.hparams.contrast_loss_weight == 0
+        ):
+            # With one objective switched off, part of the model gets no gradient.
+            self.find_unused_parameters = True
+
+    def compute_forward(self, batch, stage):
+        """Masked forward pass; on valid/test also unmasked pooled embeddings."""
+        batch = batch.to(self.device)
+        audio = self.audio_features(batch, stage)
+        image = batch.frame.data.float()
+        hp = self.hparams
+        out = self.modules.model(
+            audio,
+            image,
+            mask_ratio_a=hp.mask_ratio_a,
+            mask_ratio_v=hp.mask_ratio_v,
+            mask_mode=hp.mask_mode,
+            decode=hp.mae_loss_weight > 0,
+        )
+        if stage != sb.Stage.TRAIN:
+            tokens_a, tokens_v = self.model.encode(audio, image)
+            out["emb_a"] = tokens_a.mean(dim=1)
+            out["emb_v"] = tokens_v.mean(dim=1)
+        return out
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Weighted sum of the masked reconstruction and contrastive losses."""
+        hp = self.hparams
+        out = predictions
+        loss_c, c_acc = hp.contrastive_loss(out["rep_a"], out["rep_v"], return_accuracy=True)
+        if hp.mae_loss_weight > 0:
+            loss_mae_a = hp.mae_loss(out["pred_a"], out["target_a"], out["mask_a"])
+            loss_mae_v = hp.mae_loss(out["pred_v"], out["target_v"], out["mask_v"])
+        else:
+            loss_mae_a = loss_mae_v = torch.zeros((), device=loss_c.device)
+        loss_mae = loss_mae_a + loss_mae_v
+        loss = hp.mae_loss_weight * loss_mae + hp.contrast_loss_weight * loss_c
+        n = out["rep_a"].shape[0]
+        values = (loss, loss_mae, loss_mae_a, loss_mae_v, loss_c, c_acc)
+        for key, value in zip(self.STAT_KEYS, values):
+            self.sums[key] += float(value.detach()) * n
+        self.count += n
+        if stage != sb.Stage.TRAIN:
+            self.emb_a.append(out["emb_a"].detach().float().cpu())
+            self.emb_v.append(out["emb_v"].detach().float().cpu())
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the per-stage accumulators."""
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            self.epoch = epoch
+        self.sums = defaultdict(float)
+        self.count = 0
+        self.emb_a, self.emb_v = [], []
+
+    def summarize(self, stage):
+        """Mean statistics of the stage (and retrieval metrics off training)."""
+        stats = {k: self.sums[k] / max(self.count, 1) for k in self.STAT_KEYS}
+        if stage != sb.Stage.TRAIN and self.emb_a:
+            emb_a, emb_v = torch.cat(self.emb_a), torch.cat(self.emb_v)
+            if emb_a.shape[0] >= 2:
+                stats.update(
+                    retrieval_metrics(
+                        emb_a, emb_v, chunk_size=self.hp("retrieval_chunk_size", 1024)
+                    )
+                )
+        return stats
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the statistics, save checkpoints, write results."""
+        self.log_bad_samples(stage, epoch)
+        stats = self.summarize(stage)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        if stage == sb.Stage.VALID:
+            lrs = self.current_lrs()
+            meta = {"epoch": epoch, "lr": lrs[0] if lrs else 0.0}
+            self.hparams.train_logger.log_stats(
+                stats_meta=meta,
+                train_stats=getattr(self, "train_stats", None),
+                valid_stats=stats,
+            )
+            self.append_history(
+                {**meta, "train": getattr(self, "train_stats", {}), "valid": stats}
+            )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"loss": stats["loss"], "epoch": epoch},
+                    min_keys=["loss"],
+                    num_to_keep=1,
+                    importance_keys=[],
+                )
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+            self.results = stats
+            self.write_results(self.hp("test_results_file", "test_results.json"), stats)
+
+
+class FinetuneBrain(CAVMAEBrain):
+    """CAV-MAE fine-tuning and evaluation.
+
+    Hparams used: ``model`` (:class:`~speechbrain_cavmae.classifier.CAVMAEClassifier`),
+    ``ft_mode`` (one of :data:`~speechbrain_cavmae.classifier.MODES`), ``loss``
+    (``"BCE"`` or ``"CE"``), ``lr``, ``head_lr`` (ratio), ``freeze_base``,
+    ``weight_averaging``, ``wa_start``, ``wa_end``, ``topk`` (CE), ``opt_class``
+    (passed to the constructor).
+
+    Validation statistics: ``loss`` plus ``mAP``, ``mAUC``, ``d_prime``, ``acc`` (BCE) or
+    ``acc@k``, ``mAP``, ``mAUC`` (CE). The checkpoint with the best main metric (``mAP``
+    for BCE, ``acc@1`` for CE) is kept. At test time, with ``frames`` in the batch
+    (multi-frame evaluation), the results have one entry per frame plus ``multi_frame``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        hp = self.hparams
+        check_mode(hp.ft_mode)
+        if hp.loss not in ("BCE", "CE"):
+            raise ValueError(f"loss must be 'BCE' or 'CE', got {hp.loss!r}")
+        self.main_metric = "mAP" if hp.loss == "BCE" else "acc@1"
+        if self.hp("freeze_base", False):
+            n = 0
+            for name, param in self.model.named_parameters():
+                if not name.startswith("head."):
+                    param.requires_grad_(False)
+                    n += param.numel()
+            logger.info("freeze_base: %d backbone parameters frozen (linear probing)", n)
+        if self.distributed_launch:
+            # The classifier never uses some norms of the shared block (and, in the
+            # single-modality modes, a whole branch): DDP must not wait for them.
+            self.find_unused_parameters = True
+        self.averager = WeightAverager()
+        if self.checkpointer is not None and self.hp("weight_averaging", False):
+            self.checkpointer.add_recoverable("weight_averager", self.averager)
+
+    # ------------------------------------------------------------------ set-up
+    def init_optimizers(self):
+        """Adam over two groups: the backbone at ``lr``, the new head at ``lr * head_lr``."""
+        hp = self.hparams
+        base, head = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (head if name.startswith("head.") else base).append(param)
+        groups = []
+        if base:
+            groups.append({"params": base, "lr": hp.lr, "name": "base"})
+        groups.append({"params": head, "lr": hp.lr * hp.head_lr, "name": "head"})
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        logger.info(
+            "optimizer: %d backbone tensors at lr %g, %d head tensors at lr %g",
+            len(base), hp.lr, len(head), hp.lr * hp.head_lr,
+        )
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    # ----------------------------------------------------------------- forward
+    def _inputs_for(self, audio, image):
+        mode = self.hparams.ft_mode
+        return (audio if mode in USES_AUDIO else None, image if mode in USES_IMAGE else None)
+
+    def compute_forward(self, batch, stage):
+        """Logits for the batch's frame; at test time also for each of its frames."""
+        batch = batch.to(self.device)
+        mode = self.hparams.ft_mode
+        audio = self.audio_features(batch, stage) if mode in USES_AUDIO else None
+        image = batch.frame.data.float() if mode in USES_IMAGE else None
+        logits = self.modules.model(audio, image, mode)
+        out = {"logits": logits}
+        frames = getattr(batch, "frames", None)
+        if stage == sb.Stage.TEST and frames is not None and mode in USES_IMAGE:
+            frames = frames.data.float()
+            out["frame_logits"] = torch.stack(
+                [self.modules.model(audio, frames[:, k], mode) for k in range(frames.shape[1])],
+                dim=1,
+            )
+        return out
+
+    def loss_fn(self, logits, targets):
+        """BCE with logits (multi-label) or cross-entropy with soft targets."""
+        logits, targets = logits.float(), targets.float()
+        if self.hparams.loss == "BCE":
+            return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.cross_entropy(logits, targets)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Loss, and on valid/test the metric accumulators."""
+        targets = batch.labels.data.to(self.device)
+        logits = predictions["logits"]
+        loss = self.loss_fn(logits, targets)
+        if stage != sb.Stage.TRAIN:
+            ids = list(batch.id)
+            self.metrics.append(ids, logits.detach().float(), targets)
+            frame_logits = predictions.get("frame_logits")
+            if frame_logits is not None:
+                n_frames = frame_logits.shape[1]
+                while len(self.frame_metrics) < n_frames:
+                    self.frame_metrics.append(self.new_metrics())
+                for k in range(n_frames):
+                    self.frame_metrics[k].append(ids, frame_logits[:, k].float(), targets)
+                probs = average_frame_predictions(frame_logits, self.hparams.loss)
+                self.multi_frame_metrics.append(ids, probs, targets)
+        return loss
+
+    # ------------------------------------------------------------------ stages
+    def new_metrics(self):
+        """A fresh accumulator for the configured task."""
+        if self.hparams.loss == "BCE":
+            return MultiLabelMetrics()
+        return ClassificationStats(topk=tuple(self.hp("topk", (1, 5))))
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the accumulators."""
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            self.epoch = epoch
+        self.metrics = self.new_metrics()
+        self.frame_metrics = []
+        self.multi_frame_metrics = self.new_metrics()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log metrics, update weight averaging, checkpoint, write test results."""
+        self.log_bad_samples(stage, epoch)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss}
+            hp = self.hparams
+            if self.hp("weight_averaging", False) and hp.wa_start <= epoch <= hp.wa_end:
+                self.averager.update(self.modules.model)
+                logger.info("weight averaging: added epoch %d (%d models)", epoch,
+                            self.averager.count)
+            return
+        stats = {"loss": stage_loss, **self.metrics.summarize()}
+        if stage == sb.Stage.VALID:
+            lrs = self.current_lrs()
+            meta = {"epoch": epoch, "lr": lrs[0] if lrs else 0.0}
+            if len(lrs) > 1:
+                meta["lr_head"] = lrs[-1]
+            self.hparams.train_logger.log_stats(
+                stats_meta=meta,
+                train_stats=getattr(self, "train_stats", None),
+                valid_stats=stats,
+            )
+            self.append_history(
+                {**meta, "train": getattr(self, "train_stats", {}), "valid": stats}
+            )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={self.main_metric: stats[self.main_metric], "epoch": epoch},
+                    max_keys=[self.main_metric],
+                    num_to_keep=1,
+                    importance_keys=[],
+                )
+            return
+        # TEST
+        results = {"single_frame": stats, "weights": self.eval_weights}
+        if self.frame_metrics:
+            results["per_frame"] = [m.summarize() for m in self.frame_metrics]
+            results["multi_frame"] = self.multi_frame_metrics.summarize()
+            for k, frame_stats in enumerate(results["per_frame"]):
+                logger.info(
+                    "frame %d: %s", k,
+                    ", ".join(f"{key}={value:.4f}" for key, value in frame_stats.items()),
+                )
+        log_stats = dict(stats)
+        if "multi_frame" in results:
+            for key, value in results["multi_frame"].items():
+                log_stats[f"multi_frame_{key}"] = value
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+            test_stats=log_stats,
+        )
+        self.results = results
+        self.write_results(self.hp("test_results_file", "test_results.json"), results)
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Load the weight-averaged model if enabled and available, else the best one."""
+        self.eval_weights = "current"
+        if self.checkpointer is None:
+            return
+        if self.hp("weight_averaging", False):
+            self.checkpointer.recover_if_possible()  # latest: holds the full average
+            if self.averager.count > 0:
+                self.model.load_state_dict(self.averager.state_dict())
+                self.eval_weights = f"average of {self.averager.count} epoch(s)"
+                logger.info("evaluating the %s", self.eval_weights)
+                return
+            logger.warning(
+                "weight averaging is on but no epoch in [%d, %d] was trained; "
+                "evaluating the best checkpoint instead",
+                self.hparams.wa_start, self.hparams.wa_end,
+            )
+        self.checkpointer.recover_if_possible(max_key=max_key or self.main_metric,
+                                              min_key=min_key)
+        self.eval_weights = f"best {self.main_metric} checkpoint"
+
+
+__all__ = [
+    "CAVMAEBrain",
+    "FinetuneBrain",
+    "PretrainBrain",
+    "WeightAverager",
+    "average_frame_predictions",
+    "unwrap",
+]

@@ -1,0 +1,437 @@
+"""Shared plumbing of the CAV-MAE recipes (``recipes/*/train.py``).
+
+A recipe script is one call to :func:`run_recipe`, which
+
+1. parses the command line with ``speechbrain.parse_arguments`` (the hparams file, run
+   options such as ``--precision``, ``--debug``, ``--ckpt_interval_minutes``, and any
+   ``--key value`` override of a top-level yaml key);
+2. initialises DDP when started by ``torchrun`` and creates the experiment folder;
+3. builds the datasets from the original JSON manifests and label CSV
+   (``train_data``, ``valid_data``, ``test_data``, ``label_csv``);
+4. loads the initial weights from ``pretrained_path`` (:func:`load_pretrained`: an
+   original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
+5. dispatches on the yaml's ``task`` (``pretrain`` or ``finetune``) to
+   :class:`~speechbrain_cavmae.brain.PretrainBrain` or
+   :class:`~speechbrain_cavmae.brain.FinetuneBrain`, trains (resuming from the last
+   checkpoint), evaluates, and exports the final weights to ``output_folder/<task>ed.pth``
+   (``pretrained.pth`` / ``finetuned.pth``).
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import csv
+import logging
+import os
+import sys
+from collections import OrderedDict
+
+import speechbrain as sb
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechbrain_cavmae.brain import FinetuneBrain, PretrainBrain, unwrap
+from speechbrain_cavmae.checkpoint import (
+    DECODER_RENAMES,
+    ENCODER_PREFIXES,
+    HEAD_RENAMES,
+    CheckpointMismatchError,
+    init_from_imagenet_mae,
+    is_original_state_dict,
+    original_to_speechbrain,
+)
+from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
+from speechbrain_cavmae.data.manifest import LabelTable
+from speechbrain_cavmae.pos_embed import resize_time_pos_embed
+
+logger = logging.getLogger(__name__)
+
+TASKS = {"pretrain": PretrainBrain, "finetune": FinetuneBrain}
+
+#: Keys of the data configuration (see ``speechbrain_cavmae.data.dataset``) and the
+#: top-level hparams they are read from when the yaml has no ``data_config`` entry for them.
+DATA_KEYS = {
+    "sample_rate": "sample_rate",
+    "target_length": "audio_length",
+    "n_mels": "n_mels",
+    "mean": "dataset_mean",
+    "std": "dataset_std",
+    "freqm": "freqm",
+    "timem": "timem",
+    "mixup": "mixup",
+    "noise": "noise",
+    "label_smooth": "label_smooth",
+    "n_frames": "n_frames",
+    "im_res": "image_size",
+    "features_on_device": "features_on_device",
+    "on_bad_sample": "on_bad_sample",
+    "frame_source": "frame_source",
+    "audio_source": "audio_source",
+}
+
+
+# --------------------------------------------------------------------------- weights
+def _strip_module(state):
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return OrderedDict(
+        (k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items()
+    )
+
+
+def _is_imagenet_mae(state):
+    return "patch_embed.proj.weight" in state and any(k.startswith("blocks.") for k in state)
+
+
+def _known_original_key(key):
+    prefixes = ENCODER_PREFIXES + tuple(o for o, _ in DECODER_RENAMES)
+    prefixes += tuple(o for o, _ in HEAD_RENAMES)
+    return key.startswith(prefixes)
+
+
+def load_pretrained(model, path):
+    """Initialise ``model`` from a local checkpoint file, as the original recipes do.
+
+    Accepted files: an original CAV-MAE state dict (pretraining or fine-tuned model,
+    ``module.`` prefix allowed), one of ours (``pretrained.pth`` / ``finetuned.pth`` or a
+    checkpoint's ``model.ckpt``), or ImageNet MAE weights (timm or MAE layout). Every
+    encoder weight must be present; the decoder (when fine-tuning) and a head of another
+    size are left out with a log message; the audio positional embeddings are
+    interpolated in time when the audio length differs.
+
+    Arguments
+    ---------
+    model : CAVMAE or CAVMAEClassifier
+        Model to initialise in place.
+    path : str
+        The checkpoint file.
+
+    Returns
+    -------
+    dict
+        ``loaded`` (keys copied), ``ignored`` (keys of the file not used), ``missing``
+        (keys of the model left at their initialisation).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: pretrained checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files...
+        raise CheckpointMismatchError(f"{path}: cannot read the checkpoint: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f"{path}: not a state dict ({type(state).__name__})")
+    state = _strip_module(state)
+    if _is_imagenet_mae(state) and not is_original_state_dict(state):
+        names = init_from_imagenet_mae(model, state)
+        logger.info("%s: initialised %d tensors from ImageNet MAE weights", path, len(names))
+        return {"loaded": names, "ignored": [], "missing": []}
+    ignored = []
+    if is_original_state_dict(state):
+        ignored = [k for k in state if not _known_original_key(k)]
+        state = original_to_speechbrain(
+            OrderedDict((k, v) for k, v in state.items() if _known_original_key(k))
+        )
+    own = model.state_dict()
+    take = OrderedDict()
+    for key, value in state.items():
+        if key not in own:
+            ignored.append(key)
+            continue
+        target = own[key]
+        if value.shape != target.shape:
+            if key.endswith("pos_embed_a") and value.shape[-1] == target.shape[-1]:
+                holder = model.encoder if key.startswith("encoder.") else model.decoder
+                rows = holder.audio_grid[0]
+                value = resize_time_pos_embed(value, rows, target.shape[1] // rows)
+                logger.info("%s: %s interpolated to %d audio patches", path, key,
+                            target.shape[1])
+            elif key.startswith("head."):
+                ignored.append(key)
+                continue
+            else:
+                raise CheckpointMismatchError(
+                    f"{path}: {key} has shape {tuple(value.shape)} but the model expects "
+                    f"{tuple(target.shape)} (check embed_dim, image_size, patch_size...)"
+                )
+        take[key] = value
+    missing = [k for k in own if k not in take]
+    missing_encoder = [k for k in missing if k.startswith("encoder.")]
+    if missing_encoder:
+        raise CheckpointMismatchError(
+            f"{path}: lacks encoder weights {missing_encoder[:6]}"
+            + (f" and {len(missing_encoder) - 6} more" if len(missing_encoder) > 6 else "")
+            + " (check modality_specific_depth and shared_depth)"
+        )
+    model.load_state_dict(take, strict=False)
+    logger.info("%s: loaded %d tensors", path, len(take))
+    if ignored:
+        logger.info("%s: not used: %s%s", path, ignored[:8],
+                    f" and {len(ignored) - 8} more" if len(ignored) > 8 else "")
+    if missing:
+        logger.info("newly initialised (not in %s): %s%s", path, missing[:8],
+                    f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return {"loaded": list(take), "ignored": ignored, "missing": missing}
+
+
+def average_state_dict_files(paths):
+    """Average the weights saved in several files (the original ``wa_model``).
+
+    Arguments
+    ---------
+    paths : list of str
+        ``.pth`` state dicts (original or ours) or SpeechBrain ``model.ckpt`` files with
+        the same keys.
+
+    Returns
+    -------
+    OrderedDict
+        The element-wise mean (non-floating-point tensors from the last file).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> for i in (1, 3):
+    ...     torch.save({"w": torch.tensor([float(i)])}, os.path.join(folder, f"{i}.pth"))
+    >>> average_state_dict_files([os.path.join(folder, f"{i}.pth") for i in (1, 3)])
+    OrderedDict({'w': tensor([2.])})
+    """
+    if not paths:
+        raise ValueError("average_state_dict_files: no files")
+    mean = None
+    for count, path in enumerate(paths, start=1):
+        state = _strip_module(torch.load(path, map_location="cpu", weights_only=True))
+        if mean is None:
+            mean = OrderedDict((k, v.clone()) for k, v in state.items())
+            continue
+        if set(state) != set(mean):
+            raise CheckpointMismatchError(f"{path}: keys differ from {paths[0]}")
+        for key, value in state.items():
+            if value.is_floating_point():
+                mean[key] += (value - mean[key]) / count
+            else:
+                mean[key] = value.clone()
+    return mean
+
+
+def export_model(model, path):
+    """Save the model's state dict (our names; load with :func:`load_pretrained` or
+    :func:`speechbrain_cavmae.checkpoint.load_original_checkpoint`)."""
+    if if_main_process():
+        torch.save(unwrap(model).state_dict(), path)
+        logger.info("exported the model to %s", path)
+    return path
+
+
+# ---------------------------------------------------------------------------- data
+def data_config(hparams, train):
+    """The ``build_dataset`` configuration from the hparams.
+
+    Top-level keys (``audio_length``, ``image_size``, ``freqm``...) are used for every
+    key of :data:`DATA_KEYS` they define; a ``data_config`` dict in the yaml may add any
+    other dataset setting (``mixup_alpha``, ``audio_channel``, ``video_threads``...).
+    """
+    cfg = {}
+    for key, name in DATA_KEYS.items():
+        if name in hparams and hparams[name] is not None:
+            cfg[key] = hparams[name]
+    cfg.update(hparams.get("data_config") or {})
+    cfg["multi_frame"] = False
+    return cfg
+
+
+def class_balanced_weights(dataset, table):
+    """Sampling weight of each training clip for class-balanced sampling.
+
+    As the original's weight files: each class weighs ``1000 / (count + 0.01)`` and a clip
+    the sum over its labels.
+    """
+    counts = torch.zeros(table.num_classes, dtype=torch.float64)
+    label_sets = []
+    for sid in dataset.data_ids:
+        idx = [table.index(label) for label in dataset.data[sid]["label_ids"]]
+        label_sets.append(idx)
+        for i in idx:
+            counts[i] += 1
+    class_w = 1000.0 / (counts + 0.01)
+    return torch.tensor([float(class_w[idx].sum()) for idx in label_sets])
+
+
+def read_weight_file(path, n):
+    """Per-clip sampling weights from the original ``*_weight.csv`` (one number per line)."""
+    with open(path, newline="", encoding="utf8") as handle:
+        values = [float(row[0]) for row in csv.reader(handle) if row]
+    if len(values) != n:
+        raise ValueError(f"{path}: {len(values)} weights for {n} training clips")
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def build_datasets(hparams, counter=None):
+    """Datasets ``train``, ``valid`` and ``test`` (``test`` on ``test_data`` or, when that
+    is not given, on ``valid_data``; multi-frame when ``multi_frame_eval``)."""
+    label_csv = hparams.get("label_csv")
+    table = LabelTable.from_csv(label_csv) if label_csv else None
+    if hparams["task"] == "finetune" and table is None:
+        raise ValueError("fine-tuning needs a label CSV: pass --label_csv")
+    out = {}
+    train_cfg = data_config(hparams, train=True)
+    eval_cfg = data_config(hparams, train=False)
+    if hparams.get("train_data"):
+        out["train"] = build_dataset(hparams["train_data"], table, train_cfg, True, counter)
+    if hparams.get("valid_data"):
+        out["valid"] = build_dataset(hparams["valid_data"], table, eval_cfg, False, counter)
+    test_path = hparams.get("test_data") or hparams.get("valid_data")
+    if test_path:
+        test_cfg = dict(eval_cfg, multi_frame=bool(hparams.get("multi_frame_eval", False)))
+        out["test"] = build_dataset(test_path, table, test_cfg, False, counter)
+    out["label_table"] = table
+    return out
+
+
+def loader_kwargs(hparams, key, datasets=None):
+    """DataLoader options from the yaml (``<key>``) with the AV collate function."""
+    opts = dict(hparams.get(key) or {})
+    opts.setdefault("collate_fn", collate_av)
+    if key.startswith("train") and datasets is not None and hparams.get("balanced_sampling"):
+        train = datasets["train"]
+        weights_file = hparams.get("sample_weights")
+        if weights_file:
+            weights = read_weight_file(weights_file, len(train))
+        else:
+            weights = class_balanced_weights(train, datasets["label_table"])
+        opts.pop("shuffle", None)
+        opts["sampler"] = torch.utils.data.WeightedRandomSampler(
+            weights, len(weights), replacement=True
+        )
+        logger.info("class-balanced sampling of the training set")
+    return opts
+
+
+# ------------------------------------------------------------------------- logging
+class MultiLogger:
+    """Forwards ``log_stats`` to several SpeechBrain train loggers (file + TensorBoard)."""
+
+    def __init__(self, loggers):
+        self.loggers = list(loggers)
+
+    def log_stats(self, *args, **kwargs):
+        """Log to every logger."""
+        for log in self.loggers:
+            log.log_stats(*args, **kwargs)
+
+
+def add_tensorboard(hparams):
+    """Add a TensorBoard logger (``tensorboard_folder``) when ``use_tensorboard``."""
+    if not hparams.get("use_tensorboard"):
+        return
+    try:
+        from speechbrain.utils.train_logger import TensorboardLogger
+
+        tb = TensorboardLogger(hparams["tensorboard_folder"])
+    except ImportError as exc:
+        raise ImportError(
+            "use_tensorboard: True needs the tensorboard package (pip install tensorboard)"
+        ) from exc
+    hparams["train_logger"] = MultiLogger([hparams["train_logger"], tb])
+
+
+# ---------------------------------------------------------------------------- main
+def complete_overrides(overrides):
+    """Overrides as a dict, with ``num_classes`` read from ``--label_csv`` when not given."""
+    if isinstance(overrides, str):
+        overrides = yaml.safe_load(overrides) or {}
+    overrides = dict(overrides or {})
+    if overrides.get("label_csv") and "num_classes" not in overrides:
+        overrides["num_classes"] = LabelTable.from_csv(overrides["label_csv"]).num_classes
+    return overrides
+
+
+def check_hparams(hparams):
+    """Consistency checks with clear messages."""
+    task = hparams.get("task")
+    if task not in TASKS:
+        raise ValueError(f"hparams 'task' must be one of {sorted(TASKS)}, got {task!r}")
+    if task == "finetune" and hparams.get("label_csv"):
+        n = LabelTable.from_csv(hparams["label_csv"]).num_classes
+        if n != hparams["num_classes"]:
+            raise ValueError(
+                f"num_classes={hparams['num_classes']} but {hparams['label_csv']} has {n} "
+                f"classes; pass --num_classes {n}"
+            )
+
+
+def run_recipe(argv=None):
+    """Run a CAV-MAE recipe from command-line arguments (``sys.argv[1:]`` by default).
+
+    Returns
+    -------
+    Brain
+        The trained brain (its ``results`` hold the evaluation results).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    overrides = complete_overrides(overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    check_hparams(hparams)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    add_tensorboard(hparams)
+
+    counter = BadSampleCounter()
+    datasets = build_datasets(hparams, counter)
+    if "train" not in datasets and not run_opts["test_only"]:
+        raise ValueError("no training data: pass --train_data (or --test_only)")
+
+    if hparams.get("pretrained_path"):
+        load_pretrained(hparams["model"], hparams["pretrained_path"])
+
+    brain_class = TASKS[hparams["task"]]
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.bad_sample_counter = counter
+    if "train" in datasets:
+        brain.fit(
+            brain.hparams.epoch_counter,
+            datasets["train"],
+            datasets.get("valid"),
+            train_loader_kwargs=loader_kwargs(hparams, "train_dataloader_opts", datasets),
+            valid_loader_kwargs=loader_kwargs(hparams, "valid_dataloader_opts"),
+        )
+    if "test" in datasets:
+        key = {"min_key": "loss"} if hparams["task"] == "pretrain" else {}
+        brain.evaluate(
+            datasets["test"],
+            test_loader_kwargs=loader_kwargs(hparams, "test_dataloader_opts"),
+            **key,
+        )
+    export_name = "pretrained.pth" if hparams["task"] == "pretrain" else "finetuned.pth"
+    run_on_main(export_model, args=[brain.modules.model,
+                                    os.path.join(hparams["output_folder"], export_name)])
+    return brain
+
+
+__all__ = [
+    "MultiLogger",
+    "average_state_dict_files",
+    "build_datasets",
+    "class_balanced_weights",
+    "data_config",
+    "export_model",
+    "load_pretrained",
+    "loader_kwargs",
+    "run_recipe",
+]

@@ -335,7 +335,7 @@ def _check(name, value, allowed):
 class _CAVMAELobe(nn.Module):
     """Loading, freezing and pooling shared by the three encoders."""
 
-    def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=1024,
+    def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
                  num_heads=None, **encoder_kwargs):
         super().__init__()
         self.pooling = _check("pooling", pooling, POOLING)
@@ -418,8 +418,10 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
     pooling : str
         ``"mean"`` (``[batch, 1, dim]``), ``"time"`` (``[batch, time_patches, dim]``) or
         ``"none"`` (``[batch, tokens, dim]``).
-    audio_length : int
-        Frames the encoder is built for (1024 = 10.24 s as the released models).
+    audio_length : int, optional
+        Frames the encoder is built for; default: the checkpoint's (1024 = 10.24 s for the
+        released models), or 1024 with random initialisation. With a checkpoint of another
+        length the audio positional embedding is interpolated along time.
     long_audio : str
         ``"crop"`` (default), ``"window"`` or ``"interpolate"``.
     short_audio : str
@@ -449,7 +451,7 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
     torch.Size([2, 1, 32])
     """
 
-    def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=1024,
+    def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
                  long_audio="crop", short_audio="pad", mask_padding=True,
                  feature_norm="none", sample_rate=16000, fbank_mean=DEFAULT_MEAN,
                  fbank_std=DEFAULT_STD, pad_value=None, num_heads=None, **encoder_kwargs):

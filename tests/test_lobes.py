@@ -1,0 +1,241 @@
+"""Tests of the SpeechBrain lobes (drop-in CAV-MAE encoders)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from speechbrain.lobes.features import Fbank
+from speechbrain.lobes.models.ECAPA_TDNN import Classifier
+from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+
+from speechbrain_cavmae.checkpoint import load_original_checkpoint
+from speechbrain_cavmae.classifier import CAVMAEClassifier
+from speechbrain_cavmae.features import KaldiFbank
+from speechbrain_cavmae.lobes import (
+    CAVMAEAudioEncoder,
+    CAVMAEJointEncoder,
+    CAVMAEVisualEncoder,
+    audio_token_mask,
+)
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
+TINY = dict(img_size=32, embed_dim=32, modality_specific_depth=1, num_heads=4)
+SR = 16000
+
+
+def tiny_audio(**kwargs):
+    args = dict(TINY, audio_length=64)
+    args.update(kwargs)
+    return CAVMAEAudioEncoder(**args)
+
+
+def recipe_features(batch=6, seconds=0.5, seed=0):
+    """Random clips of 3 classes (different tones) through SpeechBrain's Fbank(n_mels=128)."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * SR)) / SR
+    labels = torch.arange(batch) % 3
+    freqs = torch.tensor([300.0, 1200.0, 4000.0])[labels]
+    wavs = torch.sin(2 * torch.pi * freqs[:, None] * t) + 0.1 * torch.randn(batch, t.numel(), generator=gen)
+    feats = Fbank(n_mels=128)(wavs)
+    return feats, labels
+
+
+def train_steps(encoder, head, feats, labels, steps, lr=1e-3, use_aam=True):
+    params = [p for p in list(encoder.parameters()) + list(head.parameters()) if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    cost = LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=30))
+    losses = []
+    encoder.train()
+    head.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        emb = encoder(feats)
+        out = head(emb)
+        if use_aam:
+            loss = cost(out, labels[:, None], torch.ones(len(labels)))
+        else:
+            loss = torch.nn.functional.cross_entropy(out.squeeze(1), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_recipe_convention_ecapa_classifier_trains_encoder():
+    torch.manual_seed(0)
+    feats, labels = recipe_features()
+    assert feats.shape[-1] == 128
+    encoder = tiny_audio(feature_norm="utterance")
+    head = Classifier(input_size=encoder.output_size, out_neurons=3, lin_blocks=0)
+    emb = encoder(feats)
+    assert emb.shape == (feats.shape[0], 1, 32)
+    assert head(emb).shape == (feats.shape[0], 1, 3)
+    before = encoder.encoder.blocks_a[0].attn.qkv.weight.detach().clone()
+    losses = train_steps(encoder, head, feats, labels, steps=12)
+    assert losses[-1] < losses[0]
+    grad = encoder.encoder.blocks_a[0].attn.qkv.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert not torch.equal(before, encoder.encoder.blocks_a[0].attn.qkv.weight)
+
+
+def test_recipe_convention_linear_head_and_frozen_encoder():
+    torch.manual_seed(0)
+    feats, labels = recipe_features()
+    encoder = tiny_audio(feature_norm="utterance", freeze=True)
+    assert not any(p.requires_grad for p in encoder.parameters())
+    head = torch.nn.Linear(encoder.output_size, 3)
+    snapshot = {k: v.clone() for k, v in encoder.state_dict().items()}
+    head_before = head.weight.detach().clone()
+    losses = train_steps(encoder, head, feats, labels, steps=15, lr=5e-2, use_aam=False)
+    assert losses[-1] < losses[0]
+    assert not encoder.encoder.training  # train() keeps a frozen encoder in eval mode
+    assert not encoder(feats).requires_grad
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, snapshot[key]), key
+    assert all(p.grad is None for p in encoder.parameters())
+    assert not torch.equal(head_before, head.weight)
+
+
+def test_wrong_number_of_mel_bins_names_the_fix():
+    encoder = tiny_audio()
+    with pytest.raises(ValueError, match="n_mels: 128"):
+        encoder(torch.randn(2, 100, 80))
+
+
+@pytest.mark.parametrize("seconds", [1, 5, 10, 30])
+def test_waveforms_of_any_length(seconds):
+    torch.manual_seed(0)
+    encoder = CAVMAEAudioEncoder(audio_length=1024, **TINY).eval()
+    wav = torch.randn(1, seconds * SR)
+    with torch.no_grad():
+        emb = encoder(wav)
+    assert emb.shape == (1, 1, 32)
+    assert torch.isfinite(emb).all()
+    fbank, n_valid, n_win = encoder.audio_input(wav)
+    assert fbank.shape == (1, 1024, 128) and n_win == 1
+    assert n_valid.item() == min(KaldiFbank().num_frames(seconds * SR), 1024)
+
+
+def test_five_seconds_documented_behaviour():
+    """5 s: padded to 1024 frames; patches covering only padding are masked out."""
+    torch.manual_seed(0)
+    encoder = CAVMAEAudioEncoder(audio_length=1024, **TINY).eval()
+    wav = torch.randn(1, 5 * SR)
+    fbank, n_valid, _ = encoder.audio_input(wav)
+    assert fbank.shape == (1, 1024, 128) and n_valid.item() == 498
+    pad = (0.0 + 5.081) / 4.4849  # a zero log-mel frame after normalisation, as the original
+    assert torch.allclose(fbank[0, 498:], torch.full((526, 128), pad))
+    mask = audio_token_mask(n_valid, 8, 64, 16)
+    assert mask.sum().item() == 8 * 32  # 32 of 64 time columns are valid
+    with torch.no_grad():
+        emb = encoder(wav)
+        # Same valid frames, garbage in the patches that only cover padding (marked by
+        # lens): identical embedding. Frames 498..511 share a patch with valid frames.
+        feats = KaldiFbank(target_length=None)(wav)
+        feats = torch.cat([feats, torch.full((1, 14, 128), pad)], dim=1)
+        junk = torch.cat([feats, 10 * torch.randn(1, 512, 128)], dim=1)
+        lens = torch.tensor([498 / 1024])
+        emb_junk = encoder(junk, lens)
+        # Batched with a 10 s clip, with relative lens: identical embedding.
+        batch = torch.cat([torch.cat([wav, torch.zeros(1, 5 * SR)], 1), torch.randn(1, 10 * SR)])
+        emb_batch = encoder(batch, torch.tensor([0.5, 1.0]))
+    assert torch.allclose(emb, emb_junk, atol=1e-5)
+    assert torch.allclose(emb[0], emb_batch[0], atol=1e-5)
+    unmasked = CAVMAEAudioEncoder(audio_length=1024, mask_padding=False, **TINY).eval()
+    unmasked.load_state_dict(encoder.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(unmasked(junk, lens), unmasked(torch.cat(
+            [feats, torch.full((1, 512, 128), pad)], 1)), atol=1e-3)
+
+
+def test_long_audio_policies():
+    torch.manual_seed(0)
+    wav = torch.randn(1, 30 * SR)  # 2998 frames
+    kw = dict(audio_length=1024, **TINY)
+    base = CAVMAEAudioEncoder(**kw, pooling="none").eval()
+    state = base.state_dict()
+    shapes = {}
+    for policy in ("crop", "window", "interpolate"):
+        for pooling in ("none", "time", "mean"):
+            enc = CAVMAEAudioEncoder(**kw, long_audio=policy, pooling=pooling).eval()
+            enc.load_state_dict(state)
+            with torch.no_grad():
+                shapes[policy, pooling] = tuple(enc(wav).shape)
+    assert shapes["crop", "none"] == (1, 512, 32)
+    assert shapes["window", "none"] == (1, 3 * 512, 32)
+    assert shapes["interpolate", "none"] == (1, 8 * 188, 32)
+    assert shapes["crop", "time"] == (1, 64, 32)
+    assert shapes["window", "time"] == (1, 192, 32)
+    assert all(shapes[p, "mean"] == (1, 1, 32) for p in ("crop", "window", "interpolate"))
+    # The first window of "window" is exactly the "crop" encoding.
+    win = CAVMAEAudioEncoder(**kw, long_audio="window", pooling="none").eval()
+    win.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.allclose(win(wav)[:, :512], base(wav), atol=1e-5)
+
+
+def test_short_audio_interpolate_uses_actual_length():
+    enc = CAVMAEAudioEncoder(audio_length=1024, short_audio="interpolate", pooling="time", **TINY)
+    out = enc(torch.randn(2, SR))  # 98 frames -> 112 -> 7 time patches
+    assert out.shape == (2, 7, 32)
+
+
+def test_matches_classifier_streams_from_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    clf = CAVMAEClassifier(4, audio_length=64, **TINY).eval()
+    path = tmp_path / "clf.ckpt"
+    torch.save(clf.state_dict(), path)
+    audio = torch.randn(2, 64, 128)
+    image = torch.randn(2, 3, 32, 32)
+    a_enc = CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=4, mask_padding=False).eval()
+    j_enc = CAVMAEJointEncoder(ckpt_path=str(path), num_heads=4, mask_padding=False).eval()
+    v_enc = CAVMAEVisualEncoder(ckpt_path=str(path), num_heads=4).eval()
+    with torch.no_grad():
+        ref_a = clf.encoder.encode_audio(audio).mean(1)
+        ref_v = clf.encoder.encode_visual(image).mean(1)
+        ref_j = clf.pool(audio, image, "multimodal")
+        assert torch.allclose(a_enc(audio)[:, 0], ref_a, atol=1e-5)
+        assert torch.allclose(v_enc(image)[:, 0], ref_v, atol=1e-5)
+        assert torch.allclose(j_enc(audio, frames=image)[:, 0], ref_j, atol=1e-5)
+        assert torch.allclose(j_enc((audio, image))[:, 0], ref_j, atol=1e-5)
+        # Several frames: outputs averaged over frames.
+        frames = torch.randn(2, 3, 3, 32, 32)
+        multi = j_enc(audio, frames=frames)
+        per = torch.stack([clf.pool(audio, frames[:, i], "multimodal") for i in range(3)], 1)
+        assert torch.allclose(multi[:, 0], per.mean(1), atol=1e-5)
+    with pytest.raises(ValueError, match="ImageTransform"):
+        v_enc(torch.randn(1, 3, 48, 48))
+
+
+def test_original_checkpoint_fixture(tmp_path):
+    fixture = torch.load(FIXTURE, weights_only=False)
+    path = tmp_path / "original.pth"
+    torch.save(fixture["ft_state_dict"], path)
+    heads = fixture["config"]["num_heads"]
+    longer = CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=heads, audio_length=1024)
+    assert longer.encoder.audio_length == 1024  # positional embedding interpolated from 128
+    assert longer(torch.randn(1, 16000)).shape == (1, 1, 32)
+    ref = load_original_checkpoint(str(path), num_heads=heads)
+    audio = torch.randn(1, 128, 128)
+    same_len = CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=heads, freeze=True,
+                                  mask_padding=False)
+    assert same_len.encoder.audio_length == 128  # the checkpoint's own length by default
+    with torch.no_grad():
+        expected = ref.encoder.encode_audio(audio).mean(1)
+    assert torch.allclose(same_len(audio)[:, 0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="checkpoint has"):
+        CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=heads, embed_dim=64)
+
+
+def test_speechbrain_checkpointer_roundtrip(tmp_path):
+    """A lobe saved by SpeechBrain's checkpointer can be reloaded through ckpt_path."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    torch.manual_seed(0)
+    enc = tiny_audio()
+    ckpt = Checkpointer(tmp_path, {"embedding_model": enc}).save_checkpoint()
+    path = Path(ckpt.paramfiles["embedding_model"])
+    again = CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=4, audio_length=64).eval()
+    x = torch.randn(2, 64, 128)
+    with torch.no_grad():
+        assert torch.allclose(enc.eval()(x), again(x), atol=1e-6)

@@ -1,0 +1,378 @@
+"""Ready-to-use CAV-MAE inference in SpeechBrain's ``Pretrained`` interface.
+
+:class:`AudioVisualClassifier` loads a model folder written by
+``python -m speechbrain_cavmae.convert`` (or a fine-tuning run that writes the same
+``hyperparams.yaml`` / ``model.ckpt`` / ``label_encoder.txt`` layout) and classifies or embeds
+clips:
+
+* video files (mp4, mkv, ...): the audio track and ``n_frames`` (10) frames spread over the
+  first 10 s; the model is run once per frame (``mode``, multimodal by default) and the
+  scores are averaged over the frames, as the original multi-frame evaluation;
+* audio files (wav, flac, ...): ``audio_only_mode`` (``missingaudioonly`` for a model
+  fine-tuned multimodally, ``audioonly`` for an audio model);
+* videos without sound: ``video_only_mode``.
+
+Audio is resampled to 16 kHz and turned into the Kaldi fbank of the original, cropped or
+zero-padded to ``target_length`` frames (1024 = 10.24 s) before the dataset normalisation,
+exactly as the original evaluation: a 5 s clip is padded, a 30 s clip is cropped to its
+first 10.24 s. Scores are ``score_activation`` (sigmoid for multi-label models, softmax
+otherwise) of the logits.
+
+Example
+-------
+>>> from speechbrain_cavmae.inference import AudioVisualClassifier  # doctest: +SKIP
+>>> model = AudioVisualClassifier.from_hparams(source="cavmae-as", savedir="tmp")  # doctest: +SKIP
+>>> model.classify_file("clip.mp4", top_k=3)  # doctest: +SKIP
+[Prediction(label='Speech', score=0.93, index=0), ...]
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import logging
+import os
+import re
+from collections import namedtuple
+
+import torch
+from speechbrain.inference.interfaces import Pretrained
+
+from speechbrain_cavmae.classifier import MODES
+from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS, load_audio
+from speechbrain_cavmae.data.errors import BadSampleError
+from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
+from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+
+logger = logging.getLogger(__name__)
+
+#: One ranked class: label, score and class index.
+Prediction = namedtuple("Prediction", ["label", "score", "index"])
+
+AUDIO_MODES = ("audioonly", "missingaudioonly")
+VIDEO_MODES = ("videoonly", "missingvideoonly")
+
+
+def probe_streams(path):
+    """``(has_audio, has_video)`` of a media file.
+
+    Audio file extensions (wav, flac, ...) are audio-only; containers are opened with PyAV.
+
+    Raises
+    ------
+    BadSampleError
+        Missing or unreadable file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BadSampleError(path, "file not found")
+    if os.path.splitext(path)[1].lower() in SOUNDFILE_EXTS:
+        return True, False
+    import av
+
+    try:
+        with av.open(path) as container:
+            return bool(container.streams.audio), bool(container.streams.video)
+    except Exception as exc:
+        raise BadSampleError(path, f"cannot open container ({exc})") from exc
+
+
+def _yaml_declares(path, key):
+    """Whether the yaml file at ``path`` has a top-level ``key:`` entry."""
+    try:
+        with open(path, encoding="utf8") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    return re.search(rf"^{re.escape(key)}\s*:", text, flags=re.MULTILINE) is not None
+
+
+class AudioVisualClassifier(Pretrained):
+    """Audio-visual event classification and embedding with a CAV-MAE model.
+
+    The hyperparameters file must define ``modules`` with ``model`` (a
+    :class:`~speechbrain_cavmae.CAVMAEClassifier`, or a :class:`~speechbrain_cavmae.CAVMAE`
+    for embeddings only) and optionally ``compute_features`` (a
+    :class:`~speechbrain_cavmae.features.KaldiFbank`), plus the settings ``sample_rate``,
+    ``n_frames``, ``im_res``, ``mode``, ``audio_only_mode``, ``video_only_mode``,
+    ``score_activation`` and a ``label_encoder`` (see :mod:`speechbrain_cavmae.convert`).
+
+    Arguments
+    ---------
+    See ``speechbrain.inference.interfaces.Pretrained``; build it with
+    :meth:`from_hparams`.
+    """
+
+    MODULES_NEEDED = ["model"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        hp = self.hparams
+        model = self.mods.model
+        self.sample_rate = getattr(hp, "sample_rate", 16000)
+        self.n_frames = getattr(hp, "n_frames", 10)
+        self.im_res = getattr(hp, "im_res", model.encoder.patch_embed_v.img_size[0])
+        self.image_transform = ImageTransform(
+            self.im_res, interpolation=getattr(hp, "image_interpolation", "bilinear")
+        )
+        self.score_activation = getattr(hp, "score_activation", "softmax")
+        if self.score_activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"score_activation={self.score_activation!r}: use sigmoid or softmax")
+        if "compute_features" not in self.mods:
+            self.mods.compute_features = KaldiFbank(
+                sample_rate=self.sample_rate,
+                n_mels=getattr(hp, "n_mels", 128),
+                target_length=getattr(hp, "target_length", model.encoder.audio_length),
+                mean=getattr(hp, "fbank_mean", DEFAULT_MEAN),
+                std=getattr(hp, "fbank_std", DEFAULT_STD),
+            ).to(self.device)
+        self.label_encoder = getattr(hp, "label_encoder", None)
+        if self.is_classifier and self.label_encoder is not None and len(self.label_encoder):
+            if len(self.label_encoder) != model.num_classes:
+                raise ValueError(
+                    f"label encoder has {len(self.label_encoder)} labels, the model "
+                    f"{model.num_classes} classes"
+                )
+            self.label_encoder.expect_len(model.num_classes)
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None, **kwargs):
+        """Load from a model folder (or any ``Pretrained`` source).
+
+        For a local folder whose yaml declares ``pretrained_path``, that entry is set to
+        the folder so that the folder can be moved or copied freely.
+
+        Arguments
+        ---------
+        source : str
+            Model folder, hub id or URL.
+        hparams_file : str
+            Name of the hyperparameters file in ``source``.
+        overrides : dict, optional
+            HyperPyYAML overrides.
+        **kwargs
+            Passed to ``Pretrained.from_hparams`` (``savedir``, ``run_opts``...).
+        """
+        overrides = dict(overrides or {})
+        folder = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        if (folder and os.path.isdir(folder) and "pretrained_path" not in overrides
+                and _yaml_declares(os.path.join(folder, hparams_file), "pretrained_path")):
+            overrides["pretrained_path"] = os.path.abspath(folder)
+        return super().from_hparams(source, hparams_file=hparams_file, overrides=overrides,
+                                    **kwargs)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_classifier(self):
+        """Whether the model has a classification head."""
+        return hasattr(self.mods.model, "head")
+
+    def labels(self, indices):
+        """Class names of ``indices`` (the index as a string when no names are known)."""
+        enc = self.label_encoder
+        if enc is not None and len(enc):
+            return [enc.ind2lab[int(i)] for i in indices]
+        return [str(int(i)) for i in indices]
+
+    def compute_fbank(self, wavs, wav_lens=None):
+        """Waveforms ``[batch, samples]`` (16 kHz) -> fbank ``[batch, target_length, n_mels]``."""
+        wavs = wavs.to(self.device).float()
+        if wav_lens is not None:
+            wav_lens = wav_lens.to(self.device)
+        return self.mods.compute_features(wavs, wav_lens)
+
+    def transform_frames(self, frames):
+        """uint8 frames ``[n, 3, H, W]`` (or HWC arrays) -> ``[n, 3, im_res, im_res]``."""
+        return torch.stack([self.image_transform(frame) for frame in frames])
+
+    def load_clip(self, path):
+        """Read a media file.
+
+        Returns
+        -------
+        tuple
+            ``(waveform [samples] or None, frames [n_frames, 3, im_res, im_res] or None)``.
+        """
+        has_audio, has_video = probe_streams(path)
+        wav = load_audio(path, sample_rate=self.sample_rate) if has_audio else None
+        frames = None
+        if has_video:
+            frames = self.transform_frames(load_video_frames(path, n=self.n_frames))
+        if wav is None and frames is None:
+            raise BadSampleError(path, "no audio or video stream")
+        return wav, frames
+
+    def _resolve_mode(self, mode, has_audio, has_frames):
+        hp = self.hparams
+        if mode is None:
+            if has_audio and has_frames:
+                mode = getattr(hp, "mode", "multimodal")
+            elif has_audio:
+                mode = getattr(hp, "audio_only_mode", "missingaudioonly")
+                if mode is None:
+                    raise ValueError("this model cannot classify audio alone (audio_only_mode "
+                                     "is null in its hyperparams)")
+            elif has_frames:
+                mode = getattr(hp, "video_only_mode", "missingvideoonly")
+                if mode is None:
+                    raise ValueError("this model cannot classify video alone (video_only_mode "
+                                     "is null in its hyperparams)")
+            else:
+                raise ValueError("give audio, frames or both")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if mode in AUDIO_MODES or mode == "multimodal":
+            if not has_audio:
+                raise ValueError(f"mode {mode!r} needs audio")
+        if mode in VIDEO_MODES or mode == "multimodal":
+            if not has_frames:
+                raise ValueError(f"mode {mode!r} needs frames")
+        return mode
+
+    def _activation(self, logits):
+        if self.score_activation == "sigmoid":
+            return torch.sigmoid(logits.float())
+        return torch.softmax(logits.float(), dim=-1)
+
+    def _audio_input(self, audio, wav_lens):
+        if audio is None:
+            return None
+        audio = audio.to(self.device)
+        if audio.dim() == 1:
+            audio = audio.unsqueeze(0)
+        if audio.dim() == 2:
+            return self.compute_fbank(audio, wav_lens)
+        if audio.dim() == 3:
+            return audio.float()
+        raise ValueError(f"audio must be wavs [batch, samples] or fbank [batch, frames, "
+                         f"n_mels], got {tuple(audio.shape)}")
+
+    @staticmethod
+    def _frames_input(frames, device):
+        if frames is None:
+            return None
+        if frames.dim() == 4:
+            frames = frames.unsqueeze(1)
+        if frames.dim() != 5:
+            raise ValueError(f"frames must be [batch, 3, H, W] or [batch, n, 3, H, W], got "
+                             f"{tuple(frames.shape)}")
+        return frames.to(device).float()
+
+    # ------------------------------------------------------------------ batches
+    def scores_batch(self, audio=None, frames=None, wav_lens=None, mode=None):
+        """Class scores ``[batch, classes]``.
+
+        Arguments
+        ---------
+        audio : torch.Tensor, optional
+            Waveforms ``[batch, samples]`` at ``sample_rate`` or fbank
+            ``[batch, frames, n_mels]`` already normalised.
+        frames : torch.Tensor, optional
+            Transformed frames ``[batch, 3, H, W]`` or ``[batch, n_frames, 3, H, W]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths of the waveforms.
+        mode : str, optional
+            One of ``MODES``; default from the hparams and the inputs given.
+
+        Returns
+        -------
+        torch.Tensor
+            ``score_activation`` of the logits, averaged over the frames.
+        """
+        if not self.is_classifier:
+            raise RuntimeError("this model has no classification head (a pretrained CAV-MAE); "
+                               "use encode_batch / encode_file")
+        mode = self._resolve_mode(mode, audio is not None, frames is not None)
+        model = self.mods.model
+        with torch.no_grad():
+            fbank = self._audio_input(audio, wav_lens) if mode not in VIDEO_MODES else None
+            if mode in AUDIO_MODES:
+                return self._activation(model(fbank, None, mode=mode))
+            frames = self._frames_input(frames, self.device)
+            scores = [self._activation(model(fbank, frames[:, i], mode=mode))
+                      for i in range(frames.shape[1])]
+            return torch.stack(scores).mean(dim=0)
+
+    def classify_batch(self, audio=None, frames=None, wav_lens=None, mode=None):
+        """Classify a batch (see :meth:`scores_batch` for the arguments).
+
+        Returns
+        -------
+        tuple
+            ``(scores [batch, classes], best score [batch], best index [batch], best labels)``
+            as SpeechBrain's ``EncoderClassifier.classify_batch``.
+        """
+        scores = self.scores_batch(audio, frames, wav_lens, mode)
+        best, index = scores.max(dim=-1)
+        return scores, best, index, self.labels(index.tolist())
+
+    def encode_batch(self, audio=None, frames=None, wav_lens=None):
+        """Mean-pooled audio-only and visual-only embeddings.
+
+        Returns
+        -------
+        tuple
+            ``(audio [batch, dim] or None, visual [batch, dim] or None)``; the visual
+            embedding is averaged over the frames. Audio padding is not masked (as the
+            original).
+        """
+        enc = self.mods.model.encoder
+        with torch.no_grad():
+            a = v = None
+            if audio is not None:
+                a = enc.encode_audio(self._audio_input(audio, wav_lens)).mean(dim=1)
+            if frames is not None:
+                frames = self._frames_input(frames, self.device)
+                batch, n = frames.shape[:2]
+                v = enc.encode_visual(frames.flatten(0, 1)).mean(dim=1)
+                v = v.reshape(batch, n, -1).mean(dim=1)
+        return a, v
+
+    def forward(self, audio=None, frames=None, wav_lens=None, mode=None):
+        """Same as :meth:`classify_batch`."""
+        return self.classify_batch(audio, frames, wav_lens, mode)
+
+    # ------------------------------------------------------------------ files
+    def classify_file(self, path, top_k=5, mode=None):
+        """Top-``top_k`` classes of a video or audio file.
+
+        Arguments
+        ---------
+        path : str
+            Video (audio track + ``n_frames`` frames) or audio file.
+        top_k : int
+            Number of classes returned.
+        mode : str, optional
+            Overrides the mode chosen from the hparams and the streams of the file.
+
+        Returns
+        -------
+        list of Prediction
+            ``(label, score, index)`` by decreasing score.
+        """
+        wav, frames = self.load_clip(path)
+        if mode is None:
+            mode = self._resolve_mode(None, wav is not None, frames is not None)
+        audio = wav.unsqueeze(0) if wav is not None and mode not in VIDEO_MODES else None
+        frames = frames.unsqueeze(0) if frames is not None and mode not in AUDIO_MODES else None
+        scores = self.scores_batch(audio, frames, mode=mode)[0]
+        top = scores.topk(min(int(top_k), scores.numel()))
+        labels = self.labels(top.indices.tolist())
+        return [Prediction(lab, float(s), int(i))
+                for lab, s, i in zip(labels, top.values.tolist(), top.indices.tolist())]
+
+    def encode_file(self, path):
+        """Audio and visual embeddings of a file.
+
+        Returns
+        -------
+        dict
+            ``audio`` ``[dim]`` (None without an audio track) and ``visual`` ``[dim]``
+            (averaged over the ``n_frames`` frames; None for audio files).
+        """
+        wav, frames = self.load_clip(path)
+        a, v = self.encode_batch(
+            wav.unsqueeze(0) if wav is not None else None,
+            frames.unsqueeze(0) if frames is not None else None,
+        )
+        return {"audio": a[0] if a is not None else None,
+                "visual": v[0] if v is not None else None}

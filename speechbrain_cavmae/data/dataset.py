@@ -347,6 +347,16 @@ class AVSampleLoader:
         return feats
 
 
+class _Getter:
+    """Picklable ``lambda sample: sample[key]``."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def __call__(self, sample):
+        return sample[self.key]
+
+
 class AVDataset(DynamicItemDataset):
     """``DynamicItemDataset`` applying the bad-sample policy.
 
@@ -364,14 +374,12 @@ class AVDataset(DynamicItemDataset):
         self.loader = loader
         self.on_bad_sample = on_bad_sample
         self.bad_samples = counter if counter is not None else BadSampleCounter()
-        provided = [k for k in output_keys if k != "id"]
-
-        def sample_pipeline(sample_id):
-            out = loader(sample_id)
-            for key in provided:
-                yield out[key]
-
-        self.add_dynamic_item(sample_pipeline, takes=["id"], provides=provided)
+        # Plain (not generator) dynamic items: SpeechBrain's generator items
+        # keep state that an exception mid-sample would leave behind.
+        self.add_dynamic_item(loader, takes=["id"], provides="av_sample")
+        for key in output_keys:
+            if key != "id":
+                self.add_dynamic_item(_Getter(key), takes=["av_sample"], provides=key)
         self.set_output_keys(list(output_keys))
 
     @property

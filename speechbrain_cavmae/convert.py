@@ -34,6 +34,7 @@ import sys
 import torch
 
 from speechbrain_cavmae.checkpoint import (
+    CheckpointMismatchError,
     _unwrap,
     infer_config,
     is_original_state_dict,
@@ -263,6 +264,11 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     state = _unwrap(torch.load(source, map_location="cpu", weights_only=True))
     if is_original_state_dict(state):
         state = original_to_speechbrain(state)
+    if "encoder.patch_embed_a.proj.weight" not in state:
+        raise CheckpointMismatchError(
+            f"{source}: not a CAV-MAE checkpoint (no audio patch embedding among "
+            f"{len(state)} tensors, e.g. {list(state)[:3]})"
+        )
     cfg = infer_config(state)
     kind = cfg["kind"]
     if kind not in ("classifier", "pretrain"):

@@ -1,0 +1,195 @@
+"""Tests of AudioVisualClassifier (from_hparams on a converted folder) and the classify CLI."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from media import REAL_CLIPS, SHARED_SAMPLES, tone, write_label_csv, write_video, write_wav
+
+from speechbrain_cavmae.checkpoint import load_original_checkpoint
+from speechbrain_cavmae.classify import main as classify_main
+from speechbrain_cavmae.convert import convert
+from speechbrain_cavmae.data.audio import load_audio
+from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
+from speechbrain_cavmae.features import KaldiFbank
+from speechbrain_cavmae.inference import AudioVisualClassifier, Prediction
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+
+
+def colour(k):
+    return np.array([(37 * k) % 256, (91 * k + 60) % 256, (13 * k + 200) % 256], dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inference")
+    fixture = torch.load(FIXTURE, weights_only=False)
+    ckpt = root / "ft.pth"
+    torch.save(fixture["ft_state_dict"], ckpt)
+    csv = write_label_csv(root / "labels.csv", [f"/m/{i}" for i in range(5)])
+    folder = root / "model"
+    convert(ckpt, folder, label_csv=csv, num_heads=4)
+    video = write_video(str(root / "clip.mp4"), n_frames=30, fps=10, size=(80, 64),
+                        audio_freqs=(660.0,), colours=colour)
+    wav = write_wav(str(root / "clip.wav"), tone(880.0, 2.0, 16000))
+    return {"root": root, "ckpt": ckpt, "folder": folder, "video": video, "wav": wav, "csv": csv}
+
+
+@pytest.fixture(scope="module")
+def clf(env):
+    return AudioVisualClassifier.from_hparams(source=str(env["folder"]),
+                                              savedir=str(env["root"] / "savedir"))
+
+
+@pytest.fixture(scope="module")
+def reference(env):
+    return load_original_checkpoint(str(env["ckpt"]), num_heads=4).eval()
+
+
+def manual_inputs(path, n_frames=10):
+    fbank = KaldiFbank(target_length=128)(load_audio(path).unsqueeze(0))
+    transform = ImageTransform(64, interpolation="bilinear")
+    frames = torch.stack([transform(f) for f in load_video_frames(path, n=n_frames)])
+    return fbank, frames
+
+
+def test_classify_video_averages_frames(clf, env, reference):
+    preds = clf.classify_file(env["video"], top_k=3)
+    assert len(preds) == 3 and all(isinstance(p, Prediction) for p in preds)
+    assert [p.score for p in preds] == sorted([p.score for p in preds], reverse=True)
+    assert all(p.label == f"name {p.index}" for p in preds)
+    fbank, frames = manual_inputs(env["video"])
+    with torch.no_grad():
+        per_frame = [torch.softmax(reference(fbank, frames[i:i + 1], mode="multimodal"), -1)
+                     for i in range(10)]
+    expected = torch.stack(per_frame).mean(0)[0]
+    for p in preds:
+        assert abs(p.score - expected[p.index].item()) < 1e-5
+    # the frames differ, so averaging over them is not the same as using one frame
+    assert not torch.allclose(per_frame[0], per_frame[5], atol=1e-6)
+    # deterministic
+    assert clf.classify_file(env["video"], top_k=3) == preds
+
+
+def test_classify_audio_file_uses_missingaudioonly(clf, env, reference):
+    preds = clf.classify_file(env["wav"], top_k=5)
+    assert len(preds) == 5
+    assert abs(sum(p.score for p in preds) - 1.0) < 1e-5  # softmax over all 5 classes
+    fbank = KaldiFbank(target_length=128)(load_audio(env["wav"]).unsqueeze(0))
+    with torch.no_grad():
+        expected = torch.softmax(reference(fbank, None, mode="missingaudioonly"), -1)[0]
+    for p in preds:
+        assert abs(p.score - expected[p.index].item()) < 1e-5
+    forced = clf.classify_file(env["video"], top_k=5, mode="missingaudioonly")
+    assert [p.index for p in forced] != [] and forced != clf.classify_file(env["video"], top_k=5)
+
+
+def test_sigmoid_scores_from_hparams(env, reference):
+    model = AudioVisualClassifier.from_hparams(
+        source=str(env["folder"]), savedir=str(env["root"] / "sd_sigmoid"),
+        overrides={"score_activation": "sigmoid"},
+    )
+    preds = model.classify_file(env["wav"], top_k=5)
+    fbank = KaldiFbank(target_length=128)(load_audio(env["wav"]).unsqueeze(0))
+    with torch.no_grad():
+        expected = torch.sigmoid(reference(fbank, None, mode="missingaudioonly"))[0]
+    for p in preds:
+        assert abs(p.score - expected[p.index].item()) < 1e-5
+
+
+def test_classify_batch_and_encode(clf, env, reference):
+    fbank, frames = manual_inputs(env["video"], n_frames=10)
+    wavs = torch.stack([load_audio(env["video"]), load_audio(env["video"])])
+    batch_frames = torch.stack([frames, frames.flip(0)])
+    scores, best, index, labels = clf.classify_batch(wavs, batch_frames)
+    assert scores.shape == (2, 5) and best.shape == (2,) and len(labels) == 2
+    assert torch.allclose(scores[0], scores[1], atol=1e-5)  # frame order does not matter
+    via_fbank = clf.classify_batch(fbank.repeat(2, 1, 1), batch_frames)[0]
+    assert torch.allclose(scores, via_fbank, atol=1e-5)
+    single = clf.classify_batch(wavs, batch_frames[:, 0], mode="multimodal")[0]
+    assert single.shape == (2, 5)
+    video_only = clf.classify_batch(None, batch_frames)[0]
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(reference(None, frames[i:i + 1],
+                                                        mode="missingvideoonly"), -1)
+                                for i in range(10)]).mean(0)
+    assert torch.allclose(video_only[0], expected[0], atol=1e-5)
+
+    emb = clf.encode_file(env["video"])
+    assert emb["audio"].shape == (32,) and emb["visual"].shape == (32,)
+    with torch.no_grad():
+        ref_a = reference.encoder.encode_audio(fbank).mean(1)[0]
+        ref_v = reference.encoder.encode_visual(frames).mean(1).mean(0)
+    assert torch.allclose(emb["audio"], ref_a, atol=1e-5)
+    assert torch.allclose(emb["visual"], ref_v, atol=1e-5)
+    audio_only = clf.encode_file(env["wav"])
+    assert audio_only["visual"] is None and audio_only["audio"].shape == (32,)
+
+
+def test_folder_can_be_moved_and_loaded_without_savedir(env, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(env["folder"], moved)
+    model = AudioVisualClassifier.from_hparams(source=str(moved), savedir=str(tmp_path / "sd"))
+    ref = AudioVisualClassifier.from_hparams(source=str(env["folder"]))
+    assert model.classify_file(env["wav"]) == ref.classify_file(env["wav"])
+
+
+def test_pretrained_model_encodes_but_does_not_classify(env, tmp_path):
+    fixture = torch.load(FIXTURE, weights_only=False)
+    ckpt = tmp_path / "pt.pth"
+    torch.save(fixture["pretrain_state_dict"], ckpt)
+    convert(ckpt, tmp_path / "pt", num_heads=4, decoder_num_heads=4)
+    model = AudioVisualClassifier.from_hparams(source=str(tmp_path / "pt"),
+                                               savedir=str(tmp_path / "sd"))
+    emb = model.encode_file(env["video"])
+    assert emb["audio"].shape == (32,) and emb["visual"].shape == (32,)
+    with pytest.raises(RuntimeError, match="no classification head"):
+        model.classify_file(env["video"])
+
+
+def test_audio_only_model_ignores_frames(env, tmp_path, reference):
+    convert(env["ckpt"], tmp_path / "a", num_heads=4, mode="audioonly")
+    model = AudioVisualClassifier.from_hparams(source=str(tmp_path / "a"),
+                                               savedir=str(tmp_path / "sd"))
+    preds = model.classify_file(env["video"], top_k=5)
+    fbank = KaldiFbank(target_length=128)(load_audio(env["video"]).unsqueeze(0))
+    with torch.no_grad():
+        expected = torch.softmax(reference(fbank, None, mode="audioonly"), -1)[0]
+    for p in preds:
+        assert abs(p.score - expected[p.index].item()) < 1e-5
+
+
+def test_bad_file_names_the_file(clf, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(Exception, match="broken.mp4"):
+        clf.classify_file(str(bad))
+
+
+def test_cli_table(env, capsys):
+    code = classify_main([env["video"], env["wav"], "--model", str(env["folder"]),
+                          "--top-k", "2", "--savedir", str(env["root"] / "sd_cli")])
+    assert code == 0
+    out = capsys.readouterr().out
+    blocks = out.strip().split("\n\n")
+    assert len(blocks) == 2
+    for block, path in zip(blocks, (env["video"], env["wav"])):
+        lines = block.splitlines()
+        assert lines[0] == path and lines[1].split() == ["rank", "score", "class"]
+        assert len(lines) == 4 and lines[2].split()[0] == "1"
+        assert lines[2].split(None, 2)[2].startswith("name ")
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/samples not available")
+def test_real_clips_deterministic(clf):
+    assert Path(SHARED_SAMPLES) == SHARED
+    for name in REAL_CLIPS:
+        path = str(SHARED / name)
+        first = clf.classify_file(path, top_k=5)
+        second = clf.classify_file(path, top_k=5)
+        assert len(first) == 5 and first == second
+        assert all(0.0 <= p.score <= 1.0 for p in first)

@@ -1,0 +1,1 @@
+"""Benchmarks of speechbrain-cavmae (not part of the test suite)."""

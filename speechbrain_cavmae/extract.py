@@ -11,7 +11,7 @@ For each video ``/any/path/{video_id}.{ext}`` this writes
   ``T.Resize(224)``), centre-cropped, saved as JPEG quality 75 (what
   torchvision's ``save_image`` writes).
 
-No ffmpeg/sox binaries are used (PyAV, decord, torchaudio, PIL). Finished
+No ffmpeg/sox binaries are used (PyAV, torchaudio, PIL). Finished
 videos (wav and every frame present) are skipped, so an interrupted run
 can be resumed. Failures are reported at the end and give a non-zero exit
 status.

@@ -158,16 +158,19 @@ def original_frames(video, out_dir, video_id, n=10):
     with av.open(video) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate)
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    total = min(len(decoded), int(fps * 10))
+        total = min(stream.frames, int(fps * 10))  # CAP_PROP_FRAME_COUNT, capped at 10 s
+        # cv2 set(POS_FRAMES, position - 1) + read() returns frame position - 1 (0 for the first)
+        read = [max(int(i * (total / n)) - 1, 0) for i in range(n)]
+        wanted = {}
+        for k, frame in enumerate(container.decode(stream)):
+            if k in read:
+                wanted[k] = frame.to_ndarray(format="rgb24")
+            if k >= max(read):
+                break
     prep = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
-    read = []
-    for i in range(n):
-        position = int(i * (total / n))
-        frame_no = max(position - 1, 0)  # cv2 set(POS_FRAMES, position - 1) + read()
-        read.append(frame_no)
+    for i, frame_no in enumerate(read):
         os.makedirs(os.path.join(out_dir, f"frame_{i}"), exist_ok=True)
-        save_image(prep(Image.fromarray(decoded[frame_no])),
+        save_image(prep(Image.fromarray(wanted[frame_no])),
                    os.path.join(out_dir, f"frame_{i}", f"{video_id}.jpg"))
     return read
 

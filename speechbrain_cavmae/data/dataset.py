@@ -33,7 +33,7 @@ resize filter for frames decoded from the video; 'bilinear' reproduces the
 original extractor, extracted 224 px JPEGs always get the loader's
 bicubic),
 features_on_device (False), multi_frame (False), on_bad_sample ('raise' |
-'skip'), video_threads (1, decord threads per decode).
+'skip'), video_threads (1, FFmpeg threads per video decode).
 
 freqm, timem, mixup, noise and label_smooth act only when ``train=True``.
 Mixup is pairwise inside the dataset like the original: the partner is a

@@ -11,7 +11,7 @@ saved are frames ``max(position - 1, 0)``: one frame *before* the nominal
 position, except for the first. :func:`sample_frame_indices` returns those
 decoded indices (``opencv_offset=False`` gives the nominal positions).
 
-Frames are either decoded from the video with decord or read from the
+Frames are either decoded from the video with PyAV or read from the
 original pre-extracted layout ``video_path/frame_{i}/{video_id}.jpg`` (224 px
 short side resized with torchvision's default bilinear filter,
 centre-cropped, JPEG quality 75 as ``save_image`` writes them). Both then go
@@ -81,59 +81,105 @@ def middle_frame(n=10):
     return int(n / 2)
 
 
-def _open_video(path, num_threads=1):
-    import decord
+def _open_video(path):
+    import av
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BadSampleError(path, "file not found")
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        container = av.open(path)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise BadSampleError(path, f"cannot decode video ({msg})") from exc
-    if len(reader) == 0:
+        raise BadSampleError(path, f"cannot decode video ({exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise BadSampleError(path, "cannot decode video (no video track)")
+    return container
+
+
+def _count_and_rate(container, path):
+    """(frame count, average fps) as OpenCV's FFmpeg backend reports them."""
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate:
+        raise BadSampleError(path, "video track has no frame rate")
+    fps = float(rate)
+    count = int(stream.frames or 0)
+    if count <= 0:  # e.g. mkv/webm: estimate from the duration, as OpenCV does
+        if stream.duration is not None and stream.time_base is not None:
+            count = int(round(float(stream.duration * stream.time_base) * fps))
+        elif container.duration is not None:
+            count = int(round(container.duration / 1e6 * fps))
+    if count <= 0:
         raise BadSampleError(path, "video track has no frames")
-    return reader
+    return count, fps
 
 
 def video_info(path):
-    """(num_frames, fps, height, width) of a video via decord."""
-    reader = _open_video(path)
-    height, width = reader[0].shape[:2]
-    return len(reader), float(reader.get_avg_fps()), height, width
+    """(num_frames, fps, height, width) of a video (PyAV, no decoding)."""
+    with _open_video(path) as container:
+        count, fps = _count_and_rate(container, path)
+        stream = container.streams.video[0]
+        return count, fps, stream.codec_context.height, stream.codec_context.width
 
 
 def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1):
     """Decode frames of a video.
+
+    Frames are decoded sequentially from the start up to the last one
+    needed (only those are converted to RGB). Random access is avoided on
+    purpose: decord 0.6.0's seeking returned wrong pictures for one of the
+    real test clips (B-frames, keyframes every 160 frames).
 
     Arguments
     ---------
     path : str
         Video file.
     n : int
-        Number of uniformly spaced frames (ignored when ``indices`` given).
+        Number of uniformly spaced frames.
     indices : list of int, optional
         Positions among the ``n`` uniformly spaced frames to return (e.g.
         ``[5]`` for the middle one); ``None`` returns all ``n``.
     span_s : float
         Seconds covered by the uniform spacing.
     num_threads : int
-        decord decoding threads.
+        FFmpeg decoding threads (0: FFmpeg's choice).
 
     Returns
     -------
     torch.Tensor
         uint8 [len(indices) or n, 3, H, W].
     """
-    reader = _open_video(path, num_threads)
-    frame_ids = sample_frame_indices(len(reader), reader.get_avg_fps(), n, span_s)
-    if indices is not None:
-        frame_ids = [frame_ids[i] for i in indices]
-    try:
-        batch = reader.get_batch(frame_ids).asnumpy()
-    except Exception as exc:
-        raise BadSampleError(path, f"cannot decode frames {frame_ids} ({exc})") from exc
+    with _open_video(path) as container:
+        count, fps = _count_and_rate(container, path)
+        frame_ids = sample_frame_indices(count, fps, n, span_s)
+        if indices is not None:
+            frame_ids = [frame_ids[i] for i in indices]
+        wanted = set(frame_ids)
+        last = max(frame_ids)
+        stream = container.streams.video[0]
+        stream.thread_count = num_threads
+        got = {}
+        decoded = 0
+        try:
+            for k, frame in enumerate(container.decode(stream)):
+                decoded = k + 1
+                if k in wanted:
+                    got[k] = frame.to_ndarray(format="rgb24")
+                if k >= last:
+                    break
+        except Exception as exc:
+            raise BadSampleError(path, f"cannot decode video frames ({exc})") from exc
+    missing = sorted(wanted - set(got))
+    if missing:
+        if not decoded:
+            raise BadSampleError(path, "cannot decode video (no decodable frames)")
+        # the container over-reported its frame count (OpenCV's read() would
+        # fail as well): report it rather than substitute another frame
+        raise BadSampleError(
+            path, f"video has only {decoded} decodable frames, frame {missing[0]} requested"
+        )
+    batch = np.stack([got[k] for k in frame_ids])
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
 

@@ -223,6 +223,7 @@ class CAVMAEEncoder(nn.Module):
         mask_mode="unstructured",
         noise_a=None,
         noise_v=None,
+        single_streams=True,
     ):
         """Masked encoding for pretraining.
 
@@ -239,6 +240,9 @@ class CAVMAEEncoder(nn.Module):
             always unstructured).
         noise_a, noise_v : torch.Tensor, optional
             Masking noise ``[batch, La]`` / ``[batch, Lv]``; lowest-noise tokens are kept.
+        single_streams : bool
+            Also run the audio-only and visual-only passes (skip them when no contrastive
+            objective uses them; ``audio`` and ``visual`` are then None).
 
         Returns
         -------
@@ -246,7 +250,7 @@ class CAVMAEEncoder(nn.Module):
             ``joint`` ``[batch, Ka + Kv, dim]`` (joint stream after ``norm``),
             ``audio`` ``[batch, Ka, dim]`` and ``visual`` ``[batch, Kv, dim]`` (single-modality
             streams after ``norm_a`` / ``norm_v``), ``mask_a`` ``[batch, La]`` and ``mask_v``
-            ``[batch, Lv]`` (1 = masked), ``ids_restore_a``, ``ids_restore_v``.
+            ``[batch, Lv]`` (1 = masked), ``ids_restore_a``, ``ids_restore_v``, ``num_kept_a``.
         """
         a = self.embed_audio(audio)
         v = self.embed_visual(image)
@@ -262,8 +266,9 @@ class CAVMAEEncoder(nn.Module):
         joint = self.forward_shared(torch.cat([a, v], dim=1))
         return {
             "joint": joint,
-            "audio": self.forward_shared(a, "a"),
-            "visual": self.forward_shared(v, "v"),
+            "num_kept_a": a.shape[1],
+            "audio": self.forward_shared(a, "a") if single_streams else None,
+            "visual": self.forward_shared(v, "v") if single_streams else None,
             "mask_a": mask_a,
             "mask_v": mask_v,
             "ids_restore_a": ids_restore_a,

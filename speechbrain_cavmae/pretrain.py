@@ -94,6 +94,7 @@ class CAVMAE(nn.Module):
         noise_a=None,
         noise_v=None,
         decode=True,
+        contrastive=True,
     ):
         """Mask, encode, and (optionally) reconstruct.
 
@@ -111,6 +112,9 @@ class CAVMAE(nn.Module):
             Masking noise ``[batch, La]`` / ``[batch, Lv]`` (lowest noise is kept).
         decode : bool
             Run the decoder (skip it for a contrastive-only objective).
+        contrastive : bool
+            Run the audio-only and visual-only passes (skip them for an MAE-only objective;
+            ``rep_*`` and ``tokens_*`` are then absent).
 
         Returns
         -------
@@ -121,23 +125,23 @@ class CAVMAE(nn.Module):
             audio-only / visual-only streams), ``latent`` (joint stream), ``tokens_a``,
             ``tokens_v`` (single-modality streams), ``ids_restore_a``, ``ids_restore_v``.
         """
-        enc = self.encoder(audio, image, mask_ratio_a, mask_ratio_v, mask_mode, noise_a, noise_v)
+        enc = self.encoder(audio, image, mask_ratio_a, mask_ratio_v, mask_mode, noise_a, noise_v,
+                           single_streams=contrastive)
         out = {
             "target_a": patchify_audio(audio, self.patch_size),
             "target_v": patchify_image(image, self.patch_size),
             "mask_a": enc["mask_a"],
             "mask_v": enc["mask_v"],
-            "rep_a": enc["audio"].mean(dim=1),
-            "rep_v": enc["visual"].mean(dim=1),
             "latent": enc["joint"],
-            "tokens_a": enc["audio"],
-            "tokens_v": enc["visual"],
             "ids_restore_a": enc["ids_restore_a"],
             "ids_restore_v": enc["ids_restore_v"],
         }
+        if contrastive:
+            out.update(tokens_a=enc["audio"], tokens_v=enc["visual"],
+                       rep_a=enc["audio"].mean(dim=1), rep_v=enc["visual"].mean(dim=1))
         if decode:
             out["pred_a"], out["pred_v"] = self.decoder(
-                enc["joint"], enc["ids_restore_a"], enc["ids_restore_v"], enc["audio"].shape[1]
+                enc["joint"], enc["ids_restore_a"], enc["ids_restore_v"], enc["num_kept_a"]
             )
         return out
 

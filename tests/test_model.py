@@ -147,6 +147,17 @@ def test_decode_false_skips_decoder():
     assert "pred_a" not in out and out["rep_a"].shape == (2, 32)
 
 
+def test_contrastive_false_skips_single_modality_streams():
+    model = tiny_pretrain(128, 32).eval()
+    a, v = torch.randn(2, 128, 128), torch.randn(2, 3, 32, 32)
+    noise_a, noise_v = torch.rand(2, 64), torch.rand(2, 4)
+    with torch.no_grad():
+        full = model(a, v, noise_a=noise_a, noise_v=noise_v)
+        mae_only = model(a, v, noise_a=noise_a, noise_v=noise_v, contrastive=False)
+    assert "rep_a" not in mae_only and "tokens_v" not in mae_only
+    torch.testing.assert_close(mae_only["pred_a"], full["pred_a"])
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_classifier_modes_shapes_and_gradients(mode):
     torch.manual_seed(0)

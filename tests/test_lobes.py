@@ -239,3 +239,52 @@ def test_speechbrain_checkpointer_roundtrip(tmp_path):
     x = torch.randn(2, 64, 128)
     with torch.no_grad():
         assert torch.allclose(enc.eval()(x), again(x), atol=1e-6)
+
+
+HPARAMS = Path(__file__).resolve().parents[1] / "hparams" / "integration"
+
+
+def load_recipe_hparams(name, tmp_path):
+    from hyperpyyaml import load_hyperpyyaml
+
+    fixture = torch.load(FIXTURE, weights_only=False)
+    ckpt = tmp_path / "cavmae.pth"
+    torch.save(fixture["ft_state_dict"], ckpt)
+    overrides = {"data_folder": str(tmp_path / "data"), "output_folder": str(tmp_path / "out"),
+                 "cavmae_checkpoint": str(ckpt), "cavmae_num_heads": 4, "emb_dim": 32}
+    with open(HPARAMS / name, encoding="utf8") as handle:
+        return load_hyperpyyaml(handle, overrides)
+
+
+def test_esc50_hparams_with_the_recipe_forward(tmp_path):
+    """The ESC50 recipe's compute_forward: STFT -> magnitude -> Filterbank -> encoder -> Linear."""
+    from speechbrain.processing.features import spectral_magnitude
+
+    hp = load_recipe_hparams("esc50_cavmae_encoder.yaml", tmp_path)
+    mods = hp["modules"]
+    wavs = torch.randn(2, 5 * SR)
+    net_input = spectral_magnitude(mods["compute_stft"](wavs), power=hp["spec_mag_power"])
+    net_input = mods["compute_fbank"](net_input)
+    assert hp["use_melspectra"] and not hp["use_log1p_mel"]
+    assert net_input.shape[-1] == 128
+    emb = mods["embedding_model"](net_input)
+    out = mods["classifier"](emb)
+    assert emb.shape == (2, 1, 32) and out.shape == (2, 1, 50)
+    out.sum().backward()
+    assert mods["embedding_model"].encoder.blocks_a[0].mlp.fc1.weight.grad is not None
+
+
+def test_urbansound8k_hparams_with_the_recipe_forward(tmp_path):
+    """The UrbanSound8k recipe: Fbank -> mean_var_norm -> encoder -> ECAPA Classifier -> AAM."""
+    hp = load_recipe_hparams("urbansound8k_cavmae_encoder.yaml", tmp_path)
+    mods = hp["modules"]
+    wavs, lens = torch.randn(3, 4 * SR), torch.tensor([1.0, 0.5, 0.8])
+    feats = mods["compute_features"](wavs)
+    feats = mods["mean_var_norm"](feats, lens)
+    emb = mods["embedding_model"](feats)
+    out = mods["classifier"](emb)
+    assert emb.shape == (3, 1, 32) and out.shape == (3, 1, 10)
+    loss = hp["compute_cost"](out, torch.tensor([[1], [2], [3]]), lens)
+    assert torch.isfinite(loss)
+    with_lens = mods["embedding_model"](feats, lens)  # the documented one-line change
+    assert with_lens.shape == (3, 1, 32) and not torch.allclose(with_lens[1], emb[1])

@@ -49,8 +49,10 @@ def build_parser():
         prog="python -m speechbrain_cavmae.classify",
         description="Top-k audio-visual event classes of video or audio clips.",
     )
-    parser.add_argument("clips", nargs="+", help="video (mp4, mkv...) or audio (wav, flac...) files")
-    parser.add_argument("--model", required=True, help="model folder (hyperparams.yaml, model.ckpt)")
+    parser.add_argument("clips", nargs="+",
+                        help="video (mp4, mkv...) or audio (wav, flac...) files")
+    parser.add_argument("--model", required=True,
+                        help="model folder (hyperparams.yaml, model.ckpt)")
     parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=5)
     parser.add_argument("--mode", choices=MODES, help="force an inference mode")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0...")

@@ -77,7 +77,9 @@ def resolve_activation(score_activation, num_classes):
     if score_activation == "auto":
         return "sigmoid" if num_classes == AUDIOSET_CLASSES else "softmax"
     if score_activation not in ("sigmoid", "softmax"):
-        raise ValueError(f"score_activation={score_activation!r}; expected auto, sigmoid or softmax")
+        raise ValueError(
+            f"score_activation={score_activation!r}; expected auto, sigmoid or softmax"
+        )
     return score_activation
 
 

@@ -35,7 +35,8 @@ def recipe_features(batch=6, seconds=0.5, seed=0):
     t = torch.arange(int(seconds * SR)) / SR
     labels = torch.arange(batch) % 3
     freqs = torch.tensor([300.0, 1200.0, 4000.0])[labels]
-    wavs = torch.sin(2 * torch.pi * freqs[:, None] * t) + 0.1 * torch.randn(batch, t.numel(), generator=gen)
+    noise = 0.1 * torch.randn(batch, t.numel(), generator=gen)
+    wavs = torch.sin(2 * torch.pi * freqs[:, None] * t) + noise
     feats = Fbank(n_mels=128)(wavs)
     return feats, labels
 

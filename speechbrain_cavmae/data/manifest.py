@@ -187,6 +187,8 @@ def read_original_manifest(json_path):
         sample_id = _unique_id(str(raw["video_id"]), data, json_path)
         data[sample_id] = _normalise(sample_id, raw, root)
         data[sample_id]["video_id"] = str(raw["video_id"])
+        if sample_id != str(raw["video_id"]):
+            data[sample_id]["duplicate_of"] = str(raw["video_id"])
     return data
 
 
@@ -209,8 +211,11 @@ def read_speechbrain_csv(csv_path, replacements=None):
         if "ID" not in (reader.fieldnames or []):
             raise ValueError(f"{csv_path}: CSV manifest needs an 'ID' column")
         for row in reader:
-            sample_id = _unique_id(row.pop("ID"), data, csv_path)
+            raw_id = row.pop("ID")
+            sample_id = _unique_id(raw_id, data, csv_path)
             data[sample_id] = _normalise(sample_id, row, root, replacements)
+            if sample_id != raw_id:
+                data[sample_id]["duplicate_of"] = raw_id
     return data
 
 

@@ -9,6 +9,7 @@ from speechbrain_cavmae.checkpoint import (
 from speechbrain_cavmae.classifier import MODES, CAVMAEClassifier
 from speechbrain_cavmae.decoder import CAVMAEDecoder
 from speechbrain_cavmae.encoder import CAVMAEEncoder
+from speechbrain_cavmae.lobes import CAVMAEAudioEncoder, CAVMAEJointEncoder, CAVMAEVisualEncoder
 from speechbrain_cavmae.losses import ContrastiveLoss, MaskedReconstructionLoss
 from speechbrain_cavmae.masking import random_masking, structured_noise
 from speechbrain_cavmae.patch_embed import AudioPatchEmbed, ImagePatchEmbed
@@ -19,6 +20,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioPatchEmbed",
     "CAVMAE",
+    "CAVMAEAudioEncoder",
+    "CAVMAEJointEncoder",
+    "CAVMAEVisualEncoder",
     "CAVMAEClassifier",
     "CAVMAEDecoder",
     "CAVMAEEncoder",

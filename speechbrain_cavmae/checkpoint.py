@@ -60,8 +60,9 @@ class CheckpointMismatchError(RuntimeError):
     """Raised when a state dict does not fit the model (missing or unexpected keys)."""
 
 
-def _unwrap(state):
-    """Take the state dict out of common wrappers and strip the ``module.`` prefix."""
+def unwrap_state_dict(state):
+    """Take the state dict out of ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers and
+    strip DataParallel's ``module.`` prefix."""
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if key in state and isinstance(state[key], dict) and not torch.is_tensor(state[key]):
@@ -93,7 +94,7 @@ def original_to_speechbrain(state):
     """
     out = OrderedDict()
     unknown = []
-    for key, value in _unwrap(state).items():
+    for key, value in unwrap_state_dict(state).items():
         if UNUSED_NORM.match(key):
             continue
         if key.startswith(ENCODER_PREFIXES):
@@ -129,7 +130,7 @@ def speechbrain_to_original(state):
     renames += [("decoder." + new, old) for old, new in DECODER_RENAMES]
     renames += [(new, old) for old, new in HEAD_RENAMES]
     out = OrderedDict()
-    for key, value in _unwrap(state).items():
+    for key, value in unwrap_state_dict(state).items():
         for prefix, original in renames:
             if key.startswith(prefix):
                 out[original + key[len(prefix):]] = value
@@ -165,7 +166,12 @@ def infer_config(state, n_mels=128):
     dict
         ``kind`` (``"pretrain"`` or ``"classifier"``), and constructor arguments.
     """
-    sd = original_to_speechbrain(state) if is_original_state_dict(state) else _unwrap(state)
+    sd = original_to_speechbrain(state) if is_original_state_dict(state) else unwrap_state_dict(state)
+    required = ("encoder.patch_embed_a.proj.weight", "encoder.patch_embed_v.proj.weight",
+                "encoder.pos_embed_a", "encoder.pos_embed_v", "encoder.blocks_u.0.mlp.fc1.weight")
+    absent = [k for k in required if k not in sd]
+    if absent:
+        raise CheckpointMismatchError(f"not a CAV-MAE state dict: no {', '.join(absent)}")
     proj = sd["encoder.patch_embed_a.proj.weight"]
     embed_dim, patch_size = proj.shape[0], proj.shape[-1]
     n_audio = sd["encoder.pos_embed_a"].shape[1]
@@ -272,7 +278,7 @@ def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location
     if not isinstance(state, dict):
         source = str(path_or_state_dict)
         state = torch.load(source, map_location=map_location, weights_only=True)
-    state = _unwrap(state)
+    state = unwrap_state_dict(state)
     if is_original_state_dict(state):
         state = original_to_speechbrain(state)
     cfg = infer_config(state)
@@ -311,7 +317,7 @@ def init_from_imagenet_mae(model, mae_state):
     """
     if not isinstance(mae_state, dict):
         mae_state = torch.load(str(mae_state), map_location="cpu", weights_only=True)
-    mae = _unwrap(mae_state)
+    mae = unwrap_state_dict(mae_state)
     enc = model.encoder
     depth = len(enc.blocks_a)
     target = {}

@@ -35,7 +35,7 @@ import torch
 
 from speechbrain_cavmae.checkpoint import (
     CheckpointMismatchError,
-    _unwrap,
+    unwrap_state_dict,
     infer_config,
     is_original_state_dict,
     load_original_checkpoint,
@@ -263,7 +263,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     source = os.fspath(checkpoint)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{source}: checkpoint not found")
-    state = _unwrap(torch.load(source, map_location="cpu", weights_only=True))
+    state = unwrap_state_dict(torch.load(source, map_location="cpu", weights_only=True))
     if is_original_state_dict(state):
         state = original_to_speechbrain(state)
     if "encoder.patch_embed_a.proj.weight" not in state:

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from speechbrain_cavmae.checkpoint import (
-    _unwrap,
+    unwrap_state_dict,
     infer_config,
     is_original_state_dict,
     load_state_dict_strict,
@@ -132,7 +132,7 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
         cfg.setdefault("trainable_pos_embed", True)
         return CAVMAEEncoder(**cfg)
     source = str(ckpt_path)
-    state = _unwrap(torch.load(source, map_location=map_location, weights_only=True))
+    state = unwrap_state_dict(torch.load(source, map_location=map_location, weights_only=True))
     if is_original_state_dict(state):
         state = original_to_speechbrain(state)
     if "encoder.patch_embed_a.proj.weight" not in state:

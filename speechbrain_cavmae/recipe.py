@@ -341,12 +341,21 @@ def add_tensorboard(hparams):
 
 # ---------------------------------------------------------------------------- main
 def complete_overrides(overrides):
-    """Overrides as a dict, with ``num_classes`` read from ``--label_csv`` when not given."""
-    if isinstance(overrides, str):
-        overrides = yaml.safe_load(overrides) or {}
-    overrides = dict(overrides or {})
-    if overrides.get("label_csv") and "num_classes" not in overrides:
-        overrides["num_classes"] = LabelTable.from_csv(overrides["label_csv"]).num_classes
+    """Add ``num_classes`` (read from ``--label_csv``) to the overrides when not given.
+
+    ``overrides`` is the YAML string of ``speechbrain.parse_arguments`` (kept as a string
+    so that hyperpyyaml parses numbers such as ``1e-3`` itself) or a dict.
+    """
+    if isinstance(overrides, dict):
+        values = overrides
+    else:
+        values = yaml.safe_load(overrides or "") or {}
+    if values.get("label_csv") and "num_classes" not in values:
+        n = LabelTable.from_csv(values["label_csv"]).num_classes
+        if isinstance(overrides, dict):
+            overrides = dict(overrides, num_classes=n)
+        else:
+            overrides = (overrides or "") + f"\nnum_classes: {n}"
     return overrides
 
 

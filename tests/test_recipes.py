@@ -1,0 +1,270 @@
+"""End-to-end tests of the recipes through their real command line, on a tiny toy dataset.
+
+Each test runs ``python recipes/<Dataset>/train.py hparams/<file>.yaml ...`` in a
+subprocess with a tiny model (embed_dim 32, one modality-specific layer, 64 px frames,
+96 fbank frames): AudioSet pretraining, fine-tuning from that checkpoint (which must beat
+chance on the held-out split), evaluation only; VGGSound additional pretraining and
+fine-tuning; resuming a run killed with SIGKILL in the middle of an epoch; and a
+two-process DDP run (torchrun, gloo on CPU).
+"""
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechbrain_cavmae.checkpoint import load_original_checkpoint
+from speechbrain_cavmae.toy import generate_toy_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIOSET = str(REPO / "recipes" / "AudioSet" / "train.py")
+VGGSOUND = str(REPO / "recipes" / "VGGSound" / "train.py")
+HP = REPO / "hparams"
+
+ENCODER = [
+    "--embed_dim", "32", "--modality_specific_depth", "1", "--num_heads", "2",
+    "--image_size", "64", "--audio_length", "96", "--num_workers", "0",
+    "--warmup_steps", "4", "--noprogressbar",
+]
+DECODER = ["--decoder_embed_dim", "16", "--decoder_depth", "1", "--decoder_num_heads", "2"]
+# The toy task in few steps: no mixup / SpecAugment / noise / smoothing.
+NO_AUG = ["--mixup", "0", "--freqm", "0", "--timem", "0", "--noise", "False",
+          "--label_smooth", "0"]
+
+
+def subprocess_env():
+    """Environment of the recipe runs: the repository importable, one thread per process
+    (several threads per process on a small, shared machine slow torch down a lot)."""
+    return dict(
+        os.environ,
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
+
+
+def run(args, timeout=300, check=True):
+    """Run a command line (python + args) in the repository; return the process."""
+    env = subprocess_env()
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def all_finite(stats):
+    return all(math.isfinite(v) for v in stats.values() if isinstance(v, (int, float)))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    return generate_toy_dataset(root, n_train=64, n_valid=32, n_test=32, seed=0,
+                                image_size=64, n_classes=4)
+
+
+def data_args(toy, labels=True, test=True):
+    args = ["--train_data", toy["train"], "--valid_data", toy["valid"]]
+    if test:
+        args += ["--test_data", toy["test"]]
+    if labels:
+        args += ["--label_csv", toy["label_csv"]]
+    return args
+
+
+def pretrain_args(toy, out, epochs=2, batch_size=8, extra=()):
+    return [AUDIOSET, str(HP / "cavmae.yaml"), *data_args(toy, labels=False, test=False),
+            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", str(batch_size),
+            "--number_of_epochs", str(epochs), *extra]
+
+
+@pytest.fixture(scope="module")
+def pretrained(toy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    run(pretrain_args(toy, out))
+    return out
+
+
+@pytest.mark.slow
+def test_audioset_pretraining_logs_losses_and_retrieval(pretrained):
+    history = json.loads((pretrained / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    for record in history:
+        for key in ("loss", "loss_mae_a", "loss_mae_v", "loss_c", "c_acc"):
+            assert math.isfinite(record["train"][key]), (key, record)
+        for key in ("loss", "loss_c", "a2v_R@1", "v2a_R@1", "a2v_R@10", "a2v_MedR"):
+            assert math.isfinite(record["valid"][key]), (key, record)
+        assert 0.0 <= record["valid"]["a2v_R@1"] <= 1.0
+    log = (pretrained / "train_log.txt").read_text()
+    assert "train loss_c" in log and "valid a2v_R@1" in log and "train c_acc" in log
+    results = json.loads((pretrained / "test_results.json").read_text())
+    assert all_finite(results) and "v2a_MedR" in results
+    model = load_original_checkpoint(str(pretrained / "pretrained.pth"), num_heads=2,
+                                      decoder_num_heads=2)
+    assert type(model).__name__ == "CAVMAE"
+    assert model.encoder.audio_length == 96
+
+
+@pytest.mark.slow
+def test_audioset_finetuning_beats_chance_then_evaluates(pretrained, toy, tmp_path):
+    out = tmp_path / "ft"
+    common = [AUDIOSET, str(HP / "cavmae_ft.yaml"), *data_args(toy), "--output_folder",
+              str(out), *ENCODER, "--batch_size", "4"]
+    run([*common, "--pretrained_path", str(pretrained / "pretrained.pth"), *NO_AUG,
+         "--number_of_epochs", "16", "--lr", "1e-3", "--head_lr", "10",
+         "--lrscheduler_start", "12", "--wa_start", "13", "--wa_end", "16"])
+    results = json.loads((out / "test_results.json").read_text())
+    assert results["weights"] == "average of 4 epoch(s)"
+    assert len(results["per_frame"]) == 10
+    for stats in [results["single_frame"], results["multi_frame"], *results["per_frame"]]:
+        assert all_finite(stats)
+    # 4 balanced classes: chance accuracy 0.25, chance mAP ~0.25, chance mAUC 0.5.
+    multi = results["multi_frame"]
+    assert multi["acc"] >= 0.5, results
+    assert multi["mAP"] >= 0.5 and multi["mAUC"] >= 0.7, results
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 16 and history[-1]["lr_head"] == pytest.approx(
+        history[-1]["lr"] * 10)
+    # Evaluation only, from the saved checkpoints: the same numbers.
+    (out / "test_results.json").unlink()
+    run([*common, "--test_only"])
+    again = json.loads((out / "test_results.json").read_text())
+    assert again["multi_frame"] == pytest.approx(multi)
+    assert again["weights"] == results["weights"]
+
+
+@pytest.mark.slow
+def test_vggsound_recipes_pretrain_from_audioset_then_finetune(pretrained, toy, tmp_path):
+    pre = tmp_path / "vgg_pt"
+    run([VGGSOUND, str(HP / "vggsound_cavmae.yaml"), *data_args(toy, labels=False, test=False),
+         "--pretrained_path", str(pretrained / "pretrained.pth"), "--output_folder", str(pre),
+         *ENCODER, *DECODER, "--batch_size", "8", "--number_of_epochs", "1"])
+    assert (pre / "pretrained.pth").is_file()
+    ft = tmp_path / "vgg_ft"
+    run([VGGSOUND, str(HP / "vggsound_cavmae_ft.yaml"), *data_args(toy),
+         "--pretrained_path", str(pre / "pretrained.pth"), "--output_folder", str(ft),
+         *ENCODER, "--batch_size", "8", "--number_of_epochs", "2", "--wa_start", "1",
+         "--wa_end", "2", "--topk", "[1, 3]"])
+    results = json.loads((ft / "test_results.json").read_text())
+    for stats in [results["single_frame"], results["multi_frame"]]:
+        assert set(stats) >= {"acc@1", "acc@3"} and all_finite(stats)
+        assert 0.0 <= stats["acc@1"] <= stats["acc@3"] <= 1.0
+    assert len(results["per_frame"]) == 10
+    log = (ft / "train_log.txt").read_text()
+    assert "valid acc@1" in log and "test multi_frame_acc@1" in log
+
+
+def _checkpoints(save):
+    """``(name, unixtime, intra_epoch)`` of the complete checkpoints in ``save``."""
+    found = []
+    for ckpt in sorted(save.glob("CKPT+*")):
+        meta = ckpt / "CKPT.yaml"
+        if not (meta.is_file() and (ckpt / "optimizer.ckpt").is_file()):
+            continue  # being written (the optimizer is saved last) or deleted
+        try:
+            text = meta.read_text()
+            stamp = float(re.search(r"unixtime: ([0-9.]+)", text).group(1))
+        except (OSError, AttributeError):
+            continue
+        found.append((ckpt.name, stamp, "brain_intra_epoch_ckpt" in text))
+    return found
+
+
+def _mid_epoch_checkpoints(save):
+    """Intra-epoch checkpoints written after the latest end-of-epoch checkpoint."""
+    ckpts = _checkpoints(save) if save.is_dir() else []
+    ends = [stamp for _, stamp, intra in ckpts if not intra]
+    if not ends:
+        return []
+    return [name for name, stamp, intra in ckpts if intra and stamp > max(ends)]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_mid_epoch(toy, tmp_path):
+    out = tmp_path / "resume"
+    args = pretrain_args(toy, out, epochs=2, batch_size=4, extra=[
+        "--ckpt_interval_minutes", "0", "--ckpt_interval_steps", "1"])
+    env = subprocess_env()
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    save = out / "save"
+    seen = []
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            seen = _mid_epoch_checkpoints(save)
+            # Kill in the middle of the second epoch, right after a checkpoint is complete.
+            if seen:
+                time.sleep(0.02)
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
+    assert seen, "no intra-epoch checkpoint was written"
+    assert len(json.loads((out / "history.json").read_text())) == 1
+    on_disk = _mid_epoch_checkpoints(save)  # the complete mid-epoch checkpoint(s)
+    assert on_disk
+    # Restart with the same command line: it resumes from the mid-epoch checkpoint.
+    proc = run(args)
+    log = proc.stderr + (out / "log.txt").read_text()
+    loaded = re.findall(r"Loading a checkpoint from (\S+)", log)
+    assert loaded and Path(loaded[0]).name in on_disk, (loaded, on_disk)
+    after = log[log.index(f"Loading a checkpoint from {loaded[0]}"):]
+    assert after.index("Going into epoch 2") < after.index("Going into epoch") + 30
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(all_finite(h["train"]) and all_finite(h["valid"]) for h in history)
+    assert all_finite(json.loads((out / "test_results.json").read_text()))
+
+
+@pytest.mark.slow
+def test_ddp_two_process_cpu_pretraining(toy, tmp_path):
+    out = tmp_path / "ddp"
+    args = pretrain_args(toy, out, epochs=1, extra=["--distributed_backend", "gloo",
+                                                    "--device", "cpu"])
+    proc = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                str(29500 + os.getpid() % 1000), *args], timeout=300)
+    assert "Traceback" not in proc.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and all_finite(history[0]["valid"])
+    # Each process trains on half of the 64 clips: 4 batches of 8.
+    model = load_original_checkpoint(str(out / "pretrained.pth"), num_heads=2,
+                                     decoder_num_heads=2)
+    ckpts = list((out / "save").glob("CKPT+*/model.ckpt"))
+    assert len(ckpts) == 1
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    missing = model.load_state_dict(state, strict=True)
+    assert not missing.missing_keys
+
+
+@pytest.mark.slow
+def test_ddp_two_process_cpu_audio_only_finetuning(pretrained, toy, tmp_path):
+    """The audio-only mode leaves the visual branch without gradients: DDP must cope."""
+    out = tmp_path / "ddp_ft"
+    args = [AUDIOSET, str(HP / "cavmae_ft_audioonly.yaml"), *data_args(toy, test=False),
+            "--pretrained_path", str(pretrained / "pretrained.pth"), "--output_folder",
+            str(out), *ENCODER, "--batch_size", "8", "--number_of_epochs", "1",
+            "--wa_start", "1", "--wa_end", "1", "--distributed_backend", "gloo",
+            "--device", "cpu"]
+    run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+         str(30500 + os.getpid() % 1000), *args], timeout=300)
+    results = json.loads((out / "test_results.json").read_text())
+    assert all_finite(results["single_frame"]) and "per_frame" not in results
+    state = torch.load(out / "finetuned.pth", map_location="cpu", weights_only=True)
+    assert state["head.fc.weight"].shape == (4, 32)

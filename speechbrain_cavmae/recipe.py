@@ -197,8 +197,8 @@ def average_state_dict_files(paths):
     >>> folder = tempfile.mkdtemp()
     >>> for i in (1, 3):
     ...     torch.save({"w": torch.tensor([float(i)])}, os.path.join(folder, f"{i}.pth"))
-    >>> average_state_dict_files([os.path.join(folder, f"{i}.pth") for i in (1, 3)])
-    OrderedDict({'w': tensor([2.])})
+    >>> average_state_dict_files([os.path.join(folder, f"{i}.pth") for i in (1, 3)])["w"]
+    tensor([2.])
     """
     if not paths:
         raise ValueError("average_state_dict_files: no files")

@@ -1,0 +1,205 @@
+"""Unit tests of the Brain classes, the schedules and the recipe helpers (in-process)."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.epoch_loop import EpochCounter
+from speechbrain.utils.train_logger import FileTrainLogger
+
+from speechbrain_cavmae.brain import FinetuneBrain, WeightAverager, average_frame_predictions
+from speechbrain_cavmae.checkpoint import CheckpointMismatchError, speechbrain_to_original
+from speechbrain_cavmae.classifier import CAVMAEClassifier
+from speechbrain_cavmae.data.dataset import build_dataset, collate_av
+from speechbrain_cavmae.metrics import ClassificationStats, MultiLabelMetrics
+from speechbrain_cavmae.pretrain import CAVMAE
+from speechbrain_cavmae.recipe import (
+    average_state_dict_files,
+    class_balanced_weights,
+    load_pretrained,
+)
+from speechbrain_cavmae.schedules import WarmupStepDecay, step_decay_factor
+from speechbrain_cavmae.toy import generate_toy_dataset
+
+TINY = dict(img_size=32, audio_length=64, embed_dim=32, modality_specific_depth=1, num_heads=2)
+
+
+# ----------------------------------------------------------------- schedules
+@pytest.mark.parametrize("start,step", [(2, 1), (5, 1), (10, 5)])
+def test_step_decay_matches_multisteplr_stepped_per_epoch(start, step):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = torch.optim.lr_scheduler.MultiStepLR(opt, list(range(start, 1000, step)), gamma=0.5)
+    for epoch in range(1, 26):
+        assert step_decay_factor(epoch, start, step, 0.5) == pytest.approx(
+            opt.param_groups[0]["lr"]), epoch
+        opt.step()
+        ref.step()
+
+
+def test_warmup_step_decay_keeps_group_ratio_and_checkpoints(tmp_path):
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.Adam([{"params": [params[0]], "lr": 1e-4},
+                            {"params": [params[1]], "lr": 1e-2}])
+    sched = WarmupStepDecay(warmup_steps=10, decay_start=1, decay_step=1, decay=0.5)
+    lrs = [sched(opt, epoch=1) for _ in range(5)]
+    assert lrs[0] == pytest.approx([1e-5, 1e-3]) and lrs[4] == pytest.approx([5e-5, 5e-3])
+    ckpt = Checkpointer(tmp_path, {"sched": sched})
+    ckpt.save_checkpoint()
+    restored = WarmupStepDecay(warmup_steps=10, decay_start=1, decay_step=1, decay=0.5)
+    Checkpointer(tmp_path, {"sched": restored}).recover_if_possible()
+    assert restored.n_steps == 5 and restored.base_lrs == pytest.approx([1e-4, 1e-2])
+    for _ in range(10):
+        last = restored(opt, epoch=3)  # warm-up over, two decays
+    assert last == pytest.approx([2.5e-5, 2.5e-3])
+
+
+# ------------------------------------------------------------ weight averaging
+def test_weight_averager_matches_file_average_and_survives_checkpointing(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    avg = WeightAverager()
+    files = []
+    for i in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_()
+        avg.update(model)
+        files.append(tmp_path / f"m{i}.pth")
+        torch.save(model.state_dict(), files[-1])
+    ref = average_state_dict_files(files)
+    for key, value in avg.state_dict().items():
+        assert torch.allclose(value, ref[key], atol=1e-6)
+    Checkpointer(tmp_path / "ck", {"wa": avg}).save_checkpoint()
+    other = WeightAverager()
+    Checkpointer(tmp_path / "ck", {"wa": other}).recover_if_possible()
+    assert other.count == 3 and torch.equal(other.state_dict()["weight"], avg.mean["weight"])
+
+
+# --------------------------------------------------------- multi-frame average
+def test_average_frame_predictions_sigmoid_and_softmax():
+    logits = torch.randn(4, 10, 6)
+    bce = average_frame_predictions(logits, "BCE")
+    ce = average_frame_predictions(logits, "CE")
+    assert torch.allclose(bce, torch.sigmoid(logits).mean(1))
+    assert torch.allclose(ce, torch.softmax(logits, -1).mean(1))
+    assert torch.allclose(ce.sum(-1), torch.ones(4))
+    with pytest.raises(ValueError):
+        average_frame_predictions(logits[:, 0])
+
+
+# ------------------------------------------------------------- FinetuneBrain
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return generate_toy_dataset(tmp_path_factory.mktemp("toyb"), n_train=6, n_valid=2,
+                                n_test=6, seed=2, image_size=32, n_classes=3)
+
+
+def make_brain(tmp_path, loss="BCE", freeze_base=False, mode="multimodal"):
+    torch.manual_seed(0)
+    model = CAVMAEClassifier(3, mode=mode, **TINY)
+    counter = EpochCounter(1)
+    hparams = {
+        "model": model, "ft_mode": mode, "loss": loss, "lr": 1e-3, "head_lr": 10,
+        "freeze_base": freeze_base, "weight_averaging": False, "wa_start": 1, "wa_end": 1,
+        "topk": [1, 2], "audio_length": 64, "output_folder": str(tmp_path),
+        "train_logger": FileTrainLogger(str(tmp_path / "log.txt")), "epoch_counter": counter,
+    }
+    return FinetuneBrain(
+        modules={"model": model}, hparams=hparams, run_opts={"device": "cpu"},
+        opt_class=lambda groups: torch.optim.Adam(groups, betas=(0.95, 0.999)),
+        checkpointer=Checkpointer(tmp_path / "save", {"model": model, "counter": counter}),
+    )
+
+
+def test_finetune_param_groups_head_lr_and_freeze(tmp_path):
+    brain = make_brain(tmp_path)
+    brain.init_optimizers()
+    base, head = brain.optimizer.param_groups
+    assert head["lr"] == pytest.approx(10 * base["lr"])
+    head_ids = {id(p) for p in brain.model.head.parameters()}
+    assert {id(p) for p in head["params"]} == head_ids
+    assert not head_ids & {id(p) for p in base["params"]}
+    frozen = make_brain(tmp_path / "f", freeze_base=True)
+    frozen.init_optimizers()
+    assert len(frozen.optimizer.param_groups) == 1
+    assert {id(p) for p in frozen.optimizer.param_groups[0]["params"]} == {
+        id(p) for p in frozen.model.head.parameters()}
+    assert not any(p.requires_grad for p in frozen.model.encoder.parameters())
+
+
+@pytest.mark.parametrize("loss", ["BCE", "CE"])
+def test_multi_frame_evaluation_results(toy, tmp_path, loss):
+    brain = make_brain(tmp_path, loss=loss)
+    test = build_dataset(toy["test"], toy["label_csv"],
+                         {"target_length": 64, "im_res": 32, "multi_frame": True}, train=False)
+    brain.evaluate(test, test_loader_kwargs={"batch_size": 4, "collate_fn": collate_av})
+    results = json.loads((tmp_path / "test_results.json").read_text())
+    assert len(results["per_frame"]) == 10
+    # Recompute per-frame and multi-frame metrics by hand.
+    model = brain.model.eval()
+    batch = collate_av([test[i] for i in range(len(test))])
+    with torch.no_grad():
+        logits = torch.stack([model(batch.fbank.data, batch.frames.data[:, k])
+                              for k in range(10)], dim=1)
+    metric = MultiLabelMetrics if loss == "BCE" else lambda: ClassificationStats(topk=(1, 2))
+    probs = (torch.sigmoid(logits) if loss == "BCE" else torch.softmax(logits, -1)).mean(1)
+    ref = metric()
+    ref.append(batch.id, probs, batch.labels.data)
+    assert results["multi_frame"] == pytest.approx(ref.summarize(), abs=1e-6)
+    ref3 = metric()
+    ref3.append(batch.id, logits[:, 3], batch.labels.data)
+    assert results["per_frame"][3] == pytest.approx(ref3.summarize(), abs=1e-6)
+    # The single-frame result uses the middle frame (5), as the original evaluation.
+    assert {k: v for k, v in results["single_frame"].items() if k != "loss"} == pytest.approx(
+        results["per_frame"][5], abs=1e-6)
+    main = "mAP" if loss == "BCE" else "acc@1"
+    assert main in results["multi_frame"]
+
+
+def test_audio_only_mode_ignores_frames(toy, tmp_path):
+    brain = make_brain(tmp_path, mode="audioonly")
+    test = build_dataset(toy["test"], toy["label_csv"],
+                         {"target_length": 64, "im_res": 32, "multi_frame": True}, train=False)
+    batch = collate_av([test[i] for i in range(3)])
+    out = brain.compute_forward(batch, sb.Stage.TEST)
+    assert "frame_logits" not in out and out["logits"].shape == (3, 3)
+
+
+# ------------------------------------------------------------- recipe helpers
+def test_load_pretrained_original_format_into_classifier(tmp_path):
+    torch.manual_seed(0)
+    pre = CAVMAE(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, **TINY)
+    original = speechbrain_to_original(pre.state_dict())
+    torch.save({f"module.{k}": v for k, v in original.items()}, tmp_path / "orig.pth")
+    clf = CAVMAEClassifier(5, **dict(TINY, audio_length=96))  # longer audio: interpolated
+    info = load_pretrained(clf, tmp_path / "orig.pth")
+    assert any(k.startswith("decoder_") or k.startswith("decoder.") for k in info["ignored"])
+    assert set(info["missing"]) == {"head.norm.weight", "head.norm.bias", "head.fc.weight",
+                                    "head.fc.bias"}
+    assert torch.equal(clf.encoder.blocks_a[0].attn.qkv.weight,
+                       pre.encoder.blocks_a[0].attn.qkv.weight)
+    assert clf.encoder.pos_embed_a.shape[1] == 8 * 6
+    deeper = CAVMAEClassifier(5, **dict(TINY, modality_specific_depth=2))
+    with pytest.raises(CheckpointMismatchError, match="lacks encoder weights"):
+        load_pretrained(deeper, tmp_path / "orig.pth")
+    wider = CAVMAEClassifier(5, **dict(TINY, img_size=64))
+    with pytest.raises(CheckpointMismatchError, match="pos_embed_v"):
+        load_pretrained(wider, tmp_path / "orig.pth")
+
+
+def test_class_balanced_weights_follow_the_original_formula(toy):
+    from speechbrain_cavmae.data.manifest import LabelTable
+
+    table = LabelTable.from_csv(toy["label_csv"])
+    ds = build_dataset(toy["train"], table, {"target_length": 64, "im_res": 32})
+    weights = class_balanced_weights(ds, table)
+    assert weights.shape == (6,) and torch.all(weights > 0)
+    counts = {}
+    for sid in ds.data_ids:
+        for label in ds.data[sid]["label_ids"]:
+            counts[label] = counts.get(label, 0) + 1
+    for i, sid in enumerate(ds.data_ids):
+        expected = sum(1000.0 / (counts[label] + 0.01) for label in ds.data[sid]["label_ids"])
+        assert float(weights[i]) == pytest.approx(expected)

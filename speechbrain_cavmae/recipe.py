@@ -21,6 +21,7 @@ Authors
 """
 
 import csv
+import json
 import logging
 import os
 import sys
@@ -309,6 +310,70 @@ def loader_kwargs(hparams, key, datasets=None):
         )
         logger.info("class-balanced sampling of the training set")
     return opts
+
+
+# ------------------------------------------------------------------------- prepare
+AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
+VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+
+
+def index_clip_folder(folder):
+    """Map each media file stem under ``folder`` (recursively) to its files.
+
+    Returns
+    -------
+    dict
+        ``stem -> {"audio": path, "video": path}`` (either may be absent).
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: clip folder not found")
+    index = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            stem, ext = os.path.splitext(name)
+            ext = ext.lower()
+            kind = "audio" if ext in AUDIO_EXTS else "video" if ext in VIDEO_EXTS else None
+            if kind:
+                index.setdefault(stem, {}).setdefault(kind, os.path.join(root, name))
+    return index
+
+
+def make_entry(video_id, files, labels, frames_dir=None):
+    """One original-format manifest entry for a located clip.
+
+    Audio comes from an audio file when there is one, else from the video container;
+    frames from ``frames_dir/frame_{i}/<video_id>.jpg`` when ``frame_0`` has the clip, else
+    from the video.
+    """
+    entry = {"video_id": video_id, "labels": ",".join(labels)}
+    video = files.get("video")
+    entry["wav"] = files.get("audio") or video
+    if frames_dir and os.path.isfile(os.path.join(frames_dir, "frame_0", f"{video_id}.jpg")):
+        entry["video_path"] = os.path.abspath(frames_dir)
+    elif video:
+        entry["video"] = video
+    else:
+        return None
+    entry["wav"] = os.path.abspath(entry["wav"])
+    if "video" in entry:
+        entry["video"] = os.path.abspath(entry["video"])
+    return entry
+
+
+def write_prepared(entries, missing, output, listed):
+    """Write the manifest and ``<output>.missing.txt``; log what is missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(output)) or ".", exist_ok=True)
+    with open(output, "w", encoding="utf8") as handle:
+        json.dump({"data": entries}, handle, indent=1)
+    missing_file = os.path.splitext(output)[0] + ".missing.txt"
+    with open(missing_file, "w", encoding="utf8") as handle:
+        handle.writelines(f"{m}\n" for m in missing)
+    level = logging.WARNING if missing else logging.INFO
+    logger.log(level, "%s: %d of %d listed clips found, %d missing (listed in %s)",
+               output, len(entries), listed, len(missing), missing_file)
+    return {"found": len(entries), "missing": missing, "listed": listed,
+            "manifest": output, "missing_file": missing_file}
 
 
 # ------------------------------------------------------------------------- logging

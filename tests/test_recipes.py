@@ -268,3 +268,79 @@ def test_ddp_two_process_cpu_audio_only_finetuning(pretrained, toy, tmp_path):
     assert all_finite(results["single_frame"]) and "per_frame" not in results
     state = torch.load(out / "finetuned.pth", map_location="cpu", weights_only=True)
     assert state["head.fc.weight"].shape == (4, 32)
+
+
+def _fake_clip_folder(toy, tmp_path, stems):
+    """Copy toy clips under new names: audio in clips/, frames in frames/frame_i/."""
+    import shutil
+
+    src = json.loads(Path(toy["train"]).read_text())["data"]
+    clips, frames = tmp_path / "clips", tmp_path / "frames"
+    clips.mkdir()
+    for entry, stem in zip(src, stems):
+        wav = Path(toy["train"]).parent / entry["wav"]
+        shutil.copy(wav, clips / f"{stem}.wav")
+        for i in range(10):
+            (frames / f"frame_{i}").mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(toy["root"]) / "frames" / f"frame_{i}" / f"{entry['video_id']}.jpg",
+                        frames / f"frame_{i}" / f"{stem}.jpg")
+    return clips, frames
+
+
+def test_prepare_scripts_build_manifests_and_report_missing(toy, tmp_path):
+    from speechbrain_cavmae.data.dataset import build_dataset
+
+    clips, frames = _fake_clip_folder(toy, tmp_path, ["aaa_30.000", "bbb_000010"])
+    segments = tmp_path / "eval_segments.csv"
+    segments.write_text(
+        "# Segments csv created Sun Mar  5 10:54:31 2017\n"
+        "# YTID, start_seconds, end_seconds, positive_labels\n"
+        'aaa, 30.000, 40.000, "/m/toy00,/m/toy01"\n'
+        'zzz, 10.000, 20.000, "/m/toy02"\n'
+    )
+    out = tmp_path / "as.json"
+    proc = run([str(REPO / "recipes" / "AudioSet" / "audioset_prepare.py"), "--segments",
+                str(segments), "--clips_dir", str(clips), "--frames_dir", str(frames),
+                "--output", str(out), "--label_csv", toy["label_csv"]])
+    assert "1 of 2 clips found, 1 missing" in proc.stdout
+    assert (tmp_path / "as.missing.txt").read_text().split() == ["zzz,10.000"]
+    data = json.loads(out.read_text())["data"]
+    assert [(d["video_id"], d["labels"]) for d in data] == [("aaa_30.000", "/m/toy00,/m/toy01")]
+    ds = build_dataset(out, toy["label_csv"], {"target_length": 96, "im_res": 64}, train=False)
+    assert ds[0]["labels"].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+    vgg_csv = tmp_path / "vggsound.csv"
+    vgg_csv.write_text("bbb,10,dog barking,train\nccc,5,cat purring,train\n"
+                       "ddd,0,dog barking,test\n")
+    proc = run([str(REPO / "recipes" / "VGGSound" / "vggsound_prepare.py"), "--csv",
+                str(vgg_csv), "--clips_dir", str(clips), "--frames_dir", str(frames),
+                "--out_dir", str(tmp_path / "vgg")])
+    assert "train: 1 of 2 clips found, 1 missing" in proc.stdout
+    assert "test: 0 of 1 clips found, 1 missing" in proc.stdout
+    train = json.loads((tmp_path / "vgg" / "vggsound_train.json").read_text())["data"]
+    assert [(d["video_id"], d["labels"]) for d in train] == [("bbb_000010", "dog barking")]
+    labels = tmp_path / "vgg" / "class_labels_indices_vgg.csv"
+    ds = build_dataset(tmp_path / "vgg" / "vggsound_train.json", str(labels),
+                       {"target_length": 96, "im_res": 64}, train=False)
+    assert ds[0]["labels"].tolist() == [0.0, 1.0]  # cat purring, dog barking
+
+
+def test_prepare_finds_real_video_clip():
+    shared = REPO.parent / "shared" / "samples"
+    clip = shared / "00W1lcxW-WU_40.000.mp4"
+    if not clip.is_file():
+        pytest.skip(f"sample clip not available at {clip}")
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "recipes" / "AudioSet"))
+    try:
+        from audioset_prepare import prepare_audioset
+    finally:
+        sys.path.pop(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        seg = Path(tmp) / "seg.csv"
+        seg.write_text('00W1lcxW-WU, 40.000, 50.000, "/m/04rlf"\n')
+        report = prepare_audioset(seg, shared, Path(tmp) / "m.json")
+        entry = json.loads((Path(tmp) / "m.json").read_text())["data"][0]
+    assert report["found"] == 1 and not report["missing"]
+    assert entry["video"] == str(clip) and entry["wav"] == str(clip)

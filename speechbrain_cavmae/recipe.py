@@ -24,6 +24,8 @@ import csv
 import json
 import logging
 import os
+import pathlib
+import shutil
 import sys
 from collections import OrderedDict
 
@@ -31,6 +33,7 @@ import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.checkpoints import METAFNAME, Checkpointer
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_cavmae.brain import FinetuneBrain, PretrainBrain, unwrap
@@ -71,6 +74,55 @@ DATA_KEYS = {
     "frame_source": "frame_source",
     "audio_source": "audio_source",
 }
+
+
+# ----------------------------------------------------------------------- checkpoints
+class AtomicCheckpointer(Checkpointer):
+    """A SpeechBrain ``Checkpointer`` whose checkpoints appear only once complete.
+
+    SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its files after it, so a
+    process killed while saving (SIGKILL, preemption, out of memory) leaves a checkpoint
+    that looks valid but is truncated, and the restarted run fails to load it. Here the
+    meta file is written as ``CKPT.yaml.partial`` and renamed to ``CKPT.yaml`` (atomic)
+    after every file is saved. Unfinished checkpoint folders are invisible to recovery
+    and removed by the main process.
+
+    Arguments are those of :class:`speechbrain.utils.checkpoints.Checkpointer`.
+    """
+
+    PARTIAL = METAFNAME + ".partial"
+
+    def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):
+        pending = pathlib.Path(fpath).with_name(self.PARTIAL)
+        self._pending_meta = pending
+        return super()._save_checkpoint_metafile(pending, meta_to_include, end_of_epoch)
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):
+        """Save as the parent class, then publish the meta file."""
+        self._pending_meta = None
+        ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name,
+                                       verbosity=verbosity)
+        pending = self._pending_meta
+        if pending is not None and pending.exists():
+            os.replace(pending, pending.with_name(METAFNAME))
+        return ckpt
+
+    def remove_unfinished(self):
+        """Remove checkpoint folders whose saving never finished (main process only)."""
+        if not if_main_process() or not self.checkpoints_dir.is_dir():
+            return []
+        removed = []
+        for path in self.checkpoints_dir.iterdir():
+            if path.is_dir() and path.name.startswith("CKPT") and not (path / METAFNAME).exists():
+                logger.warning("removing unfinished checkpoint %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+    def recover_if_possible(self, *args, **kwargs):
+        """Drop unfinished checkpoints, then recover as the parent class."""
+        self.remove_unfinished()
+        return super().recover_if_possible(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- weights
@@ -499,6 +551,7 @@ def run_recipe(argv=None):
 
 
 __all__ = [
+    "AtomicCheckpointer",
     "MultiLogger",
     "average_state_dict_files",
     "build_datasets",

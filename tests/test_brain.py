@@ -26,6 +26,15 @@ from speechbrain_cavmae.toy import generate_toy_dataset
 
 TINY = dict(img_size=32, audio_length=64, embed_dim=32, modality_specific_depth=1, num_heads=2)
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run much faster with one thread on a small shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 
 # ----------------------------------------------------------------- schedules
 @pytest.mark.parametrize("start,step", [(2, 1), (5, 1), (10, 5)])
@@ -203,3 +212,23 @@ def test_class_balanced_weights_follow_the_original_formula(toy):
     for i, sid in enumerate(ds.data_ids):
         expected = sum(1000.0 / (counts[label] + 0.01) for label in ds.data[sid]["label_ids"])
         assert float(weights[i]) == pytest.approx(expected)
+
+
+def test_atomic_checkpointer_ignores_unfinished_checkpoints(tmp_path):
+    from speechbrain_cavmae.recipe import AtomicCheckpointer
+
+    model = torch.nn.Linear(2, 2)
+    ckpt = AtomicCheckpointer(tmp_path, {"model": model})
+    saved = ckpt.save_checkpoint(meta={"n": 1})
+    assert (saved.path / "CKPT.yaml").is_file()
+    assert not (saved.path / "CKPT.yaml.partial").exists()
+    # A save killed half-way: meta pending, a truncated file.
+    broken = tmp_path / "CKPT+2099-01-01+00-00-00+00"
+    broken.mkdir()
+    (broken / "CKPT.yaml.partial").write_text("end-of-epoch: false\nunixtime: 9999999999\n")
+    (broken / "model.ckpt").write_bytes(b"")
+    with torch.no_grad():
+        model.weight.zero_()
+    found = ckpt.recover_if_possible()
+    assert found.path == saved.path and not broken.exists()
+    assert model.weight.abs().sum() > 0

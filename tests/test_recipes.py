@@ -60,9 +60,18 @@ def run(args, timeout=300, check=True):
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-4000:]}"
+            f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-15000:]}"
         )
     return proc
+
+
+def free_port():
+    """A TCP port that is free now (for torchrun's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
 
 
 def all_finite(stats):
@@ -238,7 +247,7 @@ def test_ddp_two_process_cpu_pretraining(toy, tmp_path):
     args = pretrain_args(toy, out, epochs=1, extra=["--distributed_backend", "gloo",
                                                     "--device", "cpu"])
     proc = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-                str(29500 + os.getpid() % 1000), *args], timeout=300)
+                free_port(), *args], timeout=300)
     assert "Traceback" not in proc.stderr
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and all_finite(history[0]["valid"])
@@ -263,7 +272,7 @@ def test_ddp_two_process_cpu_audio_only_finetuning(pretrained, toy, tmp_path):
             "--wa_start", "1", "--wa_end", "1", "--distributed_backend", "gloo",
             "--device", "cpu"]
     run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-         str(30500 + os.getpid() % 1000), *args], timeout=300)
+         free_port(), *args], timeout=300)
     results = json.loads((out / "test_results.json").read_text())
     assert all_finite(results["single_frame"]) and "per_frame" not in results
     state = torch.load(out / "finetuned.pth", map_location="cpu", weights_only=True)

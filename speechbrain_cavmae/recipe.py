@@ -547,6 +547,10 @@ def run_recipe(argv=None):
     export_name = "pretrained.pth" if hparams["task"] == "pretrain" else "finetuned.pth"
     run_on_main(export_model, args=[brain.modules.model,
                                     os.path.join(hparams["output_folder"], export_name)])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave the process group cleanly: exiting with it alive can abort (gloo).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return brain
 
 

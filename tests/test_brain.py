@@ -1,7 +1,6 @@
 """Unit tests of the Brain classes, the schedules and the recipe helpers (in-process)."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import speechbrain as sb

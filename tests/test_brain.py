@@ -231,3 +231,18 @@ def test_atomic_checkpointer_ignores_unfinished_checkpoints(tmp_path):
     found = ckpt.recover_if_possible()
     assert found.path == saved.path and not broken.exists()
     assert model.weight.abs().sum() > 0
+
+
+def test_features_on_device_match_the_dataset_fbank(toy, tmp_path):
+    brain = make_brain(tmp_path)
+    cfg = {"target_length": 64, "im_res": 32}
+    on_cpu = build_dataset(toy["test"], toy["label_csv"], cfg, train=False)
+    on_dev = build_dataset(toy["test"], toy["label_csv"], dict(cfg, features_on_device=True),
+                           train=False)
+    batch_cpu = collate_av([on_cpu[i] for i in range(3)])
+    batch_dev = collate_av([on_dev[i] for i in range(3)])
+    assert not hasattr(batch_cpu, "wav") and hasattr(batch_dev, "wav")
+    a = brain.audio_features(batch_cpu, sb.Stage.VALID)
+    b = brain.audio_features(batch_dev, sb.Stage.VALID)
+    assert a.shape == b.shape == (3, 64, 128)
+    assert torch.allclose(a, b, atol=1e-4)

@@ -46,6 +46,7 @@ from speechbrain_cavmae.checkpoint import (
     is_original_state_dict,
     original_to_speechbrain,
 )
+from speechbrain_cavmae.data import balance
 from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
 from speechbrain_cavmae.data.manifest import LabelTable
 from speechbrain_cavmae.pos_embed import resize_time_pos_embed
@@ -298,20 +299,12 @@ def data_config(hparams, train):
 
 
 def class_balanced_weights(dataset, table):
-    """Sampling weight of each training clip for class-balanced sampling.
-
-    As the original's weight files: each class weighs ``1000 / (count + 0.01)`` and a clip
-    the sum over its labels.
-    """
-    counts = torch.zeros(table.num_classes, dtype=torch.float64)
-    label_sets = []
-    for sid in dataset.data_ids:
-        idx = [table.index(label) for label in dataset.data[sid]["label_ids"]]
-        label_sets.append(idx)
-        for i in idx:
-            counts[i] += 1
-    class_w = 1000.0 / (counts + 0.01)
-    return torch.tensor([float(class_w[idx].sum()) for idx in label_sets])
+    """Sampling weight of each clip of ``dataset`` (in its order) for class-balanced
+    sampling, as :func:`speechbrain_cavmae.data.balance.class_balanced_weights` (the
+    original's weight files): a class weighs ``1000 / (count + 0.01)``, a clip the sum
+    over its labels."""
+    entries = {sid: {"labels": dataset.data[sid]["label_ids"]} for sid in dataset.data_ids}
+    return torch.as_tensor(balance.class_balanced_weights(entries, table))
 
 
 def read_weight_file(path, n):

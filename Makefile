@@ -19,6 +19,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q --doctest-modules speechbrain_cavmae
 
 demo: $(STAMP)
 	@echo "make demo: the end-to-end demo arrives with issue 5 (not built yet)." >&2

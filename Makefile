@@ -18,8 +18,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra tests
-	$(PY) -m pytest -q --doctest-modules speechbrain_cavmae
+	$(PY) -m pytest -q -ra --doctest-modules tests speechbrain_cavmae
 
 demo: $(STAMP)
 	@echo "make demo: the end-to-end demo arrives with issue 5 (not built yet)." >&2

@@ -63,15 +63,18 @@ def build(args, device):
                         + rec(out["pred_v"], out["target_v"], out["mask_v"])
                         + 0.01 * con(out["rep_a"], out["rep_v"]))
         params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = args.optimizer or ("default" if args.impl == "original" else "fused")
         opt = torch.optim.Adam(params, lr=1e-5, betas=(0.95, 0.999), weight_decay=5e-7,
-                               fused=device.type == "cuda")
+                               **({"fused": True} if optimizer == "fused" else {}))
+        args.optimizer = optimizer
         model.train()
 
         def run():
             with autocast(device, args.precision):
                 loss = loss_fn()
             loss.backward()
-            opt.step()
+            if optimizer != "none":
+                opt.step()
             opt.zero_grad(set_to_none=True)
         return run
 
@@ -112,6 +115,9 @@ def main(argv=None):
                         help="original only: timm 0.4.5 explicit math (as released) or fused SDPA")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--optimizer", choices=["fused", "default", "none"], default=None,
+                        help="pretrain: Adam fused (ours by default), torch's default "
+                             "implementation (the original's), or none (forward+backward only)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--audio_length", type=int, default=1024)
     parser.add_argument("--img_size", type=int, default=224)

@@ -149,7 +149,10 @@ def test_audioset_finetuning_beats_chance_then_evaluates(pretrained, toy, tmp_pa
         history[-1]["lr"] * 10)
     # Evaluation only, from the saved checkpoints: the same numbers.
     (out / "test_results.json").unlink()
-    run([*common, "--test_only"])
+    eval_only = [AUDIOSET, str(HP / "cavmae_ft.yaml"), "--valid_data", toy["valid"],
+                 "--test_data", toy["test"], "--label_csv", toy["label_csv"],
+                 "--output_folder", str(out), *ENCODER, "--batch_size", "4"]
+    run([*eval_only, "--test_only"])  # no --train_data needed
     again = json.loads((out / "test_results.json").read_text())
     assert again["multi_frame"] == pytest.approx(multi)
     assert again["weights"] == results["weights"]

@@ -229,6 +229,19 @@ class CAVMAEBrain(sb.Brain):
             return torch.tensor(float("nan"))
         return super().evaluate_batch(batch, stage)
 
+    def log_validation(self, epoch, stats):
+        """Log the epoch's train and validation statistics and append them to the history."""
+        lrs = self.current_lrs()
+        meta = {"epoch": epoch, "lr": lrs[0] if lrs else 0.0}
+        if len(lrs) > 1:
+            meta["lr_head"] = lrs[-1]
+        self.hparams.train_logger.log_stats(
+            stats_meta=meta,
+            train_stats=getattr(self, "train_stats", None),
+            valid_stats=stats,
+        )
+        self.append_history({**meta, "train": getattr(self, "train_stats", {}), "valid": stats})
+
     def current_lrs(self):
         """Learning rates of the optimizer's parameter groups."""
         if not hasattr(self, "optimizer"):
@@ -360,16 +373,7 @@ class PretrainBrain(CAVMAEBrain):
             self.train_stats = stats
             return
         if stage == sb.Stage.VALID:
-            lrs = self.current_lrs()
-            meta = {"epoch": epoch, "lr": lrs[0] if lrs else 0.0}
-            self.hparams.train_logger.log_stats(
-                stats_meta=meta,
-                train_stats=getattr(self, "train_stats", None),
-                valid_stats=stats,
-            )
-            self.append_history(
-                {**meta, "train": getattr(self, "train_stats", {}), "valid": stats}
-            )
+            self.log_validation(epoch, stats)
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={"loss": stats["loss"], "epoch": epoch},
@@ -521,18 +525,7 @@ class FinetuneBrain(CAVMAEBrain):
             return
         stats = {"loss": stage_loss, **self.metrics.summarize()}
         if stage == sb.Stage.VALID:
-            lrs = self.current_lrs()
-            meta = {"epoch": epoch, "lr": lrs[0] if lrs else 0.0}
-            if len(lrs) > 1:
-                meta["lr_head"] = lrs[-1]
-            self.hparams.train_logger.log_stats(
-                stats_meta=meta,
-                train_stats=getattr(self, "train_stats", None),
-                valid_stats=stats,
-            )
-            self.append_history(
-                {**meta, "train": getattr(self, "train_stats", {}), "valid": stats}
-            )
+            self.log_validation(epoch, stats)
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={self.main_metric: stats[self.main_metric], "epoch": epoch},

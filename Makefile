@@ -21,8 +21,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra --doctest-modules tests speechbrain_cavmae
 
 demo: $(STAMP)
-	@echo "make demo: the end-to-end demo arrives with issue 5 (not built yet)." >&2
-	@exit 2
+	$(PY) -m speechbrain_cavmae.demo --out results/demo
+
+demo-ablation: $(STAMP)
+	$(PY) -m speechbrain_cavmae.demo --ablation --out results/demo_ablation
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

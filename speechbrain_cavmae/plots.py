@@ -45,7 +45,7 @@ def parse_train_log(path):
     -------
     >>> import tempfile
     >>> f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
-    >>> _ = f.write("epoch: 1, lr: 1.00e-03 - train loss: 2.75 - valid loss: 2.39, valid c_acc: 0.5\\n")
+    >>> _ = f.write("epoch: 1, lr: 1e-3 - train loss: 2.75 - valid loss: 2.39, valid c_acc: 0.5\\n")
     >>> f.close()
     >>> parse_train_log(f.name)[0]["valid"]
     {'loss': 2.39, 'c_acc': 0.5}

@@ -283,39 +283,16 @@ def finetune(runner, name, folder, paths, budget, mode, checkpoint):
     return read_history(folder), results
 
 
-def _cli_supports(module, flag):
-    import inspect
-
-    return flag in inspect.getsource(module)
-
-
 def retrieval(runner, name, checkpoint, data, output):
-    """Retrieval on ``data`` with the pretrained model (the retrieval module)."""
+    """Retrieval on ``data`` with the pretrained model (the retrieval CLI)."""
     from speechbrain_cavmae import retrieval as rmod
 
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu",
-            "--num_heads", str(MODEL_ARGS["num_heads"]), "--output", str(output)]
-    if _cli_supports(rmod, "--dataset_mean"):
-        args += ["--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
-        runner.commands.append((name, shlex.join(["python", "-m", "speechbrain_cavmae.retrieval"]
-                                                 + args)))
-        return runner.timed(name, rmod.main, args)
-
-    # The CLI has no normalisation options yet: same computation through its API.
-    def run():
-        model = rmod.load_model(str(checkpoint), "cpu", MODEL_ARGS["num_heads"])
-        results = rmod.evaluate_retrieval(
-            model, str(data), batch_size=32, config={"mean": TOY_MEAN, "std": TOY_STD})
-        with open(output, "w", encoding="utf8") as handle:
-            json.dump(results, handle, indent=2, sort_keys=True)
-        print(rmod.format_table(results))
-        return results
-
-    runner.commands.append((name, "python -c \"from speechbrain_cavmae import retrieval as r; "
-                            f"m = r.load_model('{checkpoint}', 'cpu', {MODEL_ARGS['num_heads']}); "
-                            f"print(r.evaluate_retrieval(m, '{data}', config={{'mean': {TOY_MEAN}, "
-                            f"'std': {TOY_STD}}}))\""))
-    return runner.timed(name, run)
+            "--num_heads", str(MODEL_ARGS["num_heads"]), "--output", str(output),
+            "--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
+    runner.commands.append((name, shlex.join(["python", "-m", "speechbrain_cavmae.retrieval"]
+                                             + args)))
+    return runner.timed(name, rmod.main, args)
 
 
 def inpainting(runner, checkpoint, data, out_dir, num_clips):
@@ -325,9 +302,8 @@ def inpainting(runner, checkpoint, data, out_dir, num_clips):
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--out_dir", str(out_dir),
             "--num_clips", str(num_clips), "--mask_ratios", "0.5,0.75", "--norm_pix",
             "--num_heads", str(MODEL_ARGS["num_heads"]),
-            "--decoder_num_heads", str(DECODER_ARGS["decoder_num_heads"]), "--device", "cpu"]
-    if _cli_supports(imod, "--dataset_mean"):
-        args += ["--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
+            "--decoder_num_heads", str(DECODER_ARGS["decoder_num_heads"]), "--device", "cpu",
+            "--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
     runner.commands.append(("inpainting",
                             shlex.join(["python", "-m", "speechbrain_cavmae.inpaint"] + args)))
     return runner.timed("inpainting", imod.main, args)

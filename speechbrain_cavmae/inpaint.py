@@ -30,7 +30,7 @@ import torch
 
 from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
 from speechbrain_cavmae.patchify import unpatchify_audio, unpatchify_image
-from speechbrain_cavmae.retrieval import eval_loader, load_model
+from speechbrain_cavmae.retrieval import eval_loader, fbank_stats_config, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -149,10 +149,14 @@ def _safe(name):
 
 
 def run_inpainting(model, data, out_dir, ids=None, num_clips=4, mask_ratios=(0.75,),
-                   seed=0, norm_pix=False, device="cpu", batch_size=8, mask_mode="unstructured"):
-    """Write one figure per (clip, mask ratio); returns the list of written paths."""
+                   seed=0, norm_pix=False, device="cpu", batch_size=8, mask_mode="unstructured",
+                   config=None):
+    """Write one figure per (clip, mask ratio); returns the list of written paths.
+
+    ``config`` overrides data settings of the loader (e.g. ``{"mean": ..., "std": ...}``).
+    """
     os.makedirs(out_dir, exist_ok=True)
-    loader = eval_loader(data, model, batch_size)
+    loader = eval_loader(data, model, batch_size, config=config)
     wanted = list(ids) if ids else None
     written, found = [], set()
     for batch in loader:
@@ -200,13 +204,18 @@ def main(argv=None):
     parser.add_argument("--num_heads", type=int, default=None)
     parser.add_argument("--decoder_num_heads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dataset_mean", type=float, default=None,
+                        help="fbank normalisation mean (default: AudioSet's -5.081)")
+    parser.add_argument("--dataset_std", type=float, default=None,
+                        help="fbank normalisation std (default: AudioSet's 4.4849)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
     ratios = [float(x) for x in args.mask_ratios.split(",") if x.strip()]
     ids = [x.strip() for x in args.ids.split(",")] if args.ids else None
     paths = run_inpainting(model, args.data, args.out_dir, ids, args.num_clips, ratios,
-                           args.seed, args.norm_pix, args.device, mask_mode=args.mask_mode)
+                           args.seed, args.norm_pix, args.device, mask_mode=args.mask_mode,
+                           config=fbank_stats_config(args))
     for path in paths:
         print(path)
     return paths

@@ -120,6 +120,15 @@ def format_table(results, ks=(1, 5, 10)):
     return "\n".join(lines)
 
 
+def fbank_stats_config(args, **config):
+    """Data config with the ``--dataset_mean`` / ``--dataset_std`` overrides of a CLI."""
+    if args.dataset_mean is not None:
+        config["mean"] = args.dataset_mean
+    if args.dataset_std is not None:
+        config["std"] = args.dataset_std
+    return config
+
+
 def main(argv=None):
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -134,12 +143,16 @@ def main(argv=None):
     parser.add_argument("--frame_index", type=int, default=-1,
                         help="frame used for the visual embedding (-1: middle)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    parser.add_argument("--dataset_mean", type=float, default=None,
+                        help="fbank normalisation mean (default: AudioSet's -5.081)")
+    parser.add_argument("--dataset_std", type=float, default=None,
+                        help="fbank normalisation std (default: AudioSet's 4.4849)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = load_model(args.checkpoint, args.device, args.num_heads)
     results = evaluate_retrieval(
         model, args.data, args.batch_size, args.device, args.num_workers, args.chunk_size,
-        config={"frame_index": args.frame_index},
+        config=fbank_stats_config(args, frame_index=args.frame_index),
     )
     print(format_table(results))
     print(f"({results['num_clips']} clips)")

@@ -144,12 +144,11 @@ def machine_description():
     model = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+            names = [line.split(":", 1)[1].strip() for line in handle
+                     if line.startswith("model name")]
+        model = names[0] if names else model
     except OSError:
-        pass
+        logger.debug("no /proc/cpuinfo: CPU model from platform.processor()")
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

@@ -407,16 +407,22 @@ def write_summary(path, report):
 
 
 # -------------------------------------------------------------------------------- runs
-def run_demo(out, mode="full", threads=2, progress=True, data_dir=None):
-    """The full demo; returns the report dict (also in ``out/summary.json``)."""
-    from speechbrain_cavmae.plots import plot_finetuning, plot_pretraining
-
-    start = time.time()
+def prepare_run(out, mode, threads, progress, data_dir):
+    """Output folder, budget, stage runner and (cached) toy data shared by both runs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     budget = BUDGETS[mode]
     runner = Runner(out, threads, progress)
     paths = make_data(runner, Path(data_dir) if data_dir else out / "data", budget)
+    return out, budget, runner, paths
+
+
+def run_demo(out, mode="full", threads=2, progress=True, data_dir=None):
+    """The full demo; returns the report dict (also in ``out/summary.json``)."""
+    from speechbrain_cavmae.plots import plot_finetuning, plot_pretraining
+
+    start = time.time()
+    out, budget, runner, paths = prepare_run(out, mode, threads, progress, data_dir)
 
     ckpt, pt_history, pt_test = pretrain(runner, "pretrain", out / "pretrain", paths, budget,
                                          PRETRAIN_OBJECTIVE)
@@ -469,11 +475,7 @@ def run_demo(out, mode="full", threads=2, progress=True, data_dir=None):
 def run_ablation(out, mode="full", threads=2, progress=True, data_dir=None):
     """Pretrain three ways with the same budget; returns ``{variant: metrics}``."""
     start = time.time()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    budget = BUDGETS[mode]
-    runner = Runner(out, threads, progress)
-    paths = make_data(runner, Path(data_dir) if data_dir else out / "data", budget)
+    out, budget, runner, paths = prepare_run(out, mode, threads, progress, data_dir)
     rows = {}
     for variant, weights in ABLATION.items():
         slug = variant.replace(" + ", "_").replace(" ", "_")

@@ -1,27 +1,71 @@
 #!/usr/bin/env bash
-# The whole benchmark on a GPU machine in one short command (a few minutes on an H100):
+# The GPU benchmark in one short command (about 6 minutes on an H100):
 #   bash benchmarks/gpu.sh [ORIGINAL_SRC]
-# Prints the device and versions, full-size pretraining throughput (fp32/TF32 and bf16, eager
-# and torch.compile) with peak memory, inference per mode, encoder cost against audio length,
-# and, when the original's 'src' folder is given, the side-by-side ratios on the same GPU.
-set -euo pipefail
+# Prints the device and versions, then, most important first, each result as one JSON line
+# appended to $OUT/gpu.jsonl (so that a run cut short keeps what it measured):
+#   1. full-size pretraining step of our model, bf16 autocast, batch 64/128/256, and TF32;
+#   2. with ORIGINAL_SRC (the original checkout's 'src' folder): the original model on the
+#      same GPU, as released (fp16 autocast as its training script, its timm-0.4.5
+#      attention math, torch's default Adam) and the fair way (bf16, fused attention);
+#   3. end to end: the AudioSet pretraining recipe fed by the real data pipeline
+#      (benchmarks/e2e.py), and the DataLoader alone;
+#   4. inference per mode, encoder cost against audio length, a kernel profile;
+#   5. torch.compile of the pretraining step.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python}
-$PY - <<'PYEOF'
-import torch, timm, platform
-print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
-print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__,
-      "python", platform.python_version())
-PYEOF
+PY=${PY:-python3}
 OUT=${OUT:-results/bench}
 mkdir -p "$OUT"
-$PY -m benchmarks.run --device cuda --sections pretrain inference encoder \
-    --batches 32 64 --infer_batch 64 --warmup 3 --iters 5 --out "$OUT/gpu-eager.json"
-for B in 64 128; do
-  $PY -m benchmarks.measure --task pretrain --batch $B --precision bf16 --compile \
-      --warmup 3 --iters 5 | tee -a "$OUT/gpu-compile.jsonl"
-done
-if [ $# -ge 1 ]; then
-  $PY -m benchmarks.run --device cuda --sections compare --original_src "$1" \
-      --compare_batch 64 --repeats 2 --warmup 3 --iters 5 --out "$OUT/gpu-compare.json"
+J="$OUT/gpu.jsonl"
+ORIG=${1:-}
+
+$PY - <<'PYEOF'
+import os, platform, torch, timm
+print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__,
+      "python", platform.python_version(), "cpus", os.cpu_count())
+PYEOF
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv || true
+
+# m SECONDS ARGS...: one measurement process; on failure a JSON line with the error.
+m() {
+  local limit=$1; shift
+  local line
+  line=$(timeout "$limit" $PY -m benchmarks.measure --device "${DEV:-cuda}" --warmup 3 --iters 10 "$@" \
+         2> "$OUT/last_err.txt" | grep '^{')
+  if [ -z "$line" ]; then
+    line="{\"args\": \"$*\", \"error\": \"$(tail -n 2 "$OUT/last_err.txt" | tr '"\n' "' ")\"}"
+  fi
+  echo "$line" | tee -a "$J"
+}
+
+echo "# 1. pretraining step, ours"
+for B in 128 64 256; do m 90 --task pretrain --batch $B --precision bf16; done
+m 90 --task pretrain --batch 64 --precision fp32
+
+if [ -n "$ORIG" ]; then
+  echo "# 2. the original on the same GPU"
+  m 90 --task pretrain --impl original --original_src "$ORIG" --batch 64 --precision fp16 --attention math
+  m 90 --task pretrain --impl original --original_src "$ORIG" --batch 128 --precision bf16 --attention fused
+  m 90 --task pretrain --batch 64 --precision fp16
 fi
+
+echo "# 3. end to end: recipe + data pipeline"
+timeout 150 $PY -m benchmarks.e2e --clips 256 --repeat 24 --batch_size 128 \
+  --num_workers $(( $(nproc) - 2 )) --precision bf16 --device cuda:0 --out "$J" \
+  || echo '{"e2e": "failed"}' | tee -a "$J"
+
+echo "# 4. inference, encoder, profile"
+for MODE in multimodal audioonly videoonly; do
+  m 60 --task inference --mode $MODE --batch 256 --precision bf16
+done
+if [ -n "$ORIG" ]; then
+  m 60 --task inference --impl original --original_src "$ORIG" --batch 256 --precision fp16 --attention math
+  m 60 --task inference --impl original --original_src "$ORIG" --batch 256 --precision bf16 --attention fused
+fi
+for L in 256 512 1024 2048; do m 60 --task encoder --audio_length $L --batch 64 --precision bf16; done
+m 90 --task pretrain --batch 128 --precision bf16 --iters 3 --profile "$OUT/profile_pretrain_bf16_b128.txt"
+
+echo "# 5. torch.compile"
+m 240 --task pretrain --batch 128 --precision bf16 --compile
+echo "done: $J"

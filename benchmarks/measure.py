@@ -106,6 +106,19 @@ def build(args, device):
     return run
 
 
+def write_profile(run, device, path):
+    """Profile one iteration; write the operator table sorted by self time on the device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run()
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    with open(path, "w") as handle:
+        handle.write(prof.key_averages().table(sort_by=key, row_limit=45, max_name_column_width=60))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["pretrain", "inference", "encoder"], default="pretrain")
@@ -126,6 +139,9 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--profile", default=None,
+                        help="after timing, profile one more iteration and write the table "
+                             "of operators (by self device time) to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,7 +169,9 @@ def main(argv=None):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {k: v for k, v in vars(args).items() if k not in ("original_src",)}
+    if args.profile:
+        write_profile(run, device, args.profile)
+    result = {k: v for k, v in vars(args).items() if k not in ("original_src", "profile")}
     result.update(
         step_s=step,
         step_times=times,

@@ -29,7 +29,7 @@ Authors
 import json
 import logging
 import os
-from collections import defaultdict
+import time
 
 import speechbrain as sb
 import torch
@@ -162,6 +162,14 @@ class CAVMAEBrain(sb.Brain):
         self._augment = None
         self.bad_sample_counter = None  # set by the recipe (shared with the datasets)
         self.results = {}
+        self.validates = True
+        self._clock = None
+
+    def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
+        """``Brain.fit``; without a validation set each epoch is logged and checkpointed
+        at the end of training instead (see :meth:`end_train_stage`)."""
+        self.validates = valid_set is not None
+        return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -215,6 +223,50 @@ class CAVMAEBrain(sb.Brain):
             if scheduler is not None:
                 scheduler(self.optimizer, self.epoch)
 
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Count samples and time for the epoch's throughput (see :meth:`throughput`)."""
+        clock = self._clock
+        if clock is None or batch is None:
+            return
+        clock["steps"] += 1
+        if clock["steps"] == clock["warmup"]:
+            clock["start"] = time.perf_counter()
+        elif clock["steps"] > clock["warmup"]:
+            clock["samples"] += batch.batchsize
+            clock["end"] = time.perf_counter()
+
+    def start_clock(self):
+        """Start measuring the training throughput of an epoch."""
+        self._clock = {"steps": 0, "samples": 0, "start": None, "end": None,
+                       "warmup": int(self.hp("throughput_warmup_steps", 5))}
+
+    def throughput(self):
+        """Training samples per second of this epoch, after ``throughput_warmup_steps``
+        (default 5) steps, or ``None`` when the epoch was too short to tell.
+
+        SpeechBrain reads each step's loss on the host, so step ends are synchronised and
+        the figure is the device's real pace, data loading included.
+        """
+        clock = self._clock
+        if not clock or not clock["samples"] or clock["end"] <= clock["start"]:
+            return None
+        return clock["samples"] / (clock["end"] - clock["start"])
+
+    def end_train_stage(self, epoch, stats):
+        """Keep the training statistics (with ``samples_per_s``); without validation, log
+        them and save the end-of-epoch checkpoint here."""
+        rate = self.throughput()
+        if rate is not None:
+            stats = {**stats, "samples_per_s": rate}
+        self.train_stats = stats
+        if self.validates or epoch is None:
+            return
+        self.log_validation(epoch, None)
+        if self.checkpointer is not None:
+            self.checkpointer.save_and_keep_only(
+                meta={"epoch": epoch}, num_to_keep=1, importance_keys=[]
+            )
+
     def fit_batch(self, batch):
         """Train on one batch; a batch whose every sample was skipped is ignored."""
         if batch is None:
@@ -241,6 +293,8 @@ class CAVMAEBrain(sb.Brain):
             valid_stats=stats,
         )
         self.append_history({**meta, "train": getattr(self, "train_stats", {}), "valid": stats})
+        if stats is None:
+            logger.info("epoch %d: no validation set; checkpointing the end of training", epoch)
 
     def current_lrs(self):
         """Learning rates of the optimizer's parameter groups."""
@@ -336,8 +390,8 @@ class PretrainBrain(CAVMAEBrain):
         loss = hp.mae_loss_weight * loss_mae + hp.contrast_loss_weight * loss_c
         n = out["rep_a"].shape[0]
         values = (loss, loss_mae, loss_mae_a, loss_mae_v, loss_c, c_acc)
-        for key, value in zip(self.STAT_KEYS, values):
-            self.sums[key] += float(value.detach()) * n
+        for key, value in zip(self.STAT_KEYS, values):  # summed on the device: no host sync
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float() * n
         self.count += n
         if stage != sb.Stage.TRAIN:
             self.emb_a.append(out["emb_a"].detach().float().cpu())
@@ -348,13 +402,15 @@ class PretrainBrain(CAVMAEBrain):
         """Reset the per-stage accumulators."""
         if stage == sb.Stage.TRAIN and epoch is not None:
             self.epoch = epoch
-        self.sums = defaultdict(float)
+        if stage == sb.Stage.TRAIN:
+            self.start_clock()
+        self.sums = {}
         self.count = 0
         self.emb_a, self.emb_v = [], []
 
     def summarize(self, stage):
         """Mean statistics of the stage (and retrieval metrics off training)."""
-        stats = {k: self.sums[k] / max(self.count, 1) for k in self.STAT_KEYS}
+        stats = {k: float(self.sums.get(k, 0.0)) / max(self.count, 1) for k in self.STAT_KEYS}
         if stage != sb.Stage.TRAIN and self.emb_a:
             emb_a, emb_v = torch.cat(self.emb_a), torch.cat(self.emb_v)
             if emb_a.shape[0] >= 2:
@@ -370,7 +426,7 @@ class PretrainBrain(CAVMAEBrain):
         self.log_bad_samples(stage, epoch)
         stats = self.summarize(stage)
         if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
+            self.end_train_stage(epoch, stats)
             return
         if stage == sb.Stage.VALID:
             self.log_validation(epoch, stats)
@@ -508,6 +564,8 @@ class FinetuneBrain(CAVMAEBrain):
         """Reset the accumulators."""
         if stage == sb.Stage.TRAIN and epoch is not None:
             self.epoch = epoch
+        if stage == sb.Stage.TRAIN:
+            self.start_clock()
         self.metrics = self.new_metrics()
         self.frame_metrics = []
         self.multi_frame_metrics = self.new_metrics()
@@ -516,12 +574,12 @@ class FinetuneBrain(CAVMAEBrain):
         """Log metrics, update weight averaging, checkpoint, write test results."""
         self.log_bad_samples(stage, epoch)
         if stage == sb.Stage.TRAIN:
-            self.train_stats = {"loss": stage_loss}
             hp = self.hparams
             if self.hp("weight_averaging", False) and hp.wa_start <= epoch <= hp.wa_end:
                 self.averager.update(self.modules.model)
                 logger.info("weight averaging: added epoch %d (%d models)", epoch,
                             self.averager.count)
+            self.end_train_stage(epoch, {"loss": stage_loss})
             return
         stats = {"loss": stage_loss, **self.metrics.summarize()}
         if stage == sb.Stage.VALID:

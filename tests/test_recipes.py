@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,8 @@ def test_audioset_pretraining_logs_losses_and_retrieval(pretrained):
     for record in history:
         for key in ("loss", "loss_mae_a", "loss_mae_v", "loss_c", "c_acc"):
             assert math.isfinite(record["train"][key]), (key, record)
+        # 8 steps a epoch: throughput measured over the 3 after the 5 warm-up steps
+        assert 0 < record["train"]["samples_per_s"] < 1e4, record
         for key in ("loss", "loss_c", "a2v_R@1", "v2a_R@1", "a2v_R@10", "a2v_MedR"):
             assert math.isfinite(record["valid"][key]), (key, record)
         assert 0.0 <= record["valid"]["a2v_R@1"] <= 1.0
@@ -148,6 +151,26 @@ def test_audioset_pretraining_logs_losses_and_retrieval(pretrained):
                                       decoder_num_heads=2)
     assert type(model).__name__ == "CAVMAE"
     assert model.encoder.audio_length == 96
+
+
+def test_pretraining_without_validation_logs_and_checkpoints_each_epoch(toy, tmp_path):
+    out = tmp_path / "noval"
+    args = [AUDIOSET, str(HP / "cavmae.yaml"), "--train_data", toy["test"], "--output_folder",
+            str(out), *ENCODER, *DECODER, "--batch_size", "4", "--number_of_epochs", "2"]
+    run(args)
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(h["valid"] is None and math.isfinite(h["train"]["loss"]) for h in history)
+    assert all(h["train"]["samples_per_s"] > 0 for h in history)  # 8 steps, 5 warm-up
+    ckpts = [p for p in (out / "save").iterdir() if p.name.startswith("CKPT")]
+    assert len(ckpts) == 1, ckpts  # the newest end-of-epoch checkpoint is kept
+    meta = (ckpts[0] / "CKPT.yaml").read_text()
+    assert "epoch: 2" in meta and "end-of-epoch: true" in meta
+    # a rerun finds the finished epochs in the checkpoint and trains no more
+    log_before = (out / "train_log.txt").read_text()
+    run(args)
+    assert [p for p in (out / "save").iterdir() if p.name.startswith("CKPT")] == ckpts
+    assert (out / "train_log.txt").read_text() == log_before
 
 
 @pytest.mark.slow

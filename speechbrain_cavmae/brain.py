@@ -267,6 +267,23 @@ class CAVMAEBrain(sb.Brain):
                 meta={"epoch": epoch}, num_to_keep=1, importance_keys=[]
             )
 
+    def check_loss_isfinite(self, loss):
+        """Defer SpeechBrain's finiteness check of the training loss to :meth:`update_average`.
+
+        ``Brain.fit_batch`` calls this between the forward and the backward pass, where
+        reading the loss on the host would stall the device until the forward pass is done.
+        The check (count, then stop once ``nonfinite_patience`` is exhausted) runs instead on
+        the host copy of the loss that ``fit_batch`` returns at the end of the step.
+        """
+        self._loss_to_check = True
+
+    def update_average(self, loss, avg_loss):
+        """``Brain.update_average``, running the deferred finiteness check of a training loss."""
+        if getattr(self, "_loss_to_check", False):
+            self._loss_to_check = False
+            super().check_loss_isfinite(loss)
+        return super().update_average(loss, avg_loss)
+
     def fit_batch(self, batch):
         """Train on one batch; a batch whose every sample was skipped is ignored."""
         if batch is None:
@@ -358,7 +375,7 @@ class PretrainBrain(CAVMAEBrain):
 
     def compute_forward(self, batch, stage):
         """Masked forward pass; on valid/test also unmasked pooled embeddings."""
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)
         audio = self.audio_features(batch, stage)
         image = batch.frame.data.float()
         hp = self.hparams
@@ -512,7 +529,7 @@ class FinetuneBrain(CAVMAEBrain):
 
     def compute_forward(self, batch, stage):
         """Logits for the batch's frame; at test time also for each of its frames."""
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)
         mode = self.hparams.ft_mode
         audio = self.audio_features(batch, stage) if mode in USES_AUDIO else None
         image = batch.frame.data.float() if mode in USES_IMAGE else None

@@ -338,10 +338,13 @@ def build_datasets(hparams, counter=None):
     return out
 
 
-def loader_kwargs(hparams, key, datasets=None):
-    """DataLoader options from the yaml (``<key>``) with the AV collate function."""
+def loader_kwargs(hparams, key, datasets=None, device="cpu"):
+    """DataLoader options from the yaml (``<key>``) with the AV collate function; batches in
+    pinned memory when training on CUDA (so that the copies to the GPU are asynchronous),
+    unless the yaml sets ``pin_memory``."""
     opts = dict(hparams.get(key) or {})
     opts.setdefault("collate_fn", collate_av)
+    opts.setdefault("pin_memory", str(device).startswith("cuda"))
     if key.startswith("train") and datasets is not None and hparams.get("balanced_sampling"):
         train = datasets["train"]
         weights_file = hparams.get("sample_weights")
@@ -527,14 +530,17 @@ def run_recipe(argv=None):
             brain.hparams.epoch_counter,
             datasets["train"],
             datasets.get("valid"),
-            train_loader_kwargs=loader_kwargs(hparams, "train_dataloader_opts", datasets),
-            valid_loader_kwargs=loader_kwargs(hparams, "valid_dataloader_opts"),
+            train_loader_kwargs=loader_kwargs(hparams, "train_dataloader_opts", datasets,
+                                              brain.device),
+            valid_loader_kwargs=loader_kwargs(hparams, "valid_dataloader_opts",
+                                              device=brain.device),
         )
     if "test" in datasets:
         key = {"min_key": "loss"} if hparams["task"] == "pretrain" else {}
         brain.evaluate(
             datasets["test"],
-            test_loader_kwargs=loader_kwargs(hparams, "test_dataloader_opts"),
+            test_loader_kwargs=loader_kwargs(hparams, "test_dataloader_opts",
+                                             device=brain.device),
             **key,
         )
     export_name = "pretrained.pth" if hparams["task"] == "pretrain" else "finetuned.pth"

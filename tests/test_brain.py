@@ -246,3 +246,36 @@ def test_features_on_device_match_the_dataset_fbank(toy, tmp_path):
     b = brain.audio_features(batch_dev, sb.Stage.VALID)
     assert a.shape == b.shape == (3, 64, 128)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+class _ConstantLossBrain(sb.Brain):
+    """A one-parameter brain whose training loss is ``value`` (for the finiteness check)."""
+
+    value = float("nan")
+
+    def compute_forward(self, batch, stage):
+        return self.modules.w(batch)
+
+    def compute_objectives(self, predictions, batch, stage):
+        return predictions.sum() * 0 + self.value
+
+
+@pytest.mark.parametrize("value, raises", [(float("nan"), True), (1.0, False)])
+def test_deferred_loss_check_keeps_speechbrain_nonfinite_patience(value, raises):
+    from speechbrain_cavmae.brain import CAVMAEBrain
+
+    brain_class = type("B", (CAVMAEBrain, _ConstantLossBrain), {"value": value})
+    brain = brain_class(
+        modules={"w": torch.nn.Linear(1, 1)},
+        opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+        hparams={},
+        run_opts={"device": "cpu", "noprogressbar": True, "nonfinite_patience": 2},
+    )
+    data = [torch.ones(2, 1) for _ in range(4)]
+    if raises:  # the third non-finite step exhausts a patience of 2, as in SpeechBrain
+        with pytest.raises(ValueError, match="not finite"):
+            brain.fit(range(1), data)
+        assert brain.nonfinite_count == 3
+    else:
+        brain.fit(range(1), data)
+        assert brain.nonfinite_count == 0

@@ -22,6 +22,9 @@ import time
 import torch
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, ContrastiveLoss, MaskedReconstructionLoss
+from speechbrain_cavmae.attention import set_attention_kernel
+
+KERNELS = {"math": "explicit", "fused": "fused", "dispatch": "dispatch"}
 
 
 def sync(device):
@@ -45,7 +48,7 @@ def build(args, device):
         if args.impl == "original":
             from benchmarks.original_model import load_original_module, quiet
 
-            module = load_original_module(args.original_src, fused_attention=args.attention == "fused")
+            module = load_original_module(args.original_src, attention=args.attention)
             model = quiet(module.CAVMAE, norm_pix_loss=True, audio_length=args.audio_length,
                           img_size=args.img_size).to(device)
 
@@ -54,6 +57,7 @@ def build(args, device):
                              contrast_loss_weight=0.01)[0]
         else:
             model = CAVMAE(audio_length=args.audio_length, img_size=args.img_size).to(device)
+            set_attention_kernel(model, KERNELS[args.attention])
             rec, con = MaskedReconstructionLoss(norm_pix=True), ContrastiveLoss()
             forward = torch.compile(model) if args.compile else model
 
@@ -81,7 +85,7 @@ def build(args, device):
     if args.impl == "original":
         from benchmarks.original_model import load_original_module, quiet
 
-        module = load_original_module(args.original_src, fused_attention=args.attention == "fused")
+        module = load_original_module(args.original_src, attention=args.attention)
         model = quiet(module.CAVMAEFT, label_dim=527, audio_length=args.audio_length,
                       img_size=args.img_size).to(device).eval()
 
@@ -90,6 +94,7 @@ def build(args, device):
     else:
         model = CAVMAEClassifier(527, mode=args.mode, audio_length=args.audio_length,
                                  img_size=args.img_size).to(device).eval()
+        set_attention_kernel(model, KERNELS[args.attention])
         fn = torch.compile(model) if args.compile else model
         if args.task == "encoder":
             enc = torch.compile(model.encoder.encode_audio) if args.compile else model.encoder.encode_audio
@@ -124,8 +129,11 @@ def main(argv=None):
     parser.add_argument("--task", choices=["pretrain", "inference", "encoder"], default="pretrain")
     parser.add_argument("--impl", choices=["ours", "original"], default="ours")
     parser.add_argument("--original_src", help="'src' folder of a cav-mae checkout")
-    parser.add_argument("--attention", choices=["math", "fused"], default="fused",
-                        help="original only: timm 0.4.5 explicit math (as released) or fused SDPA")
+    parser.add_argument("--attention", choices=["math", "fused", "dispatch"], default=None,
+                        help="attention kernel: math (explicit everywhere; the original as "
+                             "released), fused (SDPA everywhere) or dispatch (explicit for short "
+                             "sequences on the CPU, else SDPA). Default: dispatch for ours (our "
+                             "default), fused for the original")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--optimizer", choices=["fused", "default", "none"], default=None,
@@ -143,6 +151,8 @@ def main(argv=None):
                         help="after timing, profile one more iteration and write the table "
                              "of operators (by self device time) to this file")
     args = parser.parse_args(argv)
+    if args.attention is None:
+        args.attention = "dispatch" if args.impl == "ours" else "fused"
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -22,29 +22,36 @@ from torch import nn
 
 
 class ReleaseAttention(nn.Module):
-    """Multi-head self-attention computed as timm 0.4.5 did, or with the fused kernel."""
+    """Multi-head self-attention computed as timm 0.4.5 did (``kernel="math"``), with the
+    fused kernel (``"fused"``), or with our per-call choice (``"dispatch"``: explicit for
+    sequences up to ``SelfAttention.explicit_max_tokens_cpu`` tokens on the CPU)."""
 
     def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0,
-                 proj_drop=0.0, fused=False):
+                 proj_drop=0.0, kernel="math"):
         super().__init__()
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.fused = fused
+        self.kernel = kernel
 
     def forward(self, x):
+        from speechbrain_cavmae.attention import SelfAttention
+
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        if self.fused:
+        fused = self.kernel == "fused" or (
+            self.kernel == "dispatch"
+            and (x.device.type != "cpu" or n > SelfAttention.explicit_max_tokens_cpu))
+        if fused:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
-def load_original_module(src, fused_attention=False):
+def load_original_module(src, attention="math"):
     """Import ``<src>/models/cav_mae.py`` (``src`` is the checkout's ``src`` folder).
 
     Returns
@@ -74,7 +81,7 @@ def load_original_module(src, fused_attention=False):
         sys.path.remove(str(src))
 
     def attention(*args, **kwargs):
-        return ReleaseAttention(*args, fused=fused_attention, **kwargs)
+        return ReleaseAttention(*args, kernel=attention, **kwargs)
 
     module.Attention = attention
     return module

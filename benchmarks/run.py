@@ -131,27 +131,36 @@ def compare(args, common):
     if not args.original_src:
         print("compare: skipped (pass --original_src PATH/TO/cav-mae/src)")
         return []
+    fast = dict(precision=args.fast_precision, compile=args.compile)
     pairs = [
-        ("pretrain fp32: ours fast path vs original as released (fp32, math attention)",
-         dict(task="pretrain", precision=args.fast_precision, compile=args.compile),
+        ("pretrain: our fast path vs the original as released (fp32, timm 0.4.5 attention math)",
+         dict(task="pretrain", **fast),
          dict(task="pretrain", precision="fp32", attention="math")),
-        ("pretrain fair: ours vs original, same precision, both fused attention",
-         dict(task="pretrain", precision=args.fast_precision, compile=args.compile),
+        ("pretrain fair: same precision, fused attention (SDPA) everywhere in both",
+         dict(task="pretrain", attention="fused", **fast),
          dict(task="pretrain", precision=args.fast_precision, attention="fused")),
-        ("pretrain fair, model only (forward+backward, no optimizer step), same precision",
-         dict(task="pretrain", precision=args.fast_precision, compile=args.compile,
-              optimizer="none"),
+        ("pretrain: our fast path (attention dispatch) vs the original, same precision, SDPA",
+         dict(task="pretrain", **fast),
+         dict(task="pretrain", precision=args.fast_precision, attention="fused")),
+        ("pretrain: both with our attention dispatch, same precision",
+         dict(task="pretrain", **fast),
+         dict(task="pretrain", precision=args.fast_precision, attention="dispatch")),
+        ("pretrain fair, forward+backward only (no optimizer step), SDPA everywhere in both",
+         dict(task="pretrain", attention="fused", optimizer="none", **fast),
          dict(task="pretrain", precision=args.fast_precision, attention="fused",
               optimizer="none")),
-        ("pretrain eager fp32 vs original as released",
+        ("pretrain, both fp32: ours vs the original as released",
          dict(task="pretrain", precision="fp32"),
          dict(task="pretrain", precision="fp32", attention="math")),
-        ("inference fast path vs original as released",
-         dict(task="inference", precision=args.fast_precision, compile=args.compile),
+        ("inference: our fast path vs the original as released",
+         dict(task="inference", **fast),
          dict(task="inference", precision="fp32", attention="math")),
-        ("inference fair: same precision, both fused attention",
-         dict(task="inference", precision=args.fast_precision, compile=args.compile),
+        ("inference fair: same precision, SDPA everywhere in both",
+         dict(task="inference", attention="fused", **fast),
          dict(task="inference", precision=args.fast_precision, attention="fused")),
+        ("inference: both with our attention dispatch, same precision",
+         dict(task="inference", **fast),
+         dict(task="inference", precision=args.fast_precision, attention="dispatch")),
     ]
     out = []
     print(f"\n# Side by side with the original (batch {args.compare_batch}, "

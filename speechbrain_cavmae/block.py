@@ -3,7 +3,9 @@
 Modality-specific branches and the decoder use timm's plain pre-norm ViT block. The shared
 block is the same computation with three sets of LayerNorms (joint, audio, visual), one set
 selected per call, so the same attention and MLP weights serve the joint stream and both
-single-modality streams.
+single-modality streams. In both, the attention is
+:class:`~speechbrain_cavmae.attention.SelfAttention` (timm's parameters, with the kernel
+chosen per call).
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -11,6 +13,8 @@ Authors
 
 import torch
 from timm.models.vision_transformer import Block
+
+from speechbrain_cavmae.attention import SelfAttention
 
 
 def vit_block(dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0):
@@ -22,7 +26,7 @@ def vit_block(dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0):
     >>> blk(torch.randn(2, 5, 32)).shape
     torch.Size([2, 5, 32])
     """
-    return Block(
+    block = Block(
         dim,
         num_heads,
         mlp_ratio=mlp_ratio,
@@ -30,6 +34,8 @@ def vit_block(dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0):
         drop_path=drop_path,
         norm_layer=torch.nn.LayerNorm,
     )
+    block.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias)
+    return block
 
 
 class SharedBlock(Block):
@@ -67,6 +73,7 @@ class SharedBlock(Block):
             drop_path=drop_path,
             norm_layer=torch.nn.LayerNorm,
         )
+        self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias)
         self.norm1_a = torch.nn.LayerNorm(dim)
         self.norm1_v = torch.nn.LayerNorm(dim)
         self.norm2_a = torch.nn.LayerNorm(dim)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, ContrastiveLoss, MaskedReconstructionLoss
+from speechbrain_cavmae.attention import SelfAttention, set_attention_kernel
 
 SIZES = dict(img_size=64, audio_length=128, embed_dim=64, num_heads=4, modality_specific_depth=2)
 
@@ -26,15 +27,40 @@ def batch():
 def test_fused_attention_matches_explicit_math(batch):
     torch.manual_seed(0)
     model = CAVMAE(**SIZES, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4).eval()
-    assert model.encoder.blocks_a[0].attn.fused_attn
     with torch.no_grad():
+        set_attention_kernel(model, "fused")
+        assert model.encoder.blocks_a[0].attn.use_fused(batch[0])
         fused, out_fused = pretrain_loss(model, *batch)
-        for m in model.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = False
+        set_attention_kernel(model, "explicit")
+        assert not model.encoder.blocks_a[0].attn.use_fused(batch[0])
         math, out_math = pretrain_loss(model, *batch)
     torch.testing.assert_close(fused, math, atol=1e-5, rtol=0)
     torch.testing.assert_close(out_fused["pred_a"], out_math["pred_a"], atol=1e-5, rtol=0)
+
+
+def test_attention_dispatch_explicit_for_short_cpu_sequences_same_result():
+    torch.manual_seed(0)
+    attn = SelfAttention(64, num_heads=4, qkv_bias=True).eval()
+    limit = SelfAttention.explicit_max_tokens_cpu
+    short, long = torch.randn(2, limit, 64), torch.randn(2, limit + 1, 64)
+    assert not attn.use_fused(short) and attn.use_fused(long)
+    pad = torch.ones(2, 1, 1, limit, dtype=torch.bool)
+    pad[1, ..., -100:] = False  # padding-only keys of the second sample
+    with torch.no_grad():
+        outs = {}
+        for kernel in ("dispatch", "fused"):
+            set_attention_kernel(attn, kernel)
+            outs[kernel] = (attn(short), attn(short, attn_mask=pad), attn(short, is_causal=True),
+                            attn(long))
+    for got, want in zip(outs["dispatch"], outs["fused"]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the mask is honoured: changing masked-out keys changes nothing
+    changed = short.clone()
+    changed[1, -100:] += 5.0
+    with torch.no_grad():
+        set_attention_kernel(attn, "dispatch")
+        torch.testing.assert_close(attn(changed, attn_mask=pad)[1, :-100],
+                                   attn(short, attn_mask=pad)[1, :-100], atol=1e-5, rtol=0)
 
 
 def test_bf16_autocast_close_to_fp32(batch):

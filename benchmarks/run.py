@@ -162,6 +162,8 @@ def compare(args, common):
          dict(task="inference", **fast),
          dict(task="inference", precision=args.fast_precision, attention="dispatch")),
     ]
+    if args.pairs:
+        pairs = [p for p in pairs if any(key in p[0] for key in args.pairs)]
     out = []
     print(f"\n# Side by side with the original (batch {args.compare_batch}, "
           f"{args.repeats} interleaved pairs)")
@@ -218,6 +220,8 @@ def main(argv=None):
     parser.add_argument("--infer_batch", type=int, default=None)
     parser.add_argument("--compare_batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", nargs="+", default=None,
+                        help="compare: only the pairs whose name contains one of these")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)

@@ -279,3 +279,13 @@ def test_deferred_loss_check_keeps_speechbrain_nonfinite_patience(value, raises)
     else:
         brain.fit(range(1), data)
         assert brain.nonfinite_count == 0
+
+
+def test_loader_kwargs_pin_memory_on_cuda_only_unless_set():
+    from speechbrain_cavmae.recipe import loader_kwargs
+
+    hp = {"train_dataloader_opts": {"batch_size": 2}, "valid_dataloader_opts": {"pin_memory": False}}
+    assert loader_kwargs(hp, "train_dataloader_opts", device="cuda:0")["pin_memory"] is True
+    assert loader_kwargs(hp, "train_dataloader_opts", device="cpu")["pin_memory"] is False
+    assert loader_kwargs(hp, "valid_dataloader_opts", device="cuda:0")["pin_memory"] is False
+    assert loader_kwargs(hp, "train_dataloader_opts")["collate_fn"] is collate_av

@@ -101,7 +101,7 @@ BUDGETS = {
         "inpaint_clips": 2,
     },
     "quick": {
-        "data": {"n_train": 256, "n_valid": 16, "n_test": 16},
+        "data": {"n_train": 256, "n_valid": 16, "n_test": 48},
         "pretrain": {"number_of_epochs": 45, "batch_size": 16, "lr": 1e-3,
                      "warmup_steps": 5, "lrscheduler_start": 100, "lrscheduler_step": 10},
         "finetune": {"number_of_epochs": 4, "batch_size": 16, "lr": 1e-3, "head_lr": 5,

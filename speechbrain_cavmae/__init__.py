@@ -1,5 +1,6 @@
 """speechbrain-cavmae: the Contrastive Audio-Visual Masked Autoencoder for SpeechBrain."""
 
+from speechbrain_cavmae.attention import SelfAttention, set_attention_kernel
 from speechbrain_cavmae.block import SharedBlock, vit_block
 from speechbrain_cavmae.checkpoint import (
     CheckpointMismatchError,
@@ -31,10 +32,12 @@ __all__ = [
     "ImagePatchEmbed",
     "MODES",
     "MaskedReconstructionLoss",
+    "SelfAttention",
     "SharedBlock",
     "init_from_imagenet_mae",
     "load_original_checkpoint",
     "random_masking",
+    "set_attention_kernel",
     "structured_noise",
     "vit_block",
 ]

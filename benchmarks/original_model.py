@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechbrain_cavmae.attention import SelfAttention
+
 
 class ReleaseAttention(nn.Module):
     """Multi-head self-attention computed as timm 0.4.5 did (``kernel="math"``), with the
@@ -36,8 +38,6 @@ class ReleaseAttention(nn.Module):
         self.kernel = kernel
 
     def forward(self, x):
-        from speechbrain_cavmae.attention import SelfAttention
-
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)

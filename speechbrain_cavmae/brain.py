@@ -164,6 +164,7 @@ class CAVMAEBrain(sb.Brain):
         self.results = {}
         self.validates = True
         self._clock = None
+        self._loss_to_check = False
 
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         """``Brain.fit``; without a validation set each epoch is logged and checkpointed
@@ -223,6 +224,13 @@ class CAVMAEBrain(sb.Brain):
             if scheduler is not None:
                 scheduler(self.optimizer, self.epoch)
 
+    def on_stage_start(self, stage, epoch=None):
+        """Record the epoch and start the throughput clock of a training stage."""
+        if stage == sb.Stage.TRAIN:
+            if epoch is not None:
+                self.epoch = epoch
+            self.start_clock()
+
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Count samples and time for the epoch's throughput (see :meth:`throughput`)."""
         clock = self._clock
@@ -261,6 +269,7 @@ class CAVMAEBrain(sb.Brain):
         self.train_stats = stats
         if self.validates or epoch is None:
             return
+        logger.info("epoch %d: no validation set; checkpointing the end of training", epoch)
         self.log_validation(epoch, None)
         if self.checkpointer is not None:
             self.checkpointer.save_and_keep_only(
@@ -279,7 +288,7 @@ class CAVMAEBrain(sb.Brain):
 
     def update_average(self, loss, avg_loss):
         """``Brain.update_average``, running the deferred finiteness check of a training loss."""
-        if getattr(self, "_loss_to_check", False):
+        if self._loss_to_check:
             self._loss_to_check = False
             super().check_loss_isfinite(loss)
         return super().update_average(loss, avg_loss)
@@ -310,8 +319,6 @@ class CAVMAEBrain(sb.Brain):
             valid_stats=stats,
         )
         self.append_history({**meta, "train": getattr(self, "train_stats", {}), "valid": stats})
-        if stats is None:
-            logger.info("epoch %d: no validation set; checkpointing the end of training", epoch)
 
     def current_lrs(self):
         """Learning rates of the optimizer's parameter groups."""
@@ -417,10 +424,7 @@ class PretrainBrain(CAVMAEBrain):
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the per-stage accumulators."""
-        if stage == sb.Stage.TRAIN and epoch is not None:
-            self.epoch = epoch
-        if stage == sb.Stage.TRAIN:
-            self.start_clock()
+        super().on_stage_start(stage, epoch)
         self.sums = {}
         self.count = 0
         self.emb_a, self.emb_v = [], []
@@ -579,10 +583,7 @@ class FinetuneBrain(CAVMAEBrain):
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the accumulators."""
-        if stage == sb.Stage.TRAIN and epoch is not None:
-            self.epoch = epoch
-        if stage == sb.Stage.TRAIN:
-            self.start_clock()
+        super().on_stage_start(stage, epoch)
         self.metrics = self.new_metrics()
         self.frame_metrics = []
         self.multi_frame_metrics = self.new_metrics()

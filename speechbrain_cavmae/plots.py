@@ -112,6 +112,16 @@ def series(history, stage, key):
     return epochs, values
 
 
+def _save(plt, fig, title, path):
+    """Title, lay out, write ``fig`` to ``path`` (PNG) and close it; returns ``path``."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+    return path
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -174,12 +184,7 @@ def plot_pretraining(history, path, title="CAV-MAE pretraining", chance_r1=None)
         ("valid", "a2v_R@1", "A->V R@1"), ("valid", "v2a_R@1", "V->A R@1"),
         ("valid", "a2v_R@10", "A->V R@10"), ("valid", "v2a_R@10", "V->A R@10"),
     ], "validation retrieval", "recall", chance=chance_r1)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    logger.info("wrote %s", path)
-    return path
+    return _save(plt, fig, title, path)
 
 
 def plot_finetuning(histories, path, title="CAV-MAE fine-tuning", metric="acc@1",
@@ -220,12 +225,7 @@ def plot_finetuning(histories, path, title="CAV-MAE fine-tuning", metric="acc@1"
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    logger.info("wrote %s", path)
-    return path
+    return _save(plt, fig, title, path)
 
 
 __all__ = ["parse_train_log", "plot_finetuning", "plot_pretraining", "read_history", "series"]

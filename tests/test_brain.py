@@ -25,13 +25,7 @@ from speechbrain_cavmae.toy import generate_toy_dataset
 
 TINY = dict(img_size=32, audio_length=64, embed_dim=32, modality_specific_depth=1, num_heads=2)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run much faster with one thread on a small shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

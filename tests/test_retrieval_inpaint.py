@@ -12,13 +12,7 @@ from speechbrain_cavmae import retrieval as rt
 from speechbrain_cavmae.pretrain import CAVMAE
 from speechbrain_cavmae.toy import generate_toy_dataset
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run much faster with one thread on a small shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

@@ -80,10 +80,13 @@ def load_original_module(src, attention="math"):
     finally:
         sys.path.remove(str(src))
 
-    def attention(*args, **kwargs):
+    if attention not in ("math", "fused", "dispatch"):
+        raise ValueError(f"attention must be math, fused or dispatch, got {attention!r}")
+
+    def build_attention(*args, **kwargs):
         return ReleaseAttention(*args, kernel=attention, **kwargs)
 
-    module.Attention = attention
+    module.Attention = build_attention
     return module
 
 

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_cavmae.attention import SelfAttention
+from speechbrain_cavmae.attention import SelfAttention, explicit_attention, prefers_fused
 
 
 class ReleaseAttention(nn.Module):
-    """Multi-head self-attention computed as timm 0.4.5 did (``kernel="math"``), with the
-    fused kernel (``"fused"``), or with our per-call choice (``"dispatch"``: explicit for
-    sequences up to ``SelfAttention.explicit_max_tokens_cpu`` tokens on the CPU)."""
+    """Multi-head self-attention computed as timm 0.4.5 did (``kernel="math"``), with
+    PyTorch's fused kernel (``"fused"``), or with our per-call choice (``"dispatch"``, see
+    :func:`speechbrain_cavmae.attention.prefers_fused`)."""
 
     def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0,
                  proj_drop=0.0, kernel="math"):
@@ -41,13 +41,13 @@ class ReleaseAttention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        fused = self.kernel == "fused" or (
-            self.kernel == "dispatch"
-            and (x.device.type != "cpu" or n > SelfAttention.explicit_max_tokens_cpu))
-        if fused:
+        if self.kernel == "math":
+            out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
+        elif prefers_fused(self.kernel, x, self.num_heads):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
-            out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
+            out = explicit_attention(q, k, v, scale=self.scale,
+                                     chunk_elements=SelfAttention.chunk_elements)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

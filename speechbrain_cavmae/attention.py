@@ -1,16 +1,18 @@
 """Multi-head self-attention of the CAV-MAE blocks, choosing its kernel per call.
 
 The parameters and their names (``qkv``, ``proj``) are those of timm's ViT attention, so
-checkpoints are unchanged. What differs is the kernel: PyTorch's fused
-``scaled_dot_product_attention`` (flash, memory-efficient or cuDNN kernels on GPUs) is used on
-accelerators and for long sequences, while on the CPU sequences of at most
-``explicit_max_tokens_cpu`` tokens use the explicit softmax(q k^T / sqrt(d)) v. CAV-MAE's
-masked streams are short (128 audio, 49 visual, 177 joint tokens at 75 % masking), and for
-such lengths PyTorch's CPU flash kernel is several times slower than the explicit product:
-forward + backward of one layer, batch 4, 12 heads of 64, bf16 autocast, 2 cores: 49 tokens
-4.6 ms vs 1.0 ms, 128 tokens 12.6 vs 2.5 ms, 177 tokens 16.7 vs 4.7 ms, 512 tokens 67.5 vs
-46.8 ms. Longer sequences (the 708-token decoder) keep the fused kernel, which does not store
-the ``[tokens, tokens]`` attention matrix for the backward pass.
+checkpoints are unchanged. What differs is the kernel. On accelerators, PyTorch's fused
+``scaled_dot_product_attention`` (flash, memory-efficient or cuDNN kernels). On the CPU,
+PyTorch's fused kernel is the slow choice for CAV-MAE's shapes, so the explicit
+softmax(q k^T / sqrt(d)) v is computed instead, split over batch items and heads so that each
+piece's ``[tokens, tokens]`` weights stay in the cache. Forward + backward of one layer,
+batch 4, bf16 autocast, 2 cores (fused vs explicit, milliseconds): 128 tokens x 12 heads of 64
+9.5 vs 2.3, 177 tokens 16.7 vs 4.5, 512 tokens 59.6 vs 27.1, the 708-token decoder (16 heads
+of 32) 113 vs 50, 1024 tokens 185 vs 110; inference without gradients, 708 tokens 30 vs 17.
+The explicit path keeps the attention weights for the backward pass (PyTorch's fused kernel
+does not), so a training call whose weights would exceed ``explicit_max_elements_cpu``
+elements (``batch * heads * tokens^2``, 128 Mi = 256 MiB in bf16 per layer) falls back to
+the fused kernel.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -19,6 +21,77 @@ Authors
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+KERNELS = ("dispatch", "fused", "explicit")
+
+
+def explicit_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=None,
+                       chunk_elements=2**22):
+    """softmax(q k^T * scale + mask) v, computed in pieces of at most ``chunk_elements``
+    attention weights.
+
+    Arguments
+    ---------
+    q, k, v : torch.Tensor
+        ``[batch, heads, tokens, head_dim]`` (any strides).
+    attn_mask : torch.Tensor, optional
+        Boolean (``True`` = may attend) or additive, broadcastable to
+        ``[batch, heads, tokens, tokens]``.
+    is_causal : bool
+        Attend only to earlier tokens and the token itself.
+    dropout_p : float
+        Dropout on the attention weights.
+    scale : float, optional
+        Default ``head_dim ** -0.5``.
+    chunk_elements : int
+        Work on groups of heads (or of whole batch items) whose attention weights hold at
+        most this many elements; the whole batch at once when it fits.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, heads, tokens, head_dim]``.
+
+    Example
+    -------
+    >>> q, k, v = torch.randn(3, 2, 4, 5, 8).unbind(0)
+    >>> ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    >>> torch.allclose(explicit_attention(q, k, v, chunk_elements=16), ref, atol=1e-6)
+    True
+    """
+    b, h, n, _ = q.shape
+    m = k.shape[2]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if is_causal:
+        attn_mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None:
+        attn_mask = attn_mask.expand(b, h, n, m)
+
+    def attend(sel):
+        attn = (q[sel] * scale) @ k[sel].transpose(-2, -1)
+        if attn_mask is not None:
+            mask = attn_mask[sel]
+            if mask.dtype == torch.bool:
+                attn = attn.masked_fill(~mask, float("-inf"))
+            else:
+                attn = attn + mask
+        attn = attn.softmax(dim=-1)
+        if dropout_p:
+            attn = F.dropout(attn, dropout_p)
+        return attn @ v[sel]
+
+    per_head = n * m
+    if b * h * per_head <= chunk_elements:
+        return attend((slice(None),))
+    heads = max(1, chunk_elements // per_head)
+    if heads >= h:  # whole batch items per piece
+        items = heads // h
+        return torch.cat([attend((slice(i, i + items),)) for i in range(0, b, items)])
+    return torch.cat([
+        torch.cat([attend((slice(i, i + 1), slice(j, j + heads))) for j in range(0, h, heads)],
+                  dim=1)
+        for i in range(b)
+    ])
 
 
 class SelfAttention(nn.Module):
@@ -39,10 +112,14 @@ class SelfAttention(nn.Module):
 
     Attributes
     ----------
-    fused_attn : bool
-        Allow the fused kernel (``False``: always the explicit computation).
-    explicit_max_tokens_cpu : int
-        On the CPU, sequences up to this length use the explicit computation (0: never).
+    kernel : str
+        ``"dispatch"`` (default: fused on accelerators, explicit on the CPU within the memory
+        limit), ``"fused"`` or ``"explicit"``; see :func:`set_attention_kernel`.
+    explicit_max_elements_cpu : int
+        On the CPU with gradients enabled, calls whose attention weights
+        (``batch * heads * tokens^2``) exceed this use the fused kernel.
+    chunk_elements : int
+        Size of the pieces of the explicit computation (see :func:`explicit_attention`).
 
     Example
     -------
@@ -55,7 +132,8 @@ class SelfAttention(nn.Module):
     True
     """
 
-    explicit_max_tokens_cpu = 512
+    explicit_max_elements_cpu = 2**27
+    chunk_elements = 2**22
 
     def __init__(self, dim, num_heads=8, qkv_bias=False, attn_drop=0.0, proj_drop=0.0):
         super().__init__()
@@ -64,7 +142,7 @@ class SelfAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.fused_attn = True
+        self.kernel = "dispatch"
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -72,9 +150,7 @@ class SelfAttention(nn.Module):
 
     def use_fused(self, x):
         """Whether the call on ``x`` ``[batch, tokens, dim]`` uses the fused kernel."""
-        if not self.fused_attn:
-            return False
-        return x.device.type != "cpu" or x.shape[1] > self.explicit_max_tokens_cpu
+        return prefers_fused(self.kernel, x, self.num_heads, self.explicit_max_elements_cpu)
 
     def forward(self, x, attn_mask=None, is_causal=False):
         """Attend over ``x`` ``[batch, tokens, dim]``.
@@ -86,29 +162,49 @@ class SelfAttention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        dropout_p = self.attn_drop.p if self.training else 0.0
         if self.use_fused(x):
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                dropout_p=self.attn_drop.p if self.training else 0.0,
-            )
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                               is_causal=is_causal, dropout_p=dropout_p)
         else:
-            if is_causal:
-                attn_mask = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if attn_mask is not None:
-                if attn_mask.dtype == torch.bool:
-                    attn = attn.masked_fill(~attn_mask, float("-inf"))
-                else:
-                    attn = attn + attn_mask
-            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+            x = explicit_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                   dropout_p=dropout_p, scale=self.scale,
+                                   chunk_elements=self.chunk_elements)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+
+
+def prefers_fused(kernel, x, num_heads, explicit_max_elements_cpu=None):
+    """The kernel choice of :class:`SelfAttention` for ``x`` ``[batch, tokens, dim]``.
+
+    ``"fused"`` and ``"explicit"`` are taken as they are. ``"dispatch"``: fused on
+    accelerators; on the CPU explicit, unless gradients are enabled and the attention weights
+    kept for the backward pass (``batch * num_heads * tokens^2``) exceed
+    ``explicit_max_elements_cpu`` (default: ``SelfAttention.explicit_max_elements_cpu``).
+
+    Example
+    -------
+    >>> prefers_fused("dispatch", torch.zeros(4, 708, 512), 16)
+    False
+    >>> prefers_fused("dispatch", torch.zeros(512, 708, 512), 16)
+    True
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel != "dispatch":
+        return kernel == "fused"
+    if x.device.type != "cpu":
+        return True
+    if explicit_max_elements_cpu is None:
+        explicit_max_elements_cpu = SelfAttention.explicit_max_elements_cpu
+    b, n = x.shape[:2]
+    return torch.is_grad_enabled() and b * num_heads * n * n > explicit_max_elements_cpu
 
 
 def set_attention_kernel(module, kernel):
     """Choose the attention kernel of every :class:`SelfAttention` in ``module``.
 
-    ``kernel``: ``"dispatch"`` (the default: fused, except short sequences on the CPU),
-    ``"fused"`` (always the fused kernel) or ``"explicit"`` (never).
+    ``kernel``: ``"dispatch"`` (the default: fused on accelerators, explicit on the CPU),
+    ``"fused"`` (always PyTorch's fused kernel) or ``"explicit"`` (never).
 
     Example
     -------
@@ -117,12 +213,9 @@ def set_attention_kernel(module, kernel):
     >>> attn.use_fused(torch.zeros(1, 10, 32))
     True
     """
-    if kernel not in ("dispatch", "fused", "explicit"):
-        raise ValueError(f"kernel must be dispatch, fused or explicit, got {kernel!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     for m in module.modules():
         if isinstance(m, SelfAttention):
-            m.fused_attn = kernel != "explicit"
-            m.explicit_max_tokens_cpu = (
-                SelfAttention.explicit_max_tokens_cpu if kernel == "dispatch" else 0
-            )
+            m.kernel = kernel
     return module

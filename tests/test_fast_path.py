@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, ContrastiveLoss, MaskedReconstructionLoss
-from speechbrain_cavmae.attention import SelfAttention, set_attention_kernel
+from speechbrain_cavmae.attention import SelfAttention, explicit_attention, set_attention_kernel
 
 SIZES = dict(img_size=64, audio_length=128, embed_dim=64, num_heads=4, modality_specific_depth=2)
 
@@ -38,29 +39,59 @@ def test_fused_attention_matches_explicit_math(batch):
     torch.testing.assert_close(out_fused["pred_a"], out_math["pred_a"], atol=1e-5, rtol=0)
 
 
-def test_attention_dispatch_explicit_for_short_cpu_sequences_same_result():
+def test_attention_dispatch_on_cpu_same_result_as_fused():
     torch.manual_seed(0)
-    attn = SelfAttention(64, num_heads=4, qkv_bias=True).eval()
-    limit = SelfAttention.explicit_max_tokens_cpu
-    short, long = torch.randn(2, limit, 64), torch.randn(2, limit + 1, 64)
-    assert not attn.use_fused(short) and attn.use_fused(long)
-    pad = torch.ones(2, 1, 1, limit, dtype=torch.bool)
+    attn = SelfAttention(64, num_heads=4, qkv_bias=True)
+    x = torch.randn(2, 300, 64)
+    assert not attn.use_fused(x)  # explicit on the CPU
+    attn.explicit_max_elements_cpu = 2 * 4 * 300 * 300 - 1  # weights too big to keep
+    assert attn.use_fused(x)  # training call: falls back to the fused kernel
+    with torch.no_grad():
+        assert not attn.use_fused(x)  # nothing kept without gradients
+    attn.explicit_max_elements_cpu = SelfAttention.explicit_max_elements_cpu
+    attn.chunk_elements = 3 * 300 * 300  # explicit path in pieces of 3 heads
+    pad = torch.ones(2, 1, 1, 300, dtype=torch.bool)
     pad[1, ..., -100:] = False  # padding-only keys of the second sample
     with torch.no_grad():
         outs = {}
         for kernel in ("dispatch", "fused"):
             set_attention_kernel(attn, kernel)
-            outs[kernel] = (attn(short), attn(short, attn_mask=pad), attn(short, is_causal=True),
-                            attn(long))
+            outs[kernel] = (attn(x), attn(x, attn_mask=pad), attn(x, is_causal=True))
     for got, want in zip(outs["dispatch"], outs["fused"]):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # the mask is honoured: changing masked-out keys changes nothing
-    changed = short.clone()
+    changed = x.clone()
     changed[1, -100:] += 5.0
     with torch.no_grad():
         set_attention_kernel(attn, "dispatch")
         torch.testing.assert_close(attn(changed, attn_mask=pad)[1, :-100],
-                                   attn(short, attn_mask=pad)[1, :-100], atol=1e-5, rtol=0)
+                                   attn(x, attn_mask=pad)[1, :-100], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk_elements", [10**9, 2 * 4 * 40 * 40, 40 * 40, 3 * 40 * 40, 1])
+@pytest.mark.parametrize("mask", ["none", "bool", "additive", "causal"])
+def test_explicit_attention_in_pieces_matches_fused_with_gradients(chunk_elements, mask):
+    """Whole batch, groups of batch items, single heads, groups of 3 heads (the last one
+    short), and the smallest pieces: outputs and gradients equal PyTorch's fused kernel."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 5, 4, 40, 8).unbind(0)
+    kwargs = {}
+    if mask == "bool":
+        kwargs["attn_mask"] = torch.rand(5, 1, 40, 40) > 0.3
+        kwargs["attn_mask"][..., 0] = True  # every query keeps a key
+    elif mask == "additive":
+        kwargs["attn_mask"] = torch.randn(1, 4, 40, 40)
+    elif mask == "causal":
+        kwargs["is_causal"] = True
+    results = []
+    for fn in (F.scaled_dot_product_attention,
+               lambda *a, **kw: explicit_attention(*a, chunk_elements=chunk_elements, **kw)):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = fn(*leaves, **kwargs)
+        (out * torch.linspace(-1, 1, 8)).sum().backward()
+        results.append([out] + [t.grad for t in leaves])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_autocast_close_to_fp32(batch):

@@ -118,3 +118,22 @@ def test_torch_compile_matches_eager(batch):
         eager = model(audio, image)
         compiled = torch.compile(model, dynamic=False)(audio, image)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("logit_std, max_rel_err", [(1.0, 0.01), (9.0, 0.03)])
+def test_explicit_attention_bf16_error_bounded(logit_std, max_rel_err):
+    """bf16 scores (the explicit CPU path) stay within a few per cent of float32, and within
+    about twice the error of PyTorch's fused kernel in bf16."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 256, 32).unbind(0)
+    q, k = q * logit_std**0.5, k * logit_std**0.5
+    ref = F.scaled_dot_product_attention(q, k, v)
+    low = [t.bfloat16() for t in (q, k, v)]
+
+    def rel_err(out):
+        return ((out.float() - ref).norm() / ref.norm()).item()
+
+    explicit = rel_err(explicit_attention(*low, chunk_elements=256 * 256 * 3))
+    fused = rel_err(F.scaled_dot_product_attention(*low))
+    assert explicit < max_rel_err
+    assert explicit < 3 * fused

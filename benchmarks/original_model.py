@@ -54,11 +54,21 @@ class ReleaseAttention(nn.Module):
 def load_original_module(src, attention="math"):
     """Import ``<src>/models/cav_mae.py`` (``src`` is the checkout's ``src`` folder).
 
+    Arguments
+    ---------
+    src : str or Path
+        The ``src`` folder of a cav-mae checkout.
+    attention : str
+        Kernel of every attention layer the original builds (see :class:`ReleaseAttention`):
+        ``"math"`` (as released), ``"fused"`` or ``"dispatch"``.
+
     Returns
     -------
     module
         The original module, with ``CAVMAE`` and ``CAVMAEFT``.
     """
+    if attention not in ("math", "fused", "dispatch"):
+        raise ValueError(f"attention must be math, fused or dispatch, got {attention!r}")
     src = Path(src)
     path = src / "models" / "cav_mae.py"
     if not path.exists():
@@ -79,9 +89,6 @@ def load_original_module(src, attention="math"):
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(src))
-
-    if attention not in ("math", "fused", "dispatch"):
-        raise ValueError(f"attention must be math, fused or dispatch, got {attention!r}")
 
     def build_attention(*args, **kwargs):
         return ReleaseAttention(*args, kernel=attention, **kwargs)

@@ -43,7 +43,7 @@ class ReleaseAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if self.kernel == "math":
             out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
-        elif prefers_fused(self.kernel, x, self.num_heads):
+        elif prefers_fused(self.kernel, q):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             out = explicit_attention(q, k, v, scale=self.scale,

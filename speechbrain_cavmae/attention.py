@@ -2,21 +2,23 @@
 
 The parameters and their names (``qkv``, ``proj``) are those of timm's ViT attention, so
 checkpoints are unchanged. What differs is the kernel. On accelerators, PyTorch's fused
-``scaled_dot_product_attention`` (flash, memory-efficient or cuDNN kernels). On the CPU,
-PyTorch's fused kernel is the slow choice for CAV-MAE's shapes, so the explicit
-softmax(q k^T / sqrt(d)) v is computed instead, split over batch items and heads so that each
-piece's ``[tokens, tokens]`` weights stay in the cache. Forward + backward of one layer,
-batch 4, bf16 autocast, 2 cores (fused vs explicit, milliseconds): 128 tokens x 12 heads of 64
-9.5 vs 2.3, 177 tokens 16.7 vs 4.5, 512 tokens 59.6 vs 27.1, the 708-token decoder (16 heads
-of 32) 113 vs 50, 1024 tokens 185 vs 110; inference without gradients, 708 tokens 30 vs 17.
-The explicit path keeps the attention weights for the backward pass (PyTorch's fused kernel
-does not), so a training call whose weights would exceed ``explicit_max_elements_cpu``
-elements (``batch * heads * tokens^2``, 128 Mi = 256 MiB in bf16 per layer) falls back to
-the fused kernel. Under bf16 autocast the explicit path rounds the attention scores to bf16
-before the softmax (as the original's attention under autocast does; PyTorch's fused kernel
-keeps them in float32): about twice the fused kernel's error against float32 (attention output,
-708 tokens: 0.6 % vs 0.4 % relative for unit-variance logits, 1.7 % vs 0.9 % for logits of
-standard deviation 9). ``set_attention_kernel(model, "fused")`` trades the speed for that.
+``scaled_dot_product_attention`` (flash, memory-efficient or cuDNN kernels). On the CPU in
+reduced precision (bf16 autocast), PyTorch's fused kernel is the slow choice for CAV-MAE's
+shapes, so the explicit softmax(q k^T / sqrt(d)) v is computed instead, split over batch items
+and heads so that each piece's ``[tokens, tokens]`` weights stay in the cache. Forward +
+backward of one layer, batch 4, bf16 autocast, 2 cores (fused vs explicit, milliseconds):
+128 tokens x 12 heads of 64 9.5 vs 2.3, 177 tokens 16.7 vs 4.5, 512 tokens 59.6 vs 27.1, the
+708-token decoder (16 heads of 32) 113 vs 50, 1024 tokens 185 vs 110; inference without
+gradients, 708 tokens 30 vs 17. In float32 the fused kernel is as fast or faster (708 tokens
+105 vs 134 ms) and stores less, so float32 keeps it. The explicit path keeps the attention
+weights for the backward pass (PyTorch's fused kernel does not), so a training call whose
+weights would exceed ``explicit_max_elements_cpu`` elements (``batch * heads * tokens^2``,
+128 Mi = 256 MiB in bf16 per layer) falls back to the fused kernel. The explicit path rounds
+the attention scores to bf16 before the softmax (as the original's attention under autocast
+does; PyTorch's fused kernel keeps them in float32): about twice the fused kernel's error
+against float32 (attention output, 708 tokens: 0.6 % vs 0.4 % relative for unit-variance
+logits, 1.7 % vs 0.9 % for logits of standard deviation 9). ``set_attention_kernel(model,
+"fused")`` trades the speed for that.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -117,10 +119,10 @@ class SelfAttention(nn.Module):
     Attributes
     ----------
     kernel : str
-        ``"dispatch"`` (default: fused on accelerators, explicit on the CPU within the memory
-        limit), ``"fused"`` or ``"explicit"``; see :func:`set_attention_kernel`.
+        ``"dispatch"`` (default, see :func:`prefers_fused`), ``"fused"`` or ``"explicit"``;
+        see :func:`set_attention_kernel`.
     explicit_max_elements_cpu : int
-        On the CPU with gradients enabled, calls whose attention weights
+        On the CPU with gradients enabled, reduced-precision calls whose attention weights
         (``batch * heads * tokens^2``) exceed this use the fused kernel.
     chunk_elements : int
         Size of the pieces of the explicit computation (see :func:`explicit_attention`).
@@ -152,9 +154,9 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def use_fused(self, x):
-        """Whether the call on ``x`` ``[batch, tokens, dim]`` uses the fused kernel."""
-        return prefers_fused(self.kernel, x, self.num_heads, self.explicit_max_elements_cpu)
+    def use_fused(self, q):
+        """Whether queries ``q`` ``[batch, heads, tokens, head_dim]`` go to the fused kernel."""
+        return prefers_fused(self.kernel, q, self.explicit_max_elements_cpu)
 
     def forward(self, x, attn_mask=None, is_causal=False):
         """Attend over ``x`` ``[batch, tokens, dim]``.
@@ -167,7 +169,7 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         dropout_p = self.attn_drop.p if self.training else 0.0
-        if self.use_fused(x):
+        if self.use_fused(q):
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                                is_causal=is_causal, dropout_p=dropout_p)
         else:
@@ -177,44 +179,48 @@ class SelfAttention(nn.Module):
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
 
-def prefers_fused(kernel, x, num_heads, explicit_max_elements_cpu=None):
-    """The kernel choice of :class:`SelfAttention` for ``x`` ``[batch, tokens, dim]``.
+def prefers_fused(kernel, q, explicit_max_elements_cpu=None):
+    """The kernel choice of :class:`SelfAttention` for queries ``q``
+    ``[batch, heads, tokens, head_dim]`` (in the dtype the kernel would get).
 
     ``"fused"`` and ``"explicit"`` are taken as they are. ``"dispatch"``: fused on
-    accelerators; on the CPU explicit, unless gradients are enabled and the attention weights
-    kept for the backward pass (``batch * num_heads * tokens^2``) exceed
-    ``explicit_max_elements_cpu`` (default: ``SelfAttention.explicit_max_elements_cpu``).
+    accelerators and in float32; on the CPU in bf16 or fp16 explicit, unless gradients are
+    enabled and the attention weights kept for the backward pass
+    (``batch * heads * tokens^2``) exceed ``explicit_max_elements_cpu`` (default:
+    ``SelfAttention.explicit_max_elements_cpu``).
 
     Example
     -------
-    >>> prefers_fused("dispatch", torch.zeros(4, 708, 512), 16)
-    False
-    >>> prefers_fused("dispatch", torch.zeros(512, 708, 512), 16)
+    >>> q = torch.zeros(4, 16, 708, 32, dtype=torch.bfloat16)
+    >>> prefers_fused("dispatch", q), prefers_fused("dispatch", q.float())
+    (False, True)
+    >>> prefers_fused("dispatch", q[:1].expand(512, -1, -1, -1))  # weights too big to keep
     True
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if kernel != "dispatch":
         return kernel == "fused"
-    if x.device.type != "cpu":
+    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return True
     if explicit_max_elements_cpu is None:
         explicit_max_elements_cpu = SelfAttention.explicit_max_elements_cpu
-    b, n = x.shape[:2]
-    return torch.is_grad_enabled() and b * num_heads * n * n > explicit_max_elements_cpu
+    b, h, n = q.shape[:3]
+    return torch.is_grad_enabled() and b * h * n * n > explicit_max_elements_cpu
 
 
 def set_attention_kernel(module, kernel):
     """Choose the attention kernel of every :class:`SelfAttention` in ``module``.
 
-    ``kernel``: ``"dispatch"`` (the default: fused on accelerators, explicit on the CPU),
-    ``"fused"`` (always PyTorch's fused kernel) or ``"explicit"`` (never).
+    ``kernel``: ``"dispatch"`` (the default: fused on accelerators and in float32, explicit
+    on the CPU in bf16, see :func:`prefers_fused`), ``"fused"`` (always PyTorch's fused
+    kernel) or ``"explicit"`` (never).
 
     Example
     -------
     >>> attn = SelfAttention(32, 4)
     >>> _ = set_attention_kernel(attn, "fused")
-    >>> attn.use_fused(torch.zeros(1, 10, 32))
+    >>> attn.use_fused(torch.zeros(1, 4, 10, 8, dtype=torch.bfloat16))
     True
     """
     if kernel not in KERNELS:

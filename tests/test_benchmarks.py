@@ -48,8 +48,12 @@ def test_original_gets_the_requested_attention_kernel(original_src, kernel, monk
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting_sdpa)
     x = torch.randn(2, 5, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(x)
+    assert bool(calls) == (kernel == "fused")  # bf16 on the CPU: dispatch takes the explicit path
+    calls.clear()
     out = attn(x)
-    assert bool(calls) == (kernel == "fused")  # 5 CPU tokens: dispatch takes the explicit path
+    assert bool(calls) == (kernel != "math")  # float32: dispatch takes the fused kernel
 
     # every kernel computes the same attention
     ref = ReleaseAttention(32, num_heads=4, qkv_bias=True, kernel="math")

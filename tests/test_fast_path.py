@@ -29,43 +29,59 @@ def test_fused_attention_matches_explicit_math(batch):
     torch.manual_seed(0)
     model = CAVMAE(**SIZES, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4).eval()
     with torch.no_grad():
+        q = torch.zeros(4, 4, 32, 16, dtype=torch.bfloat16)
         set_attention_kernel(model, "fused")
-        assert model.encoder.blocks_a[0].attn.use_fused(batch[0])
+        assert model.encoder.blocks_a[0].attn.use_fused(q)
         fused, out_fused = pretrain_loss(model, *batch)
         set_attention_kernel(model, "explicit")
-        assert not model.encoder.blocks_a[0].attn.use_fused(batch[0])
+        assert not model.encoder.blocks_a[0].attn.use_fused(q)
         math, out_math = pretrain_loss(model, *batch)
     torch.testing.assert_close(fused, math, atol=1e-5, rtol=0)
     torch.testing.assert_close(out_fused["pred_a"], out_math["pred_a"], atol=1e-5, rtol=0)
 
 
-def test_attention_dispatch_on_cpu_same_result_as_fused():
-    torch.manual_seed(0)
-    attn = SelfAttention(64, num_heads=4, qkv_bias=True)
-    x = torch.randn(2, 300, 64)
-    assert not attn.use_fused(x)  # explicit on the CPU
+def test_attention_dispatch_on_cpu():
+    attn = SelfAttention(64, num_heads=4)
+    q = torch.zeros(2, 4, 300, 16, dtype=torch.bfloat16)
+    assert not attn.use_fused(q)  # bf16 on the CPU: explicit
+    assert attn.use_fused(q.float())  # float32: PyTorch's kernel is as fast there
     attn.explicit_max_elements_cpu = 2 * 4 * 300 * 300 - 1  # weights too big to keep
-    assert attn.use_fused(x)  # training call: falls back to the fused kernel
+    assert attn.use_fused(q)  # training call: falls back to the fused kernel
     with torch.no_grad():
-        assert not attn.use_fused(x)  # nothing kept without gradients
-    attn.explicit_max_elements_cpu = SelfAttention.explicit_max_elements_cpu
+        assert not attn.use_fused(q)  # nothing kept without gradients
+    set_attention_kernel(attn, "explicit")
+    assert not attn.use_fused(q.float())
+    with pytest.raises(ValueError, match="kernel must be"):
+        set_attention_kernel(attn, "flash")
+
+
+def test_attention_explicit_in_pieces_same_result_as_fused():
+    torch.manual_seed(0)
+    attn = SelfAttention(64, num_heads=4, qkv_bias=True).eval()
     attn.chunk_elements = 3 * 300 * 300  # explicit path in pieces of 3 heads
+    x = torch.randn(2, 300, 64)
     pad = torch.ones(2, 1, 1, 300, dtype=torch.bool)
     pad[1, ..., -100:] = False  # padding-only keys of the second sample
     with torch.no_grad():
         outs = {}
-        for kernel in ("dispatch", "fused"):
+        for kernel in ("explicit", "fused"):
             set_attention_kernel(attn, kernel)
             outs[kernel] = (attn(x), attn(x, attn_mask=pad), attn(x, is_causal=True))
-    for got, want in zip(outs["dispatch"], outs["fused"]):
+    for got, want in zip(outs["explicit"], outs["fused"]):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # the mask is honoured: changing masked-out keys changes nothing
     changed = x.clone()
     changed[1, -100:] += 5.0
     with torch.no_grad():
-        set_attention_kernel(attn, "dispatch")
+        set_attention_kernel(attn, "explicit")
         torch.testing.assert_close(attn(changed, attn_mask=pad)[1, :-100],
                                    attn(x, attn_mask=pad)[1, :-100], atol=1e-5, rtol=0)
+    # under bf16 autocast the default dispatch takes the explicit path
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        set_attention_kernel(attn, "dispatch")
+        dispatch = attn(x, attn_mask=pad)
+        set_attention_kernel(attn, "explicit")
+        torch.testing.assert_close(dispatch, attn(x, attn_mask=pad), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("chunk_elements", [10**9, 2 * 4 * 40 * 40, 40 * 40, 3 * 40 * 40, 1])

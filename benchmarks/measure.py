@@ -131,9 +131,9 @@ def main(argv=None):
     parser.add_argument("--original_src", help="'src' folder of a cav-mae checkout")
     parser.add_argument("--attention", choices=["math", "fused", "dispatch"], default=None,
                         help="attention kernel: math (explicit everywhere; the original as "
-                             "released), fused (SDPA everywhere) or dispatch (explicit for short "
-                             "sequences on the CPU, else SDPA). Default: dispatch for ours (our "
-                             "default), fused for the original")
+                             "released), fused (SDPA everywhere) or dispatch (our choice: "
+                             "explicit in pieces on the CPU in bf16, else SDPA). Default: "
+                             "dispatch for ours (our default), fused for the original")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--optimizer", choices=["fused", "default", "none"], default=None,

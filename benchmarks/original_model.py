@@ -3,7 +3,8 @@
 The original ``src/models/cav_mae.py`` no longer runs on current libraries: it builds timm
 0.4.5's ``Attention(..., qk_scale=...)`` and its positional embedding uses ``numpy.float``.
 This module gives the imported original module (not timm) an attention class with timm 0.4.5's
-computation, either the explicit math of the release or PyTorch's fused kernel, and provides
+computation: the explicit math of the release, PyTorch's fused kernel, or our per-call choice
+(:func:`speechbrain_cavmae.attention.prefers_fused`); it also provides
 ``numpy.float`` for its positional-embedding helper. Nothing of the original is copied here:
 pass the path of your own checkout (``git clone`` of YuanGongND/cav-mae) as ``src``.
 

@@ -111,17 +111,27 @@ def build(args, device):
     return run
 
 
-def write_profile(run, device, path):
-    """Profile one iteration; write the operator table sorted by self time on the device."""
+def write_profile(run, device, path=None, json_path=None, meta=None):
+    """Profile one iteration; write the operator table sorted by self time on the device
+    (``path``) and/or every operator's self and total CPU time as JSON (``json_path``, read
+    by :mod:`benchmarks.profile_breakdown`)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         run()
         sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    with open(path, "w") as handle:
-        handle.write(prof.key_averages().table(sort_by=key, row_limit=45, max_name_column_width=60))
+    averages = prof.key_averages()
+    if path:
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        with open(path, "w") as handle:
+            handle.write(averages.table(sort_by=key, row_limit=45, max_name_column_width=60))
+    if json_path:
+        ops = [{"name": e.key, "self_ms": e.self_cpu_time_total / 1000,
+                "total_ms": e.cpu_time_total / 1000, "calls": e.count} for e in averages]
+        ops.sort(key=lambda op: -op["self_ms"])
+        with open(json_path, "w") as handle:
+            json.dump({"run": meta or {}, "operators": ops}, handle, indent=1)
 
 
 def main(argv=None):
@@ -150,6 +160,10 @@ def main(argv=None):
     parser.add_argument("--profile", default=None,
                         help="after timing, profile one more iteration and write the table "
                              "of operators (by self device time) to this file")
+    parser.add_argument("--profile_json", default=None,
+                        help="after timing, profile one more iteration and write every "
+                             "operator's CPU time to this JSON file (for "
+                             "benchmarks.profile_breakdown)")
     args = parser.parse_args(argv)
     if args.attention is None:
         args.attention = "dispatch" if args.impl == "ours" else "fused"
@@ -179,9 +193,8 @@ def main(argv=None):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if args.profile:
-        write_profile(run, device, args.profile)
-    result = {k: v for k, v in vars(args).items() if k not in ("original_src", "profile")}
+    result = {k: v for k, v in vars(args).items()
+              if k not in ("original_src", "profile", "profile_json")}
     result.update(
         step_s=step,
         step_times=times,
@@ -193,6 +206,8 @@ def main(argv=None):
         torch=torch.__version__,
         threads=torch.get_num_threads(),
     )
+    if args.profile or args.profile_json:
+        write_profile(run, device, args.profile, args.profile_json, meta=result)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

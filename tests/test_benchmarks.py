@@ -64,3 +64,50 @@ def test_original_gets_the_requested_attention_kernel(original_src, kernel, monk
 def test_unknown_kernel_is_refused(original_src):
     with pytest.raises(ValueError, match="attention must be"):
         load_original_module(original_src, attention="flash")
+
+
+def test_profile_breakdown_splits_a_real_training_step(tmp_path, one_thread):
+    """measure --profile_json on a tiny model, then the breakdown of that file."""
+    import json
+
+    from benchmarks.measure import write_profile
+    from benchmarks.profile_breakdown import breakdown, format_table, load
+    from speechbrain_cavmae import CAVMAE
+
+    model = CAVMAE(audio_length=64, img_size=32, embed_dim=32, modality_specific_depth=1, num_heads=4,
+                   decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    opt = torch.optim.Adam(model.parameters(), foreach=False)
+    audio, image = torch.randn(2, 64, 128), torch.randn(2, 3, 32, 32)
+
+    def step():
+        out = model(audio, image)
+        loss = out["pred_a"].float().pow(2).mean() + out["pred_v"].float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    path = tmp_path / "ops.json"
+    write_profile(step, torch.device("cpu"), json_path=str(path), meta={"impl": "tiny"})
+    data = load(path)
+    assert data["run"] == {"impl": "tiny"}
+    parts = breakdown(data["operators"])
+    assert parts["attention kernels"] > 0 and parts["matrix products"] > 0
+    assert parts["optimizer step"] > 0 and parts["everything else"] >= 0
+    named = sum(v for k, v in parts.items() if k not in ("total", "everything else"))
+    assert abs(named + parts["everything else"] - parts["total"]) < 1e-6
+    # the optimizer's own operators are counted once, in the optimizer part
+    sqrt_ms = sum(op["self_ms"] for op in data["operators"] if op["name"] == "aten::sqrt")
+    assert sqrt_ms > 0 and parts["optimizer step"] >= sqrt_ms
+
+    table = format_table(["a", "b"], [data, data])
+    assert "attention kernels" in table and "largest differences" in table
+    json.loads(path.read_text())  # plain JSON
+
+
+def test_profile_breakdown_names_a_bad_file(tmp_path):
+    from benchmarks.profile_breakdown import load
+
+    bad = tmp_path / "table.txt"
+    bad.write_text("Name  Self CPU %\n")
+    with pytest.raises(SystemExit, match="table.txt: not an operator list"):
+        load(bad)

@@ -139,7 +139,7 @@ def main(argv=None):
     parser.add_argument("--task", choices=["pretrain", "inference", "encoder"], default="pretrain")
     parser.add_argument("--impl", choices=["ours", "original"], default="ours")
     parser.add_argument("--original_src", help="'src' folder of a cav-mae checkout")
-    parser.add_argument("--attention", choices=["math", "fused", "dispatch"], default=None,
+    parser.add_argument("--attention", choices=list(KERNELS), default=None,
                         help="attention kernel: math (explicit everywhere; the original as "
                              "released), fused (SDPA everywhere) or dispatch (our choice: "
                              "explicit in pieces on the CPU in bf16, else SDPA). Default: "

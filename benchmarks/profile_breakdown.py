@@ -28,6 +28,7 @@ MATRIX = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn
           "aten::convolution_backward"}
 CASTS = {"aten::copy_", "aten::_to_copy"}
 OPTIMIZER = ("Optimizer.step", "Optimizer.zero_grad")
+FIELDS = {"name", "self_ms", "total_ms", "calls"}
 PARTS = ("attention kernels", "matrix products", "casts and copies", "optimizer step",
          "everything else", "total")
 
@@ -97,11 +98,12 @@ def load(path):
     try:
         with open(path) as handle:
             data = json.load(handle)
-        ops = data["operators"]
-        for op in ops:
-            op["name"], op["self_ms"], op["total_ms"], op["calls"]  # noqa: B018
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        incomplete = [op for op in data["operators"] if not FIELDS <= op.keys()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise SystemExit(f"{path}: not an operator list from --profile_json ({err!r})") from None
+    if incomplete:
+        raise SystemExit(f"{path}: not an operator list from --profile_json (an operator "
+                         f"lacks {sorted(FIELDS - incomplete[0].keys())})")
     return data
 
 

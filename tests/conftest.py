@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from speechbrain_cavmae.toy import generate_toy_dataset
+
 
 @pytest.fixture
 def one_thread():
@@ -11,3 +13,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory):
+    """The toy data set of the recipe tests: 4 classes, 64 / 32 / 32 clips, 64 px frames."""
+    root = tmp_path_factory.mktemp("toy")
+    return generate_toy_dataset(root, n_train=64, n_valid=32, n_test=32, seed=0,
+                                image_size=64, n_classes=4)

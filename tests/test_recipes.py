@@ -10,9 +10,7 @@ two-process DDP run (torchrun, gloo on CPU).
 
 import json
 import math
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,106 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from processes import REPO, kill_group, run, subprocess_env, torchrun
+from recipe_cli import (
+    AUDIOSET, DECODER, ENCODER, HP, NO_AUG, VGGSOUND, all_finite, data_args, pretrain_args,
+)
 from speechbrain_cavmae.checkpoint import load_original_checkpoint
-from speechbrain_cavmae.toy import generate_toy_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-AUDIOSET = str(REPO / "recipes" / "AudioSet" / "train.py")
-VGGSOUND = str(REPO / "recipes" / "VGGSound" / "train.py")
-HP = REPO / "hparams"
-
-ENCODER = [
-    "--embed_dim", "32", "--modality_specific_depth", "1", "--num_heads", "2",
-    "--image_size", "64", "--audio_length", "96", "--num_workers", "0",
-    "--warmup_steps", "4", "--noprogressbar",
-]
-DECODER = ["--decoder_embed_dim", "16", "--decoder_depth", "1", "--decoder_num_heads", "2"]
-# The toy task in few steps: no mixup / SpecAugment / noise / smoothing.
-NO_AUG = ["--mixup", "0", "--freqm", "0", "--timem", "0", "--noise", "False",
-          "--label_smooth", "0"]
-
-
-def subprocess_env():
-    """Environment of the recipe runs: the repository importable, one thread per process
-    (several threads per process on a small, shared machine slow torch down a lot)."""
-    return dict(
-        os.environ,
-        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-    )
-
-
-def run(args, timeout=300, check=True):
-    """Run a command line (python + args) in the repository; return the process."""
-    env = subprocess_env()
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-15000:]}"
-        )
-    return proc
-
-
-def free_port():
-    """A TCP port that is free now (for torchrun's rendezvous)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
-def torchrun(args, out, timeout=300):
-    """Two-process CPU (gloo) run of a recipe; returns the process.
-
-    A gloo rendezvous or teardown abort on a loaded machine (a port taken between
-    ``free_port`` and the rendezvous, or SIGABRT while the process group shuts down) is
-    retried once from scratch with a new port; a second failure fails the test with both
-    error logs.
-    """
-    first = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-                 free_port(), *args], timeout=timeout, check=False)
-    if first.returncode == 0:
-        return first
-    shutil.rmtree(out, ignore_errors=True)
-    second = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-                  free_port(), *args], timeout=timeout, check=False)
-    if second.returncode != 0:
-        raise AssertionError(
-            f"torchrun failed twice:\n--- first ---\n{first.stderr[-6000:]}"
-            f"\n--- second ---\n{second.stderr[-6000:]}"
-        )
-    return second
-
-
-def all_finite(stats):
-    return all(math.isfinite(v) for v in stats.values() if isinstance(v, (int, float)))
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    return generate_toy_dataset(root, n_train=64, n_valid=32, n_test=32, seed=0,
-                                image_size=64, n_classes=4)
-
-
-def data_args(toy, labels=True, test=True):
-    args = ["--train_data", toy["train"], "--valid_data", toy["valid"]]
-    if test:
-        args += ["--test_data", toy["test"]]
-    if labels:
-        args += ["--label_csv", toy["label_csv"]]
-    return args
-
-
-def pretrain_args(toy, out, epochs=2, batch_size=8, extra=()):
-    return [AUDIOSET, str(HP / "cavmae.yaml"), *data_args(toy, labels=False, test=False),
-            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", str(batch_size),
-            "--number_of_epochs", str(epochs), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +160,8 @@ def test_resume_after_sigkill_mid_epoch(toy, tmp_path):
         "--ckpt_interval_minutes", "0", "--ckpt_interval_steps", "1"])
     env = subprocess_env()
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     save = out / "save"
     seen = []
     deadline = time.time() + 240
@@ -271,6 +175,8 @@ def test_resume_after_sigkill_mid_epoch(toy, tmp_path):
                 break
             time.sleep(0.02)
     finally:
+        if proc.poll() is None and not seen:
+            kill_group(proc)
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
     assert seen, "no intra-epoch checkpoint was written"
@@ -295,7 +201,7 @@ def test_ddp_two_process_cpu_pretraining(toy, tmp_path):
     out = tmp_path / "ddp"
     args = pretrain_args(toy, out, epochs=1, extra=["--distributed_backend", "gloo",
                                                     "--device", "cpu"])
-    proc = torchrun(args, out)
+    proc = torchrun(args)
     assert "Traceback" not in proc.stderr
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and all_finite(history[0]["valid"])
@@ -319,7 +225,7 @@ def test_ddp_two_process_cpu_audio_only_finetuning(pretrained, toy, tmp_path):
             str(out), *ENCODER, "--batch_size", "8", "--number_of_epochs", "1",
             "--wa_start", "1", "--wa_end", "1", "--distributed_backend", "gloo",
             "--device", "cpu"]
-    torchrun(args, out)
+    torchrun(args)
     results = json.loads((out / "test_results.json").read_text())
     assert all_finite(results["single_frame"]) and "per_frame" not in results
     state = torch.load(out / "finetuned.pth", map_location="cpu", weights_only=True)

@@ -1,0 +1,43 @@
+"""Command lines of the recipes for the end-to-end tests: a tiny model on the toy data.
+
+A tiny CAV-MAE (embed_dim 32, one modality-specific layer, 2 heads, 64 px frames, 96 fbank
+frames) keeps each recipe run to seconds. The ``toy`` fixture (``conftest.py``) is the
+generated data set, 4 classes, 64 training, 32 validation and 32 test clips.
+"""
+
+import math
+
+from processes import REPO
+
+AUDIOSET = str(REPO / "recipes" / "AudioSet" / "train.py")
+VGGSOUND = str(REPO / "recipes" / "VGGSound" / "train.py")
+HP = REPO / "hparams"
+
+ENCODER = [
+    "--embed_dim", "32", "--modality_specific_depth", "1", "--num_heads", "2",
+    "--image_size", "64", "--audio_length", "96", "--num_workers", "0",
+    "--warmup_steps", "4", "--noprogressbar",
+]
+DECODER = ["--decoder_embed_dim", "16", "--decoder_depth", "1", "--decoder_num_heads", "2"]
+# The toy task in few steps: no mixup / SpecAugment / noise / smoothing.
+NO_AUG = ["--mixup", "0", "--freqm", "0", "--timem", "0", "--noise", "False",
+          "--label_smooth", "0"]
+
+
+def all_finite(stats):
+    return all(math.isfinite(v) for v in stats.values() if isinstance(v, (int, float)))
+
+
+def data_args(toy, labels=True, test=True):
+    args = ["--train_data", toy["train"], "--valid_data", toy["valid"]]
+    if test:
+        args += ["--test_data", toy["test"]]
+    if labels:
+        args += ["--label_csv", toy["label_csv"]]
+    return args
+
+
+def pretrain_args(toy, out, epochs=2, batch_size=8, extra=()):
+    return [AUDIOSET, str(HP / "cavmae.yaml"), *data_args(toy, labels=False, test=False),
+            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", str(batch_size),
+            "--number_of_epochs", str(epochs), *extra]

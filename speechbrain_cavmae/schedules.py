@@ -1,11 +1,13 @@
 """Learning-rate schedules of the CAV-MAE recipes.
 
 The original training scripts use Adam with one learning rate per parameter group (the
-pretrained backbone, and in fine-tuning the new head at ``head_lr`` times the base rate), a
-linear warm-up over the first optimizer steps, and a step decay per epoch: the rate is
-multiplied by ``decay`` after epoch ``start``, ``start + step``, ``start + 2 * step``, ...
-(``torch.optim.lr_scheduler.MultiStepLR`` with milestones ``range(start, 1000, step)``,
-stepped once at the end of each epoch).
+pretrained backbone, and in fine-tuning the new head at ``head_lr`` times the base rate) and
+a step decay per epoch: the rate is multiplied by ``decay`` after epoch ``start``,
+``start + step``, ``start + 2 * step``, ... (``torch.optim.lr_scheduler.MultiStepLR`` with
+milestones ``range(start, 1000, step)``, stepped once at the end of each epoch). Their run
+scripts pass ``--warmup True``, but the training loops never read it, so the original does
+not warm up; an optional linear warm-up over the first optimizer steps is available here
+(``warmup_steps``, 0 in the recipes' defaults).
 
 :class:`WarmupStepDecay` reproduces that as a SpeechBrain-style scheduler: call it at every
 optimizer step with the current (1-based) epoch; it keeps its step count and is saved and

@@ -7,6 +7,7 @@ the base-16 digits of ``k`` (low to high in R, G, B) are stored as
 Audio is a sine tone per channel.
 """
 
+import functools
 import json
 import os
 from fractions import Fraction
@@ -86,6 +87,32 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     return path
 
 
+def write_vfr_video(path, durations_ms, size=(64, 48)):
+    """Write a variable frame rate mp4 (h264, no audio): frame ``k`` (:func:`index_colour`)
+    lasts ``durations_ms[k]`` milliseconds."""
+    import av
+
+    width, height = size
+    container = av.open(path, "w")
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+    stream.options = {"crf": "10", "preset": "ultrafast"}
+    pts = 0
+    for k, duration in enumerate(durations_ms):
+        img = np.empty((height, width, 3), dtype=np.uint8)
+        img[:] = index_colour(k)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts, frame.time_base = pts, Fraction(1, 1000)
+        pts += duration
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
 def write_wav(path, data, rate=16000, subtype="PCM_16"):
     import soundfile
 
@@ -148,31 +175,67 @@ def original_wav(video, out_wav):
     return out_wav
 
 
-def original_frames(video, out_dir, video_id, n=10):
-    """extract_video_frame.py: OpenCV-style seek, Resize(224), CenterCrop, save_image."""
+@functools.lru_cache(maxsize=None)
+def original_extractor_frames(video, n=10):
+    """The frames the original ``src/preprocess/extract_video_frame.py`` reads, found
+    without the package: every frame of the video is decoded in order with PyAV.
+
+    The original computes ``total = min(CAP_PROP_FRAME_COUNT, int(CAP_PROP_FPS * 10))`` and,
+    for frame ``i``, calls ``set(CAP_PROP_POS_FRAMES, int(i * (total / n)) - 1)`` then
+    ``read()``. OpenCV's FFmpeg backend reports the container's frame count (``nb_frames``,
+    which may exceed the decodable frames: 400 for 299 in one real clip) and the average
+    frame rate (not the guessed one: they differ on variable frame rate files); after a seek
+    to ``k`` its next ``read()`` returns the 0-based frame ``k``, after a seek to ``-1``
+    frame 0. ``test_frame_reference.py`` checks these against OpenCV itself when ``cv2`` is
+    installed.
+
+    Returns
+    -------
+    dict
+        ``read`` (the 0-based frame read for each ``i``), ``frames`` ({index: [H, W, 3]
+        uint8} of those and of their neighbours), ``decoded`` (frames decodable), ``count`` (the container's frame
+        count), ``fps`` (average rate) and ``total``. Cached per (video, n): do not modify.
+    """
     import av
-    import torchvision.transforms as T
-    from PIL import Image
-    from torchvision.utils import save_image
 
     with av.open(video) as container:
         stream = container.streams.video[0]
+        count = int(stream.frames)
+        assert count > 0, f"{video}: the container does not give a frame count"
         fps = float(stream.average_rate)
-        total = min(stream.frames, int(fps * 10))  # CAP_PROP_FRAME_COUNT, capped at 10 s
-        # cv2 set(POS_FRAMES, position - 1) + read() returns frame position - 1 (0 for the first)
+        total = min(count, int(fps * 10))
         read = [max(int(i * (total / n)) - 1, 0) for i in range(n)]
-        wanted = {}
+        keep = {j for k in read for j in (k - 1, k, k + 1)}  # the neighbours too
+        frames, decoded = {}, 0
         for k, frame in enumerate(container.decode(stream)):
-            if k in read:
-                wanted[k] = frame.to_ndarray(format="rgb24")
-            if k >= max(read):
-                break
-    prep = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
-    for i, frame_no in enumerate(read):
+            decoded += 1
+            if k in keep:
+                frames[k] = frame.to_ndarray(format="rgb24")
+    missing = sorted(set(read) - set(frames))
+    assert not missing, f"{video}: frames {missing} are not decodable ({decoded} are)"
+    return {"read": read, "frames": frames, "decoded": decoded, "count": count, "fps": fps,
+            "total": total}
+
+
+def original_preprocess(frame_hwc):
+    """The original extractor's ``Resize(224)`` + ``CenterCrop(224)`` + ``ToTensor``."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    return T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])(Image.fromarray(frame_hwc))
+
+
+def original_frames(video, out_dir, video_id, n=10):
+    """extract_video_frame.py: the frames of :func:`original_extractor_frames`, Resize(224),
+    CenterCrop, save_image."""
+    from torchvision.utils import save_image
+
+    ref = original_extractor_frames(video, n)
+    for i, frame_no in enumerate(ref["read"]):
         os.makedirs(os.path.join(out_dir, f"frame_{i}"), exist_ok=True)
-        save_image(prep(Image.fromarray(wanted[frame_no])),
+        save_image(original_preprocess(ref["frames"][frame_no]),
                    os.path.join(out_dir, f"frame_{i}", f"{video_id}.jpg"))
-    return read
+    return ref["read"]
 
 
 def original_loader_image(path):

@@ -136,10 +136,12 @@ BUDGETS = {
 #: The demo's own checks: ``(name, metric, comparison, threshold)``. ``metric`` is a key of
 #: :func:`check_metrics`; thresholds are multiples of chance (``chance_r1`` = 1 / test
 #: clips, ``chance_medr`` = (test clips + 1) / 2, ``chance_acc`` = 1 / classes) or plain
-#: numbers. The full demo reaches R@1 about 9-11x chance, median ranks about 1/7 of
-#: chance, fine-tuned accuracies 0.91-1.0 and a pretraining loss about half of the first
-#: epoch's (README); the thresholds leave a wide margin below that and stay well above
-#: chance.
+#: numbers. The thresholds stay well above chance and leave a wide margin below what the
+#: recorded ``--quick`` run reached (``benchmarks/results/2026-11-30-demo-quick/``): R@1
+#: several times chance, fine-tuned accuracies close to 1, the total pretraining loss at
+#: 0.84x and the masked reconstruction loss at 0.75x of the first epoch's, the contrastive
+#: loss (which starts at ln(batch size), its chance level) 0.24 lower. The contrastive loss
+#: is checked by its drop, not a ratio: its floor is far above zero at these batch sizes.
 CHECKS = [
     ("audio->visual retrieval R@1 >= 3x chance", "a2v_R@1", ">=", (3, "chance_r1")),
     ("visual->audio retrieval R@1 >= 3x chance", "v2a_R@1", ">=", (3, "chance_r1")),
@@ -151,9 +153,12 @@ CHECKS = [
      (4, "chance_acc")),
     ("fine-tuned visual-only accuracy >= 4x chance (0.5)", "ft_videoonly_acc", ">=",
      (4, "chance_acc")),
-    ("pretraining loss, last epoch <= 0.9 x first", "pretrain_loss_ratio", "<=", (0.9, None)),
-    ("contrastive loss, last epoch <= 0.9 x first", "pretrain_loss_c_ratio", "<=",
+    ("pretraining loss, last epoch <= 0.95 x first", "pretrain_loss_ratio", "<=",
+     (0.95, None)),
+    ("masked reconstruction loss, last epoch <= 0.9 x first", "pretrain_loss_mae_ratio", "<=",
      (0.9, None)),
+    ("contrastive loss falls by >= 0.05 from the first epoch", "pretrain_loss_c_drop", ">=",
+     (0.05, None)),
 ]
 
 #: Fine-tuning on the toy task: single-label cross-entropy, no mixup / SpecAugment /
@@ -378,7 +383,8 @@ def check_metrics(report):
     ---------
     report : dict
         Needs ``n_test``, ``retrieval``, ``finetune`` (test results per mode),
-        ``pretrain_loss`` and ``pretrain_loss_c`` (first and last epoch).
+        ``pretrain_loss``, ``pretrain_loss_mae`` and ``pretrain_loss_c`` (first and last
+        epoch).
 
     Returns
     -------
@@ -399,9 +405,11 @@ def check_metrics(report):
         multi, _ = ft_accuracy(report["finetune"].get(mode, {}))
         metrics[f"ft_{mode}_acc"] = nan if multi is None else float(multi)
     for key, name in (("pretrain_loss", "pretrain_loss_ratio"),
-                      ("pretrain_loss_c", "pretrain_loss_c_ratio")):
+                      ("pretrain_loss_mae", "pretrain_loss_mae_ratio")):
         first, last = report.get(key, (nan, nan))
         metrics[name] = last / first if first and first == first else nan
+    first, last = report.get("pretrain_loss_c", (nan, nan))
+    metrics["pretrain_loss_c_drop"] = first - last
     return metrics
 
 
@@ -429,7 +437,7 @@ def evaluate_checks(report, checks=None):
     >>> report = {"n_test": 80, "retrieval": {"a2v_R@1": 0.1}, "finetune": {}}
     >>> check = [("A->V R@1 >= 3x chance", "a2v_R@1", ">=", (3, "chance_r1"))]
     >>> result = evaluate_checks(report, check)[0]
-    >>> result["threshold"], result["passed"]
+    >>> round(result["threshold"], 4), result["passed"]
     (0.0375, True)
     >>> report["retrieval"]["a2v_R@1"] = 0.025
     >>> evaluate_checks(report, check)[0]["passed"]
@@ -603,6 +611,7 @@ def run_demo(out, mode="full", threads=2, progress=True, data_dir=None):
         "retrieval": ret,
         "pretrain_test": pt_test,
         "pretrain_loss": pretrain_loss_drop(pt_history),
+        "pretrain_loss_mae": pretrain_loss_drop(pt_history, "loss_mae"),
         "pretrain_loss_c": pretrain_loss_drop(pt_history, "loss_c"),
         "finetune": ft,
         "timings": runner.timings,

@@ -84,7 +84,7 @@ def test_smoke_demo_writes_its_artefacts(tmp_path):
 
 
 def _good_report(n_test=80):
-    """A report with the full demo's recorded numbers (README, 2026-11-27)."""
+    """A report with numbers like those of a successful demo run."""
     return {
         "n_test": n_test,
         "retrieval": {"a2v_R@1": 0.113, "v2a_R@1": 0.138, "a2v_MedR": 5.0, "v2a_MedR": 6.0},
@@ -93,8 +93,9 @@ def _good_report(n_test=80):
             "audioonly": {"single_frame": {"acc@1": 0.912}, "multi_frame": None},
             "videoonly": {"single_frame": {"acc@1": 0.99}, "multi_frame": {"acc@1": 1.0}},
         },
-        "pretrain_loss": [5.2, 2.6],
-        "pretrain_loss_c": [3.1, 1.9],
+        "pretrain_loss": [4.8, 4.0],
+        "pretrain_loss_mae": [2.1, 1.5],
+        "pretrain_loss_c": [2.8, 2.5],
     }
 
 
@@ -126,8 +127,9 @@ def test_checks_pass_and_fail():
                                       "multi_frame": {"acc@1": 0.74}}, "ft_multimodal_acc"),
         (("finetune", "audioonly"), {"single_frame": {"acc@1": 0.49}}, "ft_audioonly_acc"),
         (("finetune", "videoonly"), {"single_frame": {"acc@1": 0.125}}, "ft_videoonly_acc"),
-        (("pretrain_loss",), [5.2, 4.8], "pretrain_loss_ratio"),
-        (("pretrain_loss_c",), [3.1, 3.2], "pretrain_loss_c_ratio"),
+        (("pretrain_loss",), [4.8, 4.6], "pretrain_loss_ratio"),
+        (("pretrain_loss_mae",), [2.1, 1.9], "pretrain_loss_mae_ratio"),
+        (("pretrain_loss_c",), [2.8, 2.76], "pretrain_loss_c_drop"),
     ]
     assert len(bad) == len(demo.CHECKS)
     for path, value, metric in bad:

@@ -5,20 +5,17 @@ checkpoints are unchanged. What differs is the kernel. On accelerators, PyTorch'
 ``scaled_dot_product_attention`` (flash, memory-efficient or cuDNN kernels). On the CPU in
 reduced precision (bf16 autocast), PyTorch's fused kernel is the slow choice for CAV-MAE's
 shapes, so the explicit softmax(q k^T / sqrt(d)) v is computed instead, split over batch items
-and heads so that each piece's ``[tokens, tokens]`` weights stay in the cache. Forward +
-backward of one layer, batch 4, bf16 autocast, 2 cores (fused vs explicit, milliseconds):
-128 tokens x 12 heads of 64 9.5 vs 2.3, 177 tokens 16.7 vs 4.5, 512 tokens 59.6 vs 27.1, the
-708-token decoder (16 heads of 32) 113 vs 50, 1024 tokens 185 vs 110; inference without
-gradients, 708 tokens 30 vs 17. In float32 the fused kernel is as fast or faster (708 tokens
-105 vs 134 ms) and stores less, so float32 keeps it. The explicit path keeps the attention
-weights for the backward pass (PyTorch's fused kernel does not), so a training call whose
-weights would exceed ``explicit_max_elements_cpu`` elements (``batch * heads * tokens^2``,
-128 Mi = 256 MiB in bf16 per layer) falls back to the fused kernel. The explicit path rounds
-the attention scores to bf16 before the softmax (as the original's attention under autocast
-does; PyTorch's fused kernel keeps them in float32): about twice the fused kernel's error
-against float32 (attention output, 708 tokens: 0.6 % vs 0.4 % relative for unit-variance
-logits, 1.7 % vs 0.9 % for logits of standard deviation 9). ``set_attention_kernel(model,
-"fused")`` trades the speed for that.
+and heads so that each piece's ``[tokens, tokens]`` weights stay in the cache. In float32
+the fused kernel is the faster one and stores less, so float32 keeps it. The explicit path
+keeps the attention weights for the backward pass (PyTorch's fused kernel does not), so a
+training call whose weights would exceed ``explicit_max_elements_cpu`` elements
+(``batch * heads * tokens^2``, 128 Mi = 256 MiB in bf16 per layer) falls back to the fused
+kernel. The explicit path rounds the attention scores to bf16 before the softmax (as the
+original's attention under autocast does; PyTorch's fused kernel keeps them in float32), so
+its error against float32 is about twice the fused kernel's or more. Measurements (per-layer
+timing and the bf16 error: ``python -m benchmarks.attention_layers``; the whole model:
+``python -m benchmarks.run``) and their recorded files: ``docs/performance.md``.
+``set_attention_kernel(model, "fused")`` trades the speed for the fused kernel's precision.
 
 Authors
  * speechbrain-cavmae contributors 2026

@@ -108,3 +108,30 @@ def test_profile_breakdown_names_a_bad_file(tmp_path):
     bad.write_text("Name  Self CPU %\n")
     with pytest.raises(SystemExit, match="table.txt: not an operator list"):
         load(bad)
+
+
+def test_attention_layers_errors_and_interleaved_timing():
+    """The bf16 error measurement and the timing rows of ``benchmarks.attention_layers``."""
+    from benchmarks import attention_layers
+
+    errors = attention_layers.relative_errors(tokens=40, heads=2, head_dim=16, batch=2,
+                                              logit_std=9.0)
+    # bf16 rounding: errors well above float32's and well below 5 %; the explicit path
+    # rounds the scores to bf16 and errs more than the fused kernel or float32 scores.
+    for name, error in errors.items():
+        assert 1e-4 < error < 0.05, (name, error)
+    assert errors["explicit"] > 2 * max(errors["fused"], errors["explicit_fp32_scores"])
+
+    row = attention_layers.compare("tiny", 24, 2, 8, ["fused", "explicit"], precision="fp32",
+                                   batch=2, rounds=2, warmup=0, iters=1)
+    assert set(row["ms"]) == {"fused", "explicit"} and len(row["ratios"]["explicit"]) == 2
+    for fused, explicit, ratio in zip(row["ms_rounds"]["fused"], row["ms_rounds"]["explicit"],
+                                      row["ratios"]["explicit"]):
+        assert ratio == pytest.approx(fused / explicit, rel=0.01)
+    # The variants compute the same layer (same weights): same output in float32.
+    torch.manual_seed(0)
+    fused = attention_layers.layer("fused", 2, 8)
+    other = attention_layers.layer("explicit_fp32_scores", 2, 8)
+    other.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 24, 16)
+    assert torch.allclose(fused(x), other(x), atol=1e-5)

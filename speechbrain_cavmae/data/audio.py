@@ -9,7 +9,8 @@ resampling.
 
 Why not decord's ``AudioReader``: with decord 0.6.0 its built-in resampling
 of stereo tracks returns NaN/inf samples and its native-rate output does not
-match FFmpeg's decoded samples, so it is only used for video frames.
+match FFmpeg's decoded samples. decord is not used at all (frames are decoded
+with PyAV too, see :mod:`speechbrain_cavmae.data.frames`).
 
 Example
 -------

@@ -87,7 +87,7 @@ def test_average_frame_predictions_sigmoid_and_softmax():
     assert torch.allclose(bce, torch.sigmoid(logits).mean(1))
     assert torch.allclose(ce, torch.softmax(logits, -1).mean(1))
     assert torch.allclose(ce.sum(-1), torch.ones(4))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected \[batch, frames, classes\], got \(4, 6\)"):
         average_frame_predictions(logits[:, 0])
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from references import linear_time_resize
 
 from speechbrain_cavmae import (
     CAVMAE,
@@ -71,22 +72,6 @@ def test_unknown_key_is_an_error_naming_it(ref):
     state["module.cls_token_x"] = torch.zeros(1)
     with pytest.raises(CheckpointMismatchError, match="cls_token_x"):
         load_original_checkpoint(state, num_heads=4)
-
-
-def linear_time_resize(pos_embed, rows, new_cols):
-    """Reference written out index by index: each of the ``rows`` frequency rows is resampled
-    along time with half-pixel-centred linear interpolation (source position
-    ``(j + 0.5) * cols / new_cols - 0.5``, clamped to the first and last column), in float64."""
-    grid = pos_embed.double().reshape(rows, -1, pos_embed.shape[-1])
-    cols = grid.shape[1]
-    out = torch.empty(rows, new_cols, grid.shape[-1], dtype=torch.float64)
-    for j in range(new_cols):
-        src = min(max((j + 0.5) * cols / new_cols - 0.5, 0.0), cols - 1.0)
-        left = int(src)
-        right = min(left + 1, cols - 1)
-        frac = src - left
-        out[:, j] = (1.0 - frac) * grid[:, left] + frac * grid[:, right]
-    return out.reshape(1, rows * new_cols, -1).float()
 
 
 def test_time_resize_reference_on_a_hand_computed_case():

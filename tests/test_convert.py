@@ -10,7 +10,7 @@ from media import write_label_csv
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
-from speechbrain_cavmae.checkpoint import CheckpointMismatchError
+from speechbrain_cavmae.checkpoint import CheckpointMismatchError, original_to_speechbrain
 from speechbrain_cavmae.convert import (
     check_folder,
     convert,
@@ -87,6 +87,12 @@ def test_convert_pretrained_checkpoint(fixture, tmp_path):
     assert hp["model"].decoder.blocks[0].attn.num_heads == 4
     assert not (out / "label_encoder.txt").exists()
     assert "label_encoder: !ref <pretrained_path>" not in (out / "hyperparams.yaml").read_text()
+    # every tensor written is the original's, under its new name; nothing else is written
+    written = torch.load(out / "model.ckpt", weights_only=True)
+    expected = original_to_speechbrain(fixture["pretrain_state_dict"])
+    assert set(written) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(written[key], value), key
 
 
 def test_label_csv_of_wrong_size(original_ft, tmp_path):

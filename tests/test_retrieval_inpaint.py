@@ -88,7 +88,8 @@ def test_inpaint_is_seeded_and_keeps_visible_patches(setup):
     noise_a, noise_v = torch.rand(2, 32, generator=gen), torch.rand(2, 4, generator=gen)
     with torch.no_grad():
         ref = model(audio, image, 0.5, 0.75, noise_a=noise_a, noise_v=noise_v)
-    assert torch.equal(first["mask_a"], ref["mask_a"]) and torch.equal(first["mask_v"], ref["mask_v"])
+    assert torch.equal(first["mask_a"], ref["mask_a"])
+    assert torch.equal(first["mask_v"], ref["mask_v"])
     torch.testing.assert_close(pa_recon[~keep_a], ref["pred_a"][~keep_a], atol=1e-6, rtol=0)
     torch.testing.assert_close(pv_recon[~keep_v], ref["pred_v"][~keep_v], atol=1e-6, rtol=0)
     for m in ("a", "v"):

@@ -207,6 +207,24 @@ def infer_config(state, n_mels=128):
     return cfg
 
 
+def check_heads(cfg, source="state dict"):
+    """Raise a ``ValueError`` naming ``source`` and the fix when a head count in ``cfg``
+    does not divide its token size (heads are not stored in checkpoints)."""
+    for heads_key, dim_key, flag in (("num_heads", "embed_dim", "num_heads"),
+                                     ("decoder_num_heads", "decoder_embed_dim",
+                                      "decoder_num_heads")):
+        if heads_key not in cfg or dim_key not in cfg:
+            continue
+        heads, dim = cfg[heads_key], cfg[dim_key]
+        if heads < 1 or dim % heads:
+            raise ValueError(
+                f"{source}: {heads_key}={heads} does not divide {dim_key}={dim} of the "
+                f"checkpoint; pass {flag}= (--{flag} on the command line) with a divisor of "
+                f"{dim} (heads are not stored in checkpoints; the released ViT-B models use "
+                "12 encoder and 16 decoder heads)"
+            )
+
+
 def build_model(cfg):
     """Instantiate the model described by :func:`infer_config`'s output."""
     cfg = dict(cfg)
@@ -265,6 +283,13 @@ def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location
     torch.nn.Module
         The model in eval mode.
 
+    Raises
+    ------
+    CheckpointMismatchError
+        Missing or unexpected keys.
+    ValueError
+        ``num_heads`` / ``decoder_num_heads`` does not divide the token size.
+
     Example
     -------
     >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=64,
@@ -285,6 +310,7 @@ def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location
     if audio_length is not None:
         cfg["audio_length"] = audio_length
     cfg.update(overrides)
+    check_heads(cfg, source)
     model = build_model(cfg)
     load_state_dict_strict(model, state, source)
     return model.eval()

@@ -35,6 +35,7 @@ import torch
 
 from speechbrain_cavmae.checkpoint import (
     CheckpointMismatchError,
+    check_heads,
     unwrap_state_dict,
     infer_config,
     is_original_state_dict,
@@ -283,6 +284,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         overrides["mode"] = mode
     elif decoder_num_heads is not None:
         overrides["decoder_num_heads"] = decoder_num_heads
+    check_heads({**cfg, **overrides}, source)
     model = load_original_checkpoint(state, audio_length=target_length, **overrides)
     cfg.update({k: v for k, v in overrides.items() if k != "mode"})
     if target_length is not None:

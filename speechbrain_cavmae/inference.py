@@ -201,31 +201,53 @@ class AudioVisualClassifier(Pretrained):
             raise BadSampleError(path, "no audio or video stream")
         return wav, frames
 
-    def _resolve_mode(self, mode, has_audio, has_frames):
+    def _resolve_mode(self, mode, has_audio, has_frames, source=None):
+        """The mode to run: ``mode`` if given, else the hparams' ``mode`` (audio and
+        frames), ``audio_only_mode`` (audio only) or ``video_only_mode`` (frames only).
+
+        Arguments
+        ---------
+        mode : str or None
+            Requested mode.
+        has_audio, has_frames : bool
+            Which inputs are available.
+        source : str, optional
+            File the inputs come from, named in the errors.
+
+        Raises
+        ------
+        ValueError
+            Unknown mode, a mode whose input is missing, or a single-modality input that
+            the model's hparams do not allow (``audio_only_mode`` / ``video_only_mode``
+            null).
+        """
         hp = self.hparams
+        where = f"{source}: " if source is not None else ""
+        audio_note = " (the file has no audio stream)" if source is not None else ""
+        video_note = " (the file has no video stream)" if source is not None else ""
         if mode is None:
             if has_audio and has_frames:
                 mode = getattr(hp, "mode", "multimodal")
             elif has_audio:
                 mode = getattr(hp, "audio_only_mode", "missingaudioonly")
                 if mode is None:
-                    raise ValueError("this model cannot classify audio alone (audio_only_mode "
-                                     "is null in its hyperparams)")
+                    raise ValueError(f"{where}this model cannot classify audio alone"
+                                     f"{video_note}: audio_only_mode is null in its hyperparams")
             elif has_frames:
                 mode = getattr(hp, "video_only_mode", "missingvideoonly")
                 if mode is None:
-                    raise ValueError("this model cannot classify video alone (video_only_mode "
-                                     "is null in its hyperparams)")
+                    raise ValueError(f"{where}this model cannot classify video alone"
+                                     f"{audio_note}: video_only_mode is null in its hyperparams")
             else:
                 raise ValueError("give audio, frames or both")
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+            raise ValueError(f"{where}unknown mode {mode!r}; expected one of {MODES}")
         if mode in AUDIO_MODES or mode == "multimodal":
             if not has_audio:
-                raise ValueError(f"mode {mode!r} needs audio")
+                raise ValueError(f"{where}mode {mode!r} needs audio{audio_note}")
         if mode in VIDEO_MODES or mode == "multimodal":
             if not has_frames:
-                raise ValueError(f"mode {mode!r} needs frames")
+                raise ValueError(f"{where}mode {mode!r} needs frames{video_note}")
         return mode
 
     def _activation(self, logits):
@@ -342,16 +364,26 @@ class AudioVisualClassifier(Pretrained):
         top_k : int
             Number of classes returned.
         mode : str, optional
-            Overrides the mode chosen from the hparams and the streams of the file.
+            Overrides the mode chosen from the hparams and the streams of the file. By
+            default a video with sound uses ``mode``, an audio file ``audio_only_mode`` and
+            a video without an audio stream ``video_only_mode`` (its frames alone; no
+            silence is made up for the missing audio).
 
         Returns
         -------
         list of Prediction
             ``(label, score, index)`` by decreasing score.
+
+        Raises
+        ------
+        ValueError
+            Naming ``path``: the mode needs a stream the file lacks, or the model's
+            ``audio_only_mode`` / ``video_only_mode`` is null for a file with one stream.
+        BadSampleError
+            The file is missing or cannot be decoded.
         """
         wav, frames = self.load_clip(path)
-        if mode is None:
-            mode = self._resolve_mode(None, wav is not None, frames is not None)
+        mode = self._resolve_mode(mode, wav is not None, frames is not None, source=path)
         audio = wav.unsqueeze(0) if wav is not None and mode not in VIDEO_MODES else None
         frames = frames.unsqueeze(0) if frames is not None and mode not in AUDIO_MODES else None
         scores = self.scores_batch(audio, frames, mode=mode)[0]

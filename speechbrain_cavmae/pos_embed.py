@@ -76,8 +76,13 @@ def sincos_2d(embed_dim, grid_h, grid_w):
 def resize_time_pos_embed(pos_embed, grid_h, new_grid_w):
     """Resize a ``[1, grid_h * grid_w, dim]`` audio positional embedding along time.
 
-    The frequency axis is kept; the time axis is linearly interpolated to ``new_grid_w``
-    columns (used when a checkpoint is loaded at another audio length).
+    The frequency axis is kept; each frequency row is linearly interpolated along time to
+    ``new_grid_w`` columns with half-pixel centres (bilinear, ``align_corners=False``: new
+    column ``j`` samples old position ``(j + 0.5) * grid_w / new_grid_w - 0.5``, clamped to
+    the first and last column). Used when a checkpoint is loaded at another audio length
+    and for inputs of another length. The original never does this (its checkpoints only
+    load at their own length); the interpolation is computed in float64 so that it is
+    exact to float32 rounding for any ratio of lengths.
 
     Arguments
     ---------
@@ -107,6 +112,6 @@ def resize_time_pos_embed(pos_embed, grid_h, new_grid_w):
         return pos_embed
     grid = pos_embed.reshape(1, grid_h, grid_w, dim).permute(0, 3, 1, 2)
     grid = F.interpolate(
-        grid.float(), size=(grid_h, new_grid_w), mode="bilinear", align_corners=False
+        grid.double(), size=(grid_h, new_grid_w), mode="bilinear", align_corners=False
     )
     return grid.permute(0, 2, 3, 1).reshape(1, grid_h * new_grid_w, dim).to(pos_embed.dtype)

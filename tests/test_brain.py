@@ -5,6 +5,7 @@ import json
 import pytest
 import speechbrain as sb
 import torch
+from references import linear_time_resize
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.train_logger import FileTrainLogger
@@ -87,7 +88,7 @@ def test_average_frame_predictions_sigmoid_and_softmax():
     assert torch.allclose(bce, torch.sigmoid(logits).mean(1))
     assert torch.allclose(ce, torch.softmax(logits, -1).mean(1))
     assert torch.allclose(ce.sum(-1), torch.ones(4))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected \[batch, frames, classes\], got \(4, 6\)"):
         average_frame_predictions(logits[:, 0])
 
 
@@ -165,8 +166,16 @@ def test_audio_only_mode_ignores_frames(toy, tmp_path):
     test = build_dataset(toy["test"], toy["label_csv"],
                          {"target_length": 64, "im_res": 32, "multi_frame": True}, train=False)
     batch = collate_av([test[i] for i in range(3)])
-    out = brain.compute_forward(batch, sb.Stage.TEST)
+    with torch.no_grad():
+        out = brain.compute_forward(batch, sb.Stage.TEST)
+        expected = brain.modules.model(brain.audio_features(batch, sb.Stage.TEST), None,
+                                       mode="audioonly")
+        batch.frame.data.fill_(float("nan"))  # frames that would poison any use of them
+        batch.frames.data.fill_(float("nan"))
+        again = brain.compute_forward(batch, sb.Stage.TEST)
     assert "frame_logits" not in out and out["logits"].shape == (3, 3)
+    torch.testing.assert_close(out["logits"], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(again["logits"], out["logits"], atol=0, rtol=0)
 
 
 # ------------------------------------------------------------- recipe helpers
@@ -183,6 +192,9 @@ def test_load_pretrained_original_format_into_classifier(tmp_path):
     assert torch.equal(clf.encoder.blocks_a[0].attn.qkv.weight,
                        pre.encoder.blocks_a[0].attn.qkv.weight)
     assert clf.encoder.pos_embed_a.shape[1] == 8 * 6
+    torch.testing.assert_close(clf.encoder.pos_embed_a.data,
+                               linear_time_resize(pre.encoder.pos_embed_a.data, 8, 6),
+                               atol=1e-6, rtol=0)
     deeper = CAVMAEClassifier(5, **dict(TINY, modality_specific_depth=2))
     with pytest.raises(CheckpointMismatchError, match="lacks encoder weights"):
         load_pretrained(deeper, tmp_path / "orig.pth")
@@ -239,7 +251,7 @@ def test_features_on_device_match_the_dataset_fbank(toy, tmp_path):
     a = brain.audio_features(batch_cpu, sb.Stage.VALID)
     b = brain.audio_features(batch_dev, sb.Stage.VALID)
     assert a.shape == b.shape == (3, 64, 128)
-    assert torch.allclose(a, b, atol=1e-4)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)  # two fbank implementations: 4e-5 apart
 
 
 class _ConstantLossBrain(sb.Brain):

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from references import linear_time_resize
 
 from speechbrain_cavmae import (
     CAVMAE,
@@ -73,25 +74,60 @@ def test_unknown_key_is_an_error_naming_it(ref):
         load_original_checkpoint(state, num_heads=4)
 
 
+def test_time_resize_reference_on_a_hand_computed_case():
+    """The reference itself: 4 columns -> 2 averages neighbouring pairs, 2 -> 4 blends."""
+    pe = torch.tensor([0.0, 2.0, 4.0, 6.0, 10.0, 20.0, 30.0, 40.0]).reshape(1, 8, 1)
+    assert linear_time_resize(pe, 2, 2).flatten().tolist() == [1.0, 5.0, 15.0, 35.0]
+    pe = torch.tensor([0.0, 4.0]).reshape(1, 2, 1)
+    assert linear_time_resize(pe, 1, 4).flatten().tolist() == [0.0, 1.0, 3.0, 4.0]
+    for rows, cols, new in ((8, 8, 4), (8, 8, 16), (8, 64, 7), (2, 3, 5)):
+        pe = torch.randn(1, rows * cols, 6)
+        torch.testing.assert_close(resize_time_pos_embed(pe, rows, new),
+                                   linear_time_resize(pe, rows, new), atol=1e-6, rtol=0)
+    pe = torch.randn(1, 16, 4)
+    assert resize_time_pos_embed(pe, 8, 2) is pe  # same length: untouched
+
+
 def test_loading_at_another_audio_length_interpolates_time(ref):
-    model = load_original_checkpoint(ref["ft_state_dict"], num_heads=4, audio_length=64)
-    expected = resize_time_pos_embed(ref["ft_state_dict"]["pos_embed_a"], 8, 4)
-    assert model.encoder.pos_embed_a.shape == (1, 32, 32)
-    torch.testing.assert_close(model.encoder.pos_embed_a.data, expected)
-    assert model.encoder.audio_length == 64
+    """The original cannot load a checkpoint at another target_length (load_state_dict
+    fails on the shape of pos_embed_a); here the audio embedding is resampled along time.
+    A random embedding (as a fine-tuned, trainable one) makes every column count."""
+    state = dict(ref["ft_state_dict"])
+    torch.manual_seed(0)
+    state["pos_embed_a"] = torch.randn(1, 64, 32)
+    model = load_original_checkpoint(state, num_heads=4, audio_length=64)
+    assert model.encoder.audio_length == 64 and model.encoder.audio_grid == (8, 4)
+    torch.testing.assert_close(model.encoder.pos_embed_a.data,
+                               linear_time_resize(state["pos_embed_a"], 8, 4),
+                               atol=1e-6, rtol=0)
+    # nothing else is changed by the new length
+    same = load_original_checkpoint(state, num_heads=4)
+    ours, theirs = model.state_dict(), same.state_dict()
+    assert set(ours) == set(theirs)
+    for key in ours:
+        if key != "encoder.pos_embed_a":
+            assert torch.equal(ours[key], theirs[key]), key
+    # the full-length model resamples its embedding on the fly for 64 frames: same logits
+    audio, image = torch.randn(2, 64, 128), torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert model(torch.randn(2, 64, 128), torch.randn(2, 3, 64, 64)).shape == (2, 5)
-    # the frequency structure is kept: each band's first column is unchanged at the edges
-    full = ref["ft_state_dict"]["pos_embed_a"].reshape(8, 8, 32)
-    small = model.encoder.pos_embed_a.data.reshape(8, 4, 32)
-    assert torch.allclose(small.mean(dim=1), full.mean(dim=1), atol=0.2)
+        got = model(audio, image)
+        torch.testing.assert_close(got, same(audio, image), atol=1e-5, rtol=0)
 
 
 def test_pretrain_checkpoint_at_longer_length(ref):
-    model = load_original_checkpoint(ref["pretrain_state_dict"], num_heads=4,
-                                     decoder_num_heads=4, audio_length=256)
-    assert model.encoder.pos_embed_a.shape[1] == 128
-    assert model.decoder.pos_embed_a.shape[1] == 128
+    state = dict(ref["pretrain_state_dict"])
+    torch.manual_seed(1)
+    state["pos_embed_a"] = torch.randn(1, 64, 32)
+    state["decoder_pos_embed_a"] = torch.randn(1, 64, 32)
+    model = load_original_checkpoint(state, num_heads=4, decoder_num_heads=4, audio_length=256)
+    assert model.encoder.audio_grid == (8, 16) and model.decoder.audio_grid == (8, 16)
+    torch.testing.assert_close(model.encoder.pos_embed_a.data,
+                               linear_time_resize(state["pos_embed_a"], 8, 16),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.decoder.pos_embed_a.data,
+                               linear_time_resize(state["decoder_pos_embed_a"], 8, 16),
+                               atol=1e-6, rtol=0)
+    assert torch.equal(model.decoder.pos_embed_v.data, state["decoder_pos_embed_v"])
     out = model(torch.randn(1, 256, 128), torch.randn(1, 3, 64, 64))
     assert out["pred_a"].shape == (1, 128, 256)
 
@@ -102,6 +138,17 @@ def test_our_state_dict_loads_too(ref):
     a, v = ref["inputs"]["audio"], ref["inputs"]["image"]
     with torch.no_grad():
         torch.testing.assert_close(again(a, v), model(a, v))
+
+
+def test_head_count_that_does_not_divide_names_the_file(ref, tmp_path):
+    path = tmp_path / "pretrained.pth"
+    torch.save(ref["pretrain_state_dict"], path)
+    with pytest.raises(ValueError, match=r"pretrained\.pth: num_heads=5 does not divide "
+                                         r"embed_dim=32.*pass num_heads="):
+        load_original_checkpoint(str(path), num_heads=5, decoder_num_heads=4)
+    with pytest.raises(ValueError, match=r"state dict: decoder_num_heads=3 does not divide "
+                                         r"decoder_embed_dim=32.*pass decoder_num_heads="):
+        load_original_checkpoint(ref["pretrain_state_dict"], num_heads=4, decoder_num_heads=3)
 
 
 def test_file_that_is_not_a_checkpoint(tmp_path):

@@ -10,7 +10,7 @@ from media import write_label_csv
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
-from speechbrain_cavmae.checkpoint import CheckpointMismatchError
+from speechbrain_cavmae.checkpoint import CheckpointMismatchError, original_to_speechbrain
 from speechbrain_cavmae.convert import (
     check_folder,
     convert,
@@ -87,6 +87,12 @@ def test_convert_pretrained_checkpoint(fixture, tmp_path):
     assert hp["model"].decoder.blocks[0].attn.num_heads == 4
     assert not (out / "label_encoder.txt").exists()
     assert "label_encoder: !ref <pretrained_path>" not in (out / "hyperparams.yaml").read_text()
+    # every tensor written is the original's, under its new name; nothing else is written
+    written = torch.load(out / "model.ckpt", weights_only=True)
+    expected = original_to_speechbrain(fixture["pretrain_state_dict"])
+    assert set(written) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(written[key], value), key
 
 
 def test_label_csv_of_wrong_size(original_ft, tmp_path):
@@ -100,21 +106,24 @@ def test_not_a_cavmae_checkpoint(tmp_path):
     torch.save({"conv.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(CheckpointMismatchError, match="not a CAV-MAE checkpoint"):
         convert(path, tmp_path / "out")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth: checkpoint not found"):
         convert(tmp_path / "missing.pth", tmp_path / "out")
 
 
 def test_wrong_head_count_is_caught(original_ft, tmp_path):
-    """Heads are not stored in checkpoints: a count that does not divide the size fails."""
-    with pytest.raises(Exception):
+    """Heads are not stored in checkpoints: a count that does not divide the size fails
+    with an error naming the file and the option to set, before anything is written."""
+    with pytest.raises(ValueError, match=r"audioset_ft\.pth: num_heads=5 does not divide "
+                                         r"embed_dim=32 .*pass num_heads= \(--num_heads"):
         convert(original_ft, tmp_path / "out", num_heads=5)
+    assert not (tmp_path / "out").exists()
 
 
 def test_score_activation_choice():
     assert resolve_activation("auto", 527) == "sigmoid"
     assert resolve_activation("auto", 309) == "softmax"
     assert resolve_activation("sigmoid", 309) == "sigmoid"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="score_activation='relu'; expected auto, sigmoid or"):
         resolve_activation("relu", 5)
 
 

@@ -97,7 +97,10 @@ def test_module_follows_device_and_dtype_casts():
     fb = KaldiFbank(target_length=50).double()
     assert fb.mel_fb.dtype == torch.float64
     out = fb(signal(4000, 3).double().unsqueeze(0))
-    assert out.shape == (1, 50, 128)
+    assert out.shape == (1, 50, 128) and out.dtype == torch.float64
+    # same values as the original's call (float32: it differs from float64 by up to 3e-5)
+    torch.testing.assert_close(out[0].float(), original_padded(signal(4000, 3), 50),
+                               atol=1e-4, rtol=0)
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_SAMPLES), reason="../shared/samples not present")

@@ -14,7 +14,8 @@ from speechbrain_cavmae.convert import convert
 from speechbrain_cavmae.data.audio import load_audio
 from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
 from speechbrain_cavmae.features import KaldiFbank
-from speechbrain_cavmae.inference import AudioVisualClassifier, Prediction
+from speechbrain_cavmae.data.errors import BadSampleError
+from speechbrain_cavmae.inference import AudioVisualClassifier, Prediction, probe_streams
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
@@ -36,7 +37,10 @@ def env(tmp_path_factory):
     video = write_video(str(root / "clip.mp4"), n_frames=30, fps=10, size=(80, 64),
                         audio_freqs=(660.0,), colours=colour)
     wav = write_wav(str(root / "clip.wav"), tone(880.0, 2.0, 16000))
-    return {"root": root, "ckpt": ckpt, "folder": folder, "video": video, "wav": wav, "csv": csv}
+    silent = write_video(str(root / "silent.mp4"), n_frames=30, fps=10, size=(80, 64),
+                         audio_freqs=(), colours=lambda k: colour(k + 7))
+    return {"root": root, "ckpt": ckpt, "folder": folder, "video": video, "wav": wav, "csv": csv,
+            "silent": silent}
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +54,14 @@ def reference(env):
     return load_original_checkpoint(str(env["ckpt"]), num_heads=4).eval()
 
 
+def manual_frames(path, n_frames=10):
+    transform = ImageTransform(64, interpolation="bilinear")
+    return torch.stack([transform(f) for f in load_video_frames(path, n=n_frames)])
+
+
 def manual_inputs(path, n_frames=10):
     fbank = KaldiFbank(target_length=128)(load_audio(path).unsqueeze(0))
-    transform = ImageTransform(64, interpolation="bilinear")
-    frames = torch.stack([transform(f) for f in load_video_frames(path, n=n_frames)])
-    return fbank, frames
+    return fbank, manual_frames(path, n_frames)
 
 
 def test_classify_video_averages_frames(clf, env, reference):
@@ -84,8 +91,14 @@ def test_classify_audio_file_uses_missingaudioonly(clf, env, reference):
         expected = torch.softmax(reference(fbank, None, mode="missingaudioonly"), -1)[0]
     for p in preds:
         assert abs(p.score - expected[p.index].item()) < 1e-5
+    # a mode given for a video uses the video's audio alone
     forced = clf.classify_file(env["video"], top_k=5, mode="missingaudioonly")
-    assert [p.index for p in forced] != [] and forced != clf.classify_file(env["video"], top_k=5)
+    fbank = KaldiFbank(target_length=128)(load_audio(env["video"]).unsqueeze(0))
+    with torch.no_grad():
+        expected = torch.softmax(reference(fbank, None, mode="missingaudioonly"), -1)[0]
+    assert len(forced) == 5
+    for p in forced:
+        assert abs(p.score - expected[p.index].item()) < 1e-5
 
 
 def test_sigmoid_scores_from_hparams(env, reference):
@@ -161,13 +174,80 @@ def test_audio_only_model_ignores_frames(env, tmp_path, reference):
         expected = torch.softmax(reference(fbank, None, mode="audioonly"), -1)[0]
     for p in preds:
         assert abs(p.score - expected[p.index].item()) < 1e-5
+    # frames alone: the audio model has no video_only_mode
+    with pytest.raises(ValueError, match=r"silent\.mp4: this model cannot classify video alone "
+                                         r"\(the file has no audio stream\): video_only_mode "
+                                         r"is null"):
+        model.classify_file(env["silent"])
 
 
 def test_bad_file_names_the_file(clf, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video" * 100)
-    with pytest.raises(Exception, match="broken.mp4"):
+    with pytest.raises(BadSampleError, match=r"broken\.mp4: cannot open container"):
         clf.classify_file(str(bad))
+    with pytest.raises(BadSampleError, match=r"absent\.mp4: file not found"):
+        clf.classify_file(str(tmp_path / "absent.mp4"))
+
+
+def test_video_without_audio_uses_its_frames_alone(clf, env, reference):
+    """A multimodal model classifies a silent video with video_only_mode
+    (missingvideoonly) on its frames: no silence is made up for the missing audio."""
+    assert probe_streams(env["silent"]) == (False, True)
+    preds = clf.classify_file(env["silent"], top_k=5)
+    frames = manual_frames(env["silent"])
+    with torch.no_grad():
+        per_frame = torch.stack([torch.softmax(reference(None, frames[i:i + 1],
+                                                         mode="missingvideoonly"), -1)[0]
+                                 for i in range(10)])
+        silence = torch.full((1, 128, 128), (0.0 + 5.081) / 4.4849)  # a zero log-mel
+        with_silence = torch.stack([torch.softmax(reference(silence, frames[i:i + 1]), -1)[0]
+                                    for i in range(10)]).mean(0)
+    expected = per_frame.mean(0)
+    assert len(preds) == 5
+    for p in preds:
+        assert abs(p.score - expected[p.index].item()) < 1e-5
+    assert (with_silence - expected).abs().max() > 1e-3  # the two readings differ
+    emb = clf.encode_file(env["silent"])
+    assert emb["audio"] is None
+    with torch.no_grad():
+        ref_v = reference.encoder.encode_visual(frames).mean(1).mean(0)
+    assert torch.allclose(emb["visual"], ref_v, atol=1e-5)
+
+
+def test_mode_errors_name_the_file_and_the_missing_stream(clf, env):
+    for mode in ("multimodal", "missingaudioonly", "audioonly"):
+        with pytest.raises(ValueError, match=rf"silent\.mp4: mode '{mode}' needs audio "
+                                             r"\(the file has no audio stream\)"):
+            clf.classify_file(env["silent"], mode=mode)
+    for mode in ("multimodal", "videoonly", "missingvideoonly"):
+        with pytest.raises(ValueError, match=rf"clip\.wav: mode '{mode}' needs frames "
+                                             r"\(the file has no video stream\)"):
+            clf.classify_file(env["wav"], mode=mode)
+    with pytest.raises(ValueError, match=r"clip\.mp4: unknown mode 'audio'; expected one of"):
+        clf.classify_file(env["video"], mode="audio")
+
+
+def test_mode_errors_of_batches(clf, env, monkeypatch):
+    fbank, frames = manual_inputs(env["video"], n_frames=2)
+    with pytest.raises(ValueError, match="give audio, frames or both"):
+        clf.classify_batch(None, None)
+    with pytest.raises(ValueError, match=r"^mode 'audioonly' needs audio$"):
+        clf.classify_batch(None, frames[None], mode="audioonly")
+    with pytest.raises(ValueError, match=r"^mode 'missingvideoonly' needs frames$"):
+        clf.classify_batch(fbank, None, mode="missingvideoonly")
+    with pytest.raises(ValueError, match=r"^unknown mode 'joint'"):
+        clf.classify_batch(fbank, frames[None], mode="joint")
+    # a model whose hparams allow no audio-only mode refuses audio alone, by file too
+    monkeypatch.setattr(clf.hparams, "audio_only_mode", None)
+    with pytest.raises(ValueError, match=r"^this model cannot classify audio alone: "
+                                         r"audio_only_mode is null"):
+        clf.classify_batch(fbank, None)
+    with pytest.raises(ValueError, match=r"clip\.wav: this model cannot classify audio alone "
+                                         r"\(the file has no video stream\): audio_only_mode"):
+        clf.classify_file(env["wav"])
+    # an explicit mode still works
+    assert len(clf.classify_file(env["wav"], mode="missingaudioonly")) == 5
 
 
 def test_cli_table(env, capsys):

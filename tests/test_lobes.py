@@ -4,23 +4,38 @@ from pathlib import Path
 
 import pytest
 import torch
+from references import linear_time_resize
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
 from speechbrain_cavmae.checkpoint import load_original_checkpoint
 from speechbrain_cavmae.classifier import CAVMAEClassifier
+from speechbrain_cavmae.encoder import CAVMAEEncoder
 from speechbrain_cavmae.features import KaldiFbank
+from speechbrain_cavmae.pretrain import CAVMAE
 from speechbrain_cavmae.lobes import (
     CAVMAEAudioEncoder,
     CAVMAEJointEncoder,
     CAVMAEVisualEncoder,
+    _key_mask,
     audio_token_mask,
 )
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
 TINY = dict(img_size=32, embed_dim=32, modality_specific_depth=1, num_heads=4)
 SR = 16000
+PAD = (0.0 + 5.081) / 4.4849  # a zero log-mel frame after the dataset normalisation
+
+
+def perturb(module, scale=0.1):
+    """Move every parameter away from its initial value (fresh LayerNorms are all the same,
+    which would hide a mix-up of the joint / audio / visual norms)."""
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=gen))
+    return module
 
 
 def tiny_audio(**kwargs):
@@ -111,10 +126,16 @@ def test_waveforms_of_any_length(seconds):
     with torch.no_grad():
         emb = encoder(wav)
     assert emb.shape == (1, 1, 32)
-    assert torch.isfinite(emb).all()
     fbank, n_valid, n_win = encoder.audio_input(wav)
     assert fbank.shape == (1, 1024, 128) and n_win == 1
     assert n_valid.item() == min(KaldiFbank().num_frames(seconds * SR), 1024)
+    # masking the padding = running the encoder on the patches that cover valid frames only
+    enc = encoder.encoder
+    cols = -(-n_valid.item() // 16)
+    with torch.no_grad():
+        tokens = enc.embed_audio(fbank).reshape(1, 8, 64, 32)[:, :, :cols].reshape(1, -1, 32)
+        expected = enc.forward_shared(enc.forward_audio_branch(tokens), "a").mean(dim=1)
+    torch.testing.assert_close(emb[:, 0], expected, atol=1e-5, rtol=0)
 
 
 def test_five_seconds_documented_behaviour():
@@ -150,40 +171,107 @@ def test_five_seconds_documented_behaviour():
 
 
 def test_long_audio_policies():
+    """30 s (2998 frames) on a 1024-frame encoder: each policy's tokens equal the encoder's
+    own path on the frames it keeps; "time" and "mean" pooling equal manual means of them."""
     torch.manual_seed(0)
     wav = torch.randn(1, 30 * SR)  # 2998 frames
     kw = dict(audio_length=1024, **TINY)
     base = CAVMAEAudioEncoder(**kw, pooling="none").eval()
     state = base.state_dict()
-    shapes = {}
+    out = {}
     for policy in ("crop", "window", "interpolate"):
         for pooling in ("none", "time", "mean"):
             enc = CAVMAEAudioEncoder(**kw, long_audio=policy, pooling=pooling).eval()
             enc.load_state_dict(state)
             with torch.no_grad():
-                shapes[policy, pooling] = tuple(enc(wav).shape)
+                out[policy, pooling] = enc(wav)
+    shapes = {key: tuple(value.shape) for key, value in out.items()}
     assert shapes["crop", "none"] == (1, 512, 32)
     assert shapes["window", "none"] == (1, 3 * 512, 32)
     assert shapes["interpolate", "none"] == (1, 8 * 188, 32)
     assert shapes["crop", "time"] == (1, 64, 32)
     assert shapes["window", "time"] == (1, 192, 32)
     assert all(shapes[p, "mean"] == (1, 1, 32) for p in ("crop", "window", "interpolate"))
-    # The first window of "window" is exactly the "crop" encoding.
-    win = CAVMAEAudioEncoder(**kw, long_audio="window", pooling="none").eval()
-    win.load_state_dict(state)
+    feats = KaldiFbank(target_length=None)(wav)
+    assert feats.shape[1] == 2998
+    padded = torch.cat([feats, torch.full((1, 3 * 1024 - 2998, 128), PAD)], dim=1)
     with torch.no_grad():
-        assert torch.allclose(win(wav)[:, :512], base(wav), atol=1e-5)
+        crop = base.encoder.encode_audio(feats[:, :1024])
+        windows = base.encoder.encode_audio(padded.reshape(3, 1024, 128),
+                                            attn_mask=_key_mask(audio_token_mask(
+                                                torch.tensor([1024, 1024, 950]), 8, 64, 16)))
+        whole = base.encoder.encode_audio(padded[:, :188 * 16])  # 188 columns, 8 -> 188
+    close = dict(atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["crop", "none"], crop, **close)
+    torch.testing.assert_close(out["window", "none"], windows.reshape(1, 3 * 512, 32), **close)
+    torch.testing.assert_close(out["interpolate", "none"], whole, **close)
+    # "time": mean over the 8 frequency rows of each time column
+    for policy, cols in (("crop", 64), ("interpolate", 188)):
+        tokens = out[policy, "none"].reshape(1, 8, cols, 32)
+        torch.testing.assert_close(out[policy, "time"], tokens.mean(dim=1), **close)
+        torch.testing.assert_close(out[policy, "mean"], tokens.mean(dim=(1, 2))[:, None], **close)
+    per_window = out["window", "none"].reshape(3, 8, 64, 32)
+    torch.testing.assert_close(out["window", "time"],
+                               per_window.mean(dim=1).reshape(1, 192, 32), **close)
+    # "mean" over the windows leaves out the 4 columns of the last one that only cover
+    # padding (950 valid frames = 59.4 columns)
+    valid = torch.cat([per_window[0].reshape(-1, 32), per_window[1].reshape(-1, 32),
+                       per_window[2, :, :60].reshape(-1, 32)])
+    torch.testing.assert_close(out["window", "mean"], valid.mean(dim=0)[None, None], **close)
+    unmasked = out["window", "none"].mean(dim=1, keepdim=True)
+    assert (out["window", "mean"] - unmasked).abs().max() > 1e-4
 
 
 def test_short_audio_interpolate_uses_actual_length():
-    enc = CAVMAEAudioEncoder(audio_length=1024, short_audio="interpolate", pooling="time", **TINY)
-    out = enc(torch.randn(2, SR))  # 98 frames -> 112 -> 7 time patches
+    """1 s (98 frames) with short_audio="interpolate": padded to 112 frames only, encoded
+    with the positional embedding resampled 64 -> 7 columns (reference resampling)."""
+    torch.manual_seed(0)
+    enc = CAVMAEAudioEncoder(audio_length=1024, short_audio="interpolate", pooling="time",
+                             **TINY).eval()
+    with torch.no_grad():
+        enc.encoder.pos_embed_a.copy_(torch.randn(1, 512, 32))
+    wav = torch.randn(2, SR)
+    with torch.no_grad():
+        out = enc(wav)  # 98 frames -> 112 -> 7 time patches
     assert out.shape == (2, 7, 32)
+    short = CAVMAEEncoder(audio_length=112, **TINY).eval()
+    state = enc.encoder.state_dict()
+    state["pos_embed_a"] = linear_time_resize(state["pos_embed_a"], 8, 7)
+    short.load_state_dict(state)
+    feats = KaldiFbank(target_length=None)(wav)
+    assert feats.shape[1] == 98
+    feats = torch.cat([feats, torch.full((2, 14, 128), PAD)], dim=1)
+    with torch.no_grad():
+        expected = short.encode_audio(feats).reshape(2, 8, 7, 32).mean(dim=1)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_lobes_from_a_pretraining_checkpoint_equal_cavmae_encode(tmp_path):
+    """Audio and visual lobes loaded from a CAVMAE checkpoint give CAVMAE.encode's tokens;
+    the visual lobe averages over the valid frames given by lens."""
+    torch.manual_seed(0)
+    model = perturb(CAVMAE(audio_length=64, decoder_embed_dim=16, decoder_depth=1,
+                           decoder_num_heads=2, **TINY)).eval()
+    path = tmp_path / "pretrained.ckpt"
+    torch.save(model.state_dict(), path)
+    a_enc = CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=4, pooling="none").eval()
+    v_enc = CAVMAEVisualEncoder(ckpt_path=str(path), num_heads=4, pooling="none").eval()
+    v_mean = CAVMAEVisualEncoder(ckpt_path=str(path), num_heads=4).eval()
+    audio, frames = torch.randn(2, 64, 128), torch.randn(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        ref_a, ref_v = model.encode(audio, frames[:, 0])
+        torch.testing.assert_close(a_enc(audio), ref_a, atol=1e-5, rtol=0)
+        torch.testing.assert_close(v_enc(frames[:, 0]), ref_v, atol=1e-5, rtol=0)
+        per_frame = torch.stack([model.encode(None, frames[:, i])[1].mean(dim=1)
+                                 for i in range(3)], dim=1)  # [2, 3, 32]
+        got = v_mean(frames, torch.tensor([1.0, 1 / 3]))
+    torch.testing.assert_close(got[0, 0], per_frame[0].mean(dim=0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[1, 0], per_frame[1, 0], atol=1e-5, rtol=0)
 
 
 def test_matches_classifier_streams_from_checkpoint(tmp_path):
     torch.manual_seed(0)
-    clf = CAVMAEClassifier(4, audio_length=64, **TINY).eval()
+    clf = perturb(CAVMAEClassifier(4, audio_length=64, **TINY)).eval()
     path = tmp_path / "clf.ckpt"
     torch.save(clf.state_dict(), path)
     audio = torch.randn(2, 64, 128)
@@ -215,6 +303,9 @@ def test_original_checkpoint_fixture(tmp_path):
     heads = fixture["config"]["num_heads"]
     longer = CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=heads, audio_length=1024)
     assert longer.encoder.audio_length == 1024  # positional embedding interpolated from 128
+    torch.testing.assert_close(longer.encoder.pos_embed_a.data,
+                               linear_time_resize(fixture["ft_state_dict"]["pos_embed_a"], 8, 64),
+                               atol=1e-6, rtol=0)
     assert longer(torch.randn(1, 16000)).shape == (1, 1, 32)
     ref = load_original_checkpoint(str(path), num_heads=heads)
     audio = torch.randn(1, 128, 128)
@@ -272,7 +363,8 @@ def test_esc50_hparams_with_the_recipe_forward(tmp_path):
     out = mods["classifier"](emb)
     assert emb.shape == (2, 1, 32) and out.shape == (2, 1, 50)
     out.sum().backward()
-    assert mods["embedding_model"].encoder.blocks_a[0].mlp.fc1.weight.grad is not None
+    grad = mods["embedding_model"].encoder.blocks_a[0].mlp.fc1.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
 
 
 def test_urbansound8k_hparams_with_the_recipe_forward(tmp_path):
@@ -287,5 +379,15 @@ def test_urbansound8k_hparams_with_the_recipe_forward(tmp_path):
     assert emb.shape == (3, 1, 32) and out.shape == (3, 1, 10)
     loss = hp["compute_cost"](out, torch.tensor([[1], [2], [3]]), lens)
     assert torch.isfinite(loss)
-    with_lens = mods["embedding_model"](feats, lens)  # the documented one-line change
-    assert with_lens.shape == (3, 1, 32) and not torch.allclose(with_lens[1], emb[1])
+    # the documented one-line change, compared in eval mode (the yaml's drop_path_rate
+    # makes two training-mode calls differ whatever the lengths)
+    encoder = mods["embedding_model"].eval()
+    n_valid = int(round(0.5 * feats.shape[1]))
+    with torch.no_grad():
+        plain = encoder(feats)
+        with_lens = encoder(feats, lens)
+        half = encoder(feats[1:2, :n_valid])  # clip 1's valid frames alone
+    assert with_lens.shape == (3, 1, 32)
+    assert (with_lens[1] - plain[1]).abs().max() > 1e-3  # the padding no longer counts
+    torch.testing.assert_close(with_lens[0], plain[0], atol=1e-5, rtol=0)  # full length
+    torch.testing.assert_close(with_lens[1], half[0], atol=1e-5, rtol=0)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from references import linear_time_resize
 
 from speechbrain_cavmae import (
     CAVMAE,
@@ -82,6 +83,48 @@ def test_time_mask_drops_whole_columns_in_the_model(mask_mode):
         assert (mask.all(dim=2) | (~mask.bool()).all(dim=2)).all()
 
 
+def test_model_keeps_lowest_noise_tokens_and_decodes_only_from_them():
+    """mask_a / mask_v mark all but the lowest-noise tokens; changing a masked patch of the
+    input changes the targets but nothing the encoder or decoder computes, changing a kept
+    patch changes the predictions of both modalities."""
+    model = tiny_pretrain(128, 64).eval()
+    torch.manual_seed(3)
+    audio, image = torch.randn(2, 128, 128), torch.randn(2, 3, 64, 64)
+    noise_a, noise_v = torch.rand(2, 64), torch.rand(2, 16)
+    kept_a = noise_a.argsort(dim=1)[:, :16]  # int(64 * 0.25) lowest
+    kept_v = noise_v.argsort(dim=1)[:, :4]
+    with torch.no_grad():
+        out = model(audio, image, noise_a=noise_a, noise_v=noise_v)
+    for mask, kept, n in ((out["mask_a"], kept_a, 64), (out["mask_v"], kept_v, 16)):
+        expected = torch.ones(2, n)
+        expected.scatter_(1, kept, 0.0)
+        assert torch.equal(mask, expected)
+    # audio token k (frequency-major) is rows 16*(k // 8).. of frames 16*(k % 8)..
+    masked_a = int((out["mask_a"][0] == 1).nonzero()[0])
+    kept_tok = int(kept_a[0, 0])
+    f_row, t_col = divmod(masked_a, 8)
+    changed = audio.clone()
+    changed[0, 16 * t_col:16 * t_col + 16, 16 * f_row:16 * f_row + 16] += 5.0
+    masked_v = int((out["mask_v"][0] == 1).nonzero()[0])
+    v_row, v_col = divmod(masked_v, 4)
+    changed_img = image.clone()
+    changed_img[0, :, 16 * v_row:16 * v_row + 16, 16 * v_col:16 * v_col + 16] -= 3.0
+    with torch.no_grad():
+        out2 = model(changed, changed_img, noise_a=noise_a, noise_v=noise_v)
+    assert not torch.equal(out2["target_a"][0, masked_a], out["target_a"][0, masked_a])
+    assert not torch.equal(out2["target_v"][0, masked_v], out["target_v"][0, masked_v])
+    for key in ("pred_a", "pred_v", "latent", "rep_a", "rep_v"):
+        torch.testing.assert_close(out2[key], out[key], atol=0, rtol=0, msg=key)
+    f_row, t_col = divmod(kept_tok, 8)
+    kept_change = audio.clone()
+    kept_change[0, 16 * t_col:16 * t_col + 16, 16 * f_row:16 * f_row + 16] += 5.0
+    with torch.no_grad():
+        out3 = model(kept_change, image, noise_a=noise_a, noise_v=noise_v)
+    for key in ("pred_a", "pred_v"):
+        assert (out3[key][0] - out[key][0]).abs().max() > 1e-4, key
+        torch.testing.assert_close(out3[key][1], out[key][1], atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("audio_length,img_size", [(128, 64), (512, 64), (128, 224)])
 @pytest.mark.parametrize("mask_mode", ["unstructured", "time", "freq", "tf"])
 def test_pretraining_shapes_and_gradients(audio_length, img_size, mask_mode):
@@ -142,9 +185,15 @@ def test_mask_ratio_zero_encoder_equals_encode():
 
 
 def test_decode_false_skips_decoder():
-    model = tiny_pretrain(128, 32)
-    out = model(torch.randn(2, 128, 128), torch.randn(2, 3, 32, 32), decode=False)
-    assert "pred_a" not in out and out["rep_a"].shape == (2, 32)
+    model = tiny_pretrain(128, 32).eval()
+    a, v = torch.randn(2, 128, 128), torch.randn(2, 3, 32, 32)
+    noise_a, noise_v = torch.rand(2, 64), torch.rand(2, 4)
+    with torch.no_grad():
+        out = model(a, v, noise_a=noise_a, noise_v=noise_v, decode=False)
+        full = model(a, v, noise_a=noise_a, noise_v=noise_v)
+    assert "pred_a" not in out and "pred_v" not in out
+    for key in ("rep_a", "rep_v", "latent", "mask_a"):
+        torch.testing.assert_close(out[key], full[key], atol=0, rtol=0, msg=key)
 
 
 def test_contrastive_false_skips_single_modality_streams():
@@ -164,11 +213,24 @@ def test_classifier_modes_shapes_and_gradients(mode):
     model = CAVMAEClassifier(7, mode=mode, img_size=64, audio_length=128, embed_dim=32,
                              num_heads=4, modality_specific_depth=1, shared_depth=2)
     a, v = torch.randn(3, 128, 128), torch.randn(3, 3, 64, 64)
+    uses_audio = mode in ("multimodal", "audioonly", "missingaudioonly")
+    uses_image = mode in ("multimodal", "videoonly", "missingvideoonly")
+    with torch.no_grad():
+        ref = model(a, v)
+        other_a = model(torch.randn(3, 128, 128), v)
+        other_v = model(a, torch.randn(3, 3, 64, 64))
+        # an unused input may be left out altogether
+        alone = model(a if uses_audio else None, v if uses_image else None)
+    torch.testing.assert_close(alone, ref, atol=0, rtol=0)
+    for changed, used in ((other_a, uses_audio), (other_v, uses_image)):
+        if used:
+            assert (changed - ref).abs().max() > 1e-4
+        else:
+            torch.testing.assert_close(changed, ref, atol=0, rtol=0)
     logits = model(a, v)
     assert logits.shape == (3, 7)
     logits.sum().backward()
     enc = model.encoder
-    uses_audio = mode in ("multimodal", "audioonly", "missingaudioonly")
     assert (enc.patch_embed_a.proj.weight.grad is not None) == uses_audio
     assert (enc.patch_embed_v.proj.weight.grad is not None) == (not uses_audio or mode == "multimodal")
     assert enc.pos_embed_a.requires_grad  # trainable in fine-tuning, as the original
@@ -202,10 +264,28 @@ def test_patchify_roundtrip_and_order():
 
 
 def test_other_audio_length_at_inference_interpolates_positions():
+    """64 frames on a 128-frame model: the same tokens as a 64-frame model with the same
+    weights whose audio positional embedding is the reference resampling (8 -> 4 columns)."""
     model = tiny_pretrain(128, 32).eval()
     with torch.no_grad():
-        a, _ = model.encode(torch.randn(1, 64, 128), None)
-    assert a.shape == (1, 32, 32)
+        model.encoder.pos_embed_a.copy_(torch.randn(1, 64, 32))  # every column different
+    short = tiny_pretrain(64, 32).eval()
+    state = model.state_dict()
+    state["encoder.pos_embed_a"] = linear_time_resize(state["encoder.pos_embed_a"], 8, 4)
+    state["decoder.pos_embed_a"] = linear_time_resize(state["decoder.pos_embed_a"], 8, 4)
+    short.load_state_dict(state)
+    audio = torch.randn(2, 64, 128)
+    with torch.no_grad():
+        a, _ = model.encode(audio, None)
+        expected, _ = short.encode(audio, None)
+        noise_a, noise_v = torch.rand(2, 32), torch.rand(2, 4)
+        image = torch.randn(2, 3, 32, 32)
+        out = model(audio, image, noise_a=noise_a, noise_v=noise_v)
+        ref = short(audio, image, noise_a=noise_a, noise_v=noise_v)
+    assert a.shape == (2, 32, 32)
+    torch.testing.assert_close(a, expected, atol=1e-5, rtol=0)
+    # the decoder resamples its own audio embedding the same way
+    torch.testing.assert_close(out["pred_a"], ref["pred_a"], atol=1e-5, rtol=0)
 
 
 def test_masked_reconstruction_loss_scores_only_masked_patches():

@@ -82,7 +82,21 @@ def test_inpaint_is_seeded_and_keeps_visible_patches(setup):
     keep_a = ~first["mask_a"].bool()
     assert torch.allclose(pa_recon[keep_a], pa_in[keep_a])
     assert not torch.allclose(pa_recon[~keep_a], pa_in[~keep_a])
-    assert torch.isfinite(first["loss_a"]).all() and first["loss_v"].shape == (2,)
+    # masked patches are the decoder's predictions under the seeded noise (audio noise drawn
+    # first, then visual), and the losses are the mean squared error over masked patches
+    gen = torch.Generator().manual_seed(7)
+    noise_a, noise_v = torch.rand(2, 32, generator=gen), torch.rand(2, 4, generator=gen)
+    with torch.no_grad():
+        ref = model(audio, image, 0.5, 0.75, noise_a=noise_a, noise_v=noise_v)
+    assert torch.equal(first["mask_a"], ref["mask_a"])
+    assert torch.equal(first["mask_v"], ref["mask_v"])
+    torch.testing.assert_close(pa_recon[~keep_a], ref["pred_a"][~keep_a], atol=1e-6, rtol=0)
+    torch.testing.assert_close(pv_recon[~keep_v], ref["pred_v"][~keep_v], atol=1e-6, rtol=0)
+    for m in ("a", "v"):
+        masked = ref[f"mask_{m}"].bool()
+        sq = (ref[f"pred_{m}"] - ref[f"target_{m}"]) ** 2
+        expected = torch.stack([sq[i][masked[i]].mean() for i in range(2)])
+        torch.testing.assert_close(first[f"loss_{m}"], expected, atol=1e-6, rtol=1e-6)
 
 
 def test_inpaint_cli_writes_figures(setup, tmp_path):

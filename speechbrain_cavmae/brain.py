@@ -152,6 +152,68 @@ class WeightAverager:
         self.mean = state["mean"]
 
 
+@register_checkpoint_hooks
+class RunningSums:
+    """Per-sample sums of a training epoch's statistics, checkpointed with the epoch.
+
+    SpeechBrain restores its own running mean of the training loss from an intra-epoch
+    checkpoint; this does the same for the statistics a brain accumulates itself, so that
+    an epoch resumed in its middle reports the means over all of its samples, not only
+    over those after the restart. :meth:`reset` at the start of a training stage keeps
+    the restored sums once.
+
+    Example
+    -------
+    >>> sums = RunningSums()
+    >>> sums.add({"loss": torch.tensor(2.0)}, 4)
+    >>> sums.add({"loss": torch.tensor(1.0)}, 4)
+    >>> sums.means(["loss", "other"])
+    {'loss': 1.5, 'other': 0.0}
+    """
+
+    def __init__(self):
+        self.sums = {}
+        self.count = 0
+        self._resumed = False
+
+    def reset(self):
+        """Start a new epoch, unless the sums were just restored from the middle of one."""
+        if self._resumed:
+            self._resumed = False
+            return
+        self.sums = {}
+        self.count = 0
+
+    def add(self, values, n):
+        """Add ``value * n`` of each (device) tensor of ``values``; no host sync."""
+        for key, value in values.items():
+            value = value.detach().float() * n
+            previous = self.sums.get(key)
+            self.sums[key] = value if previous is None else previous.to(value.device) + value
+        self.count += n
+
+    def means(self, keys):
+        """The per-sample means of ``keys`` (0 for a key never added)."""
+        return {k: float(self.sums.get(k, 0.0)) / max(self.count, 1) for k in keys}
+
+    @mark_as_saver
+    def save(self, path):
+        """Save the sums and the sample count."""
+        sums = {k: v.detach().cpu() for k, v in self.sums.items()}
+        torch.save({"sums": sums, "count": self.count}, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore the sums of an interrupted epoch (an end-of-epoch checkpoint's epoch
+        is over: nothing to restore)."""
+        if end_of_epoch:
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.sums = dict(state["sums"])
+        self.count = int(state["count"])
+        self._resumed = True
+
+
 class CAVMAEBrain(sb.Brain):
     """Shared input handling, scheduling and result writing of the CAV-MAE brains."""
 
@@ -168,9 +230,31 @@ class CAVMAEBrain(sb.Brain):
 
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         """``Brain.fit``; without a validation set each epoch is logged and checkpointed
-        at the end of training instead (see :meth:`end_train_stage`)."""
+        at the end of training instead (see :meth:`end_train_stage`). With the hparam
+        ``rank_trace``, each process then saves its weights (see :meth:`rank_trace_path`)."""
         self.validates = valid_set is not None
-        return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+        result = super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+        if self.hp("rank_trace", False):
+            path = self.rank_trace_path(".pth")
+            torch.save(self.model.state_dict(), path)
+            logger.info("rank_trace: saved this process's weights to %s", path)
+        return result
+
+    def rank_trace_path(self, suffix):
+        """``output_folder/ranks/rank<r><suffix>`` of the hparam ``rank_trace`` (for DDP
+        debugging): every process (not only the main one) writes ``rank<r>_ids.txt``, one
+        line ``epoch step id id ...`` per training batch (appended, so a resumed run adds
+        its batches), and ``rank<r>.pth``, its model's state dict at the end of ``fit``.
+        With DDP the weight files are identical and the ids of an epoch disjoint."""
+        folder = os.path.join(self.hparams.output_folder, "ranks")
+        os.makedirs(folder, exist_ok=True)
+        rank = int(os.environ.get("RANK", 0))  # set by torchrun
+        return os.path.join(folder, f"rank{rank}{suffix}")
+
+    def trace_batch(self, batch):
+        """Append the ids of a training batch to ``rank<r>_ids.txt`` (``rank_trace``)."""
+        with open(self.rank_trace_path("_ids.txt"), "a", encoding="utf8") as handle:
+            handle.write(f"{self.epoch} {self.step} {' '.join(batch.id)}\n")
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -232,7 +316,10 @@ class CAVMAEBrain(sb.Brain):
             self.start_clock()
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Count samples and time for the epoch's throughput (see :meth:`throughput`)."""
+        """Count samples and time for the epoch's throughput (see :meth:`throughput`);
+        record the batch's ids with ``rank_trace``."""
+        if batch is not None and self.hp("rank_trace", False):
+            self.trace_batch(batch)
         clock = self._clock
         if clock is None or batch is None:
             return
@@ -379,6 +466,10 @@ class PretrainBrain(CAVMAEBrain):
         ):
             # With one objective switched off, part of the model gets no gradient.
             self.find_unused_parameters = True
+        self.train_sums = RunningSums()  # checkpointed: exact epoch means after a resume
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("train_sums", self.train_sums,
+                                              optional_load=True)
 
     def compute_forward(self, batch, stage):
         """Masked forward pass; on valid/test also unmasked pooled embeddings."""
@@ -412,26 +503,27 @@ class PretrainBrain(CAVMAEBrain):
             loss_mae_a = loss_mae_v = torch.zeros((), device=loss_c.device)
         loss_mae = loss_mae_a + loss_mae_v
         loss = hp.mae_loss_weight * loss_mae + hp.contrast_loss_weight * loss_c
-        n = out["rep_a"].shape[0]
         values = (loss, loss_mae, loss_mae_a, loss_mae_v, loss_c, c_acc)
-        for key, value in zip(self.STAT_KEYS, values):  # summed on the device: no host sync
-            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float() * n
-        self.count += n
+        self.sums.add(dict(zip(self.STAT_KEYS, values)), out["rep_a"].shape[0])
         if stage != sb.Stage.TRAIN:
             self.emb_a.append(out["emb_a"].detach().float().cpu())
             self.emb_v.append(out["emb_v"].detach().float().cpu())
         return loss
 
     def on_stage_start(self, stage, epoch=None):
-        """Reset the per-stage accumulators."""
+        """Reset the per-stage accumulators (the training ones restored by a resume are
+        kept, see :class:`RunningSums`)."""
         super().on_stage_start(stage, epoch)
-        self.sums = {}
-        self.count = 0
+        if stage == sb.Stage.TRAIN:
+            self.sums = self.train_sums
+            self.sums.reset()
+        else:
+            self.sums = RunningSums()
         self.emb_a, self.emb_v = [], []
 
     def summarize(self, stage):
         """Mean statistics of the stage (and retrieval metrics off training)."""
-        stats = {k: float(self.sums.get(k, 0.0)) / max(self.count, 1) for k in self.STAT_KEYS}
+        stats = self.sums.means(self.STAT_KEYS)
         if stage != sb.Stage.TRAIN and self.emb_a:
             emb_a, emb_v = torch.cat(self.emb_a), torch.cat(self.emb_v)
             if emb_a.shape[0] >= 2:
@@ -657,6 +749,7 @@ __all__ = [
     "CAVMAEBrain",
     "FinetuneBrain",
     "PretrainBrain",
+    "RunningSums",
     "WeightAverager",
     "average_frame_predictions",
     "unwrap",

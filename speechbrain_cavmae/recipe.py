@@ -25,15 +25,23 @@ import json
 import logging
 import os
 import pathlib
+import random
 import shutil
 import sys
 from collections import OrderedDict
 
+import numpy as np
 import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.checkpoints import METAFNAME, Checkpointer
+from speechbrain.utils.checkpoints import (
+    METAFNAME,
+    Checkpointer,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_cavmae.brain import FinetuneBrain, PretrainBrain, unwrap
@@ -124,6 +132,63 @@ class AtomicCheckpointer(Checkpointer):
         """Drop unfinished checkpoints, then recover as the parent class."""
         self.remove_unfinished()
         return super().recover_if_possible(*args, **kwargs)
+
+
+@register_checkpoint_hooks
+class RandomState:
+    """The global random number generators as a checkpoint recoverable.
+
+    Saves the states of Python's ``random``, NumPy's global generator, torch's CPU
+    generator and, when CUDA is initialised, every CUDA device's generator; loading a
+    checkpoint restores them. With it, a run resumed from an intra-epoch checkpoint draws
+    the same masks, frames and augmentation noise as the uninterrupted run would have
+    (exactly so with ``num_workers: 0``: DataLoader workers have generators of their own,
+    re-seeded at the start of every pass over the data).
+
+    Only the main process writes checkpoints, so under DDP every process resumes with the
+    main process's states. SpeechBrain seeds all processes alike, and they draw the same
+    number of values, so their states are equal anyway.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> state = RandomState()
+    >>> path = os.path.join(tempfile.mkdtemp(), "random_state.ckpt")
+    >>> state.save(path)
+    >>> first = torch.rand(3), random.random()
+    >>> state.load(path)
+    >>> second = torch.rand(3), random.random()
+    >>> bool(torch.equal(first[0], second[0])) and first[1] == second[1]
+    True
+    """
+
+    @mark_as_saver
+    def save(self, path):
+        """Save the generator states (as tensors and numbers: loads with ``weights_only``)."""
+        version, words, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "python": [version, torch.tensor(words, dtype=torch.int64), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                      int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore the generator states (the CUDA ones when saved and CUDA is usable)."""
+        del end_of_epoch
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        version, words, gauss = state["python"]
+        random.setstate((version, tuple(words.tolist()), gauss))
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 # --------------------------------------------------------------------------- weights
@@ -341,10 +406,18 @@ def build_datasets(hparams, counter=None):
 def loader_kwargs(hparams, key, datasets=None, device="cpu"):
     """DataLoader options from the yaml (``<key>``) with the AV collate function; batches in
     pinned memory when training on CUDA (so that the copies to the GPU are asynchronous),
-    unless the yaml sets ``pin_memory``."""
+    unless the yaml sets ``pin_memory``.
+
+    The training loader gets a generator of its own (seeded with ``seed``): a DataLoader
+    otherwise draws its workers' base seed from torch's global generator each time an
+    epoch starts, so a run resumed in the middle of an epoch (which starts a new pass over
+    the data) would draw its masks and augmentations from a shifted global stream.
+    """
     opts = dict(hparams.get(key) or {})
     opts.setdefault("collate_fn", collate_av)
     opts.setdefault("pin_memory", str(device).startswith("cuda"))
+    if key.startswith("train"):
+        opts.setdefault("generator", torch.Generator().manual_seed(int(hparams.get("seed", 0))))
     if key.startswith("train") and datasets is not None and hparams.get("balanced_sampling"):
         train = datasets["train"]
         weights_file = hparams.get("sample_weights")
@@ -516,6 +589,11 @@ def run_recipe(argv=None):
     if hparams.get("pretrained_path"):
         load_pretrained(hparams["model"], hparams["pretrained_path"])
 
+    if "sorting" not in hparams:
+        # Under DDP, SpeechBrain's DistributedSampler shuffles unless ``sorting`` is set
+        # to something else than "random"; follow the training loader's ``shuffle``.
+        shuffle = (hparams.get("train_dataloader_opts") or {}).get("shuffle", False)
+        hparams["sorting"] = "random" if shuffle else "ascending"
     brain_class = TASKS[hparams["task"]]
     brain = brain_class(
         modules=hparams["modules"],
@@ -525,6 +603,9 @@ def run_recipe(argv=None):
         checkpointer=hparams["checkpointer"],
     )
     brain.bad_sample_counter = counter
+    if brain.checkpointer is not None:
+        # optional: checkpoints written before it was added still load
+        brain.checkpointer.add_recoverable("random_state", RandomState(), optional_load=True)
     if "train" in datasets:
         brain.fit(
             brain.hparams.epoch_counter,
@@ -556,6 +637,7 @@ def run_recipe(argv=None):
 __all__ = [
     "AtomicCheckpointer",
     "MultiLogger",
+    "RandomState",
     "average_state_dict_files",
     "build_datasets",
     "class_balanced_weights",

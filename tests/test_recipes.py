@@ -4,8 +4,10 @@ Each test runs ``python recipes/<Dataset>/train.py hparams/<file>.yaml ...`` in 
 subprocess with a tiny model (embed_dim 32, one modality-specific layer, 64 px frames,
 96 fbank frames): AudioSet pretraining, fine-tuning from that checkpoint (which must beat
 chance on the held-out split), evaluation only; VGGSound additional pretraining and
-fine-tuning; resuming a run killed with SIGKILL in the middle of an epoch; and a
-two-process DDP run (torchrun, gloo on CPU).
+fine-tuning; a run killed with SIGKILL in the middle of an epoch and resumed, which must
+end as the uninterrupted run; and two-process DDP runs (torchrun, gloo on CPU), whose
+processes must end with the same weights after training on disjoint halves of each
+epoch, fine-tuning with the weights of one process on the same global batches.
 """
 
 import json
@@ -128,108 +130,236 @@ def test_vggsound_recipes_pretrain_from_audioset_then_finetune(pretrained, toy, 
     assert "valid acc@1" in log and "test multi_frame_acc@1" in log
 
 
-def _checkpoints(save):
-    """``(name, unixtime, intra_epoch)`` of the complete checkpoints in ``save``."""
-    found = []
-    for ckpt in sorted(save.glob("CKPT+*")):
-        meta = ckpt / "CKPT.yaml"
-        if not (meta.is_file() and (ckpt / "optimizer.ckpt").is_file()):
-            continue  # being written (the optimizer is saved last) or deleted
+def _complete_intra_epoch_steps(save):
+    """``{checkpoint name: training step}`` of the complete intra-epoch checkpoints.
+
+    ``AtomicCheckpointer`` publishes ``CKPT.yaml`` last, once every file is written.
+    """
+    found = {}
+    for ckpt in save.glob("CKPT+*") if save.is_dir() else []:
         try:
-            text = meta.read_text()
-            stamp = float(re.search(r"unixtime: ([0-9.]+)", text).group(1))
-        except (OSError, AttributeError):
-            continue
-        found.append((ckpt.name, stamp, "brain_intra_epoch_ckpt" in text))
+            meta = (ckpt / "CKPT.yaml").read_text()
+            brain = (ckpt / "brain.ckpt").read_text()
+        except OSError:
+            continue  # not complete yet, or being deleted
+        if "brain_intra_epoch_ckpt" in meta:
+            found[ckpt.name] = int(re.search(r"step: (\d+)", brain).group(1))
     return found
 
 
-def _mid_epoch_checkpoints(save):
-    """Intra-epoch checkpoints written after the latest end-of-epoch checkpoint."""
-    ckpts = _checkpoints(save) if save.is_dir() else []
-    ends = [stamp for _, stamp, intra in ckpts if not intra]
-    if not ends:
-        return []
-    return [name for name, stamp, intra in ckpts if intra and stamp > max(ends)]
+def _traced_batches(out):
+    """``{(epoch, step): ids}`` of ``rank_trace``'s ids file of rank 0 (a step traced twice,
+    by a killed run and again by its resumption, keeps the later line)."""
+    lines = (out / "ranks" / "rank0_ids.txt").read_text().splitlines()
+    return {tuple(map(int, line.split()[:2])): line.split()[2:] for line in lines}
+
+
+def _flat_numbers(history):
+    """``{(epoch, stage, key): value}`` of the logged statistics, throughput left out
+    (timing, not a result)."""
+    return {(h["epoch"], stage, key): value for h in history
+            for stage in ("train", "valid") for key, value in (h[stage] or {}).items()
+            if key != "samples_per_s"}
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_mid_epoch(toy, tmp_path):
-    out = tmp_path / "resume"
-    args = pretrain_args(toy, out, epochs=2, batch_size=4, extra=[
-        "--ckpt_interval_minutes", "0", "--ckpt_interval_steps", "1"])
-    env = subprocess_env()
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env,
+def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(toy, tmp_path):
+    """A pretraining run killed (SIGKILL) right after an intra-epoch checkpoint and then
+    restarted ends exactly as the same command line run without interruption: same
+    batches (the dataloader position), same masks and noise (the random generators are
+    part of the checkpoint), same per-epoch means of the losses (the running sums of the
+    interrupted epoch are part of the checkpoint), same weights and test results.
+
+    Both runs do the same float32 operations in the same order on one CPU thread, so the
+    results are expected to be bit-identical; the tolerance (rtol 1e-6) only absorbs what
+    a JSON round trip of the logged numbers could change, far below the effect of a
+    single different mask or batch.
+    """
+    def args(out):
+        return pretrain_args(toy, out, epochs=2, extra=[
+            "--ckpt_interval_minutes", "0", "--ckpt_interval_steps", "1",
+            "--rank_trace", "True"])
+
+    out = tmp_path / "resumed"
+    proc = subprocess.Popen([sys.executable, *args(out)], cwd=REPO, env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    save = out / "save"
-    seen = []
-    deadline = time.time() + 240
+    killed = {}
+    deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
-            seen = _mid_epoch_checkpoints(save)
-            # Kill in the middle of the second epoch, right after a checkpoint is complete.
-            if seen:
-                time.sleep(0.02)
+            done = _complete_intra_epoch_steps(out / "save")
+            # Kill in the first epoch once a step > 1 is checkpointed, so that the restored
+            # state holds several steps of running sums.
+            if done and max(done.values()) >= 2:
                 proc.send_signal(signal.SIGKILL)
+                killed = done
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
     finally:
-        if proc.poll() is None and not seen:
+        if proc.poll() is None and not killed:
             kill_group(proc)
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
-    assert seen, "no intra-epoch checkpoint was written"
-    assert len(json.loads((out / "history.json").read_text())) == 1
-    on_disk = _mid_epoch_checkpoints(save)  # the complete mid-epoch checkpoint(s)
-    assert on_disk
-    # Restart with the same command line: it resumes from the mid-epoch checkpoint.
-    proc = run(args)
+    assert killed, "no intra-epoch checkpoint was written"
+    assert not (out / "history.json").exists()  # killed in the first epoch
+    on_disk = _complete_intra_epoch_steps(out / "save")
+    # Restart with the same command line: it resumes from the newest mid-epoch checkpoint.
+    proc = run(args(out))
     log = proc.stderr + (out / "log.txt").read_text()
     loaded = re.findall(r"Loading a checkpoint from (\S+)", log)
     assert loaded and Path(loaded[0]).name in on_disk, (loaded, on_disk)
-    after = log[log.index(f"Loading a checkpoint from {loaded[0]}"):]
-    assert after.index("Going into epoch 2") < after.index("Going into epoch") + 30
+    step = on_disk[Path(loaded[0]).name]
+    assert 2 <= step < 8, step  # 8 steps an epoch
+
+    ref = tmp_path / "uninterrupted"
+    run(args(ref))
+    # the same batches, in the same order, before and after the restart
+    batches = _traced_batches(ref)
+    assert sorted(batches) == [(e, s) for e in (1, 2) for s in range(1, 9)]
+    assert _traced_batches(out) == batches
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    assert all(all_finite(h["train"]) and all_finite(h["valid"]) for h in history)
-    assert all_finite(json.loads((out / "test_results.json").read_text()))
+    # epoch 1's means cover all its steps, those before the kill included
+    expected = _flat_numbers(json.loads((ref / "history.json").read_text()))
+    assert _flat_numbers(history) == pytest.approx(expected, rel=1e-6)
+    results = json.loads((out / "test_results.json").read_text())
+    assert results == pytest.approx(json.loads((ref / "test_results.json").read_text()),
+                                    rel=1e-6)
+    weights = torch.load(out / "pretrained.pth", weights_only=True)
+    for key, value in torch.load(ref / "pretrained.pth", weights_only=True).items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-6, atol=1e-7,
+                                   msg=lambda m, key=key: f"{key}: {m}")
+
+
+def _rank_outputs(out, nranks):
+    """Per-rank weights and ``{(epoch, step): ids}`` written by ``--rank_trace True``."""
+    weights, batches = [], []
+    for rank in range(nranks):
+        weights.append(torch.load(out / "ranks" / f"rank{rank}.pth", weights_only=True))
+        lines = (out / "ranks" / f"rank{rank}_ids.txt").read_text().splitlines()
+        batches.append({tuple(map(int, line.split()[:2])): line.split()[2:] for line in lines})
+    return weights, batches
+
+
+def _manifest_ids(path):
+    return [entry["video_id"] for entry in json.loads(Path(path).read_text())["data"]]
+
+
+def _assert_same_weights(ranks):
+    """DDP broadcasts the initial weights and every process applies the same averaged
+    gradient: the processes' weights are equal bit for bit."""
+    first, other = ranks
+    assert set(first) == set(other)
+    different = [key for key in first if not torch.equal(first[key], other[key])]
+    assert not different, f"the two processes disagree on {different[:5]}"
+
+
+def _max_change(after, before, keys):
+    return max(float((after[k] - before[k]).abs().max()) for k in keys)
 
 
 @pytest.mark.slow
-def test_ddp_two_process_cpu_pretraining(toy, tmp_path):
+def test_ddp_two_process_cpu_pretraining(pretrained, toy, tmp_path):
+    """Two processes (torchrun, gloo on CPU) end with the same weights, and each trains on
+    its own half of the epoch.
+
+    Unlike fine-tuning, pretraining is not expected to match a single process with the
+    same global batch: the contrastive loss takes its negatives from the process's own
+    batch (as the original, whose loss is computed inside the model on each DataParallel
+    replica's part of the batch), so 2 x 8 has other negatives than 1 x 16.
+    """
     out = tmp_path / "ddp"
-    args = pretrain_args(toy, out, epochs=1, extra=["--distributed_backend", "gloo",
-                                                    "--device", "cpu"])
+    args = pretrain_args(toy, out, epochs=1, extra=[
+        "--pretrained_path", str(pretrained / "pretrained.pth"), "--rank_trace", "True",
+        "--distributed_backend", "gloo", "--device", "cpu"])
     proc = torchrun(args)
     assert "Traceback" not in proc.stderr
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and all_finite(history[0]["valid"])
-    # Each process trains on half of the 64 clips: 4 batches of 8.
-    model = load_original_checkpoint(str(out / "pretrained.pth"), num_heads=2,
-                                     decoder_num_heads=2)
+    weights, batches = _rank_outputs(out, 2)
+    _assert_same_weights(weights)
+    init = torch.load(pretrained / "pretrained.pth", weights_only=True)
+    assert _max_change(weights[0], init, init) > 1e-4  # it trained
+    exported = torch.load(out / "pretrained.pth", weights_only=True)
+    assert all(torch.equal(exported[k], weights[0][k]) for k in exported)
+    # Each process trains on its own half of the 64 (shuffled) clips: 4 batches of 8.
+    for rank_batches in batches:
+        assert sorted(rank_batches) == [(1, s) for s in range(1, 5)]
+        assert all(len(ids) == 8 for ids in rank_batches.values())
+    halves = [{i for ids in b.values() for i in ids} for b in batches]
+    assert len(halves[0]) == len(halves[1]) == 32 and not halves[0] & halves[1]
+    assert halves[0] | halves[1] == set(_manifest_ids(toy["train"]))
+    # the checkpoint holds the model without DDP's "module." prefix
     ckpts = list((out / "save").glob("CKPT+*/model.ckpt"))
     assert len(ckpts) == 1
     state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
-    missing = model.load_state_dict(state, strict=True)
-    assert not missing.missing_keys
+    model = load_original_checkpoint(str(out / "pretrained.pth"), num_heads=2,
+                                     decoder_num_heads=2)
+    assert not model.load_state_dict(state, strict=True).missing_keys
 
 
 @pytest.mark.slow
-def test_ddp_two_process_cpu_audio_only_finetuning(pretrained, toy, tmp_path):
-    """The audio-only mode leaves the visual branch without gradients: DDP must cope."""
-    out = tmp_path / "ddp_ft"
-    args = [AUDIOSET, str(HP / "cavmae_ft_audioonly.yaml"), *data_args(toy, test=False),
-            "--pretrained_path", str(pretrained / "pretrained.pth"), "--output_folder",
-            str(out), *ENCODER, "--batch_size", "8", "--number_of_epochs", "1",
-            "--wa_start", "1", "--wa_end", "1", "--distributed_backend", "gloo",
-            "--device", "cpu"]
-    torchrun(args)
-    results = json.loads((out / "test_results.json").read_text())
+def test_ddp_two_process_cpu_audio_only_finetuning_equals_single_process(
+        pretrained, toy, tmp_path):
+    """Fine-tuning on 2 processes x 8 clips (torchrun, gloo on CPU) ends with the weights
+    of one process x 16 clips, the same global batches.
+
+    Without shuffling, DDP's sampler gives process r the clips r, r + 2, ... of the
+    manifest, so global batch k holds the same 16 clips in both runs; the loss is a mean
+    over the batch and DDP averages the gradients of the processes, so the updates are
+    the same up to float rounding (sums in another order). Augmentation, mixup and
+    drop-path are off; the audio-only mode leaves the visual branch without any gradient,
+    which DDP (``find_unused_parameters``) and the optimizer must leave untouched.
+
+    Tolerance: atol 1e-6 (the runs differ by < 2e-8 after the 8 Adam steps; training
+    moves the encoder by > 1e-4). Left out: the key bias of each attention layer (the
+    middle third of ``qkv.bias``), which gets no gradient in exact arithmetic (softmax
+    ignores a constant added to every score), so its update is Adam-normalised rounding
+    noise (~1e-6 apart between the runs). Not checked: the 1 / world_size scale of the
+    averaged gradients (Adam's update does not depend on the gradient's scale).
+    """
+    common = [AUDIOSET, str(HP / "cavmae_ft_audioonly.yaml"), *data_args(toy, test=False),
+              "--pretrained_path", str(pretrained / "pretrained.pth"), *ENCODER, *NO_AUG,
+              "--number_of_epochs", "2", "--shuffle", "False", "--rank_trace", "True"]
+    ddp, single = tmp_path / "ddp_ft", tmp_path / "single_ft"
+    torchrun([*common, "--output_folder", str(ddp), "--batch_size", "8",
+              "--distributed_backend", "gloo", "--device", "cpu"])
+    run([*common, "--output_folder", str(single), "--batch_size", "16"])
+
+    results = json.loads((ddp / "test_results.json").read_text())
     assert all_finite(results["single_frame"]) and "per_frame" not in results
-    state = torch.load(out / "finetuned.pth", map_location="cpu", weights_only=True)
-    assert state["head.fc.weight"].shape == (4, 32)
+    weights, batches = _rank_outputs(ddp, 2)
+    _assert_same_weights(weights)
+    (one,), (single_batches,) = _rank_outputs(single, 1)
+    # global batch k = the same 16 clips; process r has the clips r::2 of it
+    ids = _manifest_ids(toy["train"])
+    assert sorted(single_batches) == [(e, s) for e in (1, 2) for s in range(1, 5)]
+    for (epoch, step), clips in single_batches.items():
+        assert clips == ids[16 * (step - 1):16 * step]
+        assert batches[0][epoch, step] == clips[0::2]
+        assert batches[1][epoch, step] == clips[1::2]
+    assert set(batches[0]) == set(batches[1]) == set(single_batches)
+
+    init = torch.load(pretrained / "pretrained.pth", weights_only=True)
+    # the visual patch embedding, positions, blocks and norms (the shared block's too)
+    visual = [k for k in one if k.startswith("encoder.") and re.search(r"_v(\.|$)", k)]
+    assert visual, sorted(one)[:20]
+    for state in (weights[0], one):
+        changed = [k for k in visual if not torch.equal(state[k], init[k])]
+        assert not changed, f"the visual branch got updates in audio-only mode: {changed[:5]}"
+    trained = [k for k in one if k not in visual and k in init]
+    assert _max_change(one, init, trained) > 1e-4
+    for key in one:
+        ddp_value, single_value = weights[0][key], one[key]
+        if key.endswith("attn.qkv.bias"):
+            q, _, v = ddp_value.chunk(3)
+            ddp_value = torch.cat([q, v])
+            q, _, v = single_value.chunk(3)
+            single_value = torch.cat([q, v])
+        torch.testing.assert_close(ddp_value, single_value, rtol=0, atol=1e-6,
+                                   msg=lambda m, key=key: f"{key}: {m}")
 
 
 def _fake_clip_folder(toy, tmp_path, stems):

@@ -27,12 +27,43 @@ def subprocess_env(**extra):
     return env
 
 
+def descendants(pid):
+    """Process ids of every descendant of ``pid`` (read from ``/proc``; empty elsewhere)."""
+    children = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf8") as handle:
+                # pid (comm) state ppid ...: comm may hold spaces, so split after ')'
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def kill_group(proc):
-    """SIGKILL the process group of ``proc`` (started with ``start_new_session``)."""
+    """SIGKILL ``proc``, its process group and every descendant.
+
+    torchrun starts each worker in a process group of its own, so killing the group of
+    ``proc`` (started with ``start_new_session``) alone would leave the workers running.
+    """
+    pids = descendants(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def run(args, timeout=600, check=True, env=None, cwd=REPO):

@@ -133,7 +133,10 @@ def main(argv=None):
     parser.add_argument("--kinds", default="audio,visual,joint")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--num_heads", type=int, default=None)
+    parser.add_argument("--num_heads", type=int, default=None,
+                        help="encoder heads (needed for a .pth narrower/wider than 768)")
+    parser.add_argument("--decoder_num_heads", type=int, default=None,
+                        help="decoder heads (a pretraining .pth whose decoder is not 512 wide)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -141,7 +144,7 @@ def main(argv=None):
     bad = set(kinds) - set(KINDS)
     if bad:
         parser.error(f"unknown kinds {sorted(bad)}; choose from {KINDS}")
-    model = load_model(args.checkpoint, args.device, args.num_heads)
+    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
     index = extract_features(model, args.data, args.out_dir, args.level, args.format,
                              args.batch_size, args.device, args.num_workers, kinds)
     print(f"{len(index['clips'])} clips -> {args.out_dir}")

@@ -31,7 +31,6 @@ Authors
 
 import logging
 import os
-import re
 from collections import namedtuple
 
 import torch
@@ -42,6 +41,8 @@ from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS, load_audio
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
 from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.loading import HPARAMS_FILE, RUN_MODEL_SUBDIR
+from speechbrain_cavmae.loading import yaml_declares as _yaml_declares
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +75,6 @@ def probe_streams(path):
             return bool(container.streams.audio), bool(container.streams.video)
     except Exception as exc:
         raise BadSampleError(path, f"cannot open container ({exc})") from exc
-
-
-def _yaml_declares(path, key):
-    """Whether the yaml file at ``path`` has a top-level ``key:`` entry."""
-    try:
-        with open(path, encoding="utf8") as handle:
-            text = handle.read()
-    except OSError:
-        return False
-    return re.search(rf"^{re.escape(key)}\s*:", text, flags=re.MULTILINE) is not None
 
 
 class AudioVisualClassifier(Pretrained):
@@ -138,8 +129,9 @@ class AudioVisualClassifier(Pretrained):
     def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None, **kwargs):
         """Load from a model folder (or any ``Pretrained`` source).
 
-        For a local folder whose yaml declares ``pretrained_path``, that entry is set to
-        the folder so that the folder can be moved or copied freely.
+        The yaml's ``pretrained_path`` (``.`` in the folders this package writes) is set
+        to ``source``, so that a folder can be moved or copied freely. A recipe's output
+        folder stands for its model folder ``<output_folder>/model``.
 
         Arguments
         ---------
@@ -153,10 +145,18 @@ class AudioVisualClassifier(Pretrained):
             Passed to ``Pretrained.from_hparams`` (``savedir``, ``run_opts``...).
         """
         overrides = dict(overrides or {})
-        folder = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-        if (folder and os.path.isdir(folder) and "pretrained_path" not in overrides
-                and _yaml_declares(os.path.join(folder, hparams_file), "pretrained_path")):
-            overrides["pretrained_path"] = os.path.abspath(folder)
+        if isinstance(source, (str, os.PathLike)):
+            source = os.fspath(source)
+            run_model = os.path.join(source, RUN_MODEL_SUBDIR)
+            if (os.path.isdir(source) and hparams_file == HPARAMS_FILE
+                    and not _yaml_declares(os.path.join(source, hparams_file), "pretrainer")
+                    and _yaml_declares(os.path.join(run_model, hparams_file), "pretrainer")):
+                logger.info("%s is a recipe output folder: loading its model folder %s",
+                            source, run_model)
+                source = run_model
+            if ("pretrained_path" not in overrides and os.path.isdir(source)
+                    and _yaml_declares(os.path.join(source, hparams_file), "pretrained_path")):
+                overrides["pretrained_path"] = os.path.abspath(source)
         return super().from_hparams(source, hparams_file=hparams_file, overrides=overrides,
                                     **kwargs)
 

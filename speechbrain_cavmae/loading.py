@@ -80,7 +80,7 @@ def _is_imagenet_mae(state):
     return "patch_embed.proj.weight" in state and any(k.startswith("blocks.") for k in state)
 
 
-def _folder_of(path):
+def folder_of(path):
     """The model folder that ``path`` stands for, or ``None``."""
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -123,7 +123,7 @@ def detect_format(source):
             return "imagenet_mae"
         return "speechbrain"
     path = os.fspath(source)
-    if _folder_of(path) is not None:
+    if folder_of(path) is not None:
         return "model_folder"
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, MODEL_FILE)):
@@ -199,7 +199,7 @@ def read_source(source, map_location="cpu"):
         fmt = detect_format(source)
         return prepare_state(source, "state dict", fmt != "imagenet_mae"), fmt, None
     path = os.fspath(source)
-    folder = _folder_of(path)
+    folder = folder_of(path)
     if folder is not None:
         return read_state_file(os.path.join(folder, MODEL_FILE)), "model_folder", folder
     if os.path.isdir(path):

@@ -58,6 +58,7 @@ from torch import nn
 from speechbrain_cavmae.encoder import CAVMAEEncoder
 from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
 from speechbrain_cavmae.loading import ENCODER_ARGS, load_encoder_weights
+from speechbrain_cavmae.model_folder import read_input_config
 
 logger = logging.getLogger(__name__)
 
@@ -386,10 +387,12 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
         Remove patches that only cover padding from attention and pooling.
     feature_norm : str
         For feature input: ``"none"``, ``"dataset"`` or ``"utterance"``.
-    sample_rate : int
-        Sampling rate of waveform input (the models were trained at 16 kHz).
-    fbank_mean, fbank_std : float
-        Fbank normalisation statistics (AudioSet: -5.081, 4.4849).
+    sample_rate : int, optional
+        Sampling rate of waveform input; default: the model folder's, else 16 kHz (the
+        released models').
+    fbank_mean, fbank_std : float, optional
+        Fbank normalisation statistics; default: the model folder's, else AudioSet's
+        (-5.081, 4.4849).
     pad_value : float, optional
         Value of padded fbank frames (see :class:`CAVMAEAudioInput`).
     num_heads : int, optional
@@ -409,10 +412,17 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
 
     def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
                  long_audio="crop", short_audio="pad", mask_padding=True,
-                 feature_norm="none", sample_rate=16000, fbank_mean=DEFAULT_MEAN,
-                 fbank_std=DEFAULT_STD, pad_value=None, num_heads=None, **encoder_kwargs):
+                 feature_norm="none", sample_rate=None, fbank_mean=None,
+                 fbank_std=None, pad_value=None, num_heads=None, **encoder_kwargs):
         super().__init__(ckpt_path, freeze, pooling, audio_length, num_heads, **encoder_kwargs)
         self.mask_padding = mask_padding
+        folder = read_input_config(ckpt_path) if ckpt_path is not None else {}
+        if sample_rate is None:
+            sample_rate = folder.get("sample_rate", 16000)
+        if fbank_mean is None:
+            fbank_mean = folder.get("mean", DEFAULT_MEAN)
+        if fbank_std is None:
+            fbank_std = folder.get("std", DEFAULT_STD)
         self.audio_input = CAVMAEAudioInput(
             audio_length=self.encoder.audio_length,
             n_mels=self.encoder.patch_embed_a.n_mels,

@@ -325,3 +325,46 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     logger.info("wrote the model folder %s (%s)", out_abs, ", ".join(sorted(files)))
     return {"kind": kind, "num_classes": num_classes, "config": cfg,
             "score_activation": activation, "files": files}
+
+
+#: Top-level keys of a model folder's yaml -> keys of the data configuration
+#: (``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``).
+INPUT_KEYS = {
+    "sample_rate": "sample_rate",
+    "target_length": "target_length",
+    "n_mels": "n_mels",
+    "fbank_mean": "mean",
+    "fbank_std": "std",
+    "audio_channel": "audio_channel",
+    "n_frames": "n_frames",
+    "im_res": "im_res",
+    "image_interpolation": "video_interpolation",
+}
+
+
+def input_config(hparams):
+    """The evaluation data configuration of a model folder's hyperparameters (a dict or a
+    namespace): the settings that feed the model as it was trained."""
+    values = hparams if isinstance(hparams, dict) else vars(hparams)
+    return {name: values[key] for key, name in INPUT_KEYS.items() if key in values}
+
+
+def read_input_config(source):
+    """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
+    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. Only
+    the scalar settings are read (no model is built)."""
+    import yaml
+
+    from speechbrain_cavmae.loading import folder_of
+
+    folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
+    if folder is None:
+        return {}
+
+    class _Scalars(yaml.SafeLoader):
+        """Reads the scalars; HyperPyYAML tags (``!new:``, ``!ref``...) become None."""
+
+    _Scalars.add_multi_constructor("!", lambda loader, suffix, node: None)
+    with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
+        values = yaml.load(handle, Loader=_Scalars)
+    return input_config(values)

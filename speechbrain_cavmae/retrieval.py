@@ -28,6 +28,7 @@ import torch
 from speechbrain_cavmae import loading
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av
 from speechbrain_cavmae.metrics import retrieval_metrics
+from speechbrain_cavmae.model_folder import read_input_config
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,10 @@ def format_table(results, ks=(1, 5, 10)):
 
 
 def fbank_stats_config(args, **config):
-    """Data config with the ``--dataset_mean`` / ``--dataset_std`` overrides of a CLI."""
+    """Data config of a CLI: the input pipeline of the ``--checkpoint`` model folder (none
+    for a bare ``.pth``), then ``config``, then the ``--dataset_mean`` / ``--dataset_std``
+    overrides."""
+    config = dict(read_input_config(args.checkpoint), **config)
     if args.dataset_mean is not None:
         config["mean"] = args.dataset_mean
     if args.dataset_std is not None:
@@ -143,9 +147,11 @@ def main(argv=None):
                         help="frame used for the visual embedding (-1: middle)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--dataset_mean", type=float, default=None,
-                        help="fbank normalisation mean (default: AudioSet's -5.081)")
+                        help="fbank normalisation mean (default: the model folder's, else "
+                        "AudioSet's -5.081)")
     parser.add_argument("--dataset_std", type=float, default=None,
-                        help="fbank normalisation std (default: AudioSet's 4.4849)")
+                        help="fbank normalisation std (default: the model folder's, else "
+                        "AudioSet's 4.4849)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)

@@ -226,7 +226,9 @@ def init_from_imagenet_mae(model, mae_state):
         Names of our parameters that were initialised.
     """
     if not isinstance(mae_state, dict):
-        mae_state = torch.load(str(mae_state), map_location="cpu", weights_only=True)
+        from speechbrain_cavmae.loading import read_state_file
+
+        mae_state = read_state_file(mae_state, rename=False)
     mae = unwrap_state_dict(mae_state)
     enc = model.encoder
     depth = len(enc.blocks_a)

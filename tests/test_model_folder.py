@@ -173,6 +173,15 @@ def test_every_writer_every_reader(runs, folders, tmp_path):
         shutil.copytree(folder, moved)  # a moved copy loads as well
         clf = AudioVisualClassifier.from_hparams(source=str(moved), savedir=str(moved / "sd"))
         assert_same(outputs(clf.mods.model), want, f"{writer} -> from_hparams")
+    # a SpeechBrain checkpoint directory of each run (1 epoch: the exported weights)
+    for kind, run_dir in (("pretrain", runs["pre"]), ("finetune", runs["ft"])):
+        ckpt = next((run_dir / "save").glob("CKPT+*"))
+        assert_same(outputs(load_model(ckpt, num_heads=4, decoder_num_heads=4)),
+                    expected[kind], f"{kind} CKPT dir -> load_model")
+        fresh = CAVMAE(**ARCH, **DECODER) if kind == "pretrain" else CAVMAEClassifier(
+            N_CLASSES, **ARCH)
+        load_pretrained(fresh, ckpt)
+        assert_same(outputs(fresh), expected[kind], f"{kind} CKPT dir -> --pretrained_path")
     # a recipe's output folder stands for its model folder
     assert_same(outputs(load_model(runs["ft"])), expected["finetune"], "run folder")
     clf = AudioVisualClassifier.from_hparams(source=str(runs["ft"]),

@@ -205,10 +205,9 @@ def read_source(source, map_location="cpu"):
     if os.path.isdir(path):
         detect_format(path)  # raises for a folder without weights
         return read_state_file(os.path.join(path, MODEL_FILE)), "checkpoint_dir", None
-    raw = read_state_file(path, rename=False, map_location=map_location)
+    raw = read_state_file(path, rename=False, map_location=map_location)  # checked
     fmt = detect_format(raw)
-    state = raw if fmt == "imagenet_mae" else prepare_state(raw, path)
-    return state, fmt, None
+    return (original_to_speechbrain(raw) if fmt == "original" else raw), fmt, None
 
 
 # --------------------------------------------------------------- architecture
@@ -367,7 +366,8 @@ def _depth_hint(state, own):
 
 
 def _group(keys):
-    """Keys summarised by their first two name parts (``decoder.blocks`` x 12)."""
+    """Keys summarised by their first two name parts, with counts
+    (``"decoder.blocks (12), head (4)"``)."""
     counts = OrderedDict()
     for key in keys:
         top = ".".join(key.split(".")[:2]) if key.split(".")[0] != "head" else "head"

@@ -44,6 +44,7 @@ from speechbrain.utils.distributed import if_main_process
 from speechbrain_cavmae.classifier import check_mode
 from speechbrain_cavmae.data.augment import FbankAugment
 from speechbrain_cavmae.features import KaldiFbank
+from speechbrain_cavmae.loading import accumulate_mean
 from speechbrain_cavmae.metrics import (
     ClassificationStats,
     MultiLabelMetrics,
@@ -119,18 +120,10 @@ class WeightAverager:
 
     @torch.no_grad()
     def update(self, model):
-        """Add the current weights of ``model`` to the average."""
-        state = unwrap(model).state_dict()
-        self.count += 1
-        if self.mean is None:
-            self.mean = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-            return
-        for key, value in state.items():
-            value = value.detach().to("cpu")
-            if value.is_floating_point():
-                self.mean[key] += (value - self.mean[key]) / self.count
-            else:
-                self.mean[key] = value.clone()
+        """Add the current weights of ``model`` to the average
+        (:func:`speechbrain_cavmae.loading.accumulate_mean`)."""
+        self.mean, self.count = accumulate_mean(self.mean, self.count,
+                                                unwrap(model).state_dict())
 
     def state_dict(self):
         """The averaged state dict (raises if nothing was averaged)."""

@@ -31,8 +31,6 @@ from collections import OrderedDict
 import torch
 
 from speechbrain_cavmae.classifier import CAVMAEClassifier
-from speechbrain_cavmae.pos_embed import resize_time_pos_embed
-from speechbrain_cavmae.pretrain import CAVMAE
 
 logger = logging.getLogger(__name__)
 
@@ -140,180 +138,66 @@ def speechbrain_to_original(state):
     return out
 
 
-def _count(state, prefix):
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    ids = {int(m.group(1)) for k in state for m in [pattern.match(k)] if m}
-    return max(ids) + 1 if ids else 0
+def infer_config(state, n_mels=128, num_heads=None, decoder_num_heads=None):
+    """Architecture of a state dict (ours or the original's): a thin call into
+    :func:`speechbrain_cavmae.loading.architecture`.
 
-
-def default_heads(dim, original_heads, head_size):
-    """The original's head count when it divides ``dim``, else ``dim // head_size`` (>= 1)."""
-    if dim % original_heads == 0:
-        return original_heads
-    return max(1, dim // head_size)
-
-
-def infer_config(state, n_mels=128):
-    """Infer the architecture from a state dict (ours or the original's).
-
-    Attention heads cannot be read from weights. They default to the original
-    constructor's 12 encoder and 16 decoder heads when those divide the token sizes, and
-    otherwise to heads of size 64 (encoder) and 32 (decoder); pass ``num_heads`` /
-    ``decoder_num_heads`` to :func:`load_original_checkpoint` for other models.
+    Attention heads cannot be read from weights: they default only for the released
+    widths (768 -> 12 encoder heads, 512 -> 16 decoder heads); other widths need
+    ``num_heads`` / ``decoder_num_heads``
+    (:class:`~speechbrain_cavmae.loading.HeadsNotStoredError` otherwise).
 
     Returns
     -------
     dict
-        ``kind`` (``"pretrain"`` or ``"classifier"``), and constructor arguments.
+        ``kind`` (``"pretrain"``, ``"classifier"`` or ``"encoder"``) and constructor
+        arguments.
     """
-    sd = original_to_speechbrain(state) if is_original_state_dict(state) else unwrap_state_dict(state)
-    required = ("encoder.patch_embed_a.proj.weight", "encoder.patch_embed_v.proj.weight",
-                "encoder.pos_embed_a", "encoder.pos_embed_v", "encoder.blocks_u.0.mlp.fc1.weight")
-    absent = [k for k in required if k not in sd]
-    if absent:
-        raise CheckpointMismatchError(f"not a CAV-MAE state dict: no {', '.join(absent)}")
-    proj = sd["encoder.patch_embed_a.proj.weight"]
-    embed_dim, patch_size = proj.shape[0], proj.shape[-1]
-    n_audio = sd["encoder.pos_embed_a"].shape[1]
-    n_image = sd["encoder.pos_embed_v"].shape[1]
-    freq_rows = n_mels // patch_size
-    side = int(round(n_image**0.5))
-    if side * side != n_image:
-        raise CheckpointMismatchError(f"visual positional embedding of {n_image} is not square")
-    cfg = {
-        "img_size": side * patch_size,
-        "audio_length": n_audio // freq_rows * patch_size,
-        "n_mels": n_mels,
-        "patch_size": patch_size,
-        "in_chans": sd["encoder.patch_embed_v.proj.weight"].shape[1],
-        "embed_dim": embed_dim,
-        "modality_specific_depth": _count(sd, "encoder.blocks_a."),
-        "shared_depth": _count(sd, "encoder.blocks_u."),
-        "num_heads": default_heads(embed_dim, 12, 64),
-        "mlp_ratio": sd["encoder.blocks_u.0.mlp.fc1.weight"].shape[0] / embed_dim,
-        "qkv_bias": "encoder.blocks_u.0.attn.qkv.bias" in sd,
-    }
-    if "head.fc.weight" in sd:
-        cfg["kind"] = "classifier"
-        cfg["num_classes"] = sd["head.fc.weight"].shape[0]
-    elif "decoder.embed.weight" in sd:
-        cfg["kind"] = "pretrain"
-        dec_dim = sd["decoder.embed.weight"].shape[0]
-        cfg["decoder_embed_dim"] = dec_dim
-        cfg["decoder_depth"] = _count(sd, "decoder.blocks.")
-        cfg["decoder_num_heads"] = default_heads(dec_dim, 16, 32)
-    else:
-        cfg["kind"] = "encoder"
-    return cfg
+    from speechbrain_cavmae.loading import architecture, prepare_state
 
-
-def check_heads(cfg, source="state dict"):
-    """Raise a ``ValueError`` naming ``source`` and the fix when a head count in ``cfg``
-    does not divide its token size (heads are not stored in checkpoints)."""
-    for heads_key, dim_key, flag in (("num_heads", "embed_dim", "num_heads"),
-                                     ("decoder_num_heads", "decoder_embed_dim",
-                                      "decoder_num_heads")):
-        if heads_key not in cfg or dim_key not in cfg:
-            continue
-        heads, dim = cfg[heads_key], cfg[dim_key]
-        if heads < 1 or dim % heads:
-            raise ValueError(
-                f"{source}: {heads_key}={heads} does not divide {dim_key}={dim} of the "
-                f"checkpoint; pass {flag}= (--{flag} on the command line) with a divisor of "
-                f"{dim} (heads are not stored in checkpoints; the released ViT-B models use "
-                "12 encoder and 16 decoder heads)"
-            )
-
-
-def build_model(cfg):
-    """Instantiate the model described by :func:`infer_config`'s output."""
-    cfg = dict(cfg)
-    kind = cfg.pop("kind")
-    if kind == "classifier":
-        return CAVMAEClassifier(**cfg)
-    if kind == "pretrain":
-        return CAVMAE(**cfg)
-    raise CheckpointMismatchError("state dict has neither a decoder nor a classification head")
-
-
-def load_state_dict_strict(model, state, source="state dict"):
-    """``model.load_state_dict`` that raises :class:`CheckpointMismatchError` on mismatch,
-    resizing the audio positional embeddings when the audio length differs."""
-    state = OrderedDict(state)
-    for key, param in model.state_dict().items():
-        if key.endswith("pos_embed_a") and key in state and state[key].shape != param.shape:
-            rows = (model.encoder if key.startswith("encoder") else model.decoder).audio_grid[0]
-            old = state[key].shape[1] // rows
-            new = param.shape[1] // rows
-            logger.info("interpolating %s from %d to %d time patches", key, old, new)
-            state[key] = resize_time_pos_embed(state[key], rows, new)
-    result = model.load_state_dict(state, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"missing keys {result.missing_keys}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected keys {result.unexpected_keys}")
-    if problems:
-        raise CheckpointMismatchError(f"{source} does not fit the model: " + "; ".join(problems))
-    return model
+    return architecture(prepare_state(state), num_heads, decoder_num_heads, n_mels)
 
 
 def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location="cpu",
                              **overrides):
     """Build the right model for an original (or our) CAV-MAE checkpoint and load it.
 
-    The architecture is inferred from the state dict: a pretraining model (:class:`CAVMAE`)
-    when decoder weights are present, a :class:`CAVMAEClassifier` when ``mlp_head`` is.
+    A thin call into :func:`speechbrain_cavmae.loading.load_model`: a pretraining model
+    (:class:`CAVMAE`) when decoder weights are present, a :class:`CAVMAEClassifier` when
+    ``mlp_head`` is; strict (missing or unexpected keys raise).
 
     Arguments
     ---------
     path_or_state_dict : str, pathlib.Path or dict
-        A ``.pth`` file or an already loaded state dict (``module.`` prefix accepted).
+        A ``.pth`` file, a model folder or an already loaded state dict (``module.``
+        prefix accepted).
     audio_length : int, optional
         Build the model for this many fbank frames instead of the checkpoint's; the audio
         positional embeddings are interpolated along time.
     map_location : str or torch.device
         Passed to ``torch.load``.
     **overrides
-        Constructor arguments that cannot be inferred (``num_heads``,
-        ``decoder_num_heads``) or that you want to change (``mode``, ``drop_path_rate``...).
+        ``num_heads`` / ``decoder_num_heads`` (required for widths other than the released
+        768 / 512 without a model folder), or constructor arguments to change (``mode``,
+        ``drop_path_rate``...).
 
     Returns
     -------
     torch.nn.Module
         The model in eval mode.
 
-    Raises
-    ------
-    CheckpointMismatchError
-        Missing or unexpected keys.
-    ValueError
-        ``num_heads`` / ``decoder_num_heads`` does not divide the token size.
-
     Example
     -------
     >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=64,
     ...                          modality_specific_depth=1, num_heads=1)
-    >>> loaded = load_original_checkpoint(model.state_dict())
+    >>> loaded = load_original_checkpoint(model.state_dict(), num_heads=1)
     >>> type(loaded).__name__, loaded.num_classes
     ('CAVMAEClassifier', 3)
     """
-    state = path_or_state_dict
-    source = "state dict"
-    if not isinstance(state, dict):
-        source = str(path_or_state_dict)
-        state = torch.load(source, map_location=map_location, weights_only=True)
-    state = unwrap_state_dict(state)
-    if is_original_state_dict(state):
-        state = original_to_speechbrain(state)
-    cfg = infer_config(state)
-    if audio_length is not None:
-        cfg["audio_length"] = audio_length
-    cfg.update(overrides)
-    check_heads(cfg, source)
-    model = build_model(cfg)
-    load_state_dict_strict(model, state, source)
-    return model.eval()
+    from speechbrain_cavmae.loading import load_model
+
+    return load_model(path_or_state_dict, audio_length=audio_length,
+                      map_location=map_location, **overrides)
 
 
 def init_from_imagenet_mae(model, mae_state):
@@ -342,7 +226,9 @@ def init_from_imagenet_mae(model, mae_state):
         Names of our parameters that were initialised.
     """
     if not isinstance(mae_state, dict):
-        mae_state = torch.load(str(mae_state), map_location="cpu", weights_only=True)
+        from speechbrain_cavmae.loading import read_state_file
+
+        mae_state = read_state_file(mae_state, rename=False)
     mae = unwrap_state_dict(mae_state)
     enc = model.encoder
     depth = len(enc.blocks_a)

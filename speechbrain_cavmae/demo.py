@@ -313,7 +313,7 @@ def data_args(paths, with_labels=False):
 
 
 def pretrain(runner, name, folder, paths, budget, objective):
-    """Pretrain; returns ``(checkpoint path, history, test results)``."""
+    """Pretrain; returns ``(model folder, history, test results)``."""
     from speechbrain_cavmae.plots import read_history
 
     overrides = override_args(data_args(paths), MODEL_ARGS, DECODER_ARGS, RUN_ARGS,
@@ -322,7 +322,7 @@ def pretrain(runner, name, folder, paths, budget, objective):
     folder = Path(folder)
     with open(folder / "test_results.json", encoding="utf8") as handle:
         results = json.load(handle)
-    return folder / "pretrained.pth", read_history(folder), results
+    return folder / "model", read_history(folder), results
 
 
 def finetune(runner, name, folder, paths, budget, mode, checkpoint):
@@ -344,7 +344,7 @@ def retrieval(runner, name, checkpoint, data, output):
     from speechbrain_cavmae import retrieval as rmod
 
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu",
-            "--num_heads", str(MODEL_ARGS["num_heads"]), "--output", str(output),
+            "--output", str(output),
             "--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
     runner.commands.append((name, shlex.join(["python", "-m", "speechbrain_cavmae.retrieval"]
                                              + args)))
@@ -357,8 +357,7 @@ def inpainting(runner, checkpoint, data, out_dir, num_clips):
 
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--out_dir", str(out_dir),
             "--num_clips", str(num_clips), "--mask_ratios", "0.5,0.75", "--norm_pix",
-            "--num_heads", str(MODEL_ARGS["num_heads"]),
-            "--decoder_num_heads", str(DECODER_ARGS["decoder_num_heads"]), "--device", "cpu",
+            "--device", "cpu",
             "--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
     runner.commands.append(("inpainting",
                             shlex.join(["python", "-m", "speechbrain_cavmae.inpaint"] + args)))

@@ -31,6 +31,7 @@ import sys
 import numpy as np
 import torch
 
+from speechbrain_cavmae.model_folder import read_input_config
 from speechbrain_cavmae.retrieval import eval_loader, load_model
 
 logger = logging.getLogger(__name__)
@@ -87,12 +88,15 @@ def _safe(name):
 
 
 def extract_features(model, data, out_dir, level="pooled", fmt="npy", batch_size=32,
-                     device="cpu", num_workers=0, kinds=KINDS):
-    """Write the embeddings of every clip of ``data`` to ``out_dir``; returns the index."""
+                     device="cpu", num_workers=0, kinds=KINDS, config=None):
+    """Write the embeddings of every clip of ``data`` to ``out_dir``; returns the index.
+
+    ``config`` overrides data settings of the loader (e.g. a model folder's input
+    pipeline, :func:`speechbrain_cavmae.model_folder.read_input_config`)."""
     if fmt not in ("npy", "pt"):
         raise ValueError(f"format must be 'npy' or 'pt', got {fmt!r}")
     os.makedirs(out_dir, exist_ok=True)
-    loader = eval_loader(data, model, batch_size, num_workers)
+    loader = eval_loader(data, model, batch_size, num_workers, config)
     index = {"level": level, "format": fmt, "kinds": list(kinds), "clips": {}}
     names = set()
     for batch in loader:
@@ -133,7 +137,10 @@ def main(argv=None):
     parser.add_argument("--kinds", default="audio,visual,joint")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--num_heads", type=int, default=None)
+    parser.add_argument("--num_heads", type=int, default=None,
+                        help="encoder heads (needed for a .pth narrower/wider than 768)")
+    parser.add_argument("--decoder_num_heads", type=int, default=None,
+                        help="decoder heads (a pretraining .pth whose decoder is not 512 wide)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -141,9 +148,10 @@ def main(argv=None):
     bad = set(kinds) - set(KINDS)
     if bad:
         parser.error(f"unknown kinds {sorted(bad)}; choose from {KINDS}")
-    model = load_model(args.checkpoint, args.device, args.num_heads)
+    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
     index = extract_features(model, args.data, args.out_dir, args.level, args.format,
-                             args.batch_size, args.device, args.num_workers, kinds)
+                             args.batch_size, args.device, args.num_workers, kinds,
+                             config=read_input_config(args.checkpoint))
     print(f"{len(index['clips'])} clips -> {args.out_dir}")
     return index
 

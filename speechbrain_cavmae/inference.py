@@ -12,10 +12,13 @@ clips:
   fine-tuned multimodally, ``audioonly`` for an audio model);
 * videos without sound: ``video_only_mode``.
 
-Audio is resampled to 16 kHz and turned into the Kaldi fbank of the original, cropped or
-zero-padded to ``target_length`` frames (1024 = 10.24 s) before the dataset normalisation,
-exactly as the original evaluation: a 5 s clip is padded, a 30 s clip is cropped to its
-first 10.24 s. Scores are ``score_activation`` (sigmoid for multi-label models, softmax
+Files are read with the evaluation dataset's own code
+(:class:`~speechbrain_cavmae.data.dataset.AVSampleLoader`) configured from the model
+folder: the audio channel it records (channel 0 by default, as the original's
+``sox remix 1``), resampled to ``sample_rate``, turned into the Kaldi fbank of the original,
+cropped or zero-padded to ``target_length`` frames (1024 = 10.24 s) before the dataset
+normalisation (``fbank_mean`` / ``fbank_std``); frames resized with the folder's filter, as
+the original evaluation: a 5 s clip is padded, a 30 s clip is cropped to its first 10.24 s. Scores are ``score_activation`` (sigmoid for multi-label models, softmax
 otherwise) of the logits.
 
 Example
@@ -31,22 +34,28 @@ Authors
 
 import logging
 import os
-import re
 from collections import namedtuple
 
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
 from speechbrain_cavmae.classifier import MODES
-from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS, load_audio
+from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS
+from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
-from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
+from speechbrain_cavmae.data.frames import ImageTransform
 from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.loading import HPARAMS_FILE, RUN_MODEL_SUBDIR
+from speechbrain_cavmae.loading import yaml_declares as _yaml_declares
+from speechbrain_cavmae.model_folder import input_config
 
 logger = logging.getLogger(__name__)
 
 #: One ranked class: label, score and class index.
 Prediction = namedtuple("Prediction", ["label", "score", "index"])
+
+#: Sample id of a file read by :meth:`AudioVisualClassifier.load_clip`.
+CLIP_ID = "clip"
 
 AUDIO_MODES = ("audioonly", "missingaudioonly")
 VIDEO_MODES = ("videoonly", "missingvideoonly")
@@ -74,16 +83,6 @@ def probe_streams(path):
             return bool(container.streams.audio), bool(container.streams.video)
     except Exception as exc:
         raise BadSampleError(path, f"cannot open container ({exc})") from exc
-
-
-def _yaml_declares(path, key):
-    """Whether the yaml file at ``path`` has a top-level ``key:`` entry."""
-    try:
-        with open(path, encoding="utf8") as handle:
-            text = handle.read()
-    except OSError:
-        return False
-    return re.search(rf"^{re.escape(key)}\s*:", text, flags=re.MULTILINE) is not None
 
 
 class AudioVisualClassifier(Pretrained):
@@ -138,8 +137,9 @@ class AudioVisualClassifier(Pretrained):
     def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None, **kwargs):
         """Load from a model folder (or any ``Pretrained`` source).
 
-        For a local folder whose yaml declares ``pretrained_path``, that entry is set to
-        the folder so that the folder can be moved or copied freely.
+        The yaml's ``pretrained_path`` (``.`` in the folders this package writes) is set
+        to ``source``, so that a folder can be moved or copied freely. A recipe's output
+        folder stands for its model folder ``<output_folder>/model``.
 
         Arguments
         ---------
@@ -153,10 +153,18 @@ class AudioVisualClassifier(Pretrained):
             Passed to ``Pretrained.from_hparams`` (``savedir``, ``run_opts``...).
         """
         overrides = dict(overrides or {})
-        folder = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-        if (folder and os.path.isdir(folder) and "pretrained_path" not in overrides
-                and _yaml_declares(os.path.join(folder, hparams_file), "pretrained_path")):
-            overrides["pretrained_path"] = os.path.abspath(folder)
+        if isinstance(source, (str, os.PathLike)):
+            source = os.fspath(source)
+            run_model = os.path.join(source, RUN_MODEL_SUBDIR)
+            if (os.path.isdir(source) and hparams_file == HPARAMS_FILE
+                    and not _yaml_declares(os.path.join(source, hparams_file), "pretrainer")
+                    and _yaml_declares(os.path.join(run_model, hparams_file), "pretrainer")):
+                logger.info("%s is a recipe output folder: loading its model folder %s",
+                            source, run_model)
+                source = run_model
+            if ("pretrained_path" not in overrides and os.path.isdir(source)
+                    and _yaml_declares(os.path.join(source, hparams_file), "pretrained_path")):
+                overrides["pretrained_path"] = os.path.abspath(source)
         return super().from_hparams(source, hparams_file=hparams_file, overrides=overrides,
                                     **kwargs)
 
@@ -184,22 +192,40 @@ class AudioVisualClassifier(Pretrained):
         """uint8 frames ``[n, 3, H, W]`` (or HWC arrays) -> ``[n, 3, im_res, im_res]``."""
         return torch.stack([self.image_transform(frame) for frame in frames])
 
+    def data_config(self):
+        """The evaluation data configuration of this model (its folder's input pipeline:
+        sample rate, audio channel, fbank frames, mel bins, mean/std, frames per clip,
+        image size and resize filter), as ``speechbrain_cavmae.data.dataset`` takes it."""
+        enc = self.mods.model.encoder
+        cfg = {"target_length": enc.audio_length, "n_mels": enc.patch_embed_a.n_mels,
+               "im_res": self.im_res, "sample_rate": self.sample_rate,
+               "n_frames": self.n_frames}
+        cfg.update(input_config(self.hparams))
+        cfg.update(multi_frame=True, frame_source="video", audio_source="auto")
+        return cfg
+
     def load_clip(self, path):
-        """Read a media file.
+        """Read a media file into model inputs with the evaluation dataset's own code
+        (:class:`~speechbrain_cavmae.data.dataset.AVSampleLoader` configured by
+        :meth:`data_config`), so that a file is fed exactly as in evaluation.
 
         Returns
         -------
         tuple
-            ``(waveform [samples] or None, frames [n_frames, 3, im_res, im_res] or None)``.
+            ``(fbank [target_length, n_mels] or None,
+            frames [n_frames, 3, im_res, im_res] or None)``.
         """
         has_audio, has_video = probe_streams(path)
-        wav = load_audio(path, sample_rate=self.sample_rate) if has_audio else None
-        frames = None
-        if has_video:
-            frames = self.transform_frames(load_video_frames(path, n=self.n_frames))
-        if wav is None and frames is None:
+        if not has_audio and not has_video:
             raise BadSampleError(path, "no audio or video stream")
-        return wav, frames
+        cfg = resolve_config(self.data_config(), train=False)
+        entry = {"video_id": CLIP_ID, "wav": os.fspath(path), "labels": []}
+        if has_video:
+            entry["video"] = os.fspath(path)
+        loader = AVSampleLoader({CLIP_ID: entry}, cfg, train=False, manifest_path=path)
+        fbank = loader.fbank(loader.waveform(CLIP_ID), CLIP_ID) if has_audio else None
+        frames = loader.frames(CLIP_ID, list(range(cfg["n_frames"]))) if has_video else None
+        return fbank, frames
 
     def _resolve_mode(self, mode, has_audio, has_frames, source=None):
         """The mode to run: ``mode`` if given, else the hparams' ``mode`` (audio and
@@ -382,9 +408,9 @@ class AudioVisualClassifier(Pretrained):
         BadSampleError
             The file is missing or cannot be decoded.
         """
-        wav, frames = self.load_clip(path)
-        mode = self._resolve_mode(mode, wav is not None, frames is not None, source=path)
-        audio = wav.unsqueeze(0) if wav is not None and mode not in VIDEO_MODES else None
+        fbank, frames = self.load_clip(path)
+        mode = self._resolve_mode(mode, fbank is not None, frames is not None, source=path)
+        audio = fbank.unsqueeze(0) if fbank is not None and mode not in VIDEO_MODES else None
         frames = frames.unsqueeze(0) if frames is not None and mode not in AUDIO_MODES else None
         scores = self.scores_batch(audio, frames, mode=mode)[0]
         top = scores.topk(min(int(top_k), scores.numel()))
@@ -401,9 +427,9 @@ class AudioVisualClassifier(Pretrained):
             ``audio`` ``[dim]`` (None without an audio track) and ``visual`` ``[dim]``
             (averaged over the ``n_frames`` frames; None for audio files).
         """
-        wav, frames = self.load_clip(path)
+        fbank, frames = self.load_clip(path)
         a, v = self.encode_batch(
-            wav.unsqueeze(0) if wav is not None else None,
+            fbank.unsqueeze(0) if fbank is not None else None,
             frames.unsqueeze(0) if frames is not None else None,
         )
         return {"audio": a[0] if a is not None else None,

@@ -205,9 +205,11 @@ def main(argv=None):
     parser.add_argument("--decoder_num_heads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dataset_mean", type=float, default=None,
-                        help="fbank normalisation mean (default: AudioSet's -5.081)")
+                        help="fbank normalisation mean (default: the model folder's, else "
+                        "AudioSet's -5.081)")
     parser.add_argument("--dataset_std", type=float, default=None,
-                        help="fbank normalisation std (default: AudioSet's 4.4849)")
+                        help="fbank normalisation std (default: the model folder's, else "
+                        "AudioSet's 4.4849)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)

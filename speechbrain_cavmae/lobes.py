@@ -55,15 +55,10 @@ import math
 import torch
 from torch import nn
 
-from speechbrain_cavmae.checkpoint import (
-    unwrap_state_dict,
-    infer_config,
-    is_original_state_dict,
-    load_state_dict_strict,
-    original_to_speechbrain,
-)
 from speechbrain_cavmae.encoder import CAVMAEEncoder
 from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.loading import ENCODER_ARGS, load_encoder_weights
+from speechbrain_cavmae.model_folder import read_input_config
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +66,6 @@ LONG_AUDIO = ("crop", "window", "interpolate")
 SHORT_AUDIO = ("pad", "interpolate")
 POOLING = ("mean", "time", "none")
 FEATURE_NORM = ("none", "dataset", "utterance")
-
-ENCODER_ARGS = (
-    "img_size", "audio_length", "n_mels", "patch_size", "in_chans", "embed_dim",
-    "modality_specific_depth", "shared_depth", "num_heads", "mlp_ratio", "qkv_bias",
-    "drop_path_rate", "trainable_pos_embed",
-)
-
-
-class _EncoderHolder(nn.Module):
-    """Gives ``load_state_dict_strict`` the ``encoder.`` naming it expects."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
 
 
 def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location="cpu",
@@ -94,15 +75,17 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
     Arguments
     ---------
     ckpt_path : str, optional
-        An original CAV-MAE checkpoint (pretrained or fine-tuned ``.pth``), a state dict
-        saved from this package (``CAVMAE``, ``CAVMAEClassifier`` or one of the lobes). Only
-        the encoder weights are kept. ``None``: random initialisation with
-        ``encoder_kwargs``.
+        A model folder (``hyperparams.yaml`` + ``model.ckpt``, which records the heads), an
+        original CAV-MAE checkpoint (pretrained or fine-tuned ``.pth``) or a state dict
+        saved from this package; loaded by
+        :func:`speechbrain_cavmae.loading.load_encoder_weights`. Only the encoder weights
+        are kept. ``None``: random initialisation with ``encoder_kwargs``.
     audio_length : int, optional
         Nominal number of fbank frames; with a checkpoint, the audio positional embedding
         is interpolated along time when it differs from the checkpoint's.
     num_heads : int, optional
-        Attention heads (not stored in checkpoints; default ``embed_dim // 64``).
+        Attention heads: not stored in weights, so required for a ``.pth`` whose width is
+        not the released 768 (12 heads); a model folder records them.
     map_location : str
         Passed to ``torch.load``.
     **encoder_kwargs
@@ -131,34 +114,8 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
             cfg["num_heads"] = num_heads
         cfg.setdefault("trainable_pos_embed", True)
         return CAVMAEEncoder(**cfg)
-    source = str(ckpt_path)
-    state = unwrap_state_dict(torch.load(source, map_location=map_location, weights_only=True))
-    if is_original_state_dict(state):
-        state = original_to_speechbrain(state)
-    if "encoder.patch_embed_a.proj.weight" not in state:
-        raise ValueError(f"{source}: not a CAV-MAE checkpoint (no audio patch embedding)")
-    cfg = {k: v for k, v in infer_config(state).items() if k in ENCODER_ARGS}
-    fixed = set(encoder_kwargs) - {"drop_path_rate", "trainable_pos_embed"}
-    clash = {k for k in fixed if encoder_kwargs[k] != cfg.get(k)}
-    if clash:
-        raise ValueError(
-            f"{source}: {sorted(clash)} given as "
-            f"{ {k: encoder_kwargs[k] for k in sorted(clash)} } but the checkpoint has "
-            f"{ {k: cfg.get(k) for k in sorted(clash)} }; drop them from the hparams"
-        )
-    cfg.update(encoder_kwargs)
-    cfg.setdefault("trainable_pos_embed", True)
-    if num_heads is not None:
-        cfg["num_heads"] = num_heads
-    if audio_length is not None:
-        cfg["audio_length"] = audio_length
-    enc_state = {k: v for k, v in state.items() if k.startswith("encoder.")}
-    dropped = len(state) - len(enc_state)
-    holder = _EncoderHolder(CAVMAEEncoder(**cfg))
-    load_state_dict_strict(holder, enc_state, source)
-    logger.info("loaded CAV-MAE encoder from %s (%d tensors, %d non-encoder tensors ignored)",
-                source, len(enc_state), dropped)
-    return holder.encoder
+    return load_encoder_weights(ckpt_path, num_heads=num_heads, audio_length=audio_length,
+                                map_location=map_location, **encoder_kwargs)
 
 
 def audio_token_mask(n_valid, rows, cols, patch_size):
@@ -430,14 +387,16 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
         Remove patches that only cover padding from attention and pooling.
     feature_norm : str
         For feature input: ``"none"``, ``"dataset"`` or ``"utterance"``.
-    sample_rate : int
-        Sampling rate of waveform input (the models were trained at 16 kHz).
-    fbank_mean, fbank_std : float
-        Fbank normalisation statistics (AudioSet: -5.081, 4.4849).
+    sample_rate : int, optional
+        Sampling rate of waveform input; default: the model folder's, else 16 kHz (the
+        released models').
+    fbank_mean, fbank_std : float, optional
+        Fbank normalisation statistics; default: the model folder's, else AudioSet's
+        (-5.081, 4.4849).
     pad_value : float, optional
         Value of padded fbank frames (see :class:`CAVMAEAudioInput`).
     num_heads : int, optional
-        Attention heads (cannot be read from checkpoints; default ``embed_dim // 64``).
+        Attention heads (not stored in a ``.pth``; a model folder records them).
     **encoder_kwargs
         :class:`~speechbrain_cavmae.encoder.CAVMAEEncoder` sizes for random init.
 
@@ -453,10 +412,17 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
 
     def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
                  long_audio="crop", short_audio="pad", mask_padding=True,
-                 feature_norm="none", sample_rate=16000, fbank_mean=DEFAULT_MEAN,
-                 fbank_std=DEFAULT_STD, pad_value=None, num_heads=None, **encoder_kwargs):
+                 feature_norm="none", sample_rate=None, fbank_mean=None,
+                 fbank_std=None, pad_value=None, num_heads=None, **encoder_kwargs):
         super().__init__(ckpt_path, freeze, pooling, audio_length, num_heads, **encoder_kwargs)
         self.mask_padding = mask_padding
+        folder = read_input_config(ckpt_path) if ckpt_path is not None else {}
+        if sample_rate is None:
+            sample_rate = folder.get("sample_rate", 16000)
+        if fbank_mean is None:
+            fbank_mean = folder.get("mean", DEFAULT_MEAN)
+        if fbank_std is None:
+            fbank_std = folder.get("std", DEFAULT_STD)
         self.audio_input = CAVMAEAudioInput(
             audio_length=self.encoder.audio_length,
             n_mels=self.encoder.patch_embed_a.n_mels,

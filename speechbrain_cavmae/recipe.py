@@ -8,12 +8,15 @@ A recipe script is one call to :func:`run_recipe`, which
 2. initialises DDP when started by ``torchrun`` and creates the experiment folder;
 3. builds the datasets from the original JSON manifests and label CSV
    (``train_data``, ``valid_data``, ``test_data``, ``label_csv``);
-4. loads the initial weights from ``pretrained_path`` (:func:`load_pretrained`: an
-   original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
+4. loads the initial weights from ``pretrained_path`` (:func:`load_pretrained`: a model
+   folder, an original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
 5. dispatches on the yaml's ``task`` (``pretrain`` or ``finetune``) to
    :class:`~speechbrain_cavmae.brain.PretrainBrain` or
    :class:`~speechbrain_cavmae.brain.FinetuneBrain`, trains (resuming from the last
-   checkpoint), evaluates, and exports the final weights to ``output_folder/<task>ed.pth``
+   checkpoint), evaluates, and exports the final model as a model folder
+   ``output_folder/model/`` (:func:`export_model_folder`: ``hyperparams.yaml``,
+   ``model.ckpt``, ``label_encoder.txt``, loadable by ``from_hparams`` and every tool)
+   and, for compatibility, as a bare state dict ``output_folder/<task>ed.pth``
    (``pretrained.pth`` / ``finetuned.pth``).
 
 Authors
@@ -28,7 +31,6 @@ import pathlib
 import random
 import shutil
 import sys
-from collections import OrderedDict
 
 import numpy as np
 import speechbrain as sb
@@ -45,19 +47,16 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_cavmae.brain import FinetuneBrain, PretrainBrain, unwrap
-from speechbrain_cavmae.checkpoint import (
-    DECODER_RENAMES,
-    ENCODER_PREFIXES,
-    HEAD_RENAMES,
-    CheckpointMismatchError,
-    init_from_imagenet_mae,
-    is_original_state_dict,
-    original_to_speechbrain,
+from speechbrain_cavmae.loading import (
+    RUN_MODEL_SUBDIR,
+    average_state_dicts,
+    load_into,
+    read_state_file,
 )
+from speechbrain_cavmae.model_folder import write_model_folder
 from speechbrain_cavmae.data import balance
 from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
 from speechbrain_cavmae.data.manifest import LabelTable
-from speechbrain_cavmae.pos_embed import resize_time_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -192,41 +191,18 @@ class RandomState:
 
 
 # --------------------------------------------------------------------------- weights
-def _strip_module(state):
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    return OrderedDict(
-        (k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items()
-    )
-
-
-def _is_imagenet_mae(state):
-    return "patch_embed.proj.weight" in state and any(k.startswith("blocks.") for k in state)
-
-
-def _known_original_key(key):
-    prefixes = ENCODER_PREFIXES + tuple(o for o, _ in DECODER_RENAMES)
-    prefixes += tuple(o for o, _ in HEAD_RENAMES)
-    return key.startswith(prefixes)
-
-
 def load_pretrained(model, path):
-    """Initialise ``model`` from a local checkpoint file, as the original recipes do.
+    """Initialise ``model`` from ``pretrained_path``, as the original recipes do: a thin
+    call into :func:`speechbrain_cavmae.loading.load_into`.
 
-    Accepted files: an original CAV-MAE state dict (pretraining or fine-tuned model,
-    ``module.`` prefix allowed), one of ours (``pretrained.pth`` / ``finetuned.pth`` or a
-    checkpoint's ``model.ckpt``), or ImageNet MAE weights (timm or MAE layout). Every
-    encoder weight must be present; the decoder (when fine-tuning) and a head of another
-    size are left out with a log message; the audio positional embeddings are
-    interpolated in time when the audio length differs.
-
-    Arguments
-    ---------
-    model : CAVMAE or CAVMAEClassifier
-        Model to initialise in place.
-    path : str
-        The checkpoint file.
+    Accepted: a model folder (or a recipe's output folder), an original CAV-MAE state
+    dict (pretraining or fine-tuned model, ``module.`` prefix allowed), one of ours
+    (``pretrained.pth`` / ``finetuned.pth``, a checkpoint's ``model.ckpt`` or its
+    ``CKPT+...`` directory), or ImageNet MAE weights (timm or MAE layout). Every encoder
+    weight must be present with the model's shape (another depth or width is an error
+    naming the keys and depths); the decoder (when fine-tuning) and a head of another size
+    are left out with one log line; the audio positional embeddings are interpolated in
+    time when the audio length differs.
 
     Returns
     -------
@@ -234,70 +210,12 @@ def load_pretrained(model, path):
         ``loaded`` (keys copied), ``ignored`` (keys of the file not used), ``missing``
         (keys of the model left at their initialisation).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: pretrained checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files...
-        raise CheckpointMismatchError(f"{path}: cannot read the checkpoint: {exc}") from exc
-    if not isinstance(state, dict):
-        raise CheckpointMismatchError(f"{path}: not a state dict ({type(state).__name__})")
-    state = _strip_module(state)
-    if _is_imagenet_mae(state) and not is_original_state_dict(state):
-        names = init_from_imagenet_mae(model, state)
-        logger.info("%s: initialised %d tensors from ImageNet MAE weights", path, len(names))
-        return {"loaded": names, "ignored": [], "missing": []}
-    ignored = []
-    if is_original_state_dict(state):
-        ignored = [k for k in state if not _known_original_key(k)]
-        state = original_to_speechbrain(
-            OrderedDict((k, v) for k, v in state.items() if _known_original_key(k))
-        )
-    own = model.state_dict()
-    take = OrderedDict()
-    for key, value in state.items():
-        if key not in own:
-            ignored.append(key)
-            continue
-        target = own[key]
-        if value.shape != target.shape:
-            if key.endswith("pos_embed_a") and value.shape[-1] == target.shape[-1]:
-                holder = model.encoder if key.startswith("encoder.") else model.decoder
-                rows = holder.audio_grid[0]
-                value = resize_time_pos_embed(value, rows, target.shape[1] // rows)
-                logger.info("%s: %s interpolated to %d audio patches", path, key,
-                            target.shape[1])
-            elif key.startswith("head."):
-                ignored.append(key)
-                continue
-            else:
-                raise CheckpointMismatchError(
-                    f"{path}: {key} has shape {tuple(value.shape)} but the model expects "
-                    f"{tuple(target.shape)} (check embed_dim, image_size, patch_size...)"
-                )
-        take[key] = value
-    missing = [k for k in own if k not in take]
-    missing_encoder = [k for k in missing if k.startswith("encoder.")]
-    if missing_encoder:
-        raise CheckpointMismatchError(
-            f"{path}: lacks encoder weights {missing_encoder[:6]}"
-            + (f" and {len(missing_encoder) - 6} more" if len(missing_encoder) > 6 else "")
-            + " (check modality_specific_depth and shared_depth)"
-        )
-    model.load_state_dict(take, strict=False)
-    logger.info("%s: loaded %d tensors", path, len(take))
-    if ignored:
-        logger.info("%s: not used: %s%s", path, ignored[:8],
-                    f" and {len(ignored) - 8} more" if len(ignored) > 8 else "")
-    if missing:
-        logger.info("newly initialised (not in %s): %s%s", path, missing[:8],
-                    f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    return {"loaded": list(take), "ignored": ignored, "missing": missing}
+    return load_into(model, path)
 
 
 def average_state_dict_files(paths):
-    """Average the weights saved in several files (the original ``wa_model``).
+    """Average the weights saved in several files (the original ``wa_model``) with
+    :func:`speechbrain_cavmae.loading.average_state_dicts`.
 
     Arguments
     ---------
@@ -321,20 +239,7 @@ def average_state_dict_files(paths):
     """
     if not paths:
         raise ValueError("average_state_dict_files: no files")
-    mean = None
-    for count, path in enumerate(paths, start=1):
-        state = _strip_module(torch.load(path, map_location="cpu", weights_only=True))
-        if mean is None:
-            mean = OrderedDict((k, v.clone()) for k, v in state.items())
-            continue
-        if set(state) != set(mean):
-            raise CheckpointMismatchError(f"{path}: keys differ from {paths[0]}")
-        for key, value in state.items():
-            if value.is_floating_point():
-                mean[key] += (value - mean[key]) / count
-            else:
-                mean[key] = value.clone()
-    return mean
+    return average_state_dicts((read_state_file(p) for p in paths), [str(p) for p in paths])
 
 
 def export_model(model, path):
@@ -344,6 +249,29 @@ def export_model(model, path):
         torch.save(unwrap(model).state_dict(), path)
         logger.info("exported the model to %s", path)
     return path
+
+
+def export_model_folder(model, hparams, datasets=None):
+    """Write the run's model folder ``<output_folder>/model/`` (``hyperparams.yaml``,
+    ``model.ckpt``, ``label_encoder.txt``): the model with its architecture, classifier
+    mode, input pipeline (the evaluation data configuration), loss and labels, loadable
+    with ``AudioVisualClassifier.from_hparams`` and by every tool
+    (:mod:`speechbrain_cavmae.model_folder`)."""
+    if not if_main_process():
+        return None
+    cfg = data_config(hparams, train=False)
+    keep = ("sample_rate", "mean", "std", "audio_channel", "n_frames", "video_interpolation")
+    table = (datasets or {}).get("label_table")
+    if table is None and hparams.get("label_csv"):
+        table = LabelTable.from_csv(hparams["label_csv"])
+    folder = os.path.join(hparams["output_folder"], RUN_MODEL_SUBDIR)
+    write_model_folder(
+        unwrap(model), folder, label_csv=table if hparams["task"] == "finetune" else None,
+        loss=hparams.get("loss") if hparams["task"] == "finetune" else None,
+        input_config={k: v for k, v in cfg.items() if k in keep},
+        source=hparams["output_folder"],
+    )
+    return folder
 
 
 # ---------------------------------------------------------------------------- data
@@ -627,6 +555,7 @@ def run_recipe(argv=None):
     export_name = "pretrained.pth" if hparams["task"] == "pretrain" else "finetuned.pth"
     run_on_main(export_model, args=[brain.modules.model,
                                     os.path.join(hparams["output_folder"], export_name)])
+    run_on_main(export_model_folder, args=[brain.modules.model, hparams, datasets])
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Leave the process group cleanly: exiting with it alive can abort (gloo).
         torch.distributed.barrier()
@@ -643,6 +572,7 @@ __all__ = [
     "class_balanced_weights",
     "data_config",
     "export_model",
+    "export_model_folder",
     "load_pretrained",
     "loader_kwargs",
     "run_recipe",

@@ -25,39 +25,35 @@ import sys
 
 import torch
 
-from speechbrain_cavmae.checkpoint import load_original_checkpoint
+from speechbrain_cavmae import loading
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av
 from speechbrain_cavmae.metrics import retrieval_metrics
+from speechbrain_cavmae.model_folder import read_input_config
 
 logger = logging.getLogger(__name__)
 
 
 def load_model(checkpoint, device="cpu", num_heads=None, decoder_num_heads=None):
-    """Load any CAV-MAE checkpoint (original or ours, pretraining or fine-tuned).
+    """Load any CAV-MAE model (a thin call into :func:`speechbrain_cavmae.loading.load_model`).
 
     Arguments
     ---------
     checkpoint : str
-        ``.pth`` state dict or a SpeechBrain ``model.ckpt``.
+        A model folder (or its ``model.ckpt``, or a recipe's output folder), a SpeechBrain
+        checkpoint directory, or an original / our ``.pth``.
     device : str
         Where to put the model.
     num_heads, decoder_num_heads : int, optional
-        Attention heads (not stored in the weights; defaults: head size 64 / 32).
+        Attention heads: recorded by model folders; required for a ``.pth`` unless its
+        widths are the released 768 / 512 (12 / 16 heads).
 
     Returns
     -------
     torch.nn.Module
         The model in eval mode.
     """
-    overrides = {}
-    if num_heads:
-        overrides["num_heads"] = num_heads
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    is_pretrain = any("decoder" in k for k in state)
-    if decoder_num_heads and is_pretrain:
-        overrides["decoder_num_heads"] = decoder_num_heads
-    model = load_original_checkpoint(state, **overrides)
-    return model.to(device).eval()
+    return loading.load_model(checkpoint, num_heads=num_heads,
+                              decoder_num_heads=decoder_num_heads).to(device).eval()
 
 
 def model_geometry(model):
@@ -121,7 +117,10 @@ def format_table(results, ks=(1, 5, 10)):
 
 
 def fbank_stats_config(args, **config):
-    """Data config with the ``--dataset_mean`` / ``--dataset_std`` overrides of a CLI."""
+    """Data config of a CLI: the input pipeline of the ``--checkpoint`` model folder (none
+    for a bare ``.pth``), then ``config``, then the ``--dataset_mean`` / ``--dataset_std``
+    overrides."""
+    config = dict(read_input_config(args.checkpoint), **config)
     if args.dataset_mean is not None:
         config["mean"] = args.dataset_mean
     if args.dataset_std is not None:
@@ -132,24 +131,30 @@ def fbank_stats_config(args, **config):
 def main(argv=None):
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="CAV-MAE weights (.pth / .ckpt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="model folder, recipe output folder, checkpoint or .pth")
     parser.add_argument("--data", required=True, help="manifest (original JSON or ours)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--chunk_size", type=int, default=1024,
                         help="queries ranked at once (memory: chunk_size x N)")
-    parser.add_argument("--num_heads", type=int, default=None)
+    parser.add_argument("--num_heads", type=int, default=None,
+                        help="encoder heads (needed for a .pth narrower/wider than 768)")
+    parser.add_argument("--decoder_num_heads", type=int, default=None,
+                        help="decoder heads (a pretraining .pth whose decoder is not 512 wide)")
     parser.add_argument("--frame_index", type=int, default=-1,
                         help="frame used for the visual embedding (-1: middle)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--dataset_mean", type=float, default=None,
-                        help="fbank normalisation mean (default: AudioSet's -5.081)")
+                        help="fbank normalisation mean (default: the model folder's, else "
+                        "AudioSet's -5.081)")
     parser.add_argument("--dataset_std", type=float, default=None,
-                        help="fbank normalisation std (default: AudioSet's 4.4849)")
+                        help="fbank normalisation std (default: the model folder's, else "
+                        "AudioSet's 4.4849)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.checkpoint, args.device, args.num_heads)
+    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
     results = evaluate_retrieval(
         model, args.data, args.batch_size, args.device, args.num_workers, args.chunk_size,
         config=fbank_stats_config(args, frame_index=args.frame_index),

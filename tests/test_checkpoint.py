@@ -55,7 +55,7 @@ def test_full_size_defaults_are_inferred():
 
 
 def test_classifier_kind_and_classes(ref):
-    cfg = infer_config(ref["ft_state_dict"])
+    cfg = infer_config(ref["ft_state_dict"], num_heads=4)
     assert cfg["kind"] == "classifier" and cfg["num_classes"] == 5
     assert cfg["audio_length"] == 128 and cfg["img_size"] == 64
 

@@ -40,7 +40,8 @@ def _brute_force(emb_q, emb_g):
 
 def test_retrieval_cli_matches_brute_force_and_is_chunk_independent(setup, tmp_path, capsys):
     out = tmp_path / "r.json"
-    args = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--data", setup["toy"]["test"],
+    args = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--data", setup["toy"]["test"],
             "--device", "cpu", "--batch_size", "4"]
     res = rt.main([*args, "--chunk_size", "3", "--output", str(out)])
     assert "audio->visual" in capsys.readouterr().out
@@ -48,7 +49,7 @@ def test_retrieval_cli_matches_brute_force_and_is_chunk_independent(setup, tmp_p
     assert res["num_clips"] == 11
     again = rt.main([*args, "--chunk_size", "1000", "--batch_size", "11"])
     assert again == pytest.approx(res)
-    model = rt.load_model(setup["ckpt"], num_heads=2)
+    model = rt.load_model(setup["ckpt"], num_heads=2, decoder_num_heads=2)
     ids, emb_a, emb_v = rt.compute_embeddings(model, rt.eval_loader(setup["toy"]["test"], model))
     assert len(ids) == 11 and emb_a.shape == emb_v.shape == (11, 32)
     for name, q, g in (("a2v", emb_a, emb_v), ("v2a", emb_v, emb_a)):
@@ -117,7 +118,8 @@ def test_inpaint_cli_writes_figures(setup, tmp_path):
 
 
 def test_extract_features_npy_and_pt(setup, tmp_path):
-    base = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--data", setup["toy"]["test"],
+    base = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--data", setup["toy"]["test"],
             "--device", "cpu", "--batch_size", "4"]
     pooled = fx.main([*base, "--out_dir", str(tmp_path / "p")])
     tokens = fx.main([*base, "--out_dir", str(tmp_path / "t"), "--level", "tokens",
@@ -132,7 +134,7 @@ def test_extract_features_npy_and_pt(setup, tmp_path):
     assert tok["visual"].shape == (4, 32) and tok["joint"].shape == (36, 32)
     np.testing.assert_allclose(a, tok["audio"].mean(0).numpy(), rtol=1e-5, atol=1e-6)
     # The pooled audio / visual embeddings are those used for retrieval.
-    model = rt.load_model(setup["ckpt"], num_heads=2)
+    model = rt.load_model(setup["ckpt"], num_heads=2, decoder_num_heads=2)
     ids, emb_a, emb_v = rt.compute_embeddings(model, rt.eval_loader(setup["toy"]["test"], model))
     k = ids.index(sid)
     np.testing.assert_allclose(a, emb_a[k].numpy(), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,658 @@
+"""The one loader of CAV-MAE weights: every model the package reads goes through here.
+
+Accepted sources (:func:`detect_format`):
+
+* ``"model_folder"``: a folder with ``hyperparams.yaml`` and ``model.ckpt`` (written by the
+  recipes, ``python -m speechbrain_cavmae.convert`` or
+  :func:`speechbrain_cavmae.model_folder.write_model_folder`); it describes the
+  architecture (both head counts included), so nothing has to be passed. The
+  ``model.ckpt`` of such a folder counts as the folder, and so does a recipe's output
+  folder holding one under ``model/``;
+* ``"checkpoint_dir"``: a SpeechBrain checkpoint directory (``save/CKPT+...``) with a
+  ``model.ckpt``;
+* ``"original"``: an original CAV-MAE ``.pth`` (flat names, ``module.`` prefix allowed);
+* ``"speechbrain"``: a state dict with this package's names (``pretrained.pth``,
+  ``finetuned.pth``, ``model.ckpt``);
+* ``"imagenet_mae"``: ImageNet MAE ViT weights (initialisation only).
+
+Weights are renamed with :func:`speechbrain_cavmae.checkpoint.original_to_speechbrain`,
+checked (every value a tensor, every floating-point value finite), the audio positional
+embeddings are interpolated in time in one place (:func:`load_weights`), and the load is
+strict: missing and unexpected keys are errors naming them. Partial loads happen only
+where they are the point (:func:`load_into`: the encoder of a pretraining checkpoint into
+a classifier, a decoder absent from a fine-tuned checkpoint, a head of another size), and
+then one log line says what was loaded and what was freshly initialised.
+
+Attention heads are not stored in weights. Without a model folder they default only for
+the widths the original released (encoder 768 -> 12 heads, decoder 512 -> 16); any other
+width is an error naming the argument to pass.
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import logging
+import os
+import re
+from collections import OrderedDict
+
+import torch
+
+from speechbrain_cavmae.checkpoint import (
+    CheckpointMismatchError,
+    init_from_imagenet_mae,
+    is_original_state_dict,
+    original_to_speechbrain,
+    unwrap_state_dict,
+)
+from speechbrain_cavmae.pos_embed import resize_time_pos_embed
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.ckpt"
+HPARAMS_FILE = "hyperparams.yaml"
+LABELS_FILE = "label_encoder.txt"
+#: Sub-folder of a recipe's output folder holding its model folder.
+RUN_MODEL_SUBDIR = "model"
+
+#: Head counts of the released models, by token width (encoder / decoder).
+RELEASED_HEADS = {768: 12}
+RELEASED_DECODER_HEADS = {512: 16}
+
+ENCODER_ARGS = (
+    "img_size", "audio_length", "n_mels", "patch_size", "in_chans", "embed_dim",
+    "modality_specific_depth", "shared_depth", "num_heads", "mlp_ratio", "qkv_bias",
+    "drop_path_rate", "trainable_pos_embed",
+)
+DECODER_ARGS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")
+
+
+class HeadsNotStoredError(ValueError):
+    """Raised when a checkpoint's attention head count is needed but cannot be known."""
+
+
+class NonFiniteWeightError(ValueError):
+    """Raised when a checkpoint holds NaN or infinite weights."""
+
+
+# ---------------------------------------------------------------------- formats
+def _is_imagenet_mae(state):
+    return "patch_embed.proj.weight" in state and any(k.startswith("blocks.") for k in state)
+
+
+def folder_of(path):
+    """The model folder that ``path`` stands for, or ``None``."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for folder in (path, os.path.join(path, RUN_MODEL_SUBDIR)):
+            if (os.path.isfile(os.path.join(folder, HPARAMS_FILE))
+                    and os.path.isfile(os.path.join(folder, MODEL_FILE))
+                    and yaml_declares(os.path.join(folder, HPARAMS_FILE), "pretrainer")):
+                return folder
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path) == MODEL_FILE and os.path.isfile(os.path.join(folder, HPARAMS_FILE)):
+        if yaml_declares(os.path.join(folder, HPARAMS_FILE), "pretrainer"):
+            return folder
+    return None
+
+
+def yaml_declares(path, key):
+    """Whether the yaml file at ``path`` has a top-level ``key:`` entry."""
+    try:
+        with open(path, encoding="utf8") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    return re.search(rf"^{re.escape(key)}\s*:", text, flags=re.MULTILINE) is not None
+
+
+def detect_format(source):
+    """The format of ``source`` (path or loaded state dict); see the module docstring.
+
+    Example
+    -------
+    >>> detect_format({"blocks_a.0.attn.qkv.weight": torch.zeros(1)})
+    'original'
+    """
+    if isinstance(source, dict):
+        state = unwrap_state_dict(source)
+        if is_original_state_dict(state):
+            return "original"
+        if _is_imagenet_mae(state):
+            return "imagenet_mae"
+        return "speechbrain"
+    path = os.fspath(source)
+    if folder_of(path) is not None:
+        return "model_folder"
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, MODEL_FILE)):
+            return "checkpoint_dir"
+        raise FileNotFoundError(
+            f"{path}: a folder without {MODEL_FILE}; expected a model folder "
+            f"({HPARAMS_FILE} + {MODEL_FILE}), a SpeechBrain checkpoint directory or a .pth"
+        )
+    return detect_format(read_state_file(path, rename=False))
+
+
+# ------------------------------------------------------------------- reading
+def check_state(state, source="state dict"):
+    """Check that every value is a tensor and every floating-point tensor is finite.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        A value that is not a tensor (named by its key).
+    NonFiniteWeightError
+        A tensor with NaN or infinite values (named).
+    """
+    for key, value in state.items():
+        if not torch.is_tensor(value):
+            raise CheckpointMismatchError(
+                f"{source}: {key!r} is a {type(value).__name__}, not a tensor; not a model "
+                "state dict"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise NonFiniteWeightError(
+                f"{source}: tensor {key!r} has {bad} non-finite (NaN/inf) values of "
+                f"{value.numel()}"
+            )
+    return state
+
+
+def read_state_file(path, rename=True, map_location="cpu"):
+    """Read a weights file: unwrapped (``{"model": ...}``, ``module.``), checked and, with
+    ``rename``, under this package's names."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files...
+        raise CheckpointMismatchError(f"{path}: cannot read the checkpoint: {exc}") from exc
+    return prepare_state(state, path, rename)
+
+
+def prepare_state(state, source="state dict", rename=True):
+    """Unwrap, check and (with ``rename``) rename a loaded state dict."""
+    try:
+        state = unwrap_state_dict(state)
+    except TypeError as exc:
+        raise CheckpointMismatchError(f"{source}: {exc}") from exc
+    check_state(state, source)
+    if rename and is_original_state_dict(state):
+        state = original_to_speechbrain(state)
+    return state
+
+
+def read_source(source, map_location="cpu"):
+    """Weights of any source, with the model folder it came from.
+
+    Returns
+    -------
+    tuple
+        ``(state under our names, format, folder or None)``; the ImageNet MAE format is
+        returned unrenamed.
+    """
+    if isinstance(source, dict):
+        fmt = detect_format(source)
+        return prepare_state(source, "state dict", fmt != "imagenet_mae"), fmt, None
+    path = os.fspath(source)
+    folder = folder_of(path)
+    if folder is not None:
+        return read_state_file(os.path.join(folder, MODEL_FILE)), "model_folder", folder
+    if os.path.isdir(path):
+        detect_format(path)  # raises for a folder without weights
+        return read_state_file(os.path.join(path, MODEL_FILE)), "checkpoint_dir", None
+    raw = read_state_file(path, rename=False, map_location=map_location)  # checked
+    fmt = detect_format(raw)
+    return (original_to_speechbrain(raw) if fmt == "original" else raw), fmt, None
+
+
+# --------------------------------------------------------------- architecture
+def _count(state, prefix):
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    ids = {int(m.group(1)) for k in state for m in [pattern.match(k)] if m}
+    return max(ids) + 1 if ids else 0
+
+
+def released_heads(width, table, name, source):
+    """The released head count of a token ``width``, else :class:`HeadsNotStoredError`."""
+    if width in table:
+        return table[width]
+    released = ", ".join(f"{w} -> {h}" for w, h in table.items())
+    raise HeadsNotStoredError(
+        f"{source}: {name} (attention heads) is not stored in the weights and defaults only "
+        f"for the released width ({released}); these weights are {width} wide: pass "
+        f"--{name} N (Python: {name}=N), or load a model folder (hyperparams.yaml + "
+        "model.ckpt), which records it"
+    )
+
+
+def architecture(state, num_heads=None, decoder_num_heads=None, n_mels=128,
+                 need_decoder=True, source="state dict"):
+    """Constructor arguments of the model of a state dict under our names.
+
+    Arguments
+    ---------
+    state : dict
+        Our names (see :func:`prepare_state`).
+    num_heads, decoder_num_heads : int, optional
+        Attention heads; required unless the width is a released one (768 / 512).
+    n_mels : int
+        Mel bins (not recoverable from the weights).
+    need_decoder : bool
+        Whether the decoder heads are needed (``False`` when only the encoder is used).
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    dict
+        ``kind`` (``"pretrain"``, ``"classifier"`` or ``"encoder"``) and constructor
+        arguments.
+    """
+    required = ("encoder.patch_embed_a.proj.weight", "encoder.patch_embed_v.proj.weight",
+                "encoder.pos_embed_a", "encoder.pos_embed_v", "encoder.blocks_u.0.mlp.fc1.weight")
+    absent = [k for k in required if k not in state]
+    if absent:
+        raise CheckpointMismatchError(
+            f"{source}: not a CAV-MAE state dict: no {', '.join(absent)} among "
+            f"{len(state)} tensors (e.g. {list(state)[:3]})"
+        )
+    proj = state["encoder.patch_embed_a.proj.weight"]
+    embed_dim, patch_size = proj.shape[0], proj.shape[-1]
+    n_image = state["encoder.pos_embed_v"].shape[1]
+    side = int(round(n_image**0.5))
+    if side * side != n_image:
+        raise CheckpointMismatchError(
+            f"{source}: visual positional embedding of {n_image} is not square")
+    cfg = {
+        "img_size": side * patch_size,
+        "audio_length": state["encoder.pos_embed_a"].shape[1] // (n_mels // patch_size)
+        * patch_size,
+        "n_mels": n_mels,
+        "patch_size": patch_size,
+        "in_chans": state["encoder.patch_embed_v.proj.weight"].shape[1],
+        "embed_dim": embed_dim,
+        "modality_specific_depth": _count(state, "encoder.blocks_a."),
+        "shared_depth": _count(state, "encoder.blocks_u."),
+        "num_heads": num_heads or released_heads(embed_dim, RELEASED_HEADS, "num_heads",
+                                                 source),
+        "mlp_ratio": state["encoder.blocks_u.0.mlp.fc1.weight"].shape[0] / embed_dim,
+        "qkv_bias": "encoder.blocks_u.0.attn.qkv.bias" in state,
+    }
+    if "head.fc.weight" in state:
+        cfg["kind"] = "classifier"
+        cfg["num_classes"] = state["head.fc.weight"].shape[0]
+    elif "decoder.embed.weight" in state:
+        cfg["kind"] = "pretrain"
+        if need_decoder:
+            dec_dim = state["decoder.embed.weight"].shape[0]
+            cfg["decoder_embed_dim"] = dec_dim
+            cfg["decoder_depth"] = _count(state, "decoder.blocks.")
+            cfg["decoder_num_heads"] = decoder_num_heads or released_heads(
+                dec_dim, RELEASED_DECODER_HEADS, "decoder_num_heads", source)
+    else:
+        cfg["kind"] = "encoder"
+    return cfg
+
+
+def check_heads(cfg, source="state dict"):
+    """Raise a ``ValueError`` naming ``source`` and the fix when a head count in ``cfg``
+    does not divide its token size (heads are not stored in checkpoints).
+
+    Example
+    -------
+    >>> check_heads({"embed_dim": 64, "num_heads": 4})
+    >>> check_heads({"embed_dim": 64, "num_heads": 5}, "x.pth")
+    Traceback (most recent call last):
+    ...
+    ValueError: x.pth: num_heads=5 does not divide embed_dim=64 of the checkpoint; pass num_heads= (--num_heads on the command line) with a divisor of 64 (heads are not stored in checkpoints; the released ViT-B models use 12 encoder and 16 decoder heads)
+    """
+    for heads_key, dim_key in (("num_heads", "embed_dim"),
+                               ("decoder_num_heads", "decoder_embed_dim")):
+        if heads_key not in cfg or dim_key not in cfg:
+            continue
+        heads, dim = cfg[heads_key], cfg[dim_key]
+        if heads < 1 or dim % heads:
+            raise ValueError(
+                f"{source}: {heads_key}={heads} does not divide {dim_key}={dim} of the "
+                f"checkpoint; pass {heads_key}= (--{heads_key} on the command line) with a "
+                f"divisor of {dim} (heads are not stored in checkpoints; the released ViT-B "
+                "models use 12 encoder and 16 decoder heads)"
+            )
+
+
+def model_config(model):
+    """Constructor arguments of a live :class:`CAVMAE` / :class:`CAVMAEClassifier`
+    (everything a model folder must record, both head counts included)."""
+    enc = model.encoder
+    cfg = {
+        "img_size": enc.patch_embed_v.img_size[0],
+        "audio_length": enc.audio_length,
+        "n_mels": enc.patch_embed_a.n_mels,
+        "patch_size": enc.patch_size,
+        "in_chans": enc.patch_embed_v.proj.in_channels,
+        "embed_dim": enc.embed_dim,
+        "modality_specific_depth": len(enc.blocks_a),
+        "shared_depth": len(enc.blocks_u),
+        "num_heads": enc.blocks_u[0].attn.num_heads,
+        "mlp_ratio": enc.blocks_u[0].mlp.fc1.out_features / enc.embed_dim,
+        "qkv_bias": enc.blocks_u[0].attn.qkv.bias is not None,
+        "trainable_pos_embed": bool(enc.pos_embed_a.requires_grad),
+    }
+    if hasattr(model, "head"):
+        cfg["kind"] = "classifier"
+        cfg["num_classes"] = model.num_classes
+        cfg["mode"] = model.mode
+    elif hasattr(model, "decoder"):
+        dec = model.decoder
+        cfg["kind"] = "pretrain"
+        cfg["decoder_embed_dim"] = dec.embed.out_features
+        cfg["decoder_depth"] = len(dec.blocks)
+        cfg["decoder_num_heads"] = dec.blocks[0].attn.num_heads
+    else:
+        raise TypeError(f"{type(model).__name__}: not a CAVMAE or CAVMAEClassifier")
+    return cfg
+
+
+def build_model(cfg):
+    """Instantiate the model of an :func:`architecture` / :func:`model_config` dict."""
+    from speechbrain_cavmae.classifier import CAVMAEClassifier
+    from speechbrain_cavmae.pretrain import CAVMAE
+
+    cfg = dict(cfg)
+    kind = cfg.pop("kind")
+    if kind == "classifier":
+        return CAVMAEClassifier(**cfg)
+    cfg.pop("mode", None)
+    if kind == "pretrain":
+        return CAVMAE(**cfg)
+    raise CheckpointMismatchError("the weights have neither a decoder nor a classification "
+                                  "head; load them with CAVMAEEncoder / load_encoder")
+
+
+# ------------------------------------------------------------------ loading
+def _few(keys, n=8):
+    keys = list(keys)
+    return f"{keys[:n]}" + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def _depth_hint(state, own):
+    """``"; checkpoint has 11 modality-specific blocks, the model 2"`` style hints."""
+    hints = []
+    for prefix, name in (("encoder.blocks_a.", "modality-specific"),
+                         ("encoder.blocks_u.", "shared"), ("decoder.blocks.", "decoder")):
+        a, b = _count(state, prefix), _count(own, prefix)
+        if a and b and a != b:
+            hints.append(f"the checkpoint has {a} {name} blocks, the model {b}")
+    return ("; " + "; ".join(hints)) if hints else ""
+
+
+def _group(keys):
+    """Keys summarised by their first two name parts, with counts
+    (``"decoder.blocks (12), head (4)"``)."""
+    counts = OrderedDict()
+    for key in keys:
+        top = ".".join(key.split(".")[:2]) if key.split(".")[0] != "head" else "head"
+        counts[top] = counts.get(top, 0) + 1
+    return ", ".join(f"{k} ({n})" for k, n in counts.items())
+
+
+def load_weights(model, state, source="state dict", allow_missing=(), allow_unexpected=(),
+                 allow_reshaped=()):
+    """Load ``state`` (our names) into ``model``: the one place weights are copied.
+
+    The audio positional embeddings (encoder and decoder) are interpolated along time when
+    the audio length differs. Everything else must match exactly, except keys starting
+    with a prefix of ``allow_missing`` (left at their initialisation), ``allow_unexpected``
+    (not used) or ``allow_reshaped`` (another shape: left at their initialisation). When
+    something is left out, one INFO line says what was loaded and what was not.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        Missing, unexpected or differently shaped tensors, named (with block depths).
+
+    Returns
+    -------
+    dict
+        ``loaded``, ``ignored`` (keys of ``state`` not used), ``missing`` (keys of the
+        model left at their initialisation).
+    """
+    own = model.state_dict()
+    take, ignored, shape_errors = OrderedDict(), [], []
+    for key, value in state.items():
+        if key not in own:
+            ignored.append(key)
+            continue
+        target = own[key]
+        if value.shape != target.shape:
+            if key.endswith("pos_embed_a") and value.shape[-1] == target.shape[-1]:
+                holder = model.encoder if key.startswith("encoder.") else model.decoder
+                rows = holder.audio_grid[0]
+                logger.info("%s: interpolating %s from %d to %d time patches", source, key,
+                            value.shape[1] // rows, target.shape[1] // rows)
+                value = resize_time_pos_embed(value, rows, target.shape[1] // rows)
+            elif key.startswith(tuple(allow_reshaped)):
+                ignored.append(key)
+                continue
+            else:
+                shape_errors.append(f"{key}: {tuple(value.shape)} in the checkpoint, "
+                                    f"{tuple(target.shape)} in the model")
+                continue
+        take[key] = value
+    missing = [k for k in own if k not in take]
+    bad_missing = [k for k in missing if not k.startswith(tuple(allow_missing))
+                   and not (k.startswith(tuple(allow_reshaped)) and k in state)]
+    bad_unexpected = [k for k in ignored if k not in own
+                      and not k.startswith(tuple(allow_unexpected))]
+    problems = []
+    if shape_errors:
+        problems.append("shapes differ: " + "; ".join(shape_errors[:6])
+                        + (f" and {len(shape_errors) - 6} more" if len(shape_errors) > 6 else ""))
+    if bad_missing:
+        problems.append(f"missing keys {_few(bad_missing)}")
+    if bad_unexpected:
+        problems.append(f"unexpected keys {_few(bad_unexpected)}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"{source} does not fit the model: " + "; ".join(problems) + _depth_hint(state, own)
+        )
+    model.load_state_dict(take, strict=False)
+    if missing or ignored:
+        logger.info(
+            "%s: loaded %d tensors; freshly initialised: %s; not used: %s", source, len(take),
+            _group(missing) or "nothing", _group(ignored) or "nothing",
+        )
+    return {"loaded": list(take), "ignored": ignored, "missing": missing}
+
+
+def strict_load_hook(model, path):
+    """Pretrainer hook of the model folders (``custom_hooks``): strict loading of
+    ``model.ckpt``, so that missing or unexpected keys raise instead of SpeechBrain's
+    ``strict=False`` warning."""
+    load_weights(model, read_state_file(path), os.fspath(path))
+
+
+def read_folder_hparams(folder, overrides=None):
+    """The HyperPyYAML of a model folder (its ``pretrained_path`` set to the folder)."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
+        return load_hyperpyyaml(handle, dict({"pretrained_path": folder}, **(overrides or {})))
+
+
+def _folder_config(folder, num_heads=None, decoder_num_heads=None):
+    hparams = read_folder_hparams(folder)
+    cfg = model_config(hparams["model"])
+    for name, value in (("num_heads", num_heads), ("decoder_num_heads", decoder_num_heads)):
+        if value is not None and name in cfg and value != cfg[name]:
+            raise ValueError(f"{folder}: {name}={value} given but the model folder records "
+                             f"{cfg[name]}; drop the argument")
+    return cfg, hparams
+
+
+def load_model(source, num_heads=None, decoder_num_heads=None, audio_length=None,
+               map_location="cpu", **overrides):
+    """Build the right model for any source and load its weights strictly.
+
+    Arguments
+    ---------
+    source : str, pathlib.Path or dict
+        A model folder (or its ``model.ckpt``, or a recipe output folder), a SpeechBrain
+        checkpoint directory, an original or our ``.pth``, or a loaded state dict.
+    num_heads, decoder_num_heads : int, optional
+        Attention heads; needed for weights without a folder unless the width is a
+        released one (768 / 512). With a folder they must agree with it.
+    audio_length : int, optional
+        Build the model for this many fbank frames (positional embedding interpolated).
+    map_location : str
+        Passed to ``torch.load``.
+    **overrides
+        Other constructor arguments (``mode``, ``drop_path_rate``...).
+
+    Returns
+    -------
+    torch.nn.Module
+        :class:`CAVMAE` or :class:`CAVMAEClassifier`, in eval mode.
+    """
+    state, fmt, folder = read_source(source, map_location)
+    name = folder or (os.fspath(source) if not isinstance(source, dict) else "state dict")
+    if fmt == "imagenet_mae":
+        raise CheckpointMismatchError(
+            f"{name}: ImageNet MAE weights do not describe a CAV-MAE model; initialise one "
+            "with init_from_imagenet_mae (or the recipes' --pretrained_path)")
+    model = None
+    if folder is not None:
+        cfg, hparams = _folder_config(folder, num_heads, decoder_num_heads)
+        if audio_length is None and not overrides:
+            model = hparams["model"]
+    else:
+        cfg = architecture(state, num_heads, decoder_num_heads, source=name)
+    if model is None:
+        if audio_length is not None:
+            cfg["audio_length"] = audio_length
+        if cfg["kind"] != "classifier":
+            overrides.pop("mode", None)
+        cfg.update(overrides)
+        check_heads(cfg, name)
+        model = build_model(cfg)
+    load_weights(model, state, name)
+    return model.eval()
+
+
+def load_into(model, source):
+    """Initialise ``model`` in place from ``source`` (the recipes' ``pretrained_path``).
+
+    The encoder must match exactly (the audio positional embeddings are interpolated in
+    time). Partial loads are those fine-tuning and continued pretraining need: a
+    classifier takes the encoder of a pretraining checkpoint (its decoder is not used) and
+    initialises a head absent from the checkpoint or of another size; a pretraining model
+    initialises a decoder absent from a fine-tuned checkpoint (its head is not used).
+    ImageNet MAE weights go through :func:`init_from_imagenet_mae`. A model folder's head
+    counts must equal the model's.
+
+    Returns
+    -------
+    dict
+        ``loaded``, ``ignored``, ``missing`` (see :func:`load_weights`).
+    """
+    state, fmt, folder = read_source(source)
+    name = folder or os.fspath(source)
+    if fmt == "imagenet_mae":
+        names = init_from_imagenet_mae(model, state)
+        logger.info("%s: initialised %d tensors from ImageNet MAE weights", name, len(names))
+        return {"loaded": names, "ignored": [], "missing": []}
+    if folder is not None:
+        theirs, _ = _folder_config(folder)
+        ours = model_config(model)
+        for key in ("num_heads", "decoder_num_heads"):
+            if key in theirs and key in ours and theirs[key] != ours[key]:
+                raise CheckpointMismatchError(
+                    f"{name}: the model folder has {key}={theirs[key]}, the model "
+                    f"{ours[key]}: set --{key} {theirs[key]}")
+    if hasattr(model, "head"):
+        allow = {"allow_missing": ("head.",), "allow_unexpected": ("decoder.",),
+                 "allow_reshaped": ("head.",)}
+    else:
+        allow = {"allow_missing": ("decoder.",), "allow_unexpected": ("head.",)}
+    return load_weights(model, state, name, **allow)
+
+
+def load_encoder_weights(source, num_heads=None, audio_length=None, map_location="cpu",
+                         **encoder_kwargs):
+    """A :class:`CAVMAEEncoder` with the encoder weights of ``source`` (any format but
+    ImageNet MAE); the decoder or head of the checkpoint are not used (one log line).
+
+    ``encoder_kwargs`` may only repeat the checkpoint's sizes, or set ``drop_path_rate``
+    and ``trainable_pos_embed``.
+    """
+    from speechbrain_cavmae.encoder import CAVMAEEncoder
+
+    state, fmt, folder = read_source(source, map_location)
+    name = folder or os.fspath(source)
+    if fmt == "imagenet_mae":
+        raise CheckpointMismatchError(f"{name}: ImageNet MAE weights are not a CAV-MAE encoder")
+    if folder is not None:
+        cfg, _ = _folder_config(folder, num_heads)
+    else:
+        cfg = architecture(state, num_heads, need_decoder=False, source=name)
+    cfg = {k: v for k, v in cfg.items() if k in ENCODER_ARGS}
+    fixed = set(encoder_kwargs) - {"drop_path_rate", "trainable_pos_embed"}
+    clash = {k for k in fixed if encoder_kwargs[k] != cfg.get(k)}
+    if clash:
+        raise ValueError(
+            f"{name}: {sorted(clash)} given as "
+            f"{ {k: encoder_kwargs[k] for k in sorted(clash)} } but the checkpoint has "
+            f"{ {k: cfg.get(k) for k in sorted(clash)} }; drop them from the hparams"
+        )
+    cfg.update(encoder_kwargs)
+    cfg.setdefault("trainable_pos_embed", True)
+    if audio_length is not None:
+        cfg["audio_length"] = audio_length
+    check_heads(cfg, name)
+    holder = torch.nn.Module()
+    holder.encoder = CAVMAEEncoder(**cfg)
+    load_weights(holder, state, name, allow_unexpected=("decoder.", "head."))
+    return holder.encoder
+
+
+def average_state_dicts(states, names=None):
+    """Element-wise running mean of state dicts with the same keys (the original's weight
+    averaging); non-floating-point tensors take the last value. The one implementation,
+    used by :class:`speechbrain_cavmae.brain.WeightAverager` and
+    :func:`speechbrain_cavmae.recipe.average_state_dict_files`.
+
+    Example
+    -------
+    >>> average_state_dicts([{"w": torch.tensor([1.0])}, {"w": torch.tensor([3.0])}])["w"]
+    tensor([2.])
+    """
+    mean, count = None, 0
+    for i, state in enumerate(states):
+        mean, count = accumulate_mean(mean, count, state, names[i] if names else f"#{i}")
+    if mean is None:
+        raise ValueError("average_state_dicts: nothing to average")
+    return mean
+
+
+def accumulate_mean(mean, count, state, name="state dict"):
+    """One step of the running mean: ``(mean, count)`` updated with ``state`` (copied to
+    the CPU). Returns the new ``(mean, count)``."""
+    count += 1
+    if mean is None:
+        return OrderedDict((k, v.detach().to("cpu", copy=True)) for k, v in state.items()), count
+    if set(state) != set(mean):
+        raise CheckpointMismatchError(
+            f"{name}: keys differ from the first state dict: "
+            f"{_few(sorted(set(state) ^ set(mean)))}")
+    for key, value in state.items():
+        value = value.detach().to("cpu")
+        if value.is_floating_point():
+            mean[key] += (value - mean[key]) / count
+        else:
+            mean[key] = value.clone()
+    return mean, count

@@ -1,0 +1,370 @@
+"""The model folder: the one artifact that describes a CAV-MAE model completely.
+
+A model folder holds
+
+* ``model.ckpt``: the state dict under this package's names;
+* ``hyperparams.yaml``: a HyperPyYAML file in SpeechBrain's ``from_hparams`` layout that
+  rebuilds the model (``!new:speechbrain_cavmae.CAVMAEClassifier`` or
+  ``!new:speechbrain_cavmae.CAVMAE`` with every size, both head counts included, and the
+  classifier's mode), the input pipeline (sample rate, fbank frames, mel bins, fbank
+  mean/std, audio channel, frames per clip, image size and resize filter), the training
+  loss and so the score activation, and a ``pretrainer`` whose model hook loads strictly
+  (:func:`speechbrain_cavmae.loading.strict_load_hook`);
+* ``label_encoder.txt`` (classifiers; SpeechBrain ``CategoricalEncoder`` format) and, when
+  the label table is known, ``labels.csv`` (``index,mid,display_name``).
+
+No absolute path is written: the yaml's ``pretrained_path`` is ``.`` and
+``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.loading.load_model`)
+set it to the folder they are given, so a folder can be moved or zipped as it is.
+
+Writers: the recipes (``<output_folder>/model/``), ``python -m speechbrain_cavmae.convert``;
+readers: everything that takes a model (see :mod:`speechbrain_cavmae.loading`).
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import json
+import logging
+import os
+
+import torch
+
+from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD
+from speechbrain_cavmae.loading import (
+    HPARAMS_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    load_model,
+    model_config,
+)
+
+logger = logging.getLogger(__name__)
+
+LABEL_CSV_FILE = "labels.csv"
+
+#: Classes of AudioSet, the multi-label set among the original's fine-tuning data.
+AUDIOSET_CLASSES = 527
+
+ARCH_KEYS = (
+    "n_mels", "patch_size", "in_chans", "embed_dim", "modality_specific_depth",
+    "shared_depth", "num_heads", "mlp_ratio", "qkv_bias",
+)
+DECODER_KEYS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")
+LOSS_ACTIVATION = {"BCE": "sigmoid", "CE": "softmax"}
+
+
+def _yaml_scalar(value):
+    """A YAML literal for a Python scalar (JSON is valid YAML)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def resolve_activation(score_activation, num_classes, loss=None):
+    """``"sigmoid"`` or ``"softmax"``. ``"auto"`` follows the training ``loss`` when known
+    (BCE: sigmoid, CE: softmax), else picks sigmoid for AudioSet's 527 classes (multi-label,
+    trained with BCE) and softmax otherwise (e.g. VGGSound, trained with CE)."""
+    if score_activation == "auto":
+        if loss is not None:
+            if loss not in LOSS_ACTIVATION:
+                raise ValueError(f"loss={loss!r}; expected one of {sorted(LOSS_ACTIVATION)}")
+            return LOSS_ACTIVATION[loss]
+        return "sigmoid" if num_classes == AUDIOSET_CLASSES else "softmax"
+    if score_activation not in ("sigmoid", "softmax"):
+        raise ValueError(
+            f"score_activation={score_activation!r}; expected auto, sigmoid or softmax"
+        )
+    return score_activation
+
+
+def single_modality_modes(mode):
+    """Modes for audio-only and video-only input of a model fine-tuned for ``mode``
+    (``None``: that input cannot be classified).
+
+    Example
+    -------
+    >>> single_modality_modes("multimodal"), single_modality_modes("audioonly")
+    (('missingaudioonly', 'missingvideoonly'), ('audioonly', None))
+    """
+    if mode == "audioonly":
+        return "audioonly", None
+    if mode == "videoonly":
+        return None, "videoonly"
+    return "missingaudioonly", "missingvideoonly"
+
+
+def label_names(num_classes, label_csv=None):
+    """Class names for ``label_encoder.txt`` and the label table (or ``None``)."""
+    if label_csv is None:
+        return [f"class_{i}" for i in range(num_classes)], None
+    from speechbrain_cavmae.data.manifest import LabelTable
+
+    table = label_csv if isinstance(label_csv, LabelTable) else LabelTable.from_csv(label_csv)
+    if table.num_classes != num_classes:
+        raise ValueError(
+            f"{label_csv}: {table.num_classes} labels but the checkpoint has {num_classes} "
+            "classes"
+        )
+    names = table.names if len(set(table.names)) == len(table.names) else table.mids
+    return list(names), table
+
+
+def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
+                 score_activation="softmax", n_frames=10, sample_rate=16000,
+                 fbank_mean=DEFAULT_MEAN, fbank_std=DEFAULT_STD, has_labels=True,
+                 audio_channel=0, image_interpolation="bilinear", loss=None):
+    """The ``hyperparams.yaml`` text of a model folder.
+
+    Arguments
+    ---------
+    cfg : dict
+        Architecture (:func:`speechbrain_cavmae.loading.model_config`).
+    kind : str
+        ``"classifier"`` or ``"pretrain"``.
+    pretrained_path : str
+        Where ``model.ckpt`` / ``label_encoder.txt`` are; ``"."`` (the default) is
+        replaced by the folder when it is loaded.
+    source : str, optional
+        Checkpoint the folder was made from, recorded in a comment.
+    mode, score_activation, n_frames, sample_rate, fbank_mean, fbank_std, has_labels,
+    audio_channel, image_interpolation, loss
+        Inference, input-pipeline and training settings.
+
+    Returns
+    -------
+    str
+    """
+    audio_only, video_only = single_modality_modes(mode)
+    lines = [
+        "# ############################################################################",
+        "# CAV-MAE " + ("classifier" if kind == "classifier" else "pretrained model")
+        + " (speechbrain-cavmae model folder)",
+    ]
+    if source:
+        lines.append(f"# from {os.path.basename(str(source))}")
+    lines += [
+        "# Load with:",
+        "#   from speechbrain_cavmae.inference import AudioVisualClassifier",
+        "#   model = AudioVisualClassifier.from_hparams(source=<this folder>, savedir=...)",
+        "# or give the folder to any tool (--checkpoint, --pretrained_path, ckpt_path).",
+        "# ############################################################################",
+        "",
+        "# Folder of model.ckpt and label_encoder.txt: `.` is replaced by the folder (the",
+        "# `source` of from_hparams) when it is loaded, so the folder can be moved freely.",
+        f"pretrained_path: {_yaml_scalar(pretrained_path)}",
+        "",
+        "# Audio input: channel `audio_channel` (null: the channel mean), resampled to",
+        "# sample_rate, Kaldi log-mel fbank, padded/cropped to target_length frames,",
+        "# (x - fbank_mean) / fbank_std",
+        f"sample_rate: {sample_rate}",
+        f"audio_channel: {_yaml_scalar(audio_channel)}",
+        f"n_mels: {cfg['n_mels']}",
+        f"target_length: {cfg['audio_length']}",
+        f"fbank_mean: {_yaml_scalar(float(fbank_mean))}",
+        f"fbank_std: {_yaml_scalar(float(fbank_std))}",
+        "",
+        "# Visual input: n_frames frames spread over the first 10 s, resized",
+        "# (image_interpolation), centre-cropped to im_res, ImageNet-normalised",
+        f"n_frames: {n_frames}",
+        f"im_res: {cfg['img_size']}",
+        f"image_interpolation: {image_interpolation}",
+        "",
+        "# Training loss (BCE: multi-label, CE: single-label; null: pretraining)",
+        f"loss: {_yaml_scalar(loss)}",
+        "",
+        "# Inference: `mode` for clips with audio and video, `audio_only_mode` for audio",
+        "# files, `video_only_mode` for videos without sound; scores are",
+        "# `score_activation` of the logits, averaged over the frames",
+        f"mode: {mode}",
+        f"audio_only_mode: {audio_only or 'null'}",
+        f"video_only_mode: {video_only or 'null'}",
+        f"score_activation: {score_activation}",
+        "",
+        "compute_features: !new:speechbrain_cavmae.features.KaldiFbank",
+        "    sample_rate: !ref <sample_rate>",
+        "    n_mels: !ref <n_mels>",
+        "    target_length: !ref <target_length>",
+        "    mean: !ref <fbank_mean>",
+        "    std: !ref <fbank_std>",
+        "",
+    ]
+    if kind == "classifier":
+        lines += [
+            "model: !new:speechbrain_cavmae.CAVMAEClassifier",
+            f"    num_classes: {cfg['num_classes']}",
+            "    mode: !ref <mode>",
+        ]
+    else:
+        lines.append("model: !new:speechbrain_cavmae.CAVMAE")
+    lines += [
+        "    img_size: !ref <im_res>",
+        "    audio_length: !ref <target_length>",
+    ]
+    for key in ARCH_KEYS:
+        value = cfg[key]
+        lines.append(f"    {key}: " + ("!ref <n_mels>" if key == "n_mels" else _yaml_scalar(value)))
+    if "trainable_pos_embed" in cfg:
+        lines.append(f"    trainable_pos_embed: {_yaml_scalar(cfg['trainable_pos_embed'])}")
+    if kind == "pretrain":
+        lines += [f"    {key}: {_yaml_scalar(cfg[key])}" for key in DECODER_KEYS]
+    lines += [
+        "",
+        "label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder",
+        "",
+        "modules:",
+        "    compute_features: !ref <compute_features>",
+        "    model: !ref <model>",
+        "",
+        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
+        "    loadables:",
+        "        model: !ref <model>",
+    ]
+    if has_labels:
+        lines.append("        label_encoder: !ref <label_encoder>")
+    lines += [
+        "    paths:",
+        f"        model: !ref <pretrained_path>/{MODEL_FILE}",
+    ]
+    if has_labels:
+        lines.append(f"        label_encoder: !ref <pretrained_path>/{LABELS_FILE}")
+    lines += [
+        "    custom_hooks:  # strict: missing or unexpected weights are errors",
+        "        model: !name:speechbrain_cavmae.loading.strict_load_hook",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activation="auto",
+                       input_config=None, source=None, check=True):
+    """Write ``model`` as a model folder ``out_dir`` (see the module docstring).
+
+    Arguments
+    ---------
+    model : CAVMAE or CAVMAEClassifier
+        The model (its sizes, heads and classifier mode are read from it).
+    out_dir : str
+        Output folder (created).
+    label_csv : str or LabelTable, optional
+        Classes (``index,mid,display_name``); without it they are named ``class_<i>``.
+    loss : str, optional
+        Training loss of a classifier (``"BCE"`` or ``"CE"``).
+    score_activation : str
+        ``"auto"`` (from ``loss``, else from the number of classes), ``"sigmoid"`` or
+        ``"softmax"``.
+    input_config : dict, optional
+        Data configuration (keys of ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``:
+        ``sample_rate``, ``mean``, ``std``, ``audio_channel``, ``n_frames``,
+        ``video_interpolation``); the audio length, mel bins and image size are the
+        model's.
+    source : str, optional
+        What the model came from (recorded in a comment).
+    check : bool
+        Load the written folder back (strictly) and compare its weights.
+
+    Returns
+    -------
+    dict
+        ``kind``, ``num_classes``, ``config`` (architecture), ``score_activation`` and
+        ``files`` (absolute paths).
+    """
+    from speechbrain_cavmae.data.dataset import resolve_config
+
+    inp = resolve_config(input_config, train=False)
+    cfg = model_config(model)
+    kind = cfg["kind"]
+    for key, name in (("n_mels", "n_mels"), ("target_length", "audio_length"),
+                      ("im_res", "img_size")):
+        if input_config and key in input_config and input_config[key] != cfg[name]:
+            raise ValueError(f"input_config {key}={input_config[key]} but the model has "
+                             f"{name}={cfg[name]}")
+    os.makedirs(out_dir, exist_ok=True)
+    out_abs = os.path.abspath(out_dir)
+    files = {"model": os.path.join(out_abs, MODEL_FILE)}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, files["model"])
+    activation = None
+    num_classes = cfg.get("num_classes")
+    if kind == "classifier":
+        from speechbrain.dataio.encoder import CategoricalEncoder
+
+        activation = resolve_activation(score_activation, num_classes, loss)
+        names, table = label_names(num_classes, label_csv)
+        encoder = CategoricalEncoder()
+        encoder.update_from_iterable(names)
+        files["label_encoder"] = os.path.join(out_abs, LABELS_FILE)
+        encoder.save(files["label_encoder"])
+        if table is not None:
+            files["labels_csv"] = os.path.join(out_abs, LABEL_CSV_FILE)
+            table.to_csv(files["labels_csv"])
+        else:
+            logger.warning("no label table: classes are named class_0 .. class_%d",
+                           num_classes - 1)
+    elif label_csv is not None:
+        logger.warning("a pretraining model has no classes; ignoring %s", label_csv)
+    text = hparams_text(
+        cfg, kind, ".", source=source, mode=cfg.get("mode", "multimodal"),
+        score_activation=activation or "softmax", n_frames=inp["n_frames"],
+        sample_rate=inp["sample_rate"], fbank_mean=inp["mean"], fbank_std=inp["std"],
+        has_labels=kind == "classifier", audio_channel=inp["audio_channel"],
+        image_interpolation=inp["video_interpolation"],
+        loss=loss if kind == "classifier" else None,
+    )
+    files["hparams"] = os.path.join(out_abs, HPARAMS_FILE)
+    with open(files["hparams"], "w", encoding="utf8") as handle:
+        handle.write(text)
+    if check:
+        again = load_model(out_abs).state_dict()
+        differ = [k for k in state if not torch.equal(again[k], state[k])]
+        if differ:
+            raise RuntimeError(f"{out_abs}: reloaded weights differ: {differ[:8]}")
+    logger.info("wrote the model folder %s (%s)", out_abs, ", ".join(sorted(files)))
+    return {"kind": kind, "num_classes": num_classes, "config": cfg,
+            "score_activation": activation, "files": files}
+
+
+#: Top-level keys of a model folder's yaml -> keys of the data configuration
+#: (``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``).
+INPUT_KEYS = {
+    "sample_rate": "sample_rate",
+    "target_length": "target_length",
+    "n_mels": "n_mels",
+    "fbank_mean": "mean",
+    "fbank_std": "std",
+    "audio_channel": "audio_channel",
+    "n_frames": "n_frames",
+    "im_res": "im_res",
+    "image_interpolation": "video_interpolation",
+}
+
+
+def input_config(hparams):
+    """The evaluation data configuration of a model folder's hyperparameters (a dict or a
+    namespace): the settings that feed the model as it was trained."""
+    values = hparams if isinstance(hparams, dict) else vars(hparams)
+    return {name: values[key] for key, name in INPUT_KEYS.items() if key in values}
+
+
+def read_input_config(source):
+    """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
+    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. Only
+    the scalar settings are read (no model is built)."""
+    import yaml
+
+    from speechbrain_cavmae.loading import folder_of
+
+    folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
+    if folder is None:
+        return {}
+
+    class _Scalars(yaml.SafeLoader):
+        """Reads the scalars; HyperPyYAML tags (``!new:``, ``!ref``...) become None."""
+
+    _Scalars.add_multi_constructor("!", lambda loader, suffix, node: None)
+    with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
+        values = yaml.load(handle, Loader=_Scalars)
+    return input_config(values)

@@ -1,0 +1,381 @@
+"""The model folder is the one artifact, read by one loader.
+
+One tiny pretraining run and one fine-tuning run from it (a non-ViT-B model: embed_dim 64,
+4 heads, decoder 32-d with 4 heads, 64 px, 96 frames, 1 epoch on 8 clips) are shared by
+every test: each writer (the two recipes, ``convert``) x each reader (``from_hparams``,
+the drop-in encoders' ``ckpt_path``, ``--pretrained_path``, the tools' loading) must give
+the outputs of the model that was saved; the errors name what is wrong.
+"""
+
+import contextlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from media import REAL_CLIPS, SHARED_SAMPLES
+from processes import run
+from recipe_cli import AUDIOSET, HP, NO_AUG
+
+from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, CAVMAEAudioEncoder
+from speechbrain_cavmae import extract_features as fx
+from speechbrain_cavmae.checkpoint import CheckpointMismatchError
+from speechbrain_cavmae.convert import convert
+from speechbrain_cavmae.inference import AudioVisualClassifier
+from speechbrain_cavmae.loading import (
+    HeadsNotStoredError,
+    NonFiniteWeightError,
+    load_model,
+)
+from speechbrain_cavmae.recipe import load_pretrained
+from speechbrain_cavmae.retrieval import eval_loader
+from speechbrain_cavmae.retrieval import load_model as tool_load_model
+
+ARCH = dict(img_size=64, audio_length=96, embed_dim=64, modality_specific_depth=1,
+            shared_depth=1, num_heads=4)
+DECODER = dict(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
+MODEL_ARGS = [
+    "--embed_dim", "64", "--modality_specific_depth", "1", "--num_heads", "4",
+    "--image_size", "64", "--audio_length", "96", "--num_workers", "0", "--warmup_steps", "2",
+    "--noprogressbar", "--batch_size", "4", "--number_of_epochs", "1",
+]
+N_CLASSES = 4
+
+
+def _subset(manifest, n, out):
+    with open(manifest, encoding="utf8") as handle:
+        data = json.load(handle)
+    data["data"] = data["data"][:n]
+    with open(out, "w", encoding="utf8") as handle:
+        json.dump(data, handle)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def runs(toy, tmp_path_factory):
+    """A pretraining run, then a fine-tuning run initialised from its output folder."""
+    root = tmp_path_factory.mktemp("model_folder")
+    # next to the toy manifests: their media paths are relative to the manifest
+    here = Path(toy["train"]).parent
+    train = _subset(toy["train"], 8, here / "model_folder_train.json")
+    valid = _subset(toy["valid"], 4, here / "model_folder_valid.json")
+    pre = root / "pretrain"
+    run([AUDIOSET, HP / "cavmae.yaml", "--train_data", train, "--output_folder", pre,
+         *MODEL_ARGS, "--decoder_embed_dim", "32", "--decoder_depth", "1",
+         "--decoder_num_heads", "4"])
+    ft = root / "finetune"
+    # --pretrained_path is the pretraining run's output folder: its model folder is read
+    run([AUDIOSET, HP / "cavmae_ft.yaml", "--train_data", train, "--valid_data", valid,
+         "--label_csv", toy["label_csv"], "--output_folder", ft, "--pretrained_path", pre,
+         *MODEL_ARGS, *NO_AUG, "--multi_frame_eval", "False", "--weight_averaging", "False"])
+    return {"root": root, "pre": pre, "ft": ft, "valid": valid, "toy": toy}
+
+
+def inputs(n=2):
+    gen = torch.Generator().manual_seed(0)
+    audio = torch.randn(n, 96, 128, generator=gen)
+    image = torch.randn(n, 3, 64, 64, generator=gen)
+    noise_a, noise_v = torch.rand(n, 48, generator=gen), torch.rand(n, 16, generator=gen)
+    return audio, image, noise_a, noise_v
+
+
+@torch.no_grad()
+def outputs(model):
+    """What the model computes: logits, or the audio tokens and both reconstructions."""
+    model.eval()
+    audio, image, noise_a, noise_v = inputs()
+    if hasattr(model, "head"):
+        return {"logits": model(audio, image, mode="multimodal")}
+    out = model(audio, image, 0.75, 0.75, "unstructured", noise_a, noise_v)
+    return {"audio": model.encoder.encode_audio(audio), "pred_a": out["pred_a"],
+            "pred_v": out["pred_v"]}
+
+
+def assert_same(got, expected, what):
+    assert set(got) == set(expected), what
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], msg=lambda m: f"{what} {key}: {m}")
+
+
+def saved_model(runs, kind):
+    """The model each run exported, rebuilt with its known architecture by plain torch."""
+    if kind == "pretrain":
+        model = CAVMAE(**ARCH, **DECODER)
+        path = runs["pre"] / "pretrained.pth"
+    else:
+        model = CAVMAEClassifier(N_CLASSES, **ARCH)
+        path = runs["ft"] / "finetuned.pth"
+    model.load_state_dict(torch.load(path, weights_only=True))  # strict
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def folders(runs):
+    """Model folders of every writer: both recipes and convert (of each run's .pth)."""
+    root = runs["root"]
+    convert(runs["pre"] / "pretrained.pth", root / "conv_pre", num_heads=4, decoder_num_heads=4)
+    convert(runs["ft"] / "finetuned.pth", root / "conv_ft", num_heads=4,
+            label_csv=runs["toy"]["label_csv"], loss="BCE")
+    return {"recipe pretrain": ("pretrain", runs["pre"] / "model"),
+            "recipe finetune": ("finetune", runs["ft"] / "model"),
+            "convert pretrain": ("pretrain", root / "conv_pre"),
+            "convert finetune": ("finetune", root / "conv_ft")}
+
+
+def test_run_folders_describe_the_model(runs):
+    pre = (runs["pre"] / "model" / "hyperparams.yaml").read_text()
+    ft = (runs["ft"] / "model" / "hyperparams.yaml").read_text()
+    for text in (pre, ft):
+        assert str(runs["root"]) not in text  # relative: the folder can be moved
+        for line in ("num_heads: 4", "embed_dim: 64", "target_length: 96", "im_res: 64",
+                     "audio_channel: 0", "image_interpolation: bilinear"):
+            assert line in text
+    assert "decoder_num_heads: 4" in pre and "decoder_embed_dim: 32" in pre
+    assert "model: !new:speechbrain_cavmae.CAVMAE\n" in pre
+    # the loss decides the activation: BCE -> sigmoid, although 4 classes alone say softmax
+    assert 'loss: "BCE"' in ft and "score_activation: sigmoid" in ft
+    assert "num_classes: 4" in ft and "mode: multimodal" in ft
+    labels = (runs["ft"] / "model" / "label_encoder.txt").read_text()
+    assert all(f"'{name}' =>" in labels for name in _toy_names(runs))
+
+
+def _toy_names(runs):
+    from speechbrain_cavmae.data.manifest import LabelTable
+
+    return LabelTable.from_csv(runs["toy"]["label_csv"]).names
+
+
+def test_every_writer_every_reader(runs, folders, tmp_path):
+    expected = {kind: outputs(saved_model(runs, kind)) for kind in ("pretrain", "finetune")}
+    audio = inputs()[0]
+    for writer, (kind, folder) in folders.items():
+        want = expected[kind]
+        assert_same(outputs(load_model(folder)), want, f"{writer} -> load_model")
+        # a tool given the folder's model.ckpt reads the folder (its heads) too
+        assert_same(outputs(tool_load_model(str(folder / "model.ckpt"))), want,
+                    f"{writer} -> retrieval/extract_features/inpaint load_model")
+        # --pretrained_path: the recipes' initialisation
+        fresh = CAVMAE(**ARCH, **DECODER) if kind == "pretrain" else CAVMAEClassifier(
+            N_CLASSES, **ARCH)
+        info = load_pretrained(fresh, folder)
+        assert not info["missing"] and not info["ignored"]
+        assert_same(outputs(fresh), want, f"{writer} -> --pretrained_path")
+        # drop-in encoder
+        lobe = CAVMAEAudioEncoder(ckpt_path=str(folder), pooling="none", mask_padding=False)
+        with torch.no_grad():
+            tokens = lobe.eval()(audio)
+            expected_tokens = saved_model(runs, kind).encoder.encode_audio(audio)
+        torch.testing.assert_close(tokens, expected_tokens, msg=f"{writer} -> ckpt_path")
+        # from_hparams (the strict Pretrainer hook)
+        moved = tmp_path / writer.replace(" ", "_")
+        shutil.copytree(folder, moved)  # a moved copy loads as well
+        clf = AudioVisualClassifier.from_hparams(source=str(moved), savedir=str(moved / "sd"))
+        assert_same(outputs(clf.mods.model), want, f"{writer} -> from_hparams")
+    # a SpeechBrain checkpoint directory of each run (1 epoch: the exported weights)
+    for kind, run_dir in (("pretrain", runs["pre"]), ("finetune", runs["ft"])):
+        ckpt = next((run_dir / "save").glob("CKPT+*"))
+        assert_same(outputs(load_model(ckpt, num_heads=4, decoder_num_heads=4)),
+                    expected[kind], f"{kind} CKPT dir -> load_model")
+        fresh = CAVMAE(**ARCH, **DECODER) if kind == "pretrain" else CAVMAEClassifier(
+            N_CLASSES, **ARCH)
+        load_pretrained(fresh, ckpt)
+        assert_same(outputs(fresh), expected[kind], f"{kind} CKPT dir -> --pretrained_path")
+    # a recipe's output folder stands for its model folder
+    assert_same(outputs(load_model(runs["ft"])), expected["finetune"], "run folder")
+    clf = AudioVisualClassifier.from_hparams(source=str(runs["ft"]),
+                                             savedir=str(tmp_path / "sd_run"))
+    assert_same(outputs(clf.mods.model), expected["finetune"], "run folder from_hparams")
+    assert clf.score_activation == "sigmoid"
+    assert clf.labels(range(N_CLASSES)) == _toy_names(runs)
+
+
+def test_tools_read_a_folder_without_heads_and_refuse_a_pth_without_them(runs, tmp_path):
+    folder = runs["pre"] / "model"
+    index = fx.main(["--checkpoint", str(folder), "--data", runs["valid"],
+                     "--out_dir", str(tmp_path / "f"), "--format", "pt", "--device", "cpu"])
+    model = saved_model(runs, "pretrain")
+    batch = next(iter(eval_loader(runs["valid"], model, batch_size=4)))
+    expected = fx.embed_batch(model, batch.fbank.data, batch.frame.data)
+    for j, sid in enumerate(batch.id):
+        got = torch.load(tmp_path / "f" / index["clips"][sid]["all"], weights_only=True)
+        for kind in fx.KINDS:
+            torch.testing.assert_close(got[kind], expected[kind][j])
+    pth = str(runs["pre"] / "pretrained.pth")
+    with pytest.raises(HeadsNotStoredError, match=r"64 wide: pass --num_heads N"):
+        fx.main(["--checkpoint", pth, "--data", runs["valid"], "--out_dir", str(tmp_path / "x")])
+    with pytest.raises(HeadsNotStoredError, match=r"32 wide: pass --decoder_num_heads N"):
+        fx.main(["--checkpoint", pth, "--num_heads", "4", "--data", runs["valid"],
+                 "--out_dir", str(tmp_path / "x")])
+
+
+def test_heads_are_never_guessed(runs, tmp_path):
+    pre, ft = runs["pre"] / "pretrained.pth", runs["ft"] / "finetuned.pth"
+    with pytest.raises(HeadsNotStoredError, match=r"pass --num_heads N"):
+        convert(ft, tmp_path / "a")
+    with pytest.raises(HeadsNotStoredError, match=r"pass --decoder_num_heads N"):
+        convert(pre, tmp_path / "b", num_heads=4)
+    with pytest.raises(HeadsNotStoredError, match=r"num_heads=N"):
+        CAVMAEAudioEncoder(ckpt_path=str(ft))
+    with pytest.raises(HeadsNotStoredError, match=r"num_heads=N"):
+        load_model(ft)
+    # a folder records them; a contradicting value is refused
+    with pytest.raises(ValueError, match="num_heads=2 given but the model folder records 4"):
+        load_model(runs["ft"] / "model", num_heads=2)
+
+
+def _copy_folder(src, dst, edit):
+    shutil.copytree(src, dst)
+    state = torch.load(dst / "model.ckpt", weights_only=True)
+    edit(state)
+    torch.save(state, dst / "model.ckpt")
+    return dst
+
+
+def test_folder_with_missing_or_extra_keys_does_not_load(runs, tmp_path):
+    src = runs["ft"] / "model"
+    missing = _copy_folder(src, tmp_path / "missing", lambda s: s.pop("head.fc.weight"))
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys \['head\.fc\.weight'\]"):
+        AudioVisualClassifier.from_hparams(source=str(missing), savedir=str(tmp_path / "sd1"))
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys \['head\.fc\.weight'\]"):
+        load_model(missing)
+    extra = _copy_folder(src, tmp_path / "extra",
+                         lambda s: s.update({"encoder.extra_token": torch.zeros(1)}))
+    with pytest.raises(CheckpointMismatchError, match=r"unexpected keys.*encoder\.extra_token"):
+        AudioVisualClassifier.from_hparams(source=str(extra), savedir=str(tmp_path / "sd2"))
+
+
+def test_architecture_mismatch_through_pretrained_path(runs):
+    deeper = CAVMAEClassifier(N_CLASSES, **dict(ARCH, modality_specific_depth=2))
+    before = {k: v.clone() for k, v in deeper.state_dict().items()}
+    for source in (runs["pre"], runs["pre"] / "pretrained.pth"):
+        with pytest.raises(CheckpointMismatchError,
+                           match=r"missing keys \['encoder\.blocks_a\.1\..*the checkpoint has "
+                           r"1 modality-specific blocks, the model 2"):
+            load_pretrained(deeper, source)
+    assert all(torch.equal(v, before[k]) for k, v in deeper.state_dict().items())
+    wider = CAVMAEClassifier(N_CLASSES, **dict(ARCH, embed_dim=128, num_heads=4))
+    with pytest.raises(CheckpointMismatchError, match=r"shapes differ: encoder\.\w+"):
+        load_pretrained(wider, runs["pre"])
+    # heads are not in the weights: the folder's count is checked
+    fewer_heads = CAVMAEClassifier(N_CLASSES, **dict(ARCH, num_heads=2))
+    with pytest.raises(CheckpointMismatchError, match="num_heads=4, the model 2"):
+        load_pretrained(fewer_heads, runs["pre"])
+    # the partial loads that are the point: encoder of a pretraining model into a classifier
+    clf = CAVMAEClassifier(N_CLASSES, **ARCH)
+    info = load_pretrained(clf, runs["pre"])
+    assert {k.split(".")[0] for k in info["ignored"]} == {"decoder"}
+    assert {k.split(".")[0] for k in info["missing"]} == {"head"}
+    # and a fine-tuned model (no decoder) into a pretraining model
+    pre = CAVMAE(**ARCH, **DECODER)
+    info = load_pretrained(pre, runs["ft"])
+    assert {k.split(".")[0] for k in info["ignored"]} == {"head"}
+    assert {k.split(".")[0] for k in info["missing"]} == {"decoder"}
+
+
+def test_non_finite_and_non_tensor_weights_are_errors(runs, tmp_path):
+    key = "encoder.blocks_u.0.attn.qkv.weight"
+
+    def poison(state):
+        state[key][0, 0] = float("nan")
+
+    folder = _copy_folder(runs["ft"] / "model", tmp_path / "nan", poison)
+    with pytest.raises(NonFiniteWeightError, match=re.escape(repr(key))):
+        AudioVisualClassifier.from_hparams(source=str(folder), savedir=str(tmp_path / "sd"))
+    with pytest.raises(NonFiniteWeightError, match=re.escape(repr(key))):
+        load_pretrained(CAVMAEClassifier(N_CLASSES, **ARCH), folder / "model.ckpt")
+    state = torch.load(runs["ft"] / "finetuned.pth", weights_only=True)
+    state["encoder.norm.weight"] = 3
+    torch.save(state, tmp_path / "int.pth")
+    with pytest.raises(CheckpointMismatchError, match="'encoder.norm.weight' is a int"):
+        load_model(tmp_path / "int.pth", num_heads=4)
+
+
+#: The evaluation data configuration of the fine-tuning run (its yaml and overrides).
+EVAL_CONFIG = {"target_length": 96, "im_res": 64, "n_frames": 10, "sample_rate": 16000,
+               "audio_channel": 0, "mean": -5.081, "std": 4.4849,
+               "video_interpolation": "bilinear"}
+
+
+@contextlib.contextmanager
+def fed(clf):
+    """Record the (audio, frames, mode) of every call of the classifier's model."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        calls.append((args[0], args[1] if len(args) > 1 else None, kwargs.get("mode")))
+
+    handle = clf.mods.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@pytest.fixture(scope="module")
+def finetuned(runs, tmp_path_factory):
+    savedir = tmp_path_factory.mktemp("ft_savedir")
+    # the run's output folder as it is: no conversion step
+    return AudioVisualClassifier.from_hparams(source=str(runs["ft"]), savedir=str(savedir))
+
+
+@pytest.mark.parametrize("name", REAL_CLIPS)
+def test_finetuned_run_classifies_a_real_clip_as_evaluated(runs, finetuned, name, tmp_path):
+    """classify_file feeds the model exactly the evaluation dataset's tensors."""
+    from speechbrain_cavmae.data.dataset import build_dataset
+
+    clip = Path(SHARED_SAMPLES) / name
+    if not clip.is_file():
+        pytest.skip(f"{clip} not available")
+    with fed(finetuned) as calls:
+        preds = finetuned.classify_file(str(clip), top_k=N_CLASSES)
+    manifest = tmp_path / "clip.json"
+    manifest.write_text(json.dumps({"data": [{"video_id": "clip", "wav": str(clip),
+                                              "video": str(clip), "labels": ""}]}))
+    item = build_dataset(str(manifest), None, dict(EVAL_CONFIG, multi_frame=True),
+                         train=False)[0]
+    assert len(calls) == 10
+    for i, (audio, frame, mode) in enumerate(calls):
+        assert mode == "multimodal"
+        assert torch.equal(audio[0], item["fbank"]), f"audio of frame {i}"
+        assert torch.equal(frame[0], item["frames"][i]), f"frame {i}"
+    model = saved_model(runs, "finetune")
+    with torch.no_grad():
+        expected = torch.stack([
+            torch.sigmoid(model(item["fbank"][None], item["frames"][i][None])) for i in range(10)
+        ]).mean(0)[0]
+    names = _toy_names(runs)
+    assert [p.index for p in preds] == expected.argsort(descending=True).tolist()
+    for p in preds:
+        assert p.label == names[p.index]
+        assert p.score == pytest.approx(float(expected[p.index]), abs=1e-6)
+
+
+def test_stereo_48k_wav_is_fed_as_in_training(runs, finetuned, tmp_path):
+    """Channel 0 (as the training pipeline and the original), resampled to 16 kHz."""
+    import numpy as np
+    import soundfile
+
+    from speechbrain_cavmae.data.audio import load_audio
+    from speechbrain_cavmae.features import compute_fbank
+
+    t = np.arange(48000 * 2) / 48000
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t),
+                       0.5 * np.sin(2 * np.pi * 3000 * t)], axis=1).astype("float32")
+    path = str(tmp_path / "stereo.wav")
+    soundfile.write(path, stereo, 48000)
+    with fed(finetuned) as calls:
+        preds = finetuned.classify_file(path, top_k=2)
+    assert len(calls) == 1 and calls[0][1] is None and calls[0][2] == "missingaudioonly"
+
+    def fbank(channel):
+        wav = load_audio(path, 16000, channel)
+        return compute_fbank(wav, 16000, 128, 96, mean=-5.081, std=4.4849)
+
+    assert torch.equal(calls[0][0][0], fbank(0))
+    assert not torch.allclose(fbank(0), fbank(None), atol=0.1)  # the channel matters here
+    model = saved_model(runs, "finetune")
+    with torch.no_grad():
+        expected = torch.sigmoid(model(fbank(0)[None], None, mode="missingaudioonly"))[0]
+    assert preds[0].score == pytest.approx(float(expected.max()), abs=1e-6)

@@ -115,7 +115,7 @@ def test_indices_match_original_extractor_spacing():
     # short clip: fewer frames than requested -> repeats, all valid
     short = sample_frame_indices(4, 25.0)
     assert len(short) == 10 and max(short) < 4
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"video has no frames \(num_frames=0\)"):
         sample_frame_indices(0, 25.0)
 
 

@@ -73,6 +73,15 @@ def test_on_the_fly_correlates_with_original_two_step_path(original_path, on_the
         item = on_the_fly[video_id]
         assert corr(item["fbank"], fbank) > 0.999
         assert corr(item["frames"], frames) > 0.99
+        # Correlation ignores scale and offset, so a wrong normalisation would pass it: the
+        # levels must agree too (measured: fbank mean difference < 1e-5, std ratio
+        # 1 + 8e-6, mean |difference| < 1e-3; frames mean difference 1e-3, std ratio
+        # 1 + 1e-3, mean |difference| < 0.08, normalised units).
+        for ours, theirs, offset, ratio, mae in ((item["fbank"], fbank, 1e-3, 1e-3, 0.01),
+                                                 (item["frames"], frames, 0.01, 0.01, 0.15)):
+            assert abs(float((ours - theirs).mean())) < offset
+            assert abs(float(ours.std() / theirs.std()) - 1) < ratio
+            assert float((ours - theirs).abs().mean()) < mae
         for k in range(10):
             assert corr(item["frames"][k], frames[k]) > 0.98
 

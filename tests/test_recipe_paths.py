@@ -19,7 +19,8 @@ float32 in evaluation (``--eval_precision`` stays fp32). The class-balanced samp
 
 Measured accuracies of the chain (test split, 32 clips) with the yaml seed 1986 and two
 other seeds (7, 42): VGGSound fine-tuning acc@1 0.84 / 0.84 / 0.62; visual input only
-(``missingvideoonly``) 0.94 / 0.75 / 0.75; visual-only fine-tuning 0.88 (seed 1986).
+(``missingvideoonly``) 0.94 / 0.75 / 0.75; visual-only fine-tuning (10 epochs) 0.75 / 0.53 /
+0.75.
 The tiny model does not learn the toy audio in this budget: audio only
 (``missingaudioonly``) gives 0.25 / 0.34 / 0.47, so only its plumbing is checked.
 """
@@ -68,7 +69,7 @@ def _plan(toy, out):
                   *_finetune(2, 8), "--multi_frame_eval", "False", *BF16],
         "vid_ft": [AUDIOSET, HP / "cavmae_ft_videoonly.yaml", *data_args(toy),
                    "--pretrained_path", out / "as_pt" / "pretrained.pth", *ENCODER,
-                   *_finetune(6, 8), *BF16],
+                   *_finetune(10, 8), *BF16],
     }
     plan = []
     for name, argv in runs.items():
@@ -177,10 +178,12 @@ def test_video_only_finetuning_learns(chain):
     out = chain / "vid_ft"
     assert "\nft_mode: videoonly" in (out / "hyperparams.yaml").read_text()
     results = _results(out)
-    # 4 classes (chance acc 0.25, chance mAP ~0.25); measured acc 0.88, mAP 0.86.
+    # 4 classes, 32 test clips: chance acc 0.25 (P(acc >= 0.45) by chance ~ 0.005), chance
+    # mAP ~0.3. Measured (10 epochs, seeds 1986 / 7 / 42): acc 0.75 / 0.53 / 0.75, mAP 0.86 /
+    # 0.77 / 0.79; with 6 epochs acc fell to 0.44 for one seed, so 10 it is.
     for key in ("single_frame", "multi_frame"):
         assert all_finite(results[key])
-        assert results[key]["acc"] >= 0.6 and results[key]["mAP"] >= 0.6, results
+        assert results[key]["acc"] >= 0.45 and results[key]["mAP"] >= 0.65, results
     # The visual-only model keeps no use for the audio branch: its head sees only frames.
     state = torch.load(out / "finetuned.pth", map_location="cpu", weights_only=True)
     assert state["head.fc.weight"].shape == (4, 32)

@@ -131,8 +131,10 @@ BUDGETS = {
                      "warmup_steps": 1, "lrscheduler_start": 100, "lrscheduler_step": 1,
                      "wa_start": 1, "wa_end": 1},
         "inpaint_clips": 1,
-        # each recipe run costs ~8 s of imports: one fine-tuning shows the plumbing
+        # each recipe run costs ~8 s of imports: one fine-tuning shows the plumbing, and
+        # its missing-modality evaluations are left out
         "finetune_modes": ["multimodal"],
+        "missing_modes": [],
         "enforce_checks": False,
     },
 }
@@ -160,6 +162,10 @@ CHECKS = [
      (4, "chance_acc")),
     ("fine-tuned visual-only accuracy >= 4x chance (0.5)", "ft_videoonly_acc", ">=",
      (4, "chance_acc")),
+    ("multimodal model given audio only (missingaudioonly) >= 3x chance (0.375)",
+     "ft_missingaudioonly_acc", ">=", (3, "chance_acc")),
+    ("multimodal model given frames only (missingvideoonly) >= 3x chance (0.375)",
+     "ft_missingvideoonly_acc", ">=", (3, "chance_acc")),
     ("pretraining loss, last epoch <= 0.95 x first", "pretrain_loss_ratio", "<=",
      (0.95, None)),
     ("masked reconstruction loss, last epoch <= 0.9 x first", "pretrain_loss_mae_ratio", "<=",
@@ -246,14 +252,16 @@ class Runner:
         """A progress line on stderr."""
         print(f"[demo] {message}", file=sys.stderr, flush=True)
 
-    def recipe(self, name, hparams_file, folder, overrides):
-        """Run the AudioSet recipe; its stdout goes to ``folder.log``.
+    def recipe(self, name, hparams_file, folder, overrides, fresh=True):
+        """Run the AudioSet recipe; its stdout goes to ``folder.log``
+        (``folder.<name>.log`` for a run in an existing folder, ``fresh=False``: e.g. an
+        evaluation of its checkpoints).
 
         Returns the wall time in seconds. Raises ``RuntimeError`` with the log's tail on
         failure.
         """
         folder = Path(folder)
-        if folder.exists():
+        if fresh and folder.exists():
             shutil.rmtree(folder)  # a fresh run, not a resumed one
         folder.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, str(RECIPE), str(HPARAMS / hparams_file),
@@ -262,7 +270,8 @@ class Runner:
             cmd.append("--noprogressbar")
         shown = ["python"] + [str(c) for c in cmd[1:]]
         self.commands.append((name, shlex.join(shown)))
-        log_path = folder.parent / f"{folder.name}.log"
+        log_path = folder.parent / (f"{folder.name}.log" if fresh else
+                                    f"{folder.name}.{name.replace(' ', '_')}.log")
         self.say(f"{name}: {shlex.join(shown)}")
         start = time.time()
         with open(log_path, "w", encoding="utf8") as log:
@@ -339,6 +348,26 @@ def finetune(runner, name, folder, paths, budget, mode, checkpoint):
     return read_history(folder), results
 
 
+#: The multimodal model evaluated with one modality (the original's missing-modality
+#: modes), through the recipe's ``--test_only`` on the multimodal fine-tuning's checkpoints.
+MISSING_MODES = ("missingaudioonly", "missingvideoonly")
+
+
+def evaluate_missing_modality(runner, folder, paths, budget, mode):
+    """Evaluate the multimodal fine-tuning in ``folder`` with ``--ft_mode mode``; returns
+    its test results (``folder/<mode>.json``)."""
+    overrides = override_args(
+        {"valid_data": paths["valid"], "test_data": paths["test"],
+         "label_csv": paths["label_csv"]},
+        MODEL_ARGS, RUN_ARGS, FINETUNE_FIXED,
+        {"batch_size": budget["finetune"]["batch_size"], "ft_mode": mode,
+         "test_results_file": f"{mode}.json"},
+    ) + ["--test_only"]
+    runner.recipe(f"evaluate {mode}", FT_MODES["multimodal"], folder, overrides, fresh=False)
+    with open(Path(folder) / f"{mode}.json", encoding="utf8") as handle:
+        return json.load(handle)
+
+
 def retrieval(runner, name, checkpoint, data, output):
     """Retrieval on ``data`` with the pretrained model (the retrieval CLI)."""
     from speechbrain_cavmae import retrieval as rmod
@@ -407,7 +436,7 @@ def check_metrics(report):
     }
     for key in ("a2v_R@1", "v2a_R@1", "a2v_MedR", "v2a_MedR"):
         metrics[key] = float(ret.get(key, nan))
-    for mode in FT_MODES:
+    for mode in (*FT_MODES, *MISSING_MODES):
         multi, _ = ft_accuracy(report["finetune"].get(mode, {}))
         metrics[f"ft_{mode}_acc"] = nan if multi is None else float(multi)
     for key, name in (("pretrain_loss", "pretrain_loss_ratio"),
@@ -591,6 +620,10 @@ def run_demo(out, mode="full", threads=2, progress=True, data_dir=None):
         ft_histories[ft_mode], ft[ft_mode] = finetune(
             runner, f"finetune {ft_mode}", out / f"finetune_{ft_mode}", paths, budget,
             ft_mode, ckpt)
+    if "multimodal" in ft:
+        for missing in budget.get("missing_modes", MISSING_MODES):
+            ft[missing] = evaluate_missing_modality(runner, out / "finetune_multimodal",
+                                                    paths, budget, missing)
     ret = retrieval(runner, "retrieval", ckpt, paths["test"], out / "retrieval.json")
 
     figures = []

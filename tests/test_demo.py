@@ -46,7 +46,9 @@ def test_smoke_demo_writes_its_artefacts(tmp_path):
     assert commands["pretrain"].startswith("python recipes/AudioSet/train.py hparams/cavmae.yaml")
     assert "--number_of_epochs 1 " in commands["pretrain"]
     assert "hparams/cavmae_ft.yaml" in commands["finetune multimodal"]
-    assert f"--pretrained_path {out / 'pretrain' / 'pretrained.pth'}" in commands[
+    # fine-tuning starts from the pretraining run's model folder (no head flags needed)
+    assert (out / "pretrain" / "model" / "hyperparams.yaml").is_file()
+    assert f"--pretrained_path {out / 'pretrain' / 'model'}" in commands[
         "finetune multimodal"]
     for _, cmd in report["commands"]:
         assert cmd in summary, cmd
@@ -77,9 +79,11 @@ def test_smoke_demo_writes_its_artefacts(tmp_path):
         result = "pass" if written["passed"] else "**FAIL**"
         assert f"| {written['name']} | " in summary
         assert f"{written['comparison']} {written['threshold']:.3f} | {result} |" in summary
-    # Only the multimodal fine-tuning ran: the other two accuracies are missing and fail.
+    # Only the multimodal fine-tuning ran, without its missing-modality evaluations: the
+    # other accuracies are missing and fail.
     by_metric = {c["metric"]: c for c in report["checks"]}
-    for metric in ("ft_audioonly_acc", "ft_videoonly_acc"):
+    for metric in ("ft_audioonly_acc", "ft_videoonly_acc", "ft_missingaudioonly_acc",
+                   "ft_missingvideoonly_acc"):
         assert math.isnan(by_metric[metric]["value"]) and not by_metric[metric]["passed"]
 
 
@@ -92,6 +96,9 @@ def _good_report(n_test=80):
             "multimodal": {"single_frame": {"acc@1": 0.95}, "multi_frame": {"acc@1": 0.988}},
             "audioonly": {"single_frame": {"acc@1": 0.912}, "multi_frame": None},
             "videoonly": {"single_frame": {"acc@1": 0.99}, "multi_frame": {"acc@1": 1.0}},
+            "missingaudioonly": {"single_frame": {"acc@1": 0.8}},
+            "missingvideoonly": {"single_frame": {"acc@1": 0.9},
+                                 "multi_frame": {"acc@1": 0.95}},
         },
         "pretrain_loss": [4.8, 4.0],
         "pretrain_loss_mae": [2.1, 1.5],
@@ -127,6 +134,11 @@ def test_checks_pass_and_fail():
                                       "multi_frame": {"acc@1": 0.74}}, "ft_multimodal_acc"),
         (("finetune", "audioonly"), {"single_frame": {"acc@1": 0.49}}, "ft_audioonly_acc"),
         (("finetune", "videoonly"), {"single_frame": {"acc@1": 0.125}}, "ft_videoonly_acc"),
+        (("finetune", "missingaudioonly"), {"single_frame": {"acc@1": 0.37}},
+         "ft_missingaudioonly_acc"),
+        (("finetune", "missingvideoonly"), {"single_frame": {"acc@1": 0.9},
+                                            "multi_frame": {"acc@1": 0.125}},
+         "ft_missingvideoonly_acc"),
         (("pretrain_loss",), [4.8, 4.6], "pretrain_loss_ratio"),
         (("pretrain_loss_mae",), [2.1, 1.9], "pretrain_loss_mae_ratio"),
         (("pretrain_loss_c",), [2.8, 2.76], "pretrain_loss_c_drop"),

@@ -467,6 +467,8 @@ def load_weights(model, state, source="state dict", allow_missing=(), allow_unex
             "%s: loaded %d tensors; freshly initialised: %s; not used: %s", source, len(take),
             _group(missing) or "nothing", _group(ignored) or "nothing",
         )
+    else:
+        logger.info("%s: loaded %d tensors (all of the model's)", source, len(take))
     return {"loaded": list(take), "ignored": ignored, "missing": missing}
 
 

@@ -21,10 +21,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra --doctest-modules tests speechbrain_cavmae
 
 demo: $(STAMP)
-	$(PY) -m speechbrain_cavmae.demo --out results/demo --data_dir data/toy_demo
+	$(PY) recipes/Demo/demo.py --out results/demo --data_dir data/toy_demo
 
 demo-ablation: $(STAMP)
-	$(PY) -m speechbrain_cavmae.demo --ablation --out results/demo_ablation --data_dir data/toy_demo
+	$(PY) recipes/Demo/demo.py --ablation --out results/demo_ablation --data_dir data/toy_demo
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -4,10 +4,10 @@
 
 * **timing** (the bf16 rows only on a CPU with bf16 instructions, see ``--bf16``):
   forward + backward (and, for one shape, forward without gradients) of one
-  :class:`speechbrain_cavmae.attention.SelfAttention` layer (qkv projection, attention,
+  :class:`speechbrain_cavmae.model.attention.SelfAttention` layer (qkv projection, attention,
   output projection) at CAV-MAE's shapes, batch 4, under bf16 autocast, with
   ``kernel="fused"`` (``scaled_dot_product_attention``) and ``kernel="explicit"`` (the
-  chunked softmax(q k^T) v of :func:`speechbrain_cavmae.attention.explicit_attention`);
+  chunked softmax(q k^T) v of :func:`speechbrain_cavmae.model.attention.explicit_attention`);
   plus the float32 decoder shape, and a variant of the explicit path that computes the
   scores in float32 (what keeping the fused kernel's precision would cost). The variants of
   a shape run interleaved (A B A B ...) in one process, so a busy machine slows them alike:
@@ -35,8 +35,8 @@ import time
 import torch
 
 from benchmarks.run import cpu_has_bf16
-from speechbrain_cavmae.attention import SelfAttention, explicit_attention
-from speechbrain_cavmae.demo import machine_description
+from speechbrain_cavmae.model.attention import SelfAttention, explicit_attention
+from benchmarks.machine import machine_description
 
 #: ``(name, tokens, heads, head_dim)``.
 SHAPES = [

@@ -7,7 +7,7 @@ Cases (each builds the dataset with :func:`speechbrain_cavmae.data.dataset.build
 and reads ``dataset[i]`` in a loop):
 
 * ``extracted``: pre-extracted 16 kHz wav + 224 px JPEG frames (the original
-  layout, written by ``speechbrain_cavmae.extract``), train mode, no augmentation;
+  layout, written by ``speechbrain_cavmae.tools.extract``), train mode, no augmentation;
 * ``extracted_aug``: the same with the fine-tuning augmentation (mixup 0.5,
   freqm 48, timem 192, noise, label smoothing 0.1);
 * ``extracted_on_device``: ``features_on_device`` (waveform out, no CPU fbank);
@@ -116,7 +116,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    from speechbrain_cavmae import extract
+    from speechbrain_cavmae.tools import extract
 
     work = tempfile.mkdtemp(prefix="cavmae_bench_")
     videos, source = clips(work)

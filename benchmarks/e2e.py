@@ -1,7 +1,7 @@
 """End-to-end pretraining throughput: the real recipe fed by the real data pipeline.
 
 Writes synthetic clips in the original pre-extracted layout (10 s of 16 kHz audio as wav,
-ten 224 px JPEG frames at quality 75, as ``speechbrain_cavmae.extract`` writes them), then
+ten 224 px JPEG frames at quality 75, as ``speechbrain_cavmae.tools.extract`` writes them), then
 
 1. ``loader``: iterates the training DataLoader alone (the recipe's dataset and collate
    function, ``features_on_device``) with ``--num_workers`` workers: the samples/s the

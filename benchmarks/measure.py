@@ -22,7 +22,7 @@ import time
 import torch
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, ContrastiveLoss, MaskedReconstructionLoss
-from speechbrain_cavmae.attention import set_attention_kernel
+from speechbrain_cavmae.model.attention import set_attention_kernel
 
 KERNELS = {"math": "explicit", "fused": "fused", "dispatch": "dispatch"}
 

@@ -4,7 +4,7 @@ The original ``src/models/cav_mae.py`` no longer runs on current libraries: it b
 0.4.5's ``Attention(..., qk_scale=...)`` and its positional embedding uses ``numpy.float``.
 This module gives the imported original module (not timm) an attention class with timm 0.4.5's
 computation: the explicit math of the release, PyTorch's fused kernel, or our per-call choice
-(:func:`speechbrain_cavmae.attention.prefers_fused`); it also provides
+(:func:`speechbrain_cavmae.model.attention.prefers_fused`); it also provides
 ``numpy.float`` for its positional-embedding helper. Nothing of the original is copied here:
 pass the path of your own checkout (``git clone`` of YuanGongND/cav-mae) as ``src``.
 
@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_cavmae.attention import SelfAttention, explicit_attention, prefers_fused
+from speechbrain_cavmae.model.attention import SelfAttention, explicit_attention, prefers_fused
 
 
 class ReleaseAttention(nn.Module):
     """Multi-head self-attention computed as timm 0.4.5 did (``kernel="math"``), with
     PyTorch's fused kernel (``"fused"``), or with our per-call choice (``"dispatch"``, see
-    :func:`speechbrain_cavmae.attention.prefers_fused`)."""
+    :func:`speechbrain_cavmae.model.attention.prefers_fused`)."""
 
     def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0,
                  proj_drop=0.0, kernel="math"):

@@ -1,43 +1,58 @@
-"""speechbrain-cavmae: the Contrastive Audio-Visual Masked Autoencoder for SpeechBrain."""
+"""speechbrain-cavmae: the Contrastive Audio-Visual Masked Autoencoder for SpeechBrain.
 
-from speechbrain_cavmae.attention import SelfAttention, set_attention_kernel
-from speechbrain_cavmae.block import SharedBlock, vit_block
-from speechbrain_cavmae.checkpoint import (
-    CheckpointMismatchError,
-    init_from_imagenet_mae,
-    load_original_checkpoint,
-)
-from speechbrain_cavmae.classifier import MODES, CAVMAEClassifier
-from speechbrain_cavmae.decoder import CAVMAEDecoder
-from speechbrain_cavmae.encoder import CAVMAEEncoder
-from speechbrain_cavmae.lobes import CAVMAEAudioEncoder, CAVMAEJointEncoder, CAVMAEVisualEncoder
-from speechbrain_cavmae.losses import ContrastiveLoss, MaskedReconstructionLoss
-from speechbrain_cavmae.masking import random_masking, structured_noise
-from speechbrain_cavmae.patch_embed import AudioPatchEmbed, ImagePatchEmbed
-from speechbrain_cavmae.pretrain import CAVMAE
+The package in layers (each imports only from those above it):
+
+* :mod:`~speechbrain_cavmae.model`: the model as plain ``torch.nn`` modules;
+* :mod:`~speechbrain_cavmae.data`: audio and frame decoding, fbank features, datasets;
+* :mod:`~speechbrain_cavmae.checkpoints`: the one loader and the model folder;
+* :mod:`~speechbrain_cavmae.training`: ``Brain`` classes and the recipes' plumbing;
+* SpeechBrain-facing interfaces: :mod:`~speechbrain_cavmae.lobes` (drop-in encoders),
+  :mod:`~speechbrain_cavmae.losses`, :mod:`~speechbrain_cavmae.inference`;
+* :mod:`~speechbrain_cavmae.tools`: the command-line tools.
+
+The names below are imported on first use, so ``import speechbrain_cavmae`` stays cheap
+(a command's ``--help`` does not load torch).
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AudioPatchEmbed",
-    "CAVMAE",
-    "CAVMAEAudioEncoder",
-    "CAVMAEJointEncoder",
-    "CAVMAEVisualEncoder",
-    "CAVMAEClassifier",
-    "CAVMAEDecoder",
-    "CAVMAEEncoder",
-    "CheckpointMismatchError",
-    "ContrastiveLoss",
-    "ImagePatchEmbed",
-    "MODES",
-    "MaskedReconstructionLoss",
-    "SelfAttention",
-    "SharedBlock",
-    "init_from_imagenet_mae",
-    "load_original_checkpoint",
-    "random_masking",
-    "set_attention_kernel",
-    "structured_noise",
-    "vit_block",
-]
+#: public name -> module that defines it
+_EXPORTS = {
+    "AudioPatchEmbed": "model.patch_embed",
+    "ImagePatchEmbed": "model.patch_embed",
+    "SelfAttention": "model.attention",
+    "set_attention_kernel": "model.attention",
+    "SharedBlock": "model.block",
+    "vit_block": "model.block",
+    "random_masking": "model.masking",
+    "structured_noise": "model.masking",
+    "MODES": "model.modes",
+    "CAVMAEEncoder": "model.encoder",
+    "CAVMAEDecoder": "model.decoder",
+    "CAVMAE": "model.cavmae",
+    "CAVMAEClassifier": "model.classifier",
+    "CheckpointMismatchError": "checkpoints.original",
+    "init_from_imagenet_mae": "checkpoints.original",
+    "load_original_checkpoint": "checkpoints.original",
+    "CAVMAEAudioEncoder": "lobes",
+    "CAVMAEVisualEncoder": "lobes",
+    "CAVMAEJointEncoder": "lobes",
+    "ContrastiveLoss": "losses",
+    "MaskedReconstructionLoss": "losses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -39,15 +39,15 @@ from collections import namedtuple
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
-from speechbrain_cavmae.classifier import MODES
+from speechbrain_cavmae.model.modes import get_mode
 from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS
 from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.frames import ImageTransform
-from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
-from speechbrain_cavmae.loading import HPARAMS_FILE, RUN_MODEL_SUBDIR
-from speechbrain_cavmae.loading import yaml_declares as _yaml_declares
-from speechbrain_cavmae.model_folder import input_config
+from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.checkpoints.loader import HPARAMS_FILE, RUN_MODEL_SUBDIR
+from speechbrain_cavmae.checkpoints.loader import yaml_declares as _yaml_declares
+from speechbrain_cavmae.checkpoints.model_folder import input_config
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ Prediction = namedtuple("Prediction", ["label", "score", "index"])
 
 #: Sample id of a file read by :meth:`AudioVisualClassifier.load_clip`.
 CLIP_ID = "clip"
-
-AUDIO_MODES = ("audioonly", "missingaudioonly")
-VIDEO_MODES = ("videoonly", "missingvideoonly")
-
 
 def probe_streams(path):
     """``(has_audio, has_video)`` of a media file.
@@ -91,9 +87,9 @@ class AudioVisualClassifier(Pretrained):
     The hyperparameters file must define ``modules`` with ``model`` (a
     :class:`~speechbrain_cavmae.CAVMAEClassifier`, or a :class:`~speechbrain_cavmae.CAVMAE`
     for embeddings only) and optionally ``compute_features`` (a
-    :class:`~speechbrain_cavmae.features.KaldiFbank`), plus the settings ``sample_rate``,
+    :class:`~speechbrain_cavmae.data.fbank.KaldiFbank`), plus the settings ``sample_rate``,
     ``n_frames``, ``im_res``, ``mode``, ``audio_only_mode``, ``video_only_mode``,
-    ``score_activation`` and a ``label_encoder`` (see :mod:`speechbrain_cavmae.convert`).
+    ``score_activation`` and a ``label_encoder`` (see :mod:`speechbrain_cavmae.tools.convert`).
 
     Arguments
     ---------
@@ -266,12 +262,13 @@ class AudioVisualClassifier(Pretrained):
                                      f"{audio_note}: video_only_mode is null in its hyperparams")
             else:
                 raise ValueError("give audio, frames or both")
-        if mode not in MODES:
-            raise ValueError(f"{where}unknown mode {mode!r}; expected one of {MODES}")
-        if mode in AUDIO_MODES or mode == "multimodal":
-            if not has_audio:
-                raise ValueError(f"{where}mode {mode!r} needs audio{audio_note}")
-        if mode in VIDEO_MODES or mode == "multimodal":
+        try:
+            uses = get_mode(mode)
+        except ValueError as err:
+            raise ValueError(f"{where}{err}") from None
+        if uses.audio and not has_audio:
+            raise ValueError(f"{where}mode {mode!r} needs audio{audio_note}")
+        if uses.visual:
             if not has_frames:
                 raise ValueError(f"{where}mode {mode!r} needs frames{video_note}")
         return mode
@@ -332,8 +329,9 @@ class AudioVisualClassifier(Pretrained):
         mode = self._resolve_mode(mode, audio is not None, frames is not None)
         model = self.mods.model
         with torch.no_grad():
-            fbank = self._audio_input(audio, wav_lens) if mode not in VIDEO_MODES else None
-            if mode in AUDIO_MODES:
+            uses = get_mode(mode)
+            fbank = self._audio_input(audio, wav_lens) if uses.audio else None
+            if not uses.visual:
                 return self._activation(model(fbank, None, mode=mode))
             frames = self._frames_input(frames, self.device)
             scores = [self._activation(model(fbank, frames[:, i], mode=mode))
@@ -410,8 +408,9 @@ class AudioVisualClassifier(Pretrained):
         """
         fbank, frames = self.load_clip(path)
         mode = self._resolve_mode(mode, fbank is not None, frames is not None, source=path)
-        audio = fbank.unsqueeze(0) if fbank is not None and mode not in VIDEO_MODES else None
-        frames = frames.unsqueeze(0) if frames is not None and mode not in AUDIO_MODES else None
+        uses = get_mode(mode)
+        audio = fbank.unsqueeze(0) if fbank is not None and uses.audio else None
+        frames = frames.unsqueeze(0) if frames is not None and uses.visual else None
         scores = self.scores_batch(audio, frames, mode=mode)[0]
         top = scores.topk(min(int(top_k), scores.numel()))
         labels = self.labels(top.indices.tolist())

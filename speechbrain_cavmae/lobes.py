@@ -1,6 +1,6 @@
 """CAV-MAE encoders as drop-in SpeechBrain lobes.
 
-Three modules wrap :class:`~speechbrain_cavmae.encoder.CAVMAEEncoder` with the calling
+Three modules wrap :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder` with the calling
 convention of SpeechBrain's embedding models (``embedding_model(x)`` or
 ``embedding_model(x, lens)``, output ``[batch, 1, dim]`` for a classifier such as
 ``ECAPA_TDNN.Classifier`` or a ``torch.nn.Linear``):
@@ -15,7 +15,7 @@ Audio input
 -----------
 ``x`` is either waveforms ``[batch, samples]`` at 16 kHz (the encoder then computes the
 Kaldi-compatible 128-bin log-mel fbank of the original with
-:class:`~speechbrain_cavmae.features.KaldiFbank`, normalised with the dataset mean/std)
+:class:`~speechbrain_cavmae.data.fbank.KaldiFbank`, normalised with the dataset mean/std)
 or features ``[batch, frames, 128]`` from the recipe's front end. Feature inputs must have
 128 mel bins; ``feature_norm`` says how they are normalised (``"none"``: already CAV-MAE
 normalised, e.g. KaldiFbank output; ``"dataset"``: raw Kaldi log-mel, apply
@@ -55,10 +55,10 @@ import math
 import torch
 from torch import nn
 
-from speechbrain_cavmae.encoder import CAVMAEEncoder
-from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
-from speechbrain_cavmae.loading import ENCODER_ARGS, load_encoder_weights
-from speechbrain_cavmae.model_folder import read_input_config
+from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.checkpoints.loader import ENCODER_ARGS, load_encoder_weights
+from speechbrain_cavmae.checkpoints.model_folder import read_input_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
         A model folder (``hyperparams.yaml`` + ``model.ckpt``, which records the heads), an
         original CAV-MAE checkpoint (pretrained or fine-tuned ``.pth``) or a state dict
         saved from this package; loaded by
-        :func:`speechbrain_cavmae.loading.load_encoder_weights`. Only the encoder weights
+        :func:`speechbrain_cavmae.checkpoints.loader.load_encoder_weights`. Only the encoder weights
         are kept. ``None``: random initialisation with ``encoder_kwargs``.
     audio_length : int, optional
         Nominal number of fbank frames; with a checkpoint, the audio positional embedding
@@ -398,7 +398,7 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
     num_heads : int, optional
         Attention heads (not stored in a ``.pth``; a model folder records them).
     **encoder_kwargs
-        :class:`~speechbrain_cavmae.encoder.CAVMAEEncoder` sizes for random init.
+        :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder` sizes for random init.
 
     Example
     -------

@@ -104,3 +104,18 @@ def torchrun(args, nproc=2, timeout=600, check=True, env=None):
     """
     return run(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 *args], timeout=timeout, check=check, env=env)
+
+
+def import_script(path):
+    """Import a script that is not part of a package (``recipes/*/train.py``, the demo)."""
+    import importlib.util
+
+    path = Path(path)
+    name = "script_" + "_".join(path.relative_to(REPO).with_suffix("").parts)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

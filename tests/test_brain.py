@@ -10,19 +10,19 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.train_logger import FileTrainLogger
 
-from speechbrain_cavmae.brain import FinetuneBrain, WeightAverager, average_frame_predictions
-from speechbrain_cavmae.checkpoint import CheckpointMismatchError, speechbrain_to_original
-from speechbrain_cavmae.classifier import CAVMAEClassifier
+from speechbrain_cavmae.training.brains import FinetuneBrain, WeightAverager, average_frame_predictions
+from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError, speechbrain_to_original
+from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av
-from speechbrain_cavmae.metrics import ClassificationStats, MultiLabelMetrics
-from speechbrain_cavmae.pretrain import CAVMAE
-from speechbrain_cavmae.recipe import (
+from speechbrain_cavmae.training.metrics import ClassificationStats, MultiLabelMetrics
+from speechbrain_cavmae.model.cavmae import CAVMAE
+from speechbrain_cavmae.training.recipe import (
     average_state_dict_files,
     class_balanced_weights,
     load_pretrained,
 )
-from speechbrain_cavmae.schedules import WarmupStepDecay, step_decay_factor
-from speechbrain_cavmae.toy import generate_toy_dataset
+from speechbrain_cavmae.training.schedules import WarmupStepDecay, step_decay_factor
+from speechbrain_cavmae.tools.toy import generate_toy_dataset
 
 TINY = dict(img_size=32, audio_length=64, embed_dim=32, modality_specific_depth=1, num_heads=2)
 
@@ -221,7 +221,7 @@ def test_class_balanced_weights_follow_the_original_formula(toy):
 
 
 def test_atomic_checkpointer_ignores_unfinished_checkpoints(tmp_path):
-    from speechbrain_cavmae.recipe import AtomicCheckpointer
+    from speechbrain_cavmae.training.recipe import AtomicCheckpointer
 
     model = torch.nn.Linear(2, 2)
     ckpt = AtomicCheckpointer(tmp_path, {"model": model})
@@ -269,7 +269,7 @@ class _ConstantLossBrain(sb.Brain):
 
 @pytest.mark.parametrize("value, raises", [(float("nan"), True), (1.0, False)])
 def test_deferred_loss_check_keeps_speechbrain_nonfinite_patience(value, raises):
-    from speechbrain_cavmae.brain import CAVMAEBrain
+    from speechbrain_cavmae.training.brains import CAVMAEBrain
 
     brain_class = type("B", (CAVMAEBrain, _ConstantLossBrain), {"value": value})
     brain = brain_class(
@@ -289,7 +289,7 @@ def test_deferred_loss_check_keeps_speechbrain_nonfinite_patience(value, raises)
 
 
 def test_loader_kwargs_pin_memory_on_cuda_only_unless_set():
-    from speechbrain_cavmae.recipe import loader_kwargs
+    from speechbrain_cavmae.training.recipe import loader_kwargs
 
     hp = {"train_dataloader_opts": {"batch_size": 2}, "valid_dataloader_opts": {"pin_memory": False}}
     assert loader_kwargs(hp, "train_dataloader_opts", device="cuda:0")["pin_memory"] is True

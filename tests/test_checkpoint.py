@@ -14,12 +14,12 @@ from speechbrain_cavmae import (
     init_from_imagenet_mae,
     load_original_checkpoint,
 )
-from speechbrain_cavmae.checkpoint import (
+from speechbrain_cavmae.checkpoints.original import (
     infer_config,
     original_to_speechbrain,
     speechbrain_to_original,
 )
-from speechbrain_cavmae.pos_embed import resize_time_pos_embed
+from speechbrain_cavmae.model.pos_embed import resize_time_pos_embed
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original_parity.pt"
 

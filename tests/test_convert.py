@@ -10,8 +10,8 @@ from media import write_label_csv
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
-from speechbrain_cavmae.checkpoint import CheckpointMismatchError, original_to_speechbrain
-from speechbrain_cavmae.convert import (
+from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError, original_to_speechbrain
+from speechbrain_cavmae.tools.convert import (
     check_folder,
     convert,
     hparams_text,

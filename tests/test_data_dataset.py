@@ -31,7 +31,7 @@ from speechbrain_cavmae.data.dataset import (
 )
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
-from speechbrain_cavmae.features import KaldiFbank, compute_fbank, normalize_fbank
+from speechbrain_cavmae.data.fbank import KaldiFbank, compute_fbank, normalize_fbank
 
 MIDS = ["/m/a", "/m/b", "/m/c", "/m/d"]
 MASK_VALUE = -DEFAULT_CONFIG["mean"] / DEFAULT_CONFIG["std"]

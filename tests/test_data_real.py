@@ -87,7 +87,7 @@ def test_on_the_fly_correlates_with_original_two_step_path(original_path, on_the
 
 
 def test_extract_cli_reproduces_original_path(original_path, tmp_path):
-    from speechbrain_cavmae import extract
+    from speechbrain_cavmae.tools import extract
 
     listing = tmp_path / "videos.csv"
     listing.write_text("\n".join(os.path.join(SHARED_SAMPLES, c) for c in REAL_CLIPS) + "\n")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from media import decode_index, tone, write_frames, write_label_csv, write_original_manifest, write_video, write_wav
-from speechbrain_cavmae import extract, prepare_videos, validate
+from speechbrain_cavmae.tools import extract, prepare_videos, validate
 from speechbrain_cavmae.data import balance, stats
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 

@@ -1,7 +1,7 @@
 """The demo (``make demo``): its plumbing at the tiny ``--smoke`` budget, and its checks.
 
 The learning itself is checked by the demo (``make demo`` exits non-zero when a result
-falls below its thresholds, :data:`speechbrain_cavmae.demo.CHECKS`), not here: the full
+falls below its thresholds, ``CHECKS`` in ``recipes/Demo/demo.py``), not here: the full
 demo takes minutes. One ``--smoke`` run (one epoch per stage, 48 clips, one fine-tuning)
 checks that the stages run through the recipes' command lines and that the summary,
 figures, commands and checks are written; unit tests check the check machinery with
@@ -14,9 +14,11 @@ import os
 
 import pytest
 
-from processes import run
-from speechbrain_cavmae import demo
-from speechbrain_cavmae.plots import parse_train_log, read_history
+from processes import REPO, import_script, run
+from speechbrain_cavmae.tools.plots import parse_train_log, read_history
+
+DEMO = REPO / "recipes" / "Demo" / "demo.py"
+demo = import_script(DEMO)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +27,7 @@ def test_smoke_demo_writes_its_artefacts(tmp_path):
     """One tiny demo run: the summary, figures, commands, checkpoints and checks."""
     pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
-    run(["-m", "speechbrain_cavmae.demo", "--out", out, "--smoke", "--threads", "1",
+    run([DEMO, "--out", out, "--smoke", "--threads", "1",
          "--no_progress"], timeout=600)
     budget = demo.BUDGETS["smoke"]
     report = json.loads((out / "summary.json").read_text(encoding="utf8"))
@@ -52,7 +54,7 @@ def test_smoke_demo_writes_its_artefacts(tmp_path):
         "finetune multimodal"]
     for _, cmd in report["commands"]:
         assert cmd in summary, cmd
-    assert f"python -m speechbrain_cavmae.demo --out {out} --smoke" in summary
+    assert f"python recipes/Demo/demo.py --out {out} --smoke" in summary
     assert set(report["timings"]) == set(names)
 
     # Metrics in the table; figures are real PNGs, listed in the summary.

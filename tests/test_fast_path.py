@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, ContrastiveLoss, MaskedReconstructionLoss
-from speechbrain_cavmae.attention import SelfAttention, explicit_attention, set_attention_kernel
+from speechbrain_cavmae.model.attention import SelfAttention, explicit_attention, set_attention_kernel
 
 SIZES = dict(img_size=64, audio_length=128, embed_dim=64, num_heads=4, modality_specific_depth=2)
 

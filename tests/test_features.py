@@ -8,7 +8,7 @@ import torch
 import torchaudio
 
 from media import REAL_CLIPS, SHARED_SAMPLES
-from speechbrain_cavmae.features import (
+from speechbrain_cavmae.data.fbank import (
     DEFAULT_MEAN,
     DEFAULT_STD,
     KaldiFbank,

@@ -6,7 +6,7 @@ formula from the frame count and rate OpenCV reports. It does not use the packag
 compared pixel for pixel
 
 * with :func:`speechbrain_cavmae.data.frames.load_video_frames` (exactly: same decoder);
-* with the JPEGs :func:`speechbrain_cavmae.extract.save_frames` writes, against the original's
+* with the JPEGs :func:`speechbrain_cavmae.tools.extract.save_frames` writes, against the original's
   ``Resize(224)`` + ``CenterCrop(224)`` of the reference frame (within JPEG tolerance);
 
 on generated clips with awkward frame counts and rates (fewer than 10 frames, more than 10 s,
@@ -34,7 +34,7 @@ from media import (
     write_video,
 )
 from speechbrain_cavmae.data.frames import load_video_frames
-from speechbrain_cavmae.extract import save_frames
+from speechbrain_cavmae.tools.extract import save_frames
 
 # name: (frames, rate) of a constant frame rate clip, or the frame durations (ms) of a
 # variable frame rate one

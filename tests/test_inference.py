@@ -8,12 +8,12 @@ import pytest
 import torch
 from media import REAL_CLIPS, SHARED_SAMPLES, tone, write_label_csv, write_video, write_wav
 
-from speechbrain_cavmae.checkpoint import load_original_checkpoint
-from speechbrain_cavmae.classify import main as classify_main
-from speechbrain_cavmae.convert import convert
+from speechbrain_cavmae.checkpoints.original import load_original_checkpoint
+from speechbrain_cavmae.tools.classify import main as classify_main
+from speechbrain_cavmae.tools.convert import convert
 from speechbrain_cavmae.data.audio import load_audio
 from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
-from speechbrain_cavmae.features import KaldiFbank
+from speechbrain_cavmae.data.fbank import KaldiFbank
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.inference import AudioVisualClassifier, Prediction, probe_streams
 

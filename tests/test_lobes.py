@@ -9,11 +9,11 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from speechbrain_cavmae.checkpoint import load_original_checkpoint
-from speechbrain_cavmae.classifier import CAVMAEClassifier
-from speechbrain_cavmae.encoder import CAVMAEEncoder
-from speechbrain_cavmae.features import KaldiFbank
-from speechbrain_cavmae.pretrain import CAVMAE
+from speechbrain_cavmae.checkpoints.original import load_original_checkpoint
+from speechbrain_cavmae.model.classifier import CAVMAEClassifier
+from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+from speechbrain_cavmae.data.fbank import KaldiFbank
+from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.lobes import (
     CAVMAEAudioEncoder,
     CAVMAEJointEncoder,

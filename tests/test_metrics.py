@@ -1,4 +1,4 @@
-"""Tests for speechbrain_cavmae.metrics against scikit-learn and brute force."""
+"""Tests for speechbrain_cavmae.training.metrics against scikit-learn and brute force."""
 
 import math
 import warnings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_cavmae import metrics as M
+from speechbrain_cavmae.training import metrics as M
 
 sk_metrics = pytest.importorskip("sklearn.metrics")
 

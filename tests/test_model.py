@@ -13,8 +13,8 @@ from speechbrain_cavmae import (
     random_masking,
     structured_noise,
 )
-from speechbrain_cavmae.decoder import unshuffle
-from speechbrain_cavmae.patchify import (
+from speechbrain_cavmae.model.decoder import unshuffle
+from speechbrain_cavmae.model.patchify import (
     patchify_audio,
     patchify_image,
     unpatchify_audio,

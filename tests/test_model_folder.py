@@ -20,18 +20,18 @@ from processes import run
 from recipe_cli import AUDIOSET, HP, NO_AUG
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, CAVMAEAudioEncoder
-from speechbrain_cavmae import extract_features as fx
-from speechbrain_cavmae.checkpoint import CheckpointMismatchError
-from speechbrain_cavmae.convert import convert
+from speechbrain_cavmae.tools import extract_features as fx
+from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError
+from speechbrain_cavmae.tools.convert import convert
 from speechbrain_cavmae.inference import AudioVisualClassifier
-from speechbrain_cavmae.loading import (
+from speechbrain_cavmae.checkpoints.loader import (
     HeadsNotStoredError,
     NonFiniteWeightError,
     load_model,
 )
-from speechbrain_cavmae.recipe import load_pretrained
-from speechbrain_cavmae.retrieval import eval_loader
-from speechbrain_cavmae.retrieval import load_model as tool_load_model
+from speechbrain_cavmae.training.recipe import load_pretrained
+from speechbrain_cavmae.tools.retrieval import eval_loader
+from speechbrain_cavmae.tools.retrieval import load_model as tool_load_model
 
 ARCH = dict(img_size=64, audio_length=96, embed_dim=64, modality_specific_depth=1,
             shared_depth=1, num_heads=4)
@@ -358,7 +358,7 @@ def test_stereo_48k_wav_is_fed_as_in_training(runs, finetuned, tmp_path):
     import soundfile
 
     from speechbrain_cavmae.data.audio import load_audio
-    from speechbrain_cavmae.features import compute_fbank
+    from speechbrain_cavmae.data.fbank import compute_fbank
 
     t = np.arange(48000 * 2) / 48000
     stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t),

@@ -28,7 +28,7 @@ from speechbrain_cavmae import (
     MaskedReconstructionLoss,
     load_original_checkpoint,
 )
-from speechbrain_cavmae.pos_embed import sincos_2d
+from speechbrain_cavmae.model.pos_embed import sincos_2d
 
 from processes import run
 

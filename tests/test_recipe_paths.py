@@ -227,8 +227,8 @@ def _recipe_train_loader(toy, tmp_path, manifest, **overrides):
     import speechbrain as sb
     from hyperpyyaml import load_hyperpyyaml
 
-    from speechbrain_cavmae.brain import FinetuneBrain
-    from speechbrain_cavmae.recipe import build_datasets, loader_kwargs
+    from speechbrain_cavmae.training.brains import FinetuneBrain
+    from speechbrain_cavmae.training.recipe import build_datasets, loader_kwargs
 
     values = {"train_data": str(manifest), "valid_data": toy["valid"],
               "label_csv": toy["label_csv"], "num_classes": 4, "embed_dim": 32,
@@ -315,7 +315,7 @@ def test_compiled_classifier_matches_eager(one_thread):
     the model in-process instead: graph capture and the joint forward/backward graph, without
     the C++ code generation (7.5 s of CPU).
     """
-    from speechbrain_cavmae.classifier import CAVMAEClassifier
+    from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 
     torch.manual_seed(0)
     model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=32,

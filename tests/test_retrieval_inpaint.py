@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_cavmae import extract_features as fx
-from speechbrain_cavmae import inpaint as ip
-from speechbrain_cavmae import retrieval as rt
-from speechbrain_cavmae.pretrain import CAVMAE
-from speechbrain_cavmae.toy import generate_toy_dataset
+from speechbrain_cavmae.tools import extract_features as fx
+from speechbrain_cavmae.tools import inpaint as ip
+from speechbrain_cavmae.tools import retrieval as rt
+from speechbrain_cavmae.model.cavmae import CAVMAE
+from speechbrain_cavmae.tools.toy import generate_toy_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -73,7 +73,7 @@ def test_inpaint_is_seeded_and_keeps_visible_patches(setup):
     assert first["mask_v"].sum(1).tolist() == [3.0, 3.0]  # 3 of 2 x 2 patches
     # Visible patches are copied from the input, masked ones are blank in the masked view.
     keep_v = ~first["mask_v"].bool()
-    from speechbrain_cavmae.patchify import patchify_audio, patchify_image
+    from speechbrain_cavmae.model.patchify import patchify_audio, patchify_image
 
     pv_recon, pv_in = patchify_image(first["image_recon"]), patchify_image(image)
     assert torch.allclose(pv_recon[keep_v], pv_in[keep_v])

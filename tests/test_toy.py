@@ -1,4 +1,4 @@
-"""Tests for the audio-visual toy dataset generator (speechbrain_cavmae.toy)."""
+"""Tests for the audio-visual toy dataset generator (speechbrain_cavmae.tools.toy)."""
 
 import csv
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from speechbrain_cavmae import toy
+from speechbrain_cavmae.tools import toy
 
 N_TRAIN, N_VALID, N_TEST, N_CLASSES = 32, 4, 4, 8
 

@@ -27,7 +27,7 @@ import logging
 import sys
 
 from speechbrain_cavmae.data.manifest import LabelTable
-from speechbrain_cavmae.recipe import index_clip_folder, make_entry, write_prepared
+from speechbrain_cavmae.training.recipe import index_clip_folder, make_entry, write_prepared
 
 logger = logging.getLogger(__name__)
 

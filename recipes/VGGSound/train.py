@@ -24,7 +24,7 @@ Authors
 
 import sys
 
-from speechbrain_cavmae.recipe import run_recipe
+from speechbrain_cavmae.training.recipe import run_recipe
 
 if __name__ == "__main__":
     run_recipe(sys.argv[1:])

@@ -133,7 +133,7 @@ def _batched_mask(feats, width_max, dim, value):
 class FbankAugment(torch.nn.Module):
     """Batched SpecAugment + noise/roll for features computed on device.
 
-    Use after :class:`speechbrain_cavmae.features.KaldiFbank` (normalised
+    Use after :class:`speechbrain_cavmae.data.fbank.KaldiFbank` (normalised
     output) when ``features_on_device`` is set; it reproduces the per-clip
     augmentation of the CPU path, with masks filled with the normalised
     value of 0 (``(0 - mean) / std``) because the original masks before

@@ -65,7 +65,7 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from ..features import compute_fbank, normalize_fbank
+from .fbank import compute_fbank, normalize_fbank
 from . import augment
 from .audio import SOUNDFILE_EXTS, load_audio
 from .errors import BadSampleError

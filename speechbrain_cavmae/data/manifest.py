@@ -172,7 +172,7 @@ def read_original_manifest(json_path):
     """Read the original CAV-MAE ``{"data": [...]}`` JSON.
 
     Returns an ordered dict keyed by ``video_id`` (duplicates get a ``#k``
-    suffix and a warning; :mod:`speechbrain_cavmae.validate` reports them).
+    suffix and a warning; :mod:`speechbrain_cavmae.tools.validate` reports them).
     """
     json_path = os.fspath(json_path)
     with open(json_path, encoding="utf8") as handle:

@@ -18,10 +18,11 @@ Authors
 import torch
 from torch import nn
 
-from speechbrain_cavmae.block import SharedBlock, vit_block
-from speechbrain_cavmae.masking import random_masking, structured_noise
-from speechbrain_cavmae.patch_embed import AudioPatchEmbed, ImagePatchEmbed
-from speechbrain_cavmae.pos_embed import resize_time_pos_embed, sincos_2d
+from speechbrain_cavmae.model.block import SharedBlock, vit_block
+from speechbrain_cavmae.model.masking import random_masking, structured_noise
+from speechbrain_cavmae.model.modes import get_mode
+from speechbrain_cavmae.model.patch_embed import AudioPatchEmbed, ImagePatchEmbed
+from speechbrain_cavmae.model.pos_embed import resize_time_pos_embed, sincos_2d
 
 
 class CAVMAEEncoder(nn.Module):
@@ -213,6 +214,13 @@ class CAVMAEEncoder(nn.Module):
         norm = {None: self.norm, "a": self.norm_a, "v": self.norm_v}[modality]
         return norm(x)
 
+    def forward_joint(self, a, v, attn_mask=None):
+        """The joint stream: audio ``[batch, La, dim]`` and visual ``[batch, Lv, dim]``
+        tokens (after their branches), concatenated in that order, through the shared
+        blocks and ``norm`` -> ``[batch, La + Lv, dim]``. The one place the two streams meet.
+        """
+        return self.forward_shared(torch.cat([a, v], dim=1), attn_mask=attn_mask)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -263,7 +271,7 @@ class CAVMAEEncoder(nn.Module):
         v, mask_v, ids_restore_v = random_masking(v, mask_ratio_v, noise_v)
         a = self.forward_audio_branch(a)
         v = self.forward_visual_branch(v)
-        joint = self.forward_shared(torch.cat([a, v], dim=1))
+        joint = self.forward_joint(a, v)
         return {
             "joint": joint,
             "num_kept_a": a.shape[1],
@@ -297,6 +305,31 @@ class CAVMAEEncoder(nn.Module):
         a = self.encode_audio(audio) if audio is not None else None
         v = self.encode_visual(image) if image is not None else None
         return a, v
+
+    def pool(self, audio=None, image=None, mode="multimodal"):
+        """Unmasked, mean-pooled representation ``[batch, dim]`` in one of the five modes
+        (:mod:`~speechbrain_cavmae.model.modes`), as the original classifier pools it.
+
+        Example
+        -------
+        >>> enc = CAVMAEEncoder(img_size=32, audio_length=64, embed_dim=32,
+        ...                     modality_specific_depth=1, num_heads=4)
+        >>> enc.pool(torch.randn(2, 64, 128), None, "missingaudioonly").shape
+        torch.Size([2, 32])
+        """
+        mode = get_mode(mode)
+        for needed, tensor, name in ((mode.audio, audio, "audio"), (mode.visual, image, "image")):
+            if needed and tensor is None:
+                raise ValueError(f"mode {mode.name!r} needs the {name} input")
+        a = self.forward_audio_branch(self.embed_audio(audio)) if mode.audio else None
+        v = self.forward_visual_branch(self.embed_visual(image)) if mode.visual else None
+        if mode.stream is None:
+            return self.forward_joint(a, v).mean(dim=1)
+        x = a if mode.stream == "a" else v
+        pooled = self.forward_shared(x, mode.stream).mean(dim=1)
+        if mode.with_joint:
+            pooled = (self.forward_shared(x).mean(dim=1) + pooled) / 2
+        return pooled
 
 
 def init_linear_and_norm(module):

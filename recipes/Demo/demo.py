@@ -2,16 +2,16 @@
 
 Steps, each through the project's real entry points:
 
-1. generate (or reuse) the toy dataset (:func:`speechbrain_cavmae.toy.generate_toy_dataset`);
+1. generate (or reuse) the toy dataset (:func:`speechbrain_cavmae.tools.toy.generate_toy_dataset`);
 2. pretrain a small CAV-MAE with ``recipes/AudioSet/train.py hparams/cavmae.yaml`` and
    command-line overrides (a subprocess, exactly what a user runs);
 3. fine-tune from that checkpoint three times (``hparams/cavmae_ft.yaml``,
    ``cavmae_ft_audioonly.yaml``, ``cavmae_ft_videoonly.yaml``) and evaluate on the test
    split (single frame and multi-frame);
 4. audio->visual and visual->audio retrieval on the test split with the pretrained
-   model's pooled single-modality embeddings (:mod:`speechbrain_cavmae.retrieval`);
-5. inpainting figures (:mod:`speechbrain_cavmae.inpaint`) and loss curves
-   (:mod:`speechbrain_cavmae.plots`);
+   model's pooled single-modality embeddings (:mod:`speechbrain_cavmae.tools.retrieval`);
+5. inpainting figures (:mod:`speechbrain_cavmae.tools.inpaint`) and loss curves
+   (:mod:`speechbrain_cavmae.tools.plots`);
 6. ``summary.md``: metrics with chance levels, wall time per stage, commands, figures.
 
 ``--ablation`` instead pretrains the same model three ways (contrastive + MAE, MAE only,
@@ -20,7 +20,7 @@ of each, and prints the comparison table (also written to ``ablation.md``).
 
 Usage::
 
-    python -m speechbrain_cavmae.demo --out results/demo [--quick] [--ablation]
+    python recipes/Demo/demo.py --out results/demo [--quick] [--ablation]
 
 ``--quick`` is a shrunken version (fewer clips and epochs, about half the time of the full
 one); ``--smoke`` a tiny one (one epoch per stage, a few dozen clips, only the multimodal
@@ -52,11 +52,14 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # the benchmarks package, for machine_description
+
+from benchmarks.machine import machine_description  # noqa: E402
 RECIPE = Path("recipes") / "AudioSet" / "train.py"
 HPARAMS = Path("hparams")
 
-#: Fbank statistics of the default toy set (see ``speechbrain_cavmae.toy``).
+#: Fbank statistics of the default toy set (see ``speechbrain_cavmae.tools.toy``).
 TOY_MEAN = -7.157
 TOY_STD = 3.098
 N_CLASSES = 8
@@ -204,24 +207,6 @@ def override_args(*dicts):
     return args
 
 
-def machine_description():
-    """CPU model, logical cores and OS, for the summary."""
-    model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle
-                     if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        logger.debug("no /proc/cpuinfo: CPU model from platform.processor()")
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count()
-    system = f"{platform.system()} {platform.release()}"
-    return f"{model or 'unknown CPU'}, {cores} logical cores, {system}"
-
-
 class Runner:
     """Runs the stages, records commands and wall times.
 
@@ -302,7 +287,7 @@ class Runner:
 # ------------------------------------------------------------------------------ stages
 def make_data(runner, data_dir, budget):
     """Generate (or reuse) the toy dataset; returns its paths."""
-    from speechbrain_cavmae.toy import generate_toy_dataset
+    from speechbrain_cavmae.tools.toy import generate_toy_dataset
 
     runner.say(f"toy data in {data_dir}")
     paths = runner.timed("data", generate_toy_dataset, data_dir, **budget["data"])
@@ -325,7 +310,7 @@ def data_args(paths, with_labels=False):
 
 def pretrain(runner, name, folder, paths, budget, objective):
     """Pretrain; returns ``(model folder, history, test results)``."""
-    from speechbrain_cavmae.plots import read_history
+    from speechbrain_cavmae.tools.plots import read_history
 
     overrides = override_args(data_args(paths), MODEL_ARGS, DECODER_ARGS, RUN_ARGS,
                               PRETRAIN_FIXED, budget["pretrain"], objective)
@@ -338,7 +323,7 @@ def pretrain(runner, name, folder, paths, budget, objective):
 
 def finetune(runner, name, folder, paths, budget, mode, checkpoint):
     """Fine-tune in ``mode`` from ``checkpoint``; returns ``(history, test results)``."""
-    from speechbrain_cavmae.plots import read_history
+    from speechbrain_cavmae.tools.plots import read_history
 
     overrides = override_args(data_args(paths, with_labels=True), MODEL_ARGS, RUN_ARGS,
                               FINETUNE_FIXED, budget["finetune"],
@@ -372,7 +357,7 @@ def evaluate_missing_modality(runner, folder, paths, budget, mode):
 
 def retrieval(runner, name, checkpoint, data, output):
     """Retrieval on ``data`` with the pretrained model (the retrieval CLI)."""
-    from speechbrain_cavmae import retrieval as rmod
+    from speechbrain_cavmae.tools import retrieval as rmod
 
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu",
             "--output", str(output),
@@ -384,7 +369,7 @@ def retrieval(runner, name, checkpoint, data, output):
 
 def inpainting(runner, checkpoint, data, out_dir, num_clips):
     """Inpainting figures of the pretrained model; returns the PNG paths."""
-    from speechbrain_cavmae import inpaint as imod
+    from speechbrain_cavmae.tools import inpaint as imod
 
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--out_dir", str(out_dir),
             "--num_clips", str(num_clips), "--mask_ratios", "0.5,0.75", "--norm_pix",
@@ -609,7 +594,7 @@ def prepare_run(out, mode, threads, progress, data_dir):
 
 def run_demo(out, mode="full", threads=2, progress=True, data_dir=None):
     """The full demo; returns the report dict (also in ``out/summary.json``)."""
-    from speechbrain_cavmae.plots import plot_finetuning, plot_pretraining
+    from speechbrain_cavmae.tools.plots import plot_finetuning, plot_pretraining
 
     start = time.time()
     out, budget, runner, paths = prepare_run(out, mode, threads, progress, data_dir)
@@ -658,7 +643,7 @@ def run_demo(out, mode="full", threads=2, progress=True, data_dir=None):
         "timings": runner.timings,
         "commands": runner.commands,
         "figures": [(c, os.path.relpath(f, out)) for c, f in figures],
-        "demo_command": "python -m speechbrain_cavmae.demo --out {}{}".format(
+        "demo_command": "python recipes/Demo/demo.py --out {}{}".format(
             out, "" if mode == "full" else f" --{mode}"),
     }
     report["checks"] = evaluate_checks(report)

@@ -9,10 +9,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from speechbrain_cavmae.encoder import CAVMAEEncoder
-
-#: Inference modes, under the names of the original implementation.
-MODES = ("multimodal", "audioonly", "videoonly", "missingaudioonly", "missingvideoonly")
+from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+from speechbrain_cavmae.model.modes import MODES, check_mode  # noqa: F401  (re-exported)
 
 
 class ClassifierHead(nn.Sequential):
@@ -51,7 +49,7 @@ class CAVMAEClassifier(nn.Module):
     mode : str
         Default mode, one of :data:`MODES`.
     **encoder_kwargs
-        Passed to :class:`~speechbrain_cavmae.encoder.CAVMAEEncoder`
+        Passed to :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder`
         (``trainable_pos_embed`` defaults to True, as in the original fine-tuning).
 
     Example
@@ -78,24 +76,7 @@ class CAVMAEClassifier(nn.Module):
 
     def pool(self, audio=None, image=None, mode=None):
         """Mean-pooled representation ``[batch, dim]`` that the head classifies."""
-        mode = check_mode(mode or self.mode)
-        enc = self.encoder
-        if mode == "multimodal":
-            _require(audio, "audio", mode)
-            _require(image, "image", mode)
-            a = enc.forward_audio_branch(enc.embed_audio(audio))
-            v = enc.forward_visual_branch(enc.embed_visual(image))
-            return enc.forward_shared(torch.cat([a, v], dim=1)).mean(dim=1)
-        if mode in ("audioonly", "missingaudioonly"):
-            _require(audio, "audio", mode)
-            x, modality = enc.forward_audio_branch(enc.embed_audio(audio)), "a"
-        else:
-            _require(image, "image", mode)
-            x, modality = enc.forward_visual_branch(enc.embed_visual(image)), "v"
-        pooled = enc.forward_shared(x, modality).mean(dim=1)
-        if mode.startswith("missing"):
-            pooled = (enc.forward_shared(x).mean(dim=1) + pooled) / 2
-        return pooled
+        return self.encoder.pool(audio, image, mode or self.mode)
 
     def forward(self, audio=None, image=None, mode=None):
         """Logits ``[batch, num_classes]`` for fbank ``[batch, frames, n_mels]`` and/or
@@ -105,15 +86,3 @@ class CAVMAEClassifier(nn.Module):
     def encode(self, audio=None, image=None):
         """Unmasked audio-only and visual-only token sequences (see ``CAVMAEEncoder.encode``)."""
         return self.encoder.encode(audio, image)
-
-
-def check_mode(mode):
-    """Return ``mode`` if it is one of :data:`MODES`, else raise a ``ValueError``."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    return mode
-
-
-def _require(tensor, name, mode):
-    if tensor is None:
-        raise ValueError(f"mode {mode!r} needs the {name} input")

@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 import torch
 
-from speechbrain_cavmae.classifier import CAVMAEClassifier
+from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -140,12 +140,12 @@ def speechbrain_to_original(state):
 
 def infer_config(state, n_mels=128, num_heads=None, decoder_num_heads=None):
     """Architecture of a state dict (ours or the original's): a thin call into
-    :func:`speechbrain_cavmae.loading.architecture`.
+    :func:`speechbrain_cavmae.checkpoints.loader.architecture`.
 
     Attention heads cannot be read from weights: they default only for the released
     widths (768 -> 12 encoder heads, 512 -> 16 decoder heads); other widths need
     ``num_heads`` / ``decoder_num_heads``
-    (:class:`~speechbrain_cavmae.loading.HeadsNotStoredError` otherwise).
+    (:class:`~speechbrain_cavmae.checkpoints.loader.HeadsNotStoredError` otherwise).
 
     Returns
     -------
@@ -153,7 +153,7 @@ def infer_config(state, n_mels=128, num_heads=None, decoder_num_heads=None):
         ``kind`` (``"pretrain"``, ``"classifier"`` or ``"encoder"``) and constructor
         arguments.
     """
-    from speechbrain_cavmae.loading import architecture, prepare_state
+    from speechbrain_cavmae.checkpoints.loader import architecture, prepare_state
 
     return architecture(prepare_state(state), num_heads, decoder_num_heads, n_mels)
 
@@ -162,7 +162,7 @@ def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location
                              **overrides):
     """Build the right model for an original (or our) CAV-MAE checkpoint and load it.
 
-    A thin call into :func:`speechbrain_cavmae.loading.load_model`: a pretraining model
+    A thin call into :func:`speechbrain_cavmae.checkpoints.loader.load_model`: a pretraining model
     (:class:`CAVMAE`) when decoder weights are present, a :class:`CAVMAEClassifier` when
     ``mlp_head`` is; strict (missing or unexpected keys raise).
 
@@ -194,7 +194,7 @@ def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location
     >>> type(loaded).__name__, loaded.num_classes
     ('CAVMAEClassifier', 3)
     """
-    from speechbrain_cavmae.loading import load_model
+    from speechbrain_cavmae.checkpoints.loader import load_model
 
     return load_model(path_or_state_dict, audio_length=audio_length,
                       map_location=map_location, **overrides)
@@ -226,7 +226,7 @@ def init_from_imagenet_mae(model, mae_state):
         Names of our parameters that were initialised.
     """
     if not isinstance(mae_state, dict):
-        from speechbrain_cavmae.loading import read_state_file
+        from speechbrain_cavmae.checkpoints.loader import read_state_file
 
         mae_state = read_state_file(mae_state, rename=False)
     mae = unwrap_state_dict(mae_state)

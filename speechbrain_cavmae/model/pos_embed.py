@@ -5,7 +5,7 @@ CAV-MAE uses the MAE-style 2-D sin-cos embedding on both patch grids. For a grid
 concatenation ``[sincos(col), sincos(row)]``, each half being a 1-D embedding with
 frequencies ``1 / 10000 ** (i / (dim / 4))``. For audio the rows are the 8 frequency
 bands and the columns are time steps, matching the frequency-major token order of
-:class:`~speechbrain_cavmae.patch_embed.AudioPatchEmbed`.
+:class:`~speechbrain_cavmae.model.patch_embed.AudioPatchEmbed`.
 
 Authors
  * speechbrain-cavmae contributors 2026

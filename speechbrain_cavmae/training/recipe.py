@@ -11,8 +11,8 @@ A recipe script is one call to :func:`run_recipe`, which
 4. loads the initial weights from ``pretrained_path`` (:func:`load_pretrained`: a model
    folder, an original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
 5. dispatches on the yaml's ``task`` (``pretrain`` or ``finetune``) to
-   :class:`~speechbrain_cavmae.brain.PretrainBrain` or
-   :class:`~speechbrain_cavmae.brain.FinetuneBrain`, trains (resuming from the last
+   :class:`~speechbrain_cavmae.training.brains.PretrainBrain` or
+   :class:`~speechbrain_cavmae.training.brains.FinetuneBrain`, trains (resuming from the last
    checkpoint), evaluates, and exports the final model as a model folder
    ``output_folder/model/`` (:func:`export_model_folder`: ``hyperparams.yaml``,
    ``model.ckpt``, ``label_encoder.txt``, loadable by ``from_hparams`` and every tool)
@@ -46,14 +46,14 @@ from speechbrain.utils.checkpoints import (
 )
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_cavmae.brain import FinetuneBrain, PretrainBrain, unwrap
-from speechbrain_cavmae.loading import (
+from speechbrain_cavmae.training.brains import FinetuneBrain, PretrainBrain, unwrap
+from speechbrain_cavmae.checkpoints.loader import (
     RUN_MODEL_SUBDIR,
     average_state_dicts,
     load_into,
     read_state_file,
 )
-from speechbrain_cavmae.model_folder import write_model_folder
+from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
 from speechbrain_cavmae.data import balance
 from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
 from speechbrain_cavmae.data.manifest import LabelTable
@@ -193,7 +193,7 @@ class RandomState:
 # --------------------------------------------------------------------------- weights
 def load_pretrained(model, path):
     """Initialise ``model`` from ``pretrained_path``, as the original recipes do: a thin
-    call into :func:`speechbrain_cavmae.loading.load_into`.
+    call into :func:`speechbrain_cavmae.checkpoints.loader.load_into`.
 
     Accepted: a model folder (or a recipe's output folder), an original CAV-MAE state
     dict (pretraining or fine-tuned model, ``module.`` prefix allowed), one of ours
@@ -215,7 +215,7 @@ def load_pretrained(model, path):
 
 def average_state_dict_files(paths):
     """Average the weights saved in several files (the original ``wa_model``) with
-    :func:`speechbrain_cavmae.loading.average_state_dicts`.
+    :func:`speechbrain_cavmae.checkpoints.loader.average_state_dicts`.
 
     Arguments
     ---------
@@ -244,7 +244,7 @@ def average_state_dict_files(paths):
 
 def export_model(model, path):
     """Save the model's state dict (our names; load with :func:`load_pretrained` or
-    :func:`speechbrain_cavmae.checkpoint.load_original_checkpoint`)."""
+    :func:`speechbrain_cavmae.checkpoints.original.load_original_checkpoint`)."""
     if if_main_process():
         torch.save(unwrap(model).state_dict(), path)
         logger.info("exported the model to %s", path)
@@ -256,7 +256,7 @@ def export_model_folder(model, hparams, datasets=None):
     ``model.ckpt``, ``label_encoder.txt``): the model with its architecture, classifier
     mode, input pipeline (the evaluation data configuration), loss and labels, loadable
     with ``AudioVisualClassifier.from_hparams`` and by every tool
-    (:mod:`speechbrain_cavmae.model_folder`)."""
+    (:mod:`speechbrain_cavmae.checkpoints.model_folder`)."""
     if not if_main_process():
         return None
     cfg = data_config(hparams, train=False)

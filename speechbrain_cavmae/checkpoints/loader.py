@@ -4,7 +4,7 @@ Accepted sources (:func:`detect_format`):
 
 * ``"model_folder"``: a folder with ``hyperparams.yaml`` and ``model.ckpt`` (written by the
   recipes, ``python -m speechbrain_cavmae.convert`` or
-  :func:`speechbrain_cavmae.model_folder.write_model_folder`); it describes the
+  :func:`speechbrain_cavmae.checkpoints.model_folder.write_model_folder`); it describes the
   architecture (both head counts included), so nothing has to be passed. The
   ``model.ckpt`` of such a folder counts as the folder, and so does a recipe's output
   folder holding one under ``model/``;
@@ -15,7 +15,7 @@ Accepted sources (:func:`detect_format`):
   ``finetuned.pth``, ``model.ckpt``);
 * ``"imagenet_mae"``: ImageNet MAE ViT weights (initialisation only).
 
-Weights are renamed with :func:`speechbrain_cavmae.checkpoint.original_to_speechbrain`,
+Weights are renamed with :func:`speechbrain_cavmae.checkpoints.original.original_to_speechbrain`,
 checked (every value a tensor, every floating-point value finite), the audio positional
 embeddings are interpolated in time in one place (:func:`load_weights`), and the load is
 strict: missing and unexpected keys are errors naming them. Partial loads happen only
@@ -38,14 +38,14 @@ from collections import OrderedDict
 
 import torch
 
-from speechbrain_cavmae.checkpoint import (
+from speechbrain_cavmae.checkpoints.original import (
     CheckpointMismatchError,
     init_from_imagenet_mae,
     is_original_state_dict,
     original_to_speechbrain,
     unwrap_state_dict,
 )
-from speechbrain_cavmae.pos_embed import resize_time_pos_embed
+from speechbrain_cavmae.model.pos_embed import resize_time_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -361,8 +361,8 @@ def model_config(model):
 
 def build_model(cfg):
     """Instantiate the model of an :func:`architecture` / :func:`model_config` dict."""
-    from speechbrain_cavmae.classifier import CAVMAEClassifier
-    from speechbrain_cavmae.pretrain import CAVMAE
+    from speechbrain_cavmae.model.classifier import CAVMAEClassifier
+    from speechbrain_cavmae.model.cavmae import CAVMAE
 
     cfg = dict(cfg)
     kind = cfg.pop("kind")
@@ -593,7 +593,7 @@ def load_encoder_weights(source, num_heads=None, audio_length=None, map_location
     ``encoder_kwargs`` may only repeat the checkpoint's sizes, or set ``drop_path_rate``
     and ``trainable_pos_embed``.
     """
-    from speechbrain_cavmae.encoder import CAVMAEEncoder
+    from speechbrain_cavmae.model.encoder import CAVMAEEncoder
 
     state, fmt, folder = read_source(source, map_location)
     name = folder or os.fspath(source)
@@ -626,8 +626,8 @@ def load_encoder_weights(source, num_heads=None, audio_length=None, map_location
 def average_state_dicts(states, names=None):
     """Element-wise running mean of state dicts with the same keys (the original's weight
     averaging); non-floating-point tensors take the last value. The one implementation,
-    used by :class:`speechbrain_cavmae.brain.WeightAverager` and
-    :func:`speechbrain_cavmae.recipe.average_state_dict_files`.
+    used by :class:`speechbrain_cavmae.training.brains.WeightAverager` and
+    :func:`speechbrain_cavmae.training.recipe.average_state_dict_files`.
 
     Example
     -------

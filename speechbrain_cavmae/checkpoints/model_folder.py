@@ -9,16 +9,16 @@ A model folder holds
   classifier's mode), the input pipeline (sample rate, fbank frames, mel bins, fbank
   mean/std, audio channel, frames per clip, image size and resize filter), the training
   loss and so the score activation, and a ``pretrainer`` whose model hook loads strictly
-  (:func:`speechbrain_cavmae.loading.strict_load_hook`);
+  (:func:`speechbrain_cavmae.checkpoints.loader.strict_load_hook`);
 * ``label_encoder.txt`` (classifiers; SpeechBrain ``CategoricalEncoder`` format) and, when
   the label table is known, ``labels.csv`` (``index,mid,display_name``).
 
 No absolute path is written: the yaml's ``pretrained_path`` is ``.`` and
-``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.loading.load_model`)
+``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.checkpoints.loader.load_model`)
 set it to the folder they are given, so a folder can be moved or zipped as it is.
 
 Writers: the recipes (``<output_folder>/model/``), ``python -m speechbrain_cavmae.convert``;
-readers: everything that takes a model (see :mod:`speechbrain_cavmae.loading`).
+readers: everything that takes a model (see :mod:`speechbrain_cavmae.checkpoints.loader`).
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -30,8 +30,9 @@ import os
 
 import torch
 
-from speechbrain_cavmae.features import DEFAULT_MEAN, DEFAULT_STD
-from speechbrain_cavmae.loading import (
+from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
+from speechbrain_cavmae.model.modes import missing_modality_modes
+from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
     LABELS_FILE,
     MODEL_FILE,
@@ -82,22 +83,6 @@ def resolve_activation(score_activation, num_classes, loss=None):
     return score_activation
 
 
-def single_modality_modes(mode):
-    """Modes for audio-only and video-only input of a model fine-tuned for ``mode``
-    (``None``: that input cannot be classified).
-
-    Example
-    -------
-    >>> single_modality_modes("multimodal"), single_modality_modes("audioonly")
-    (('missingaudioonly', 'missingvideoonly'), ('audioonly', None))
-    """
-    if mode == "audioonly":
-        return "audioonly", None
-    if mode == "videoonly":
-        return None, "videoonly"
-    return "missingaudioonly", "missingvideoonly"
-
-
 def label_names(num_classes, label_csv=None):
     """Class names for ``label_encoder.txt`` and the label table (or ``None``)."""
     if label_csv is None:
@@ -123,7 +108,7 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
     Arguments
     ---------
     cfg : dict
-        Architecture (:func:`speechbrain_cavmae.loading.model_config`).
+        Architecture (:func:`speechbrain_cavmae.checkpoints.loader.model_config`).
     kind : str
         ``"classifier"`` or ``"pretrain"``.
     pretrained_path : str
@@ -139,7 +124,7 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
     -------
     str
     """
-    audio_only, video_only = single_modality_modes(mode)
+    audio_only, video_only = missing_modality_modes(mode)
     lines = [
         "# ############################################################################",
         "# CAV-MAE " + ("classifier" if kind == "classifier" else "pretrained model")
@@ -185,7 +170,7 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         f"video_only_mode: {video_only or 'null'}",
         f"score_activation: {score_activation}",
         "",
-        "compute_features: !new:speechbrain_cavmae.features.KaldiFbank",
+        "compute_features: !new:speechbrain_cavmae.data.fbank.KaldiFbank",
         "    sample_rate: !ref <sample_rate>",
         "    n_mels: !ref <n_mels>",
         "    target_length: !ref <target_length>",
@@ -234,7 +219,7 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         lines.append(f"        label_encoder: !ref <pretrained_path>/{LABELS_FILE}")
     lines += [
         "    custom_hooks:  # strict: missing or unexpected weights are errors",
-        "        model: !name:speechbrain_cavmae.loading.strict_load_hook",
+        "        model: !name:speechbrain_cavmae.checkpoints.loader.strict_load_hook",
     ]
     return "\n".join(lines) + "\n"
 
@@ -355,7 +340,7 @@ def read_input_config(source):
     the scalar settings are read (no model is built)."""
     import yaml
 
-    from speechbrain_cavmae.loading import folder_of
+    from speechbrain_cavmae.checkpoints.loader import folder_of
 
     folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
     if folder is None:

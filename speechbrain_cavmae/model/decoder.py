@@ -7,9 +7,9 @@ Authors
 import torch
 from torch import nn
 
-from speechbrain_cavmae.block import vit_block
-from speechbrain_cavmae.encoder import init_linear_and_norm
-from speechbrain_cavmae.pos_embed import resize_time_pos_embed, sincos_2d
+from speechbrain_cavmae.model.block import vit_block
+from speechbrain_cavmae.model.encoder import init_linear_and_norm
+from speechbrain_cavmae.model.pos_embed import resize_time_pos_embed, sincos_2d
 
 
 def unshuffle(kept, ids_restore, mask_token):
@@ -20,7 +20,7 @@ def unshuffle(kept, ids_restore, mask_token):
     kept : torch.Tensor
         ``[batch, K, dim]`` kept tokens in masking order.
     ids_restore : torch.Tensor
-        ``[batch, L]`` from :func:`~speechbrain_cavmae.masking.random_masking`.
+        ``[batch, L]`` from :func:`~speechbrain_cavmae.model.masking.random_masking`.
     mask_token : torch.Tensor
         ``[1, 1, dim]``.
 
@@ -31,7 +31,7 @@ def unshuffle(kept, ids_restore, mask_token):
 
     Example
     -------
-    >>> from speechbrain_cavmae.masking import random_masking
+    >>> from speechbrain_cavmae.model.masking import random_masking
     >>> x = torch.randn(2, 8, 4)
     >>> kept, mask, ids = random_masking(x, 0.5)
     >>> full = unshuffle(kept, ids, torch.zeros(1, 1, 4))

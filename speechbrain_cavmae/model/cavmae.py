@@ -6,9 +6,9 @@ Authors
 
 from torch import nn
 
-from speechbrain_cavmae.decoder import CAVMAEDecoder
-from speechbrain_cavmae.encoder import CAVMAEEncoder
-from speechbrain_cavmae.patchify import patchify_audio, patchify_image
+from speechbrain_cavmae.model.decoder import CAVMAEDecoder
+from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+from speechbrain_cavmae.model.patchify import patchify_audio, patchify_image
 
 
 class CAVMAE(nn.Module):
@@ -21,9 +21,9 @@ class CAVMAE(nn.Module):
     ---------
     img_size, audio_length, n_mels, patch_size, in_chans, embed_dim, modality_specific_depth,
     shared_depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, trainable_pos_embed
-        Encoder settings, see :class:`~speechbrain_cavmae.encoder.CAVMAEEncoder`.
+        Encoder settings, see :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder`.
     decoder_embed_dim, decoder_depth, decoder_num_heads
-        Decoder settings, see :class:`~speechbrain_cavmae.decoder.CAVMAEDecoder`.
+        Decoder settings, see :class:`~speechbrain_cavmae.model.decoder.CAVMAEDecoder`.
 
     Example
     -------

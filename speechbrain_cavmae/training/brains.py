@@ -17,7 +17,7 @@ fbank on the training device), call the learning-rate scheduler at every optimiz
 and skip batches whose every sample was dropped by ``on_bad_sample: skip``.
 
 Expected hparams (see ``hparams/cavmae.yaml`` and ``hparams/cavmae_ft.yaml``):
-``model``, ``lr_scheduler`` (:class:`~speechbrain_cavmae.schedules.WarmupStepDecay`),
+``model``, ``lr_scheduler`` (:class:`~speechbrain_cavmae.training.schedules.WarmupStepDecay`),
 ``train_logger``, ``output_folder``, the data settings (``features_on_device``,
 ``sample_rate``, ``n_mels``, ``audio_length``, ``dataset_mean``, ``dataset_std``,
 ``freqm``, ``timem``, ``noise``), and the keys listed in each class.
@@ -41,22 +41,17 @@ from speechbrain.utils.checkpoints import (
 )
 from speechbrain.utils.distributed import if_main_process
 
-from speechbrain_cavmae.classifier import check_mode
 from speechbrain_cavmae.data.augment import FbankAugment
-from speechbrain_cavmae.features import KaldiFbank
-from speechbrain_cavmae.loading import accumulate_mean
-from speechbrain_cavmae.metrics import (
+from speechbrain_cavmae.data.fbank import KaldiFbank
+from speechbrain_cavmae.checkpoints.loader import accumulate_mean
+from speechbrain_cavmae.model.modes import check_mode, get_mode
+from speechbrain_cavmae.training.metrics import (
     ClassificationStats,
     MultiLabelMetrics,
     retrieval_metrics,
 )
 
 logger = logging.getLogger(__name__)
-
-#: Modes whose forward pass reads the audio / the image input.
-USES_AUDIO = ("multimodal", "audioonly", "missingaudioonly")
-USES_IMAGE = ("multimodal", "videoonly", "missingvideoonly")
-
 
 def unwrap(module):
     """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
@@ -121,7 +116,7 @@ class WeightAverager:
     @torch.no_grad()
     def update(self, model):
         """Add the current weights of ``model`` to the average
-        (:func:`speechbrain_cavmae.loading.accumulate_mean`)."""
+        (:func:`speechbrain_cavmae.checkpoints.loader.accumulate_mean`)."""
         self.mean, self.count = accumulate_mean(self.mean, self.count,
                                                 unwrap(model).state_dict())
 
@@ -439,7 +434,7 @@ class CAVMAEBrain(sb.Brain):
 class PretrainBrain(CAVMAEBrain):
     """CAV-MAE pretraining.
 
-    Hparams used: ``model`` (:class:`~speechbrain_cavmae.pretrain.CAVMAE`),
+    Hparams used: ``model`` (:class:`~speechbrain_cavmae.model.cavmae.CAVMAE`),
     ``mae_loss`` (:class:`~speechbrain_cavmae.losses.MaskedReconstructionLoss`),
     ``contrastive_loss`` (:class:`~speechbrain_cavmae.losses.ContrastiveLoss`),
     ``mae_loss_weight``, ``contrast_loss_weight``, ``mask_ratio_a``, ``mask_ratio_v``,
@@ -555,8 +550,8 @@ class PretrainBrain(CAVMAEBrain):
 class FinetuneBrain(CAVMAEBrain):
     """CAV-MAE fine-tuning and evaluation.
 
-    Hparams used: ``model`` (:class:`~speechbrain_cavmae.classifier.CAVMAEClassifier`),
-    ``ft_mode`` (one of :data:`~speechbrain_cavmae.classifier.MODES`), ``loss``
+    Hparams used: ``model`` (:class:`~speechbrain_cavmae.model.classifier.CAVMAEClassifier`),
+    ``ft_mode`` (one of :data:`~speechbrain_cavmae.model.modes.MODES`), ``loss``
     (``"BCE"`` or ``"CE"``), ``lr``, ``head_lr`` (ratio), ``freeze_base``,
     ``weight_averaging``, ``wa_start``, ``wa_end``, ``topk`` (CE), ``opt_class``
     (passed to the constructor).
@@ -613,19 +608,20 @@ class FinetuneBrain(CAVMAEBrain):
 
     # ----------------------------------------------------------------- forward
     def _inputs_for(self, audio, image):
-        mode = self.hparams.ft_mode
-        return (audio if mode in USES_AUDIO else None, image if mode in USES_IMAGE else None)
+        mode = get_mode(self.hparams.ft_mode)
+        return (audio if mode.audio else None, image if mode.visual else None)
 
     def compute_forward(self, batch, stage):
         """Logits for the batch's frame; at test time also for each of its frames."""
         batch = batch.to(self.device, non_blocking=True)
         mode = self.hparams.ft_mode
-        audio = self.audio_features(batch, stage) if mode in USES_AUDIO else None
-        image = batch.frame.data.float() if mode in USES_IMAGE else None
+        uses = get_mode(mode)
+        audio = self.audio_features(batch, stage) if uses.audio else None
+        image = batch.frame.data.float() if uses.visual else None
         logits = self.modules.model(audio, image, mode)
         out = {"logits": logits}
         frames = getattr(batch, "frames", None)
-        if stage == sb.Stage.TEST and frames is not None and mode in USES_IMAGE:
+        if stage == sb.Stage.TEST and frames is not None and uses.visual:
             frames = frames.data.float()
             out["frame_logits"] = torch.stack(
                 [self.modules.model(audio, frames[:, k], mode) for k in range(frames.shape[1])],

@@ -83,7 +83,7 @@ class AudioPatchEmbed(PatchEmbed):
             raise ValueError(
                 f"expected audio features [batch, frames, {self.n_mels}], got "
                 f"{tuple(fbank.shape)}; CAV-MAE takes {self.n_mels}-bin log-mel fbank "
-                "(see speechbrain_cavmae.features.KaldiFbank)"
+                "(see speechbrain_cavmae.data.fbank.KaldiFbank)"
             )
         if fbank.shape[1] % self.patch_size[1]:
             raise ValueError(

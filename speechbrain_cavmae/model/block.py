@@ -4,7 +4,7 @@ Modality-specific branches and the decoder use timm's plain pre-norm ViT block. 
 block is the same computation with three sets of LayerNorms (joint, audio, visual), one set
 selected per call, so the same attention and MLP weights serve the joint stream and both
 single-modality streams. In both, the attention is
-:class:`~speechbrain_cavmae.attention.SelfAttention` (timm's parameters, with the kernel
+:class:`~speechbrain_cavmae.model.attention.SelfAttention` (timm's parameters, with the kernel
 chosen per call).
 
 Authors
@@ -14,7 +14,7 @@ Authors
 import torch
 from timm.models.vision_transformer import Block
 
-from speechbrain_cavmae.attention import SelfAttention
+from speechbrain_cavmae.model.attention import SelfAttention
 
 
 def vit_block(dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0):

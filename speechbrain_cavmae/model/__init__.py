@@ -1,0 +1,16 @@
+"""CAV-MAE as plain ``torch.nn`` modules: no SpeechBrain, no file I/O.
+
+Modules
+-------
+attention    : multi-head self-attention with a choice of kernel.
+block        : the ViT block (timm) and the shared block with per-stream LayerNorms.
+patch_embed  : audio (fbank) and image patch embeddings.
+pos_embed    : 2-D sin-cos positional embeddings and their resizing.
+patchify     : inputs to per-patch reconstruction targets and back.
+masking      : random and structured (time / frequency) token masking.
+modes        : the five fine-tuning / inference modes (the one mode table).
+encoder      : :class:`CAVMAEEncoder`, the only place the audio and visual streams meet.
+decoder      : :class:`CAVMAEDecoder`, the joint reconstruction decoder.
+cavmae       : :class:`CAVMAE`, the pretraining model (encoder + decoder).
+classifier   : :class:`CAVMAEClassifier`, the fine-tuned model.
+"""

@@ -1,0 +1,203 @@
+"""Convert an original CAV-MAE checkpoint into a SpeechBrain model folder.
+
+::
+
+    python -m speechbrain_cavmae.convert ORIGINAL.pth OUT_DIR [--label_csv CSV]
+        [--num_heads N] [--mode multimodal] [--score_activation auto]
+
+writes
+
+* ``OUT_DIR/model.ckpt``: the state dict under this package's names (``torch.save``);
+* ``OUT_DIR/hyperparams.yaml``: a HyperPyYAML file that rebuilds the model
+  (``!new:speechbrain_cavmae.CAVMAEClassifier`` for fine-tuned checkpoints,
+  ``!new:speechbrain_cavmae.CAVMAE`` for pretrained ones) with the architecture read from
+  the weights and the head counts (``--num_heads`` / ``--decoder_num_heads``, required
+  unless the widths are the released 768 / 512), the input pipeline (Kaldi fbank,
+  ``target_length``, ``fbank_mean``/``fbank_std``, audio channel, frames per clip, image
+  size), the inference settings (modes, score activation) and a strict ``pretrainer``, so
+  that ``AudioVisualClassifier.from_hparams(source=OUT_DIR, savedir=...)`` loads it;
+* ``OUT_DIR/label_encoder.txt`` (SpeechBrain ``CategoricalEncoder`` format; class names
+  from ``--label_csv``'s ``display_name`` column, else ``class_<index>``) and, with
+  ``--label_csv``, ``OUT_DIR/labels.csv`` (``index,mid,display_name``) for fine-tuned models.
+
+The folder is written by :func:`speechbrain_cavmae.checkpoints.model_folder.write_model_folder`, as
+the recipes write ``<output_folder>/model/``.
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from speechbrain_cavmae.checkpoints import loader
+from speechbrain_cavmae.model.modes import MODES, check_mode
+from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
+from speechbrain_cavmae.checkpoints.model_folder import (  # noqa: F401 (public names of this module)
+    AUDIOSET_CLASSES,
+    HPARAMS_FILE,
+    LABEL_CSV_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    hparams_text,
+    label_names,
+    resolve_activation,
+    write_model_folder,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
+            score_activation="auto", target_length=None, decoder_num_heads=None,
+            n_frames=10, fbank_mean=DEFAULT_MEAN, fbank_std=DEFAULT_STD, check=True,
+            loss=None, audio_channel=0):
+    """Convert ``checkpoint`` into a model folder ``out_dir``.
+
+    The weights are read by :func:`speechbrain_cavmae.checkpoints.loader.load_model` (strict) and
+    written by :func:`speechbrain_cavmae.checkpoints.model_folder.write_model_folder`, as the recipes
+    write theirs.
+
+    Arguments
+    ---------
+    checkpoint : str
+        Original CAV-MAE ``.pth`` (fine-tuned or pretrained), one of ours, or a model
+        folder.
+    out_dir : str
+        Output folder (created).
+    label_csv : str, optional
+        ``index,mid,display_name`` CSV of the classes (e.g. ``class_labels_indices_as.csv``).
+    num_heads, decoder_num_heads : int, optional
+        Attention heads (not stored in checkpoints): required unless the widths are the
+        released 768 (12 heads) / 512 (16 decoder heads).
+    mode : str
+        Default inference mode, one of ``MODES`` (the mode the model was fine-tuned for).
+    score_activation : str
+        ``"auto"``, ``"sigmoid"`` or ``"softmax"``.
+    target_length : int, optional
+        Fbank frames; default the checkpoint's (positional embedding interpolated otherwise).
+    n_frames : int
+        Frames per video clip at inference.
+    fbank_mean, fbank_std : float
+        Fbank normalisation statistics of the fine-tuning data.
+    check : bool
+        Load the written folder back strictly.
+    loss : str, optional
+        ``"BCE"`` or ``"CE"``, the fine-tuning loss (decides ``auto`` activation).
+    audio_channel : int or None
+        Channel of multichannel audio the model is fed (0, as the original).
+
+    Returns
+    -------
+    dict
+        Summary: ``kind``, ``num_classes``, ``num_params``, ``files``, ``config``.
+    """
+    check_mode(mode)
+    source = os.fspath(checkpoint)
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source}: checkpoint not found")
+    state, fmt, folder = loader.read_source(source)
+    if fmt == "imagenet_mae" or "encoder.patch_embed_a.proj.weight" not in state:
+        raise loader.CheckpointMismatchError(
+            f"{source}: not a CAV-MAE checkpoint (no audio patch embedding among "
+            f"{len(state)} tensors, e.g. {list(state)[:3]})"
+        )
+    if "head.fc.weight" not in state and "decoder.embed.weight" not in state:
+        raise ValueError(f"{source}: has neither a classification head nor a decoder; "
+                         "only fine-tuned or pretrained CAV-MAE checkpoints can be converted")
+    overrides = {"mode": mode} if "head.fc.weight" in state else {}
+    model = loader.load_model(source, num_heads=num_heads,
+                               decoder_num_heads=decoder_num_heads,
+                               audio_length=target_length, **overrides)
+    summary = write_model_folder(
+        model, out_dir, label_csv=label_csv, loss=loss, score_activation=score_activation,
+        input_config={"n_frames": n_frames, "mean": fbank_mean, "std": fbank_std,
+                      "audio_channel": audio_channel},
+        source=source, check=check,
+    )
+    summary["num_params"] = sum(p.numel() for p in model.parameters())
+    if summary["score_activation"]:
+        logger.info("scores: %s of the logits", summary["score_activation"])
+    return summary
+
+
+def check_folder(folder):
+    """Rebuild the model of ``folder/hyperparams.yaml`` and load ``model.ckpt`` strictly.
+
+    Returns
+    -------
+    dict
+        The folder's hyperparameters, ``model`` holding the loaded weights.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        When the weights do not fit the architecture written in the yaml.
+    """
+    hparams = loader.read_folder_hparams(os.path.abspath(folder))
+    path = os.path.join(folder, MODEL_FILE)
+    loader.load_weights(hparams["model"], loader.read_state_file(path), path)
+    return hparams
+
+
+def build_parser():
+    """Command-line parser of the converter."""
+    parser = argparse.ArgumentParser(
+        prog="python -m speechbrain_cavmae.convert",
+        description="Convert an original CAV-MAE checkpoint into a SpeechBrain model folder "
+        "(model.ckpt, hyperparams.yaml, label_encoder.txt) loadable with "
+        "AudioVisualClassifier.from_hparams(source=OUT_DIR).",
+    )
+    parser.add_argument("checkpoint", help="original CAV-MAE .pth (fine-tuned or pretrained)")
+    parser.add_argument("out_dir", help="output folder")
+    parser.add_argument("--label_csv", help="index,mid,display_name CSV of the classes")
+    parser.add_argument("--num_heads", type=int,
+                        help="encoder attention heads (required unless embed_dim is 768: 12)")
+    parser.add_argument("--decoder_num_heads", type=int,
+                        help="decoder heads of a pretrained model (required unless 512 wide: 16)")
+    parser.add_argument("--mode", default="multimodal", choices=MODES,
+                        help="inference mode the model was fine-tuned for")
+    parser.add_argument("--score_activation", default="auto",
+                        choices=("auto", "sigmoid", "softmax"),
+                        help="auto: sigmoid for 527 classes (AudioSet), softmax otherwise")
+    parser.add_argument("--loss", choices=("BCE", "CE"),
+                        help="fine-tuning loss: decides the auto score activation")
+    parser.add_argument("--target_length", type=int, help="fbank frames (default: checkpoint's)")
+    parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
+    parser.add_argument("--fbank_mean", type=float, default=DEFAULT_MEAN)
+    parser.add_argument("--fbank_std", type=float, default=DEFAULT_STD)
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``python -m speechbrain_cavmae.convert``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    summary = convert(
+        args.checkpoint, args.out_dir, label_csv=args.label_csv, num_heads=args.num_heads,
+        mode=args.mode, score_activation=args.score_activation,
+        target_length=args.target_length, decoder_num_heads=args.decoder_num_heads,
+        n_frames=args.n_frames, fbank_mean=args.fbank_mean, fbank_std=args.fbank_std,
+        loss=args.loss,
+    )
+    cfg = summary["config"]
+    what = (f"{summary['num_classes']}-class classifier" if summary["kind"] == "classifier"
+            else "pretrained model")
+    print(
+        f"converted {args.checkpoint} -> {os.path.abspath(args.out_dir)}: {what}, "
+        f"{summary['num_params'] / 1e6:.1f}M parameters, embed_dim {cfg['embed_dim']}, "
+        f"{cfg['modality_specific_depth']}+{cfg['shared_depth']} blocks, "
+        f"{cfg['num_heads']} heads"
+        + (f", decoder {cfg['decoder_embed_dim']}-d with {cfg['decoder_num_heads']} heads"
+           if "decoder_num_heads" in cfg else "")
+        + f", audio_length {cfg['audio_length']}, "
+        f"img_size {cfg['img_size']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

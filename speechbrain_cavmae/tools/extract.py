@@ -1,0 +1,203 @@
+"""Pre-extract audio and frames from videos into the original CAV-MAE layout.
+
+For each video ``/any/path/{video_id}.{ext}`` this writes
+
+* ``OUT/audio/{video_id}.wav``: 16 kHz, 16-bit PCM mono: the first channel
+  as the original ``ffmpeg -ar 16000`` + ``sox remix 1`` pipeline kept
+  (``--channel k`` for another, ``--mix`` to average the channels);
+* ``OUT/frames/frame_{i}/{video_id}.jpg`` for ``i < --frames``: the frames
+  of :func:`~speechbrain_cavmae.data.frames.sample_frame_indices`, short
+  side resized to 224 (bilinear, as the original extractor's
+  ``T.Resize(224)``), centre-cropped, saved as JPEG quality 75 (what
+  torchvision's ``save_image`` writes).
+
+No ffmpeg/sox binaries are used (PyAV, torchaudio, PIL). Finished
+videos (wav and every frame present) are skipped, so an interrupted run
+can be resumed. Failures are reported at the end and give a non-zero exit
+status.
+
+Usage::
+
+    python -m speechbrain_cavmae.extract --videos list.csv --out DIR \
+        [--frames 10] [--jobs 4] [--manifest DIR/manifest.json]
+
+``--videos`` is a text/CSV file with one video path per line (first column;
+a header line ``video``/``path`` is ignored) or a folder searched
+recursively for videos. ``--manifest`` additionally writes an original
+CAV-MAE JSON (``wav`` and ``video_path`` pointing into OUT, no labels).
+
+Example
+-------
+>>> parse_args(["--videos", "v.csv", "--out", "o"]).frames
+10
+"""
+
+import argparse
+import logging
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv")
+
+
+def video_id_of(path):
+    """File name without its extension (the original's ``video_id``)."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def list_videos(source):
+    """Video paths from a list file or a folder."""
+    if os.path.isdir(source):
+        found = []
+        for root, _, files in os.walk(source):
+            found += [os.path.join(root, f) for f in files if f.lower().endswith(VIDEO_EXTS)]
+        return sorted(found)
+    base = os.path.dirname(os.path.abspath(source))
+    paths = []
+    with open(source, encoding="utf8") as handle:
+        for line in handle:
+            item = line.strip().split(",")[0].strip()
+            if not item or item.lower() in ("video", "path", "video_path"):
+                continue
+            paths.append(item if os.path.isabs(item) else os.path.normpath(os.path.join(base, item)))
+    return paths
+
+
+def output_paths(out_dir, video_id, n_frames=10):
+    wav = os.path.join(out_dir, "audio", f"{video_id}.wav")
+    frames = [os.path.join(out_dir, "frames", f"frame_{i}", f"{video_id}.jpg") for i in range(n_frames)]
+    return wav, frames
+
+
+def save_audio(video, wav_path, sample_rate=16000, channel=0):
+    """Decode, resample and write a 16-bit PCM wav; returns the waveform."""
+    import soundfile
+
+    from ..data.audio import load_audio
+
+    wav = load_audio(video, sample_rate, channel)
+    data = np.clip(wav.numpy(), -1.0, 1.0 - 1.0 / 32768)
+    tmp = wav_path + ".part"
+    soundfile.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, wav_path)
+    return wav
+
+
+def original_frame_image(frame_hwc, size=224):
+    """Resize short side (bilinear) + centre crop, as the original extractor."""
+    from ..data.frames import resized_size
+
+    img = Image.fromarray(np.asarray(frame_hwc, dtype=np.uint8))
+    new_w, new_h = resized_size(img.width, img.height, size)
+    img = img.resize((new_w, new_h), Image.BILINEAR)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def save_frames(video, frame_paths, size=224, quality=75):
+    """Decode ``len(frame_paths)`` uniformly spaced frames and save JPEGs."""
+    from ..data.frames import load_video_frames
+
+    frames = load_video_frames(video, n=len(frame_paths))
+    for frame, path in zip(frames, frame_paths):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".part"
+        original_frame_image(frame.permute(1, 2, 0).numpy(), size).save(tmp, format="JPEG", quality=quality)
+        os.replace(tmp, path)
+
+
+def extract_one(video, out_dir, n_frames=10, channel=0, size=224):
+    """Extract one video; returns (video, status, message)."""
+    from ..data.errors import BadSampleError
+
+    video_id = video_id_of(video)
+    wav_path, frame_paths = output_paths(out_dir, video_id, n_frames)
+    if os.path.isfile(wav_path) and all(os.path.isfile(p) for p in frame_paths):
+        return video, "skipped", ""
+    os.makedirs(os.path.dirname(wav_path), exist_ok=True)
+    try:
+        if not os.path.isfile(wav_path):
+            save_audio(video, wav_path, channel=channel)
+        if not all(os.path.isfile(p) for p in frame_paths):
+            save_frames(video, frame_paths, size)
+    except BadSampleError as err:
+        return video, "failed", err.reason
+    except Exception as err:  # keep the batch going; reported at the end
+        return video, "failed", f"{type(err).__name__}: {err}"
+    return video, "done", ""
+
+
+def _extract_star(args):
+    import torch
+
+    torch.set_num_threads(1)
+    return extract_one(*args)
+
+
+def write_manifest_for(videos, out_dir, manifest_path):
+    from ..data.manifest import write_manifest
+
+    data = {}
+    for video in videos:
+        video_id = video_id_of(video)
+        wav, _ = output_paths(out_dir, video_id)
+        data[video_id] = {
+            "video_id": video_id,
+            "wav": os.path.abspath(wav),
+            "video_path": os.path.abspath(os.path.join(out_dir, "frames")),
+            "labels": [],
+        }
+    write_manifest(data, manifest_path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", required=True, help="list file (one path per line) or folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--frames", type=int, default=10, help="frames per video")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    parser.add_argument("--channel", type=int, default=0,
+                        help="channel to keep (0, the original's sox remix 1)")
+    parser.add_argument("--mix", action="store_true", help="average the channels instead")
+    parser.add_argument("--size", type=int, default=224, help="frame side")
+    parser.add_argument("--manifest", default=None, help="also write an original CAV-MAE JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    from tqdm import tqdm
+
+    args = parse_args(argv)
+    videos = list_videos(args.videos)
+    channel = None if args.mix else args.channel
+    tasks = [(v, args.out, args.frames, channel, args.size) for v in videos]
+    results = []
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for res in tqdm(pool.map(_extract_star, tasks, chunksize=4), total=len(tasks), desc="extract"):
+                results.append(res)
+    else:
+        for task in tqdm(tasks, desc="extract"):
+            results.append(_extract_star(task))
+    failed = [r for r in results if r[1] == "failed"]
+    counts = {s: sum(r[1] == s for r in results) for s in ("done", "skipped", "failed")}
+    print(f"{len(results)} videos: {counts['done']} extracted, {counts['skipped']} already done, "
+          f"{counts['failed']} failed")
+    for video, _, message in failed:
+        print(f"FAILED {video}: {message}")
+    if args.manifest:
+        ok = [r[0] for r in results if r[1] != "failed"]
+        write_manifest_for(ok, args.out, args.manifest)
+        print(f"manifest with {len(ok)} entries written to {args.manifest}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Masked inpainting figures of a pretrained CAV-MAE model.
+
+For each chosen clip and mask ratio, one PNG with two rows (spectrogram, frame) and three
+columns: the input, the masked input (masked patches blanked), and the reconstruction
+(visible patches from the input, masked patches from the decoder). The masks are drawn
+from a generator seeded with ``--seed``, so figures are reproducible.
+
+Models trained with the norm-pix loss predict each patch normalised to zero mean and
+unit variance; ``--norm_pix`` maps the predictions back with the mean and variance of the
+input patch (for display only). The original released a model trained without it for
+this purpose.
+
+Usage::
+
+    python -m speechbrain_cavmae.inpaint --checkpoint cav-mae-base-nonorm.pth \\
+        --data audioset_eval.json --ids clipA,clipB --mask_ratios 0.25,0.5,0.75 \\
+        --out_dir figures [--seed 0] [--norm_pix]
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+import argparse
+import logging
+import os
+import re
+import sys
+
+import torch
+
+from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
+from speechbrain_cavmae.model.patchify import unpatchify_audio, unpatchify_image
+from speechbrain_cavmae.tools.retrieval import eval_loader, fbank_stats_config, load_model
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
+            norm_pix=False, mask_mode="unstructured"):
+    """Mask and reconstruct a batch.
+
+    Arguments
+    ---------
+    model : CAVMAE
+        Pretraining model (with decoder).
+    audio : torch.Tensor
+        ``[batch, frames, n_mels]`` normalised fbank.
+    image : torch.Tensor
+        ``[batch, 3, H, W]`` normalised frames.
+    mask_ratio_a, mask_ratio_v : float
+        Masking ratios.
+    seed : int
+        Seed of the masking noise.
+    norm_pix : bool
+        Undo the per-patch normalisation of the predictions with the input's statistics.
+    mask_mode : str
+        Audio masking mode.
+
+    Returns
+    -------
+    dict
+        ``audio``, ``audio_masked``, ``audio_recon`` ``[batch, frames, n_mels]``;
+        ``image``, ``image_masked``, ``image_recon`` ``[batch, 3, H, W]``; ``mask_a``,
+        ``mask_v``; ``loss_a``, ``loss_v`` (mean squared error on masked patches).
+
+    Example
+    -------
+    >>> from speechbrain_cavmae.model.cavmae import CAVMAE
+    >>> model = CAVMAE(img_size=32, audio_length=32, embed_dim=32, modality_specific_depth=1,
+    ...                num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    >>> out = inpaint(model.eval(), torch.randn(1, 32, 128), torch.randn(1, 3, 32, 32), 0.5, 0.5)
+    >>> out["audio_recon"].shape, out["image_recon"].shape, int(out["mask_v"].sum())
+    (torch.Size([1, 32, 128]), torch.Size([1, 3, 32, 32]), 2)
+    """
+    if not hasattr(model, "decoder"):
+        raise ValueError("inpainting needs a pretraining checkpoint (with decoder weights)")
+    gen = torch.Generator().manual_seed(seed)
+    n = audio.shape[0]
+    enc = model.encoder
+    n_a = enc.audio_grid[0] * (audio.shape[1] // enc.patch_size)
+    n_v = enc.image_grid[0] * enc.image_grid[1]
+    noise_a = torch.rand(n, n_a, generator=gen).to(audio.device)
+    noise_v = torch.rand(n, n_v, generator=gen).to(audio.device)
+    out = model(audio, image, mask_ratio_a, mask_ratio_v, mask_mode, noise_a, noise_v)
+    p = enc.patch_size
+    pred_a, pred_v = out["pred_a"].float(), out["pred_v"].float()
+    tgt_a, tgt_v = out["target_a"].float(), out["target_v"].float()
+    if norm_pix:
+        pred_a = pred_a * (tgt_a.var(-1, keepdim=True) + 1e-6) ** 0.5 + tgt_a.mean(-1, keepdim=True)
+        pred_v = pred_v * (tgt_v.var(-1, keepdim=True) + 1e-6) ** 0.5 + tgt_v.mean(-1, keepdim=True)
+    mask_a = out["mask_a"].float().unsqueeze(-1)
+    mask_v = out["mask_v"].float().unsqueeze(-1)
+    grid_a = (enc.audio_grid[0], audio.shape[1] // p)
+    result = {
+        "audio": audio.float(),
+        "audio_masked": unpatchify_audio(tgt_a * (1 - mask_a), grid_a, p),
+        "audio_recon": unpatchify_audio(tgt_a * (1 - mask_a) + pred_a * mask_a, grid_a, p),
+        "image": image.float(),
+        "image_masked": unpatchify_image(tgt_v * (1 - mask_v), enc.image_grid, p),
+        "image_recon": unpatchify_image(tgt_v * (1 - mask_v) + pred_v * mask_v,
+                                        enc.image_grid, p),
+        "mask_a": out["mask_a"],
+        "mask_v": out["mask_v"],
+    }
+    for name, pred, tgt, mask in (("a", pred_a, tgt_a, mask_a), ("v", pred_v, tgt_v, mask_v)):
+        err = ((pred - tgt) ** 2).mean(-1, keepdim=True)
+        result[f"loss_{name}"] = ((err * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1))
+    return result
+
+
+def _to_rgb(image):
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (image.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def save_figure(result, index, path, title=""):
+    """Write the 2 x 3 figure of clip ``index`` of an :func:`inpaint` result to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    names = ("input", "masked", "reconstruction")
+    lo = float(result["audio"][index].min())
+    hi = float(result["audio"][index].max())
+    for col, key in enumerate(("audio", "audio_masked", "audio_recon")):
+        spec = result[key][index].cpu().t().numpy()  # [n_mels, frames]
+        axes[0, col].imshow(spec, origin="lower", aspect="auto", vmin=lo, vmax=hi)
+        axes[0, col].set_title(f"spectrogram: {names[col]}")
+    for col, key in enumerate(("image", "image_masked", "image_recon")):
+        # Masked patches are 0 in normalised space: they show as the ImageNet mean colour.
+        axes[1, col].imshow(_to_rgb(result[key][index]))
+        axes[1, col].set_title(f"frame: {names[col]}")
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _safe(name):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def run_inpainting(model, data, out_dir, ids=None, num_clips=4, mask_ratios=(0.75,),
+                   seed=0, norm_pix=False, device="cpu", batch_size=8, mask_mode="unstructured",
+                   config=None):
+    """Write one figure per (clip, mask ratio); returns the list of written paths.
+
+    ``config`` overrides data settings of the loader (e.g. ``{"mean": ..., "std": ...}``).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    loader = eval_loader(data, model, batch_size, config=config)
+    wanted = list(ids) if ids else None
+    written, found = [], set()
+    for batch in loader:
+        if batch is None:
+            continue
+        keep = [i for i, sid in enumerate(batch.id)
+                if (wanted is None and len(found) + i < num_clips) or (wanted and sid in wanted)]
+        if wanted is None:
+            keep = keep[: max(num_clips - len(found), 0)]
+        if not keep:
+            if wanted is None and len(found) >= num_clips:
+                break
+            continue
+        audio = batch.fbank.data[keep].to(device).float()
+        image = batch.frame.data[keep].to(device).float()
+        clip_ids = [batch.id[i] for i in keep]
+        for ratio in mask_ratios:
+            result = inpaint(model, audio, image, ratio, ratio, seed, norm_pix, mask_mode)
+            for j, sid in enumerate(clip_ids):
+                path = os.path.join(out_dir, f"{_safe(sid)}_mask{ratio:.2f}.png")
+                title = (f"{sid}  mask {ratio:.2f}  mse audio {float(result['loss_a'][j]):.3f}"
+                         f"  visual {float(result['loss_v'][j]):.3f}")
+                written.append(save_figure(result, j, path, title))
+        found.update(clip_ids)
+    if wanted:
+        missing = sorted(set(wanted) - found)
+        if missing:
+            raise KeyError(f"{data}: clip id(s) not found: {missing}")
+    return written
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="pretraining weights (with decoder)")
+    parser.add_argument("--data", required=True, help="manifest")
+    parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--ids", default=None, help="comma-separated clip ids")
+    parser.add_argument("--num_clips", type=int, default=4, help="first N clips (no --ids)")
+    parser.add_argument("--mask_ratios", default="0.75", help="comma-separated ratios")
+    parser.add_argument("--mask_mode", default="unstructured")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--norm_pix", action="store_true",
+                        help="the model was trained with the norm-pix loss")
+    parser.add_argument("--num_heads", type=int, default=None)
+    parser.add_argument("--decoder_num_heads", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dataset_mean", type=float, default=None,
+                        help="fbank normalisation mean (default: the model folder's, else "
+                        "AudioSet's -5.081)")
+    parser.add_argument("--dataset_std", type=float, default=None,
+                        help="fbank normalisation std (default: the model folder's, else "
+                        "AudioSet's 4.4849)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
+    ratios = [float(x) for x in args.mask_ratios.split(",") if x.strip()]
+    ids = [x.strip() for x in args.ids.split(",")] if args.ids else None
+    paths = run_inpainting(model, args.data, args.out_dir, ids, args.num_clips, ratios,
+                           args.seed, args.norm_pix, args.device, mask_mode=args.mask_mode,
+                           config=fbank_stats_config(args))
+    for path in paths:
+        print(path)
+    return paths
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,146 @@
+"""Check a manifest up front and list every problem before training starts.
+
+Usage::
+
+    python -m speechbrain_cavmae.validate MANIFEST [--label_csv LABELS]
+        [--jobs N] [--frame_source auto|extracted|video]
+        [--audio_source auto|wav|video] [--n_frames 10]
+
+For each sample it checks that the audio file exists and decodes, has an
+audio track and is at least one 25 ms analysis frame long; that the
+frames exist (all ``video_path/frame_{i}/{video_id}.jpg`` for the extracted
+layout, or a decodable video track); that every label is in the label
+CSV; and that ids are unique. Problems are printed as a table
+(id, file, problem) and the exit status is 1 when there are any.
+
+Example
+-------
+>>> parse_args(["m.json", "--jobs", "2"]).jobs
+2
+"""
+
+import argparse
+import logging
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from ..data.audio import load_audio
+from ..data.dataset import AVSampleLoader, resolve_config
+from ..data.errors import BadSampleError
+from ..data.frames import extracted_frame_path, load_extracted_frame, load_video_frames
+from ..data.manifest import LabelTable, read_manifest
+
+logger = logging.getLogger(__name__)
+
+_STATE = {}
+
+
+def _init(data, config, label_table, manifest_path):
+    _STATE["loader"] = AVSampleLoader(data, config, False, label_table, manifest_path)
+
+
+def check_sample(sample_id, loader=None):
+    """All problems of one sample as (id, file, problem) tuples."""
+    loader = loader or _STATE["loader"]
+    cfg = loader.cfg
+    entry = loader.data[sample_id]
+    problems = []
+
+    def note(err):
+        problems.append((sample_id, err.path, err.reason))
+
+    if entry.get("duplicate_of"):
+        problems.append((sample_id, loader.manifest_path, f"duplicate id {entry['duplicate_of']!r}"))
+    if loader.table is not None:
+        for label in entry["labels"]:
+            if label not in loader.table:
+                problems.append((sample_id, loader.manifest_path,
+                                 f"label {label!r} not in label CSV {loader.table.path}"))
+    try:
+        path = loader.audio_path(sample_id)
+        wav = load_audio(path, cfg["sample_rate"], None)
+        if wav.numel() < int(0.025 * cfg["sample_rate"]):
+            note(BadSampleError(path, f"clip of {wav.numel()} samples is shorter than one 25 ms frame"))
+    except BadSampleError as err:
+        note(err)
+    try:
+        kind, where = loader.frame_source(sample_id)
+        if kind == "extracted":
+            for i in range(cfg["n_frames"]):
+                frame = extracted_frame_path(where, entry["video_id"], i)
+                if not os.path.isdir(os.path.dirname(frame)):
+                    note(BadSampleError(os.path.dirname(frame), "missing frame folder"))
+                    continue
+                try:
+                    load_extracted_frame(where, entry["video_id"], i)
+                except BadSampleError as err:
+                    note(err)
+        else:
+            load_video_frames(where, cfg["n_frames"], indices=[0, cfg["n_frames"] - 1])
+    except BadSampleError as err:
+        note(err)
+    return problems
+
+
+def _check_chunk(ids):
+    out = []
+    for sample_id in ids:
+        out += check_sample(sample_id)
+    return out
+
+
+def validate(manifest, label_csv=None, config=None, jobs=1):
+    """Check every sample; returns a list of (id, file, problem)."""
+    cfg = resolve_config(config, train=False)
+    data = read_manifest(manifest)
+    table = LabelTable.from_csv(label_csv) if label_csv else None
+    ids = list(data)
+    if jobs <= 1:
+        _init(data, cfg, table, os.fspath(manifest))
+        return _check_chunk(ids)
+    chunks = [ids[i::jobs * 4] for i in range(jobs * 4)]
+    problems = []
+    with ProcessPoolExecutor(jobs, initializer=_init, initargs=(data, cfg, table, os.fspath(manifest))) as pool:
+        for found in pool.map(_check_chunk, chunks):
+            problems += found
+    order = {sid: i for i, sid in enumerate(ids)}
+    return sorted(problems, key=lambda p: order[p[0]])
+
+
+def format_table(problems):
+    """Plain-text table of problems."""
+    rows = [("id", "file", "problem")] + [tuple(str(x) for x in p) for p in problems]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows]
+    lines.insert(1, "-" * (widths[0] + widths[1] + 4 + max(len(r[2]) for r in rows)))
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Validate a CAV-MAE manifest.")
+    parser.add_argument("manifest")
+    parser.add_argument("--label_csv", default=None)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--frame_source", default="auto", choices=["auto", "extracted", "video"])
+    parser.add_argument("--audio_source", default="auto", choices=["auto", "wav", "video"])
+    parser.add_argument("--n_frames", type=int, default=10)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = {"frame_source": args.frame_source, "audio_source": args.audio_source, "n_frames": args.n_frames}
+    problems = validate(args.manifest, args.label_csv, config, args.jobs)
+    n = len(read_manifest(args.manifest))
+    if problems:
+        print(format_table(problems))
+        bad = len({p[0] for p in problems})
+        print(f"\n{len(problems)} problem(s) in {bad} of {n} samples")
+        return 1
+    print(f"all {n} samples OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

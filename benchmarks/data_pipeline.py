@@ -97,7 +97,7 @@ def fidelity(videos, workdir):
         manifest = write_manifest(os.path.join(workdir, f"fly_{key}.json"), {vid: {"video": video}})
         row = {}
         for name, cfg in {"default": {}, "mono_mix": {"audio_channel": None},
-                          "bicubic": {"video_interpolation": "bicubic"}}.items():
+                          "bicubic": {"image_interpolation": "bicubic"}}.items():
             item = build_dataset(manifest, None, dict(cfg, multi_frame=True), train=False)[0]
             row[name] = {
                 "fbank_corr": round(float(np.corrcoef(item["fbank"].flatten(), ref_fbank.flatten())[0, 1]), 6),

@@ -16,8 +16,8 @@ Files are read with the evaluation dataset's own code
 (:class:`~speechbrain_cavmae.data.dataset.AVSampleLoader`) configured from the model
 folder: the audio channel it records (channel 0 by default, as the original's
 ``sox remix 1``), resampled to ``sample_rate``, turned into the Kaldi fbank of the original,
-cropped or zero-padded to ``target_length`` frames (1024 = 10.24 s) before the dataset
-normalisation (``fbank_mean`` / ``fbank_std``); frames resized with the folder's filter, as
+cropped or zero-padded to ``audio_length`` frames (1024 = 10.24 s) before the dataset
+normalisation (``dataset_mean`` / ``dataset_std``); frames resized with the folder's filter, as
 the original evaluation: a 5 s clip is padded, a 30 s clip is cropped to its first 10.24 s. Scores are ``score_activation`` (sigmoid for multi-label models, softmax
 otherwise) of the logits.
 
@@ -88,7 +88,7 @@ class AudioVisualClassifier(Pretrained):
     :class:`~speechbrain_cavmae.CAVMAEClassifier`, or a :class:`~speechbrain_cavmae.CAVMAE`
     for embeddings only) and optionally ``compute_features`` (a
     :class:`~speechbrain_cavmae.data.fbank.KaldiFbank`), plus the settings ``sample_rate``,
-    ``n_frames``, ``im_res``, ``mode``, ``audio_only_mode``, ``video_only_mode``,
+    ``n_frames``, ``image_size``, ``mode``, ``audio_only_mode``, ``video_only_mode``,
     ``score_activation`` and a ``label_encoder`` (see :mod:`speechbrain_cavmae.tools.convert`).
 
     Arguments
@@ -105,9 +105,9 @@ class AudioVisualClassifier(Pretrained):
         model = self.mods.model
         self.sample_rate = getattr(hp, "sample_rate", 16000)
         self.n_frames = getattr(hp, "n_frames", 10)
-        self.im_res = getattr(hp, "im_res", model.encoder.patch_embed_v.img_size[0])
+        self.image_size = getattr(hp, "image_size", model.encoder.patch_embed_v.img_size[0])
         self.image_transform = ImageTransform(
-            self.im_res, interpolation=getattr(hp, "image_interpolation", "bilinear")
+            self.image_size, interpolation=getattr(hp, "image_interpolation", "bilinear")
         )
         self.score_activation = getattr(hp, "score_activation", "softmax")
         if self.score_activation not in ("sigmoid", "softmax"):
@@ -116,9 +116,9 @@ class AudioVisualClassifier(Pretrained):
             self.mods.compute_features = KaldiFbank(
                 sample_rate=self.sample_rate,
                 n_mels=getattr(hp, "n_mels", 128),
-                target_length=getattr(hp, "target_length", model.encoder.audio_length),
-                mean=getattr(hp, "fbank_mean", DEFAULT_MEAN),
-                std=getattr(hp, "fbank_std", DEFAULT_STD),
+                audio_length=getattr(hp, "audio_length", model.encoder.audio_length),
+                dataset_mean=getattr(hp, "dataset_mean", DEFAULT_MEAN),
+                dataset_std=getattr(hp, "dataset_std", DEFAULT_STD),
             ).to(self.device)
         self.label_encoder = getattr(hp, "label_encoder", None)
         if self.is_classifier and self.label_encoder is not None and len(self.label_encoder):
@@ -178,14 +178,14 @@ class AudioVisualClassifier(Pretrained):
         return [str(int(i)) for i in indices]
 
     def compute_fbank(self, wavs, wav_lens=None):
-        """Waveforms ``[batch, samples]`` (16 kHz) -> fbank ``[batch, target_length, n_mels]``."""
+        """Waveforms ``[batch, samples]`` (16 kHz) -> fbank ``[batch, audio_length, n_mels]``."""
         wavs = wavs.to(self.device).float()
         if wav_lens is not None:
             wav_lens = wav_lens.to(self.device)
         return self.mods.compute_features(wavs, wav_lens)
 
     def transform_frames(self, frames):
-        """uint8 frames ``[n, 3, H, W]`` (or HWC arrays) -> ``[n, 3, im_res, im_res]``."""
+        """uint8 frames ``[n, 3, H, W]`` (or HWC arrays) -> ``[n, 3, image_size, image_size]``."""
         return torch.stack([self.image_transform(frame) for frame in frames])
 
     def data_config(self):
@@ -193,8 +193,8 @@ class AudioVisualClassifier(Pretrained):
         sample rate, audio channel, fbank frames, mel bins, mean/std, frames per clip,
         image size and resize filter), as ``speechbrain_cavmae.data.dataset`` takes it."""
         enc = self.mods.model.encoder
-        cfg = {"target_length": enc.audio_length, "n_mels": enc.patch_embed_a.n_mels,
-               "im_res": self.im_res, "sample_rate": self.sample_rate,
+        cfg = {"audio_length": enc.audio_length, "n_mels": enc.patch_embed_a.n_mels,
+               "image_size": self.image_size, "sample_rate": self.sample_rate,
                "n_frames": self.n_frames}
         cfg.update(input_config(self.hparams))
         cfg.update(multi_frame=True, frame_source="video", audio_source="auto")
@@ -208,8 +208,8 @@ class AudioVisualClassifier(Pretrained):
         Returns
         -------
         tuple
-            ``(fbank [target_length, n_mels] or None,
-            frames [n_frames, 3, im_res, im_res] or None)``.
+            ``(fbank [audio_length, n_mels] or None,
+            frames [n_frames, 3, image_size, image_size] or None)``.
         """
         has_audio, has_video = probe_streams(path)
         if not has_audio and not has_video:

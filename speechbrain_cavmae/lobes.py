@@ -19,7 +19,7 @@ Kaldi-compatible 128-bin log-mel fbank of the original with
 or features ``[batch, frames, 128]`` from the recipe's front end. Feature inputs must have
 128 mel bins; ``feature_norm`` says how they are normalised (``"none"``: already CAV-MAE
 normalised, e.g. KaldiFbank output; ``"dataset"``: raw Kaldi log-mel, apply
-``(x - fbank_mean) / fbank_std``; ``"utterance"``: standardise each utterance over its
+``(x - dataset_mean) / dataset_std``; ``"utterance"``: standardise each utterance over its
 valid frames, the choice for other front ends such as ``speechbrain.lobes.features.Fbank``).
 
 The model was pretrained on ``audio_length = 1024`` frames (10.24 s). Other lengths:
@@ -162,7 +162,7 @@ class CAVMAEAudioInput(nn.Module):
         ``"none"``, ``"dataset"`` or ``"utterance"`` (features input only).
     sample_rate : int
         Sampling rate of waveform input.
-    fbank_mean, fbank_std : float
+    dataset_mean, dataset_std : float
         Dataset statistics of the fbank normalisation.
     pad_value : float, optional
         Value of padded frames; default: that of a zero log-mel frame after the dataset
@@ -179,7 +179,7 @@ class CAVMAEAudioInput(nn.Module):
 
     def __init__(self, audio_length=1024, n_mels=128, patch_size=16, long_audio="crop",
                  short_audio="pad", feature_norm="none", sample_rate=16000,
-                 fbank_mean=DEFAULT_MEAN, fbank_std=DEFAULT_STD, pad_value=None):
+                 dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, pad_value=None):
         super().__init__()
         _check("long_audio", long_audio, LONG_AUDIO)
         _check("short_audio", short_audio, SHORT_AUDIO)
@@ -190,11 +190,12 @@ class CAVMAEAudioInput(nn.Module):
         self.long_audio = long_audio
         self.short_audio = short_audio
         self.feature_norm = feature_norm
-        self.fbank_mean = fbank_mean
-        self.fbank_std = fbank_std
+        self.dataset_mean = dataset_mean
+        self.dataset_std = dataset_std
         self.pad_value = pad_value
         self.compute_fbank = KaldiFbank(sample_rate=sample_rate, n_mels=n_mels,
-                                        target_length=None, mean=fbank_mean, std=fbank_std)
+                                        audio_length=None, dataset_mean=dataset_mean,
+                                        dataset_std=dataset_std)
 
     def features(self, x, lens=None):
         """``(fbank [batch, frames, n_mels], valid frames [batch], pad value)``."""
@@ -206,7 +207,7 @@ class CAVMAEAudioInput(nn.Module):
             else:
                 n_samples = torch.round(lens.to(x.device).float() * total).long()
             n_valid = self.compute_fbank.num_frames(n_samples)
-            return feats, n_valid, (0.0 - self.fbank_mean) / self.fbank_std
+            return feats, n_valid, (0.0 - self.dataset_mean) / self.dataset_std
         if x.dim() != 3:
             raise ValueError(
                 f"expected waveforms [batch, samples] or features [batch, frames, "
@@ -228,8 +229,8 @@ class CAVMAEAudioInput(nn.Module):
         n_valid = n_valid.clamp(1, frames)
         pad = 0.0
         if self.feature_norm == "dataset":
-            x = (x - self.fbank_mean) / self.fbank_std
-            pad = (0.0 - self.fbank_mean) / self.fbank_std
+            x = (x - self.dataset_mean) / self.dataset_std
+            pad = (0.0 - self.dataset_mean) / self.dataset_std
         elif self.feature_norm == "utterance":
             valid = (torch.arange(frames, device=x.device)[None, :] < n_valid[:, None])
             m = valid.to(x.dtype).unsqueeze(-1)
@@ -390,7 +391,7 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
     sample_rate : int, optional
         Sampling rate of waveform input; default: the model folder's, else 16 kHz (the
         released models').
-    fbank_mean, fbank_std : float, optional
+    dataset_mean, dataset_std : float, optional
         Fbank normalisation statistics; default: the model folder's, else AudioSet's
         (-5.081, 4.4849).
     pad_value : float, optional
@@ -412,17 +413,17 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
 
     def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
                  long_audio="crop", short_audio="pad", mask_padding=True,
-                 feature_norm="none", sample_rate=None, fbank_mean=None,
-                 fbank_std=None, pad_value=None, num_heads=None, **encoder_kwargs):
+                 feature_norm="none", sample_rate=None, dataset_mean=None,
+                 dataset_std=None, pad_value=None, num_heads=None, **encoder_kwargs):
         super().__init__(ckpt_path, freeze, pooling, audio_length, num_heads, **encoder_kwargs)
         self.mask_padding = mask_padding
         folder = read_input_config(ckpt_path) if ckpt_path is not None else {}
         if sample_rate is None:
             sample_rate = folder.get("sample_rate", 16000)
-        if fbank_mean is None:
-            fbank_mean = folder.get("mean", DEFAULT_MEAN)
-        if fbank_std is None:
-            fbank_std = folder.get("std", DEFAULT_STD)
+        if dataset_mean is None:
+            dataset_mean = folder.get("dataset_mean", DEFAULT_MEAN)
+        if dataset_std is None:
+            dataset_std = folder.get("dataset_std", DEFAULT_STD)
         self.audio_input = CAVMAEAudioInput(
             audio_length=self.encoder.audio_length,
             n_mels=self.encoder.patch_embed_a.n_mels,
@@ -431,8 +432,8 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
             short_audio=short_audio,
             feature_norm=feature_norm,
             sample_rate=sample_rate,
-            fbank_mean=fbank_mean,
-            fbank_std=fbank_std,
+            dataset_mean=dataset_mean,
+            dataset_std=dataset_std,
             pad_value=pad_value,
         )
 

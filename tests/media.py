@@ -249,7 +249,7 @@ def original_loader_image(path):
     return prep(Image.open(path))
 
 
-def original_loader_fbank(wav_path, target_length=1024, mean=-5.081, std=4.4849):
+def original_loader_fbank(wav_path, audio_length=1024, mean=-5.081, std=4.4849):
     """The original data loader's fbank from a wav file."""
     import soundfile
     import torch
@@ -261,6 +261,6 @@ def original_loader_fbank(wav_path, target_length=1024, mean=-5.081, std=4.4849)
     fbank = torchaudio.compliance.kaldi.fbank(
         waveform, htk_compat=True, sample_frequency=rate, use_energy=False,
         window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
-    p = target_length - fbank.shape[0]
-    fbank = torch.nn.functional.pad(fbank, (0, 0, 0, p)) if p > 0 else fbank[:target_length]
+    p = audio_length - fbank.shape[0]
+    fbank = torch.nn.functional.pad(fbank, (0, 0, 0, p)) if p > 0 else fbank[:audio_length]
     return (fbank - mean) / std

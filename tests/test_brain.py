@@ -136,7 +136,7 @@ def test_finetune_param_groups_head_lr_and_freeze(tmp_path):
 def test_multi_frame_evaluation_results(toy, tmp_path, loss):
     brain = make_brain(tmp_path, loss=loss)
     test = build_dataset(toy["test"], toy["label_csv"],
-                         {"target_length": 64, "im_res": 32, "multi_frame": True}, train=False)
+                         {"audio_length": 64, "image_size": 32, "multi_frame": True}, train=False)
     brain.evaluate(test, test_loader_kwargs={"batch_size": 4, "collate_fn": collate_av})
     results = json.loads((tmp_path / "test_results.json").read_text())
     assert len(results["per_frame"]) == 10
@@ -164,7 +164,7 @@ def test_multi_frame_evaluation_results(toy, tmp_path, loss):
 def test_audio_only_mode_ignores_frames(toy, tmp_path):
     brain = make_brain(tmp_path, mode="audioonly")
     test = build_dataset(toy["test"], toy["label_csv"],
-                         {"target_length": 64, "im_res": 32, "multi_frame": True}, train=False)
+                         {"audio_length": 64, "image_size": 32, "multi_frame": True}, train=False)
     batch = collate_av([test[i] for i in range(3)])
     with torch.no_grad():
         out = brain.compute_forward(batch, sb.Stage.TEST)
@@ -208,7 +208,7 @@ def test_class_balanced_weights_follow_the_original_formula(toy):
     from speechbrain_cavmae.data.manifest import LabelTable
 
     table = LabelTable.from_csv(toy["label_csv"])
-    ds = build_dataset(toy["train"], table, {"target_length": 64, "im_res": 32})
+    ds = build_dataset(toy["train"], table, {"audio_length": 64, "image_size": 32})
     weights = class_balanced_weights(ds, table)
     assert weights.shape == (6,) and torch.all(weights > 0)
     counts = {}
@@ -242,7 +242,7 @@ def test_atomic_checkpointer_ignores_unfinished_checkpoints(tmp_path):
 
 def test_features_on_device_match_the_dataset_fbank(toy, tmp_path):
     brain = make_brain(tmp_path)
-    cfg = {"target_length": 64, "im_res": 32}
+    cfg = {"audio_length": 64, "image_size": 32}
     on_cpu = build_dataset(toy["test"], toy["label_csv"], cfg, train=False)
     on_dev = build_dataset(toy["test"], toy["label_csv"], dict(cfg, features_on_device=True),
                            train=False)

@@ -89,7 +89,7 @@ def test_time_resize_reference_on_a_hand_computed_case():
 
 
 def test_loading_at_another_audio_length_interpolates_time(ref):
-    """The original cannot load a checkpoint at another target_length (load_state_dict
+    """The original cannot load a checkpoint at another audio_length (load_state_dict
     fails on the shape of pos_embed_a); here the audio embedding is resampled along time.
     A random embedding (as a fine-tuned, trainable one) makes every column count."""
     state = dict(ref["ft_state_dict"])

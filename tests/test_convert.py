@@ -51,8 +51,8 @@ def test_convert_finetuned_matches_original_outputs(fixture, original_ft, tmp_pa
     assert "!new:speechbrain_cavmae.CAVMAEClassifier" in text
     assert "!new:speechbrain.utils.parameter_transfer.Pretrainer" in text
     hp = load_folder(out)
-    for key, value in dict(sample_rate=16000, n_mels=128, target_length=128, n_frames=10,
-                           im_res=64, fbank_mean=-5.081, fbank_std=4.4849, mode="multimodal",
+    for key, value in dict(sample_rate=16000, n_mels=128, audio_length=128, n_frames=10,
+                           image_size=64, dataset_mean=-5.081, dataset_std=4.4849, mode="multimodal",
                            audio_only_mode="missingaudioonly", score_activation="softmax").items():
         assert hp[key] == value, key
     model = hp["model"]
@@ -130,12 +130,12 @@ def test_score_activation_choice():
 def test_audio_only_model_modes(original_ft, tmp_path):
     out = tmp_path / "audio"
     convert(original_ft, out, num_heads=4, mode="audioonly", score_activation="sigmoid",
-            target_length=256)
+            audio_length=256)
     hp = load_folder(out)
     assert hp["mode"] == "audioonly" and hp["audio_only_mode"] == "audioonly"
     assert hp["video_only_mode"] is None
     assert hp["score_activation"] == "sigmoid"
-    assert hp["target_length"] == 256 and hp["model"].encoder.audio_length == 256
+    assert hp["audio_length"] == 256 and hp["model"].encoder.audio_length == 256
     check_folder(str(out))
 
 

@@ -34,7 +34,7 @@ from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
 from speechbrain_cavmae.data.fbank import KaldiFbank, compute_fbank, normalize_fbank
 
 MIDS = ["/m/a", "/m/b", "/m/c", "/m/d"]
-MASK_VALUE = -DEFAULT_CONFIG["mean"] / DEFAULT_CONFIG["std"]
+MASK_VALUE = -DEFAULT_CONFIG["dataset_mean"] / DEFAULT_CONFIG["dataset_std"]
 
 
 def frame_index(frame):

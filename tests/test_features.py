@@ -26,10 +26,10 @@ def original(waveform):
         window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
 
 
-def original_padded(waveform, target_length=1024):
+def original_padded(waveform, audio_length=1024):
     fbank = original(waveform)
-    out = torch.zeros(target_length, 128)
-    n = min(target_length, fbank.shape[0])
+    out = torch.zeros(audio_length, 128)
+    n = min(audio_length, fbank.shape[0])
     out[:n] = fbank[:n]
     return (out - DEFAULT_MEAN) / DEFAULT_STD
 
@@ -43,7 +43,7 @@ def signal(n, seed):
 @pytest.mark.parametrize("n", [400, 401, 16000, 160000, 170000])
 def test_compute_fbank_equals_original(n):
     wav = signal(n, n)
-    ours = compute_fbank(wav, target_length=None, normalize=False)
+    ours = compute_fbank(wav, audio_length=None, normalize=False)
     ref = original(wav)
     assert ours.shape == ref.shape == (num_fbank_frames(n), 128)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
@@ -74,15 +74,15 @@ def test_batched_equals_per_clip_with_lengths():
 
 def test_batched_without_lengths_and_no_target():
     wavs = torch.stack([signal(8000, 5), signal(8000, 6)])
-    out = KaldiFbank(target_length=None, normalize=False)(wavs)
+    out = KaldiFbank(audio_length=None, normalize=False)(wavs)
     assert out.shape == (2, num_fbank_frames(8000), 128)
     torch.testing.assert_close(out[1], original(wavs[1]), atol=1e-5, rtol=0)
 
 
 def test_tone_energy_in_expected_mel_bin():
     t = torch.arange(16000) / 16000.0
-    low = compute_fbank(torch.sin(2 * np.pi * 300 * t), target_length=None).mean(0)
-    high = compute_fbank(torch.sin(2 * np.pi * 4000 * t), target_length=None).mean(0)
+    low = compute_fbank(torch.sin(2 * np.pi * 300 * t), audio_length=None).mean(0)
+    high = compute_fbank(torch.sin(2 * np.pi * 4000 * t), audio_length=None).mean(0)
     assert int(low.argmax()) < 30 < 90 < int(high.argmax())
 
 
@@ -94,7 +94,7 @@ def test_too_short_raises():
 
 
 def test_module_follows_device_and_dtype_casts():
-    fb = KaldiFbank(target_length=50).double()
+    fb = KaldiFbank(audio_length=50).double()
     assert fb.mel_fb.dtype == torch.float64
     out = fb(signal(4000, 3).double().unsqueeze(0))
     assert out.shape == (1, 50, 128) and out.dtype == torch.float64

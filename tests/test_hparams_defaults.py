@@ -89,7 +89,7 @@ def pretrain_script(script, lr, epoch, batch_size):
         lrscheduler_step=("lrscheduler_step", "5"),
         dataset_mean=("dataset_mean", "-5.081"),
         dataset_std=("dataset_std", "4.4849"),
-        audio_length=("target_length", "1024"),
+        audio_length=("audio_length", "1024"),
         noise=("noise", "True"),
         mixup=("mixup", "0.0"),
         batch_size=("batch_size", batch_size),
@@ -115,7 +115,7 @@ def finetune_script(script, *, ftmode, head_lr, bal, lr, epoch, lrscheduler_star
         wa_end=("wa_end", wa_end),
         dataset_mean=("dataset_mean", "-5.081"),
         dataset_std=("dataset_std", "4.4849"),
-        audio_length=("target_length", "1024"),
+        audio_length=("audio_length", "1024"),
         noise=("noise", "True"),
         freqm=("freqm", "48"),
         timem=("timem", "192"),
@@ -149,7 +149,7 @@ def common(run, train):
     """Settings hard-coded in the original training code, both tasks."""
     return {
         "n_mels": Code(128, run, "'num_mel_bins': 128"),
-        "image_size": Code(224, run, "im_res = 224"),
+        "image_size": Code(224, run, "image_size = 224"),
         "sample_rate": Code(16000, "src/preprocess/extract_audio.py", "-ar 16000"),
         "weight_decay": Code(5e-7, train, "weight_decay=5e-7"),
         "opt_class.betas": Code([0.95, 0.999], train, "betas=(0.95, 0.999)"),

@@ -60,7 +60,7 @@ def manual_frames(path, n_frames=10):
 
 
 def manual_inputs(path, n_frames=10):
-    fbank = KaldiFbank(target_length=128)(load_audio(path).unsqueeze(0))
+    fbank = KaldiFbank(audio_length=128)(load_audio(path).unsqueeze(0))
     return fbank, manual_frames(path, n_frames)
 
 
@@ -86,14 +86,14 @@ def test_classify_audio_file_uses_missingaudioonly(clf, env, reference):
     preds = clf.classify_file(env["wav"], top_k=5)
     assert len(preds) == 5
     assert abs(sum(p.score for p in preds) - 1.0) < 1e-5  # softmax over all 5 classes
-    fbank = KaldiFbank(target_length=128)(load_audio(env["wav"]).unsqueeze(0))
+    fbank = KaldiFbank(audio_length=128)(load_audio(env["wav"]).unsqueeze(0))
     with torch.no_grad():
         expected = torch.softmax(reference(fbank, None, mode="missingaudioonly"), -1)[0]
     for p in preds:
         assert abs(p.score - expected[p.index].item()) < 1e-5
     # a mode given for a video uses the video's audio alone
     forced = clf.classify_file(env["video"], top_k=5, mode="missingaudioonly")
-    fbank = KaldiFbank(target_length=128)(load_audio(env["video"]).unsqueeze(0))
+    fbank = KaldiFbank(audio_length=128)(load_audio(env["video"]).unsqueeze(0))
     with torch.no_grad():
         expected = torch.softmax(reference(fbank, None, mode="missingaudioonly"), -1)[0]
     assert len(forced) == 5
@@ -107,7 +107,7 @@ def test_sigmoid_scores_from_hparams(env, reference):
         overrides={"score_activation": "sigmoid"},
     )
     preds = model.classify_file(env["wav"], top_k=5)
-    fbank = KaldiFbank(target_length=128)(load_audio(env["wav"]).unsqueeze(0))
+    fbank = KaldiFbank(audio_length=128)(load_audio(env["wav"]).unsqueeze(0))
     with torch.no_grad():
         expected = torch.sigmoid(reference(fbank, None, mode="missingaudioonly"))[0]
     for p in preds:
@@ -169,7 +169,7 @@ def test_audio_only_model_ignores_frames(env, tmp_path, reference):
     model = AudioVisualClassifier.from_hparams(source=str(tmp_path / "a"),
                                                savedir=str(tmp_path / "sd"))
     preds = model.classify_file(env["video"], top_k=5)
-    fbank = KaldiFbank(target_length=128)(load_audio(env["video"]).unsqueeze(0))
+    fbank = KaldiFbank(audio_length=128)(load_audio(env["video"]).unsqueeze(0))
     with torch.no_grad():
         expected = torch.softmax(reference(fbank, None, mode="audioonly"), -1)[0]
     for p in preds:

@@ -153,7 +153,7 @@ def test_five_seconds_documented_behaviour():
         emb = encoder(wav)
         # Same valid frames, garbage in the patches that only cover padding (marked by
         # lens): identical embedding. Frames 498..511 share a patch with valid frames.
-        feats = KaldiFbank(target_length=None)(wav)
+        feats = KaldiFbank(audio_length=None)(wav)
         feats = torch.cat([feats, torch.full((1, 14, 128), pad)], dim=1)
         junk = torch.cat([feats, 10 * torch.randn(1, 512, 128)], dim=1)
         lens = torch.tensor([498 / 1024])
@@ -192,7 +192,7 @@ def test_long_audio_policies():
     assert shapes["crop", "time"] == (1, 64, 32)
     assert shapes["window", "time"] == (1, 192, 32)
     assert all(shapes[p, "mean"] == (1, 1, 32) for p in ("crop", "window", "interpolate"))
-    feats = KaldiFbank(target_length=None)(wav)
+    feats = KaldiFbank(audio_length=None)(wav)
     assert feats.shape[1] == 2998
     padded = torch.cat([feats, torch.full((1, 3 * 1024 - 2998, 128), PAD)], dim=1)
     with torch.no_grad():
@@ -238,7 +238,7 @@ def test_short_audio_interpolate_uses_actual_length():
     state = enc.encoder.state_dict()
     state["pos_embed_a"] = linear_time_resize(state["pos_embed_a"], 8, 7)
     short.load_state_dict(state)
-    feats = KaldiFbank(target_length=None)(wav)
+    feats = KaldiFbank(audio_length=None)(wav)
     assert feats.shape[1] == 98
     feats = torch.cat([feats, torch.full((2, 14, 128), PAD)], dim=1)
     with torch.no_grad():

@@ -129,7 +129,7 @@ def test_run_folders_describe_the_model(runs):
     ft = (runs["ft"] / "model" / "hyperparams.yaml").read_text()
     for text in (pre, ft):
         assert str(runs["root"]) not in text  # relative: the folder can be moved
-        for line in ("num_heads: 4", "embed_dim: 64", "target_length: 96", "im_res: 64",
+        for line in ("num_heads: 4", "embed_dim: 64", "audio_length: 96", "image_size: 64",
                      "audio_channel: 0", "image_interpolation: bilinear"):
             assert line in text
     assert "decoder_num_heads: 4" in pre and "decoder_embed_dim: 32" in pre
@@ -293,9 +293,9 @@ def test_non_finite_and_non_tensor_weights_are_errors(runs, tmp_path):
 
 
 #: The evaluation data configuration of the fine-tuning run (its yaml and overrides).
-EVAL_CONFIG = {"target_length": 96, "im_res": 64, "n_frames": 10, "sample_rate": 16000,
-               "audio_channel": 0, "mean": -5.081, "std": 4.4849,
-               "video_interpolation": "bilinear"}
+EVAL_CONFIG = {"audio_length": 96, "image_size": 64, "n_frames": 10, "sample_rate": 16000,
+               "audio_channel": 0, "dataset_mean": -5.081, "dataset_std": 4.4849,
+               "image_interpolation": "bilinear"}
 
 
 @contextlib.contextmanager
@@ -371,7 +371,7 @@ def test_stereo_48k_wav_is_fed_as_in_training(runs, finetuned, tmp_path):
 
     def fbank(channel):
         wav = load_audio(path, 16000, channel)
-        return compute_fbank(wav, 16000, 128, 96, mean=-5.081, std=4.4849)
+        return compute_fbank(wav, 16000, 128, 96, dataset_mean=-5.081, dataset_std=4.4849)
 
     assert torch.equal(calls[0][0][0], fbank(0))
     assert not torch.allclose(fbank(0), fbank(None), atol=0.1)  # the channel matters here

@@ -377,7 +377,7 @@ def test_prepare_scripts_build_manifests_and_report_missing(toy, tmp_path):
     assert (tmp_path / "as.missing.txt").read_text().split() == ["zzz,10.000"]
     data = json.loads(out.read_text())["data"]
     assert [(d["video_id"], d["labels"]) for d in data] == [("aaa_30.000", "/m/toy00,/m/toy01")]
-    ds = build_dataset(out, toy["label_csv"], {"target_length": 96, "im_res": 64}, train=False)
+    ds = build_dataset(out, toy["label_csv"], {"audio_length": 96, "image_size": 64}, train=False)
     assert ds[0]["labels"].tolist() == [1.0, 1.0, 0.0, 0.0]
 
     vgg_csv = tmp_path / "vggsound.csv"
@@ -392,7 +392,7 @@ def test_prepare_scripts_build_manifests_and_report_missing(toy, tmp_path):
     assert [(d["video_id"], d["labels"]) for d in train] == [("bbb_000010", "dog barking")]
     labels = tmp_path / "vgg" / "class_labels_indices_vgg.csv"
     ds = build_dataset(tmp_path / "vgg" / "vggsound_train.json", str(labels),
-                       {"target_length": 96, "im_res": 64}, train=False)
+                       {"audio_length": 96, "image_size": 64}, train=False)
     assert ds[0]["labels"].tolist() == [0.0, 1.0]  # cat purring, dog barking
 
 

@@ -101,7 +101,7 @@ def label_names(num_classes, label_csv=None):
 
 def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
                  score_activation="softmax", n_frames=10, sample_rate=16000,
-                 fbank_mean=DEFAULT_MEAN, fbank_std=DEFAULT_STD, has_labels=True,
+                 dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, has_labels=True,
                  audio_channel=0, image_interpolation="bilinear", loss=None):
     """The ``hyperparams.yaml`` text of a model folder.
 
@@ -116,7 +116,7 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         replaced by the folder when it is loaded.
     source : str, optional
         Checkpoint the folder was made from, recorded in a comment.
-    mode, score_activation, n_frames, sample_rate, fbank_mean, fbank_std, has_labels,
+    mode, score_activation, n_frames, sample_rate, dataset_mean, dataset_std, has_labels,
     audio_channel, image_interpolation, loss
         Inference, input-pipeline and training settings.
 
@@ -144,19 +144,19 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         f"pretrained_path: {_yaml_scalar(pretrained_path)}",
         "",
         "# Audio input: channel `audio_channel` (null: the channel mean), resampled to",
-        "# sample_rate, Kaldi log-mel fbank, padded/cropped to target_length frames,",
-        "# (x - fbank_mean) / fbank_std",
+        "# sample_rate, Kaldi log-mel fbank, padded/cropped to audio_length frames,",
+        "# (x - dataset_mean) / dataset_std",
         f"sample_rate: {sample_rate}",
         f"audio_channel: {_yaml_scalar(audio_channel)}",
         f"n_mels: {cfg['n_mels']}",
-        f"target_length: {cfg['audio_length']}",
-        f"fbank_mean: {_yaml_scalar(float(fbank_mean))}",
-        f"fbank_std: {_yaml_scalar(float(fbank_std))}",
+        f"audio_length: {cfg['audio_length']}",
+        f"dataset_mean: {_yaml_scalar(float(dataset_mean))}",
+        f"dataset_std: {_yaml_scalar(float(dataset_std))}",
         "",
         "# Visual input: n_frames frames spread over the first 10 s, resized",
-        "# (image_interpolation), centre-cropped to im_res, ImageNet-normalised",
+        "# (image_interpolation), centre-cropped to image_size, ImageNet-normalised",
         f"n_frames: {n_frames}",
-        f"im_res: {cfg['img_size']}",
+        f"image_size: {cfg['img_size']}",
         f"image_interpolation: {image_interpolation}",
         "",
         "# Training loss (BCE: multi-label, CE: single-label; null: pretraining)",
@@ -173,9 +173,9 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         "compute_features: !new:speechbrain_cavmae.data.fbank.KaldiFbank",
         "    sample_rate: !ref <sample_rate>",
         "    n_mels: !ref <n_mels>",
-        "    target_length: !ref <target_length>",
-        "    mean: !ref <fbank_mean>",
-        "    std: !ref <fbank_std>",
+        "    audio_length: !ref <audio_length>",
+        "    dataset_mean: !ref <dataset_mean>",
+        "    dataset_std: !ref <dataset_std>",
         "",
     ]
     if kind == "classifier":
@@ -187,8 +187,8 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
     else:
         lines.append("model: !new:speechbrain_cavmae.CAVMAE")
     lines += [
-        "    img_size: !ref <im_res>",
-        "    audio_length: !ref <target_length>",
+        "    img_size: !ref <image_size>",
+        "    audio_length: !ref <audio_length>",
     ]
     for key in ARCH_KEYS:
         value = cfg[key]
@@ -244,7 +244,7 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     input_config : dict, optional
         Data configuration (keys of ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``:
         ``sample_rate``, ``mean``, ``std``, ``audio_channel``, ``n_frames``,
-        ``video_interpolation``); the audio length, mel bins and image size are the
+        ``image_interpolation``); the audio length, mel bins and image size are the
         model's.
     source : str, optional
         What the model came from (recorded in a comment).
@@ -262,8 +262,8 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     inp = resolve_config(input_config, train=False)
     cfg = model_config(model)
     kind = cfg["kind"]
-    for key, name in (("n_mels", "n_mels"), ("target_length", "audio_length"),
-                      ("im_res", "img_size")):
+    for key, name in (("n_mels", "n_mels"), ("audio_length", "audio_length"),
+                      ("image_size", "img_size")):
         if input_config and key in input_config and input_config[key] != cfg[name]:
             raise ValueError(f"input_config {key}={input_config[key]} but the model has "
                              f"{name}={cfg[name]}")
@@ -294,9 +294,9 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     text = hparams_text(
         cfg, kind, ".", source=source, mode=cfg.get("mode", "multimodal"),
         score_activation=activation or "softmax", n_frames=inp["n_frames"],
-        sample_rate=inp["sample_rate"], fbank_mean=inp["mean"], fbank_std=inp["std"],
+        sample_rate=inp["sample_rate"], dataset_mean=inp["dataset_mean"], dataset_std=inp["dataset_std"],
         has_labels=kind == "classifier", audio_channel=inp["audio_channel"],
-        image_interpolation=inp["video_interpolation"],
+        image_interpolation=inp["image_interpolation"],
         loss=loss if kind == "classifier" else None,
     )
     files["hparams"] = os.path.join(out_abs, HPARAMS_FILE)
@@ -312,26 +312,19 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
             "score_activation": activation, "files": files}
 
 
-#: Top-level keys of a model folder's yaml -> keys of the data configuration
-#: (``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``).
-INPUT_KEYS = {
-    "sample_rate": "sample_rate",
-    "target_length": "target_length",
-    "n_mels": "n_mels",
-    "fbank_mean": "mean",
-    "fbank_std": "std",
-    "audio_channel": "audio_channel",
-    "n_frames": "n_frames",
-    "im_res": "im_res",
-    "image_interpolation": "video_interpolation",
-}
+#: Top-level keys of a model folder's yaml that configure its input pipeline (the same
+#: names as in the data configuration, ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``).
+INPUT_KEYS = (
+    "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "audio_channel",
+    "n_frames", "image_size", "image_interpolation",
+)
 
 
 def input_config(hparams):
     """The evaluation data configuration of a model folder's hyperparameters (a dict or a
     namespace): the settings that feed the model as it was trained."""
     values = hparams if isinstance(hparams, dict) else vars(hparams)
-    return {name: values[key] for key, name in INPUT_KEYS.items() if key in values}
+    return {key: values[key] for key in INPUT_KEYS if key in values}
 
 
 def read_input_config(source):

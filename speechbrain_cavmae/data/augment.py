@@ -32,6 +32,8 @@ import logging
 import torch
 import torchaudio
 
+from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
+
 logger = logging.getLogger(__name__)
 
 
@@ -145,14 +147,15 @@ class FbankAugment(torch.nn.Module):
         Maximum mask widths (0 disables).
     noise : bool
         Additive noise and random time roll.
-    mean, std : float
+    dataset_mean, dataset_std : float
         Normalisation statistics used by the features.
     """
 
-    def __init__(self, freqm=0, timem=0, noise=False, mean=-5.081, std=4.4849):
+    def __init__(self, freqm=0, timem=0, noise=False, dataset_mean=DEFAULT_MEAN,
+                 dataset_std=DEFAULT_STD):
         super().__init__()
         self.freqm, self.timem, self.noise = freqm, timem, noise
-        self.mask_value = (0.0 - mean) / std
+        self.mask_value = (0.0 - dataset_mean) / dataset_std
 
     @torch.no_grad()
     def forward(self, feats):

@@ -8,11 +8,11 @@
 key        shape                            when
 =========  ===============================  =================================
 id         str                              always
-fbank      [target_length, n_mels] float    not ``features_on_device``
+fbank      [audio_length, n_mels] float    not ``features_on_device``
 wav        [samples] float                  ``features_on_device``
-frame      [3, im_res, im_res] float        always (train: random of N,
+frame      [3, image_size, image_size] float        always (train: random of N,
                                             eval: ``frame_index`` / middle)
-frames     [N, 3, im_res, im_res] float     eval with ``multi_frame``
+frames     [N, 3, image_size, image_size] float     eval with ``multi_frame``
 labels     [num_classes] float              a label CSV was given
 =========  ===============================  =================================
 
@@ -21,14 +21,14 @@ also drops skipped samples).
 
 Configuration keys (``DEFAULT_CONFIG``; recipes set them from yaml)
 -------------------------------------------------------------------
-sample_rate (16000), target_length (1024, frames), n_mels (128),
-mean (-5.081), std (4.4849), skip_norm (False: set True only to compute
+sample_rate (16000), audio_length (1024, frames), n_mels (128),
+dataset_mean (-5.081), dataset_std (4.4849), skip_norm (False: set True only to compute
 statistics), freqm (0), timem (0), mixup (0.0, probability), mixup_alpha
 (10.0, Beta(a, a)), noise (False), label_smooth (0.0), n_frames (10),
-im_res (224), frame_index (-1: middle frame ``int(n_frames / 2)`` at eval),
+image_size (224), frame_index (-1: middle frame ``int(n_frames / 2)`` at eval),
 frame_source ('auto' | 'extracted' | 'video'), audio_source ('auto' |
 'wav' | 'video'), audio_channel (0: first channel, as the original ``sox remix 1``;
-None: average the channels), video_interpolation ('bilinear' | 'bicubic':
+None: average the channels), image_interpolation ('bilinear' | 'bicubic':
 resize filter for frames decoded from the video; 'bilinear' reproduces the
 original extractor, extracted 224 px JPEGs always get the loader's
 bicubic),
@@ -52,7 +52,7 @@ when that is a video container).
 Example
 -------
 >>> from speechbrain_cavmae.data.dataset import DEFAULT_CONFIG
->>> DEFAULT_CONFIG["target_length"], DEFAULT_CONFIG["on_bad_sample"]
+>>> DEFAULT_CONFIG["audio_length"], DEFAULT_CONFIG["on_bad_sample"]
 (1024, 'raise')
 """
 
@@ -65,7 +65,7 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from .fbank import compute_fbank, normalize_fbank
+from .fbank import DEFAULT_MEAN, DEFAULT_STD, compute_fbank, normalize_fbank
 from . import augment
 from .audio import SOUNDFILE_EXTS, load_audio
 from .errors import BadSampleError
@@ -82,10 +82,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = {
     "sample_rate": 16000,
-    "target_length": 1024,
+    "audio_length": 1024,
     "n_mels": 128,
-    "mean": -5.081,
-    "std": 4.4849,
+    "dataset_mean": DEFAULT_MEAN,
+    "dataset_std": DEFAULT_STD,
     "skip_norm": False,
     "freqm": 0,
     "timem": 0,
@@ -94,12 +94,12 @@ DEFAULT_CONFIG = {
     "noise": False,
     "label_smooth": 0.0,
     "n_frames": 10,
-    "im_res": 224,
+    "image_size": 224,
     "frame_index": -1,
     "frame_source": "auto",
     "audio_source": "auto",
     "audio_channel": 0,
-    "video_interpolation": "bilinear",
+    "image_interpolation": "bilinear",
     "features_on_device": False,
     "multi_frame": False,
     "on_bad_sample": "raise",
@@ -197,9 +197,9 @@ class AVSampleLoader:
         self.train = train
         self.table = label_table
         self.manifest_path = manifest_path or "<manifest>"
-        self.transform = ImageTransform(config["im_res"])
+        self.transform = ImageTransform(config["image_size"])
         self.video_transform = ImageTransform(
-            config["im_res"], interpolation=config["video_interpolation"]
+            config["image_size"], interpolation=config["image_interpolation"]
         )
 
     # -- paths -----------------------------------------------------------
@@ -322,7 +322,7 @@ class AVSampleLoader:
         if targets is not None:
             out["labels"] = targets
         if cfg["features_on_device"]:
-            needed = (cfg["target_length"] - 1) * int(0.010 * cfg["sample_rate"]) + int(
+            needed = (cfg["audio_length"] - 1) * int(0.010 * cfg["sample_rate"]) + int(
                 0.025 * cfg["sample_rate"]
             )
             out["wav"] = wav[:needed]
@@ -334,14 +334,14 @@ class AVSampleLoader:
         cfg = self.cfg
         try:
             feats = compute_fbank(
-                wav, cfg["sample_rate"], cfg["n_mels"], cfg["target_length"], normalize=False
+                wav, cfg["sample_rate"], cfg["n_mels"], cfg["audio_length"], normalize=False
             )
         except ValueError as exc:
             raise BadSampleError(self.audio_path(sid), str(exc), sid) from exc
         if self.train:
             feats = augment.spec_augment(feats, cfg["freqm"], cfg["timem"])
         if not cfg["skip_norm"]:
-            feats = normalize_fbank(feats, cfg["mean"], cfg["std"])
+            feats = normalize_fbank(feats, cfg["dataset_mean"], cfg["dataset_std"])
         if self.train and cfg["noise"]:
             feats = augment.noise_and_roll(feats)
         return feats

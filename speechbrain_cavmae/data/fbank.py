@@ -5,7 +5,7 @@ computed by ``torchaudio.compliance.kaldi.fbank`` with the arguments
 ``htk_compat=True, sample_frequency=16000, use_energy=False,
 window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10`` on
 the clip with its global mean removed, then zero padded / cropped to
-``target_length`` frames and normalised as ``(fbank - mean) / std``
+``audio_length`` frames and normalised as ``(fbank - mean) / std``
 (CAV-MAE divides by ``std``; the earlier AST code divided by ``2 * std``).
 
 :class:`KaldiFbank` reproduces that computation for a *batch* of padded
@@ -14,13 +14,13 @@ removal, pre-emphasis 0.97, symmetric Hann window, 512-point power
 spectrum, HTK mel banks, log floored at float epsilon), so it can run on
 the training device inside ``compute_forward``. Frames that would not
 exist for a clip on its own (because they overlap the padding) are zeroed
-before the pad/crop to ``target_length``, exactly as the per-clip path
+before the pad/crop to ``audio_length``, exactly as the per-clip path
 would pad them.
 
 Example
 -------
 >>> import torch
->>> fb = KaldiFbank(target_length=100)
+>>> fb = KaldiFbank(audio_length=100)
 >>> wavs = torch.randn(2, 16000)
 >>> fb(wavs, torch.tensor([1.0, 0.5])).shape
 torch.Size([2, 100, 128])
@@ -73,14 +73,14 @@ def num_fbank_frames(num_samples, sample_rate=16000, frame_length_ms=25.0,
     return 1 + (num_samples - win) // shift
 
 
-def _pad_crop(feats, target_length):
+def _pad_crop(feats, audio_length):
     """Zero-pad or crop dim 1 of ``feats`` [batch, frames, bins]."""
     n = feats.shape[1]
-    if target_length is None or n == target_length:
+    if audio_length is None or n == audio_length:
         return feats
-    if n > target_length:
-        return feats[:, :target_length]
-    return torch.nn.functional.pad(feats, (0, 0, 0, target_length - n))
+    if n > audio_length:
+        return feats[:, :audio_length]
+    return torch.nn.functional.pad(feats, (0, 0, 0, audio_length - n))
 
 
 class KaldiFbank(torch.nn.Module):
@@ -94,31 +94,31 @@ class KaldiFbank(torch.nn.Module):
         Number of mel bins.
     frame_length_ms, frame_shift_ms : float
         Analysis window length and hop in milliseconds.
-    target_length : int or None
+    audio_length : int or None
         Frames per output (zero padded / cropped); ``None`` keeps the frames
         of the longest clip in the batch.
-    mean, std : float
-        Dataset statistics for ``(fbank - mean) / std``.
+    dataset_mean, dataset_std : float
+        Dataset statistics for ``(fbank - dataset_mean) / dataset_std``.
     normalize : bool
         Apply the normalisation (disable to compute dataset statistics).
 
     Example
     -------
     >>> import torch
-    >>> fb = KaldiFbank(target_length=None, normalize=False)
+    >>> fb = KaldiFbank(audio_length=None, normalize=False)
     >>> fb(torch.randn(3, 4000)).shape
     torch.Size([3, 23, 128])
     """
 
     def __init__(self, sample_rate=16000, n_mels=128, frame_length_ms=25.0,
-                 frame_shift_ms=10.0, target_length=1024, mean=DEFAULT_MEAN,
-                 std=DEFAULT_STD, normalize=True):
+                 frame_shift_ms=10.0, audio_length=1024,
+                 dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, normalize=True):
         super().__init__()
         self.sample_rate = sample_rate
         self.n_mels = n_mels
-        self.target_length = target_length
-        self.mean = mean
-        self.std = std
+        self.audio_length = audio_length
+        self.dataset_mean = dataset_mean
+        self.dataset_std = dataset_std
         self.normalize = normalize
         self.win, self.shift, self.n_fft = _window_sizes(
             sample_rate, frame_length_ms, frame_shift_ms
@@ -154,7 +154,7 @@ class KaldiFbank(torch.nn.Module):
         Returns
         -------
         torch.Tensor
-            [batch, frames, n_mels] features (``frames = target_length``
+            [batch, frames, n_mels] features (``frames = audio_length``
             when set).
         """
         if wavs.dim() == 1:
@@ -183,9 +183,9 @@ class KaldiFbank(torch.nn.Module):
         n_valid = self.num_frames(abs_lens)
         keep = torch.arange(feats.shape[1], device=wavs.device).unsqueeze(0) < n_valid.unsqueeze(1)
         feats = feats * keep.unsqueeze(-1)
-        feats = _pad_crop(feats, self.target_length)
+        feats = _pad_crop(feats, self.audio_length)
         if self.normalize:
-            feats = (feats - self.mean) / self.std
+            feats = normalize_fbank(feats, self.dataset_mean, self.dataset_std)
         return feats
 
     def _from_centered(self, x):
@@ -202,21 +202,21 @@ class KaldiFbank(torch.nn.Module):
 _CACHE = {}
 
 
-def compute_fbank(waveform, sample_rate=16000, n_mels=128, target_length=1024,
-                  mean=DEFAULT_MEAN, std=DEFAULT_STD, normalize=True):
+def compute_fbank(waveform, sample_rate=16000, n_mels=128, audio_length=1024,
+                  dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, normalize=True):
     """Per-clip CAV-MAE features.
 
     Arguments
     ---------
     waveform : torch.Tensor
         [samples] or [1, samples] mono waveform at ``sample_rate``.
-    sample_rate, n_mels, target_length, mean, std, normalize
+    sample_rate, n_mels, audio_length, dataset_mean, dataset_std, normalize
         As for :class:`KaldiFbank`.
 
     Returns
     -------
     torch.Tensor
-        [target_length, n_mels] (or [frames, n_mels] when ``target_length``
+        [audio_length, n_mels] (or [frames, n_mels] when ``audio_length``
         is None).
 
     Example
@@ -232,7 +232,7 @@ def compute_fbank(waveform, sample_rate=16000, n_mels=128, target_length=1024,
     key = (sample_rate, n_mels)
     module = _CACHE.get(key)
     if module is None:
-        module = _CACHE[key] = KaldiFbank(sample_rate, n_mels, target_length=None,
+        module = _CACHE[key] = KaldiFbank(sample_rate, n_mels, audio_length=None,
                                           normalize=False)
     if waveform.numel() < module.win:
         raise ValueError(
@@ -241,9 +241,9 @@ def compute_fbank(waveform, sample_rate=16000, n_mels=128, target_length=1024,
         )
     x = waveform.float()
     x = (x - x.mean()).unsqueeze(0)
-    feats = _pad_crop(module._from_centered(x), target_length)[0]
+    feats = _pad_crop(module._from_centered(x), audio_length)[0]
     if normalize:
-        feats = (feats - mean) / std
+        feats = normalize_fbank(feats, dataset_mean, dataset_std)
     return feats
 
 
@@ -264,14 +264,14 @@ def reference_fbank(waveform, sample_rate=16000, n_mels=128):
     )
 
 
-def normalize_fbank(fbank, mean=DEFAULT_MEAN, std=DEFAULT_STD):
-    """``(fbank - mean) / std`` (CAV-MAE's input normalisation)."""
-    return (fbank - mean) / std
+def normalize_fbank(fbank, dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD):
+    """``(fbank - dataset_mean) / dataset_std`` (CAV-MAE's input normalisation)."""
+    return (fbank - dataset_mean) / dataset_std
 
 
-def denormalize_fbank(fbank, mean=DEFAULT_MEAN, std=DEFAULT_STD):
+def denormalize_fbank(fbank, dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD):
     """Inverse of :func:`normalize_fbank`."""
-    return fbank * std + mean
+    return fbank * dataset_std + dataset_mean
 
 
 __all__ = [

@@ -1,19 +1,19 @@
 """Dataset fbank statistics for input normalisation.
 
 Computes the mean and standard deviation of the *unnormalised*, padded
-``[target_length, n_mels]`` log-mel features of a manifest (evaluation
+``[audio_length, n_mels]`` log-mel features of a manifest (evaluation
 mode: no augmentation), averaging per-clip means and standard deviations
 as the original recipe did (its default AudioSet values are -5.081 and
-4.4849). Set the results as ``mean`` / ``std`` in the data config.
+4.4849). Set the results as ``dataset_mean`` / ``dataset_std`` in the yaml.
 
 Usage::
 
     python -m speechbrain_cavmae.data.stats MANIFEST [--max_samples N]
-        [--target_length 1024] [--jobs N]
+        [--audio_length 1024] [--jobs N]
 
 Example
 -------
->>> parse_args(["m.json"]).target_length
+>>> parse_args(["m.json"]).audio_length
 1024
 """
 
@@ -82,14 +82,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Dataset fbank mean/std.")
     parser.add_argument("manifest")
     parser.add_argument("--max_samples", type=int, default=None)
-    parser.add_argument("--target_length", type=int, default=1024)
+    parser.add_argument("--audio_length", type=int, default=1024)
     parser.add_argument("--jobs", type=int, default=0, help="DataLoader workers")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    mean, std = fbank_stats(args.manifest, {"target_length": args.target_length}, args.max_samples, args.jobs)
+    mean, std = fbank_stats(args.manifest, {"audio_length": args.audio_length}, args.max_samples, args.jobs)
     print(f"mean: {mean:.4f}\nstd: {std:.4f}")
     return 0
 

@@ -13,7 +13,7 @@ writes
   ``!new:speechbrain_cavmae.CAVMAE`` for pretrained ones) with the architecture read from
   the weights and the head counts (``--num_heads`` / ``--decoder_num_heads``, required
   unless the widths are the released 768 / 512), the input pipeline (Kaldi fbank,
-  ``target_length``, ``fbank_mean``/``fbank_std``, audio channel, frames per clip, image
+  ``audio_length``, ``dataset_mean``/``dataset_std``, audio channel, frames per clip, image
   size), the inference settings (modes, score activation) and a strict ``pretrainer``, so
   that ``AudioVisualClassifier.from_hparams(source=OUT_DIR, savedir=...)`` loads it;
 * ``OUT_DIR/label_encoder.txt`` (SpeechBrain ``CategoricalEncoder`` format; class names
@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 
 def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
-            score_activation="auto", target_length=None, decoder_num_heads=None,
-            n_frames=10, fbank_mean=DEFAULT_MEAN, fbank_std=DEFAULT_STD, check=True,
+            score_activation="auto", audio_length=None, decoder_num_heads=None,
+            n_frames=10, dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, check=True,
             loss=None, audio_channel=0):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
@@ -76,11 +76,11 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         Default inference mode, one of ``MODES`` (the mode the model was fine-tuned for).
     score_activation : str
         ``"auto"``, ``"sigmoid"`` or ``"softmax"``.
-    target_length : int, optional
+    audio_length : int, optional
         Fbank frames; default the checkpoint's (positional embedding interpolated otherwise).
     n_frames : int
         Frames per video clip at inference.
-    fbank_mean, fbank_std : float
+    dataset_mean, dataset_std : float
         Fbank normalisation statistics of the fine-tuning data.
     check : bool
         Load the written folder back strictly.
@@ -110,10 +110,10 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,
                                decoder_num_heads=decoder_num_heads,
-                               audio_length=target_length, **overrides)
+                               audio_length=audio_length, **overrides)
     summary = write_model_folder(
         model, out_dir, label_csv=label_csv, loss=loss, score_activation=score_activation,
-        input_config={"n_frames": n_frames, "mean": fbank_mean, "std": fbank_std,
+        input_config={"n_frames": n_frames, "dataset_mean": dataset_mean, "dataset_std": dataset_std,
                       "audio_channel": audio_channel},
         source=source, check=check,
     )
@@ -164,10 +164,10 @@ def build_parser():
                         help="auto: sigmoid for 527 classes (AudioSet), softmax otherwise")
     parser.add_argument("--loss", choices=("BCE", "CE"),
                         help="fine-tuning loss: decides the auto score activation")
-    parser.add_argument("--target_length", type=int, help="fbank frames (default: checkpoint's)")
+    parser.add_argument("--audio_length", type=int, help="fbank frames (default: checkpoint's)")
     parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
-    parser.add_argument("--fbank_mean", type=float, default=DEFAULT_MEAN)
-    parser.add_argument("--fbank_std", type=float, default=DEFAULT_STD)
+    parser.add_argument("--dataset_mean", type=float, default=DEFAULT_MEAN)
+    parser.add_argument("--dataset_std", type=float, default=DEFAULT_STD)
     parser.add_argument("--log_level", default="INFO")
     return parser
 
@@ -179,8 +179,8 @@ def main(argv=None):
     summary = convert(
         args.checkpoint, args.out_dir, label_csv=args.label_csv, num_heads=args.num_heads,
         mode=args.mode, score_activation=args.score_activation,
-        target_length=args.target_length, decoder_num_heads=args.decoder_num_heads,
-        n_frames=args.n_frames, fbank_mean=args.fbank_mean, fbank_std=args.fbank_std,
+        audio_length=args.audio_length, decoder_num_heads=args.decoder_num_heads,
+        n_frames=args.n_frames, dataset_mean=args.dataset_mean, dataset_std=args.dataset_std,
         loss=args.loss,
     )
     cfg = summary["config"]

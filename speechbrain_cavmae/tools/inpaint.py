@@ -153,7 +153,7 @@ def run_inpainting(model, data, out_dir, ids=None, num_clips=4, mask_ratios=(0.7
                    config=None):
     """Write one figure per (clip, mask ratio); returns the list of written paths.
 
-    ``config`` overrides data settings of the loader (e.g. ``{"mean": ..., "std": ...}``).
+    ``config`` overrides data settings of the loader (e.g. ``{"dataset_mean": ..., "dataset_std": ...}``).
     """
     os.makedirs(out_dir, exist_ok=True)
     loader = eval_loader(data, model, batch_size, config=config)

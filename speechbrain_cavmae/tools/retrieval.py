@@ -65,7 +65,7 @@ def model_geometry(model):
 def eval_loader(data, model, batch_size=32, num_workers=0, config=None, multi_frame=False):
     """DataLoader over a manifest in evaluation mode, sized for ``model``."""
     audio_length, image_size = model_geometry(model)
-    cfg = {"target_length": audio_length, "im_res": image_size, "multi_frame": multi_frame}
+    cfg = {"audio_length": audio_length, "image_size": image_size, "multi_frame": multi_frame}
     cfg.update(config or {})
     dataset = build_dataset(data, None, cfg, train=False)
     return torch.utils.data.DataLoader(
@@ -122,9 +122,9 @@ def fbank_stats_config(args, **config):
     overrides."""
     config = dict(read_input_config(args.checkpoint), **config)
     if args.dataset_mean is not None:
-        config["mean"] = args.dataset_mean
+        config["dataset_mean"] = args.dataset_mean
     if args.dataset_std is not None:
-        config["std"] = args.dataset_std
+        config["dataset_std"] = args.dataset_std
     return config
 
 

@@ -42,7 +42,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_cavmae.data.augment import FbankAugment
-from speechbrain_cavmae.data.fbank import KaldiFbank
+from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
 from speechbrain_cavmae.checkpoints.loader import accumulate_mean
 from speechbrain_cavmae.model.modes import check_mode, get_mode
 from speechbrain_cavmae.training.metrics import (
@@ -260,16 +260,16 @@ class CAVMAEBrain(sb.Brain):
             self._fbank = KaldiFbank(
                 sample_rate=self.hp("sample_rate", 16000),
                 n_mels=self.hp("n_mels", 128),
-                target_length=self.hp("audio_length", 1024),
-                mean=self.hp("dataset_mean", -5.081),
-                std=self.hp("dataset_std", 4.4849),
+                audio_length=self.hp("audio_length", 1024),
+                dataset_mean=self.hp("dataset_mean", DEFAULT_MEAN),
+                dataset_std=self.hp("dataset_std", DEFAULT_STD),
             ).to(self.device)
             self._augment = FbankAugment(
                 freqm=self.hp("freqm", 0),
                 timem=self.hp("timem", 0),
                 noise=self.hp("noise", False),
-                mean=self.hp("dataset_mean", -5.081),
-                std=self.hp("dataset_std", 4.4849),
+                dataset_mean=self.hp("dataset_mean", DEFAULT_MEAN),
+                dataset_std=self.hp("dataset_std", DEFAULT_STD),
             )
         return self._fbank
 

@@ -62,26 +62,13 @@ logger = logging.getLogger(__name__)
 
 TASKS = {"pretrain": PretrainBrain, "finetune": FinetuneBrain}
 
-#: Keys of the data configuration (see ``speechbrain_cavmae.data.dataset``) and the
-#: top-level hparams they are read from when the yaml has no ``data_config`` entry for them.
-DATA_KEYS = {
-    "sample_rate": "sample_rate",
-    "target_length": "audio_length",
-    "n_mels": "n_mels",
-    "mean": "dataset_mean",
-    "std": "dataset_std",
-    "freqm": "freqm",
-    "timem": "timem",
-    "mixup": "mixup",
-    "noise": "noise",
-    "label_smooth": "label_smooth",
-    "n_frames": "n_frames",
-    "im_res": "image_size",
-    "features_on_device": "features_on_device",
-    "on_bad_sample": "on_bad_sample",
-    "frame_source": "frame_source",
-    "audio_source": "audio_source",
-}
+#: Top-level hparams that are also keys of the data configuration (see
+#: ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``: the same names in both).
+DATA_KEYS = (
+    "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "freqm", "timem",
+    "mixup", "noise", "label_smooth", "n_frames", "image_size", "features_on_device",
+    "on_bad_sample", "frame_source", "audio_source",
+)
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -260,7 +247,7 @@ def export_model_folder(model, hparams, datasets=None):
     if not if_main_process():
         return None
     cfg = data_config(hparams, train=False)
-    keep = ("sample_rate", "mean", "std", "audio_channel", "n_frames", "video_interpolation")
+    keep = ("sample_rate", "dataset_mean", "dataset_std", "audio_channel", "n_frames", "image_interpolation")
     table = (datasets or {}).get("label_table")
     if table is None and hparams.get("label_csv"):
         table = LabelTable.from_csv(hparams["label_csv"])
@@ -283,9 +270,9 @@ def data_config(hparams, train):
     other dataset setting (``mixup_alpha``, ``audio_channel``, ``video_threads``...).
     """
     cfg = {}
-    for key, name in DATA_KEYS.items():
-        if name in hparams and hparams[name] is not None:
-            cfg[key] = hparams[name]
+    for key in DATA_KEYS:
+        if hparams.get(key) is not None:
+            cfg[key] = hparams[key]
     cfg.update(hparams.get("data_config") or {})
     cfg["multi_frame"] = False
     return cfg

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from speechbrain_cavmae.tools.toy import generate_toy_dataset
+from speechbrain_cavmae.data.toy import generate_toy_dataset
 
 
 @pytest.fixture

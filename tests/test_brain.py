@@ -22,7 +22,7 @@ from speechbrain_cavmae.training.recipe import (
     load_pretrained,
 )
 from speechbrain_cavmae.training.schedules import WarmupStepDecay, step_decay_factor
-from speechbrain_cavmae.tools.toy import generate_toy_dataset
+from speechbrain_cavmae.data.toy import generate_toy_dataset
 
 TINY = dict(img_size=32, audio_length=64, embed_dim=32, modality_specific_depth=1, num_heads=2)
 

@@ -11,13 +11,8 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
 from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError, original_to_speechbrain
-from speechbrain_cavmae.tools.convert import (
-    check_folder,
-    convert,
-    hparams_text,
-    main,
-    resolve_activation,
-)
+from speechbrain_cavmae.checkpoints.model_folder import hparams_text, resolve_activation
+from speechbrain_cavmae.tools.convert import check_folder, convert, main
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
 

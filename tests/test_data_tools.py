@@ -1,4 +1,6 @@
-"""CLIs: validate, extract, prepare_videos, balance weights, fbank stats."""
+"""CLIs: validate, extract, prepare_videos, balance weights, fbank stats (the ``python -m``
+forms with their former positional arguments and flags; ``tests/test_cli.py`` covers the
+``cavmae`` spelling)."""
 
 import json
 import os
@@ -10,6 +12,8 @@ import torch
 from media import decode_index, tone, write_frames, write_label_csv, write_original_manifest, write_video, write_wav
 from speechbrain_cavmae.tools import extract, prepare_videos, validate
 from speechbrain_cavmae.data import balance, stats
+from speechbrain_cavmae.tools import balance as balance_tool
+from speechbrain_cavmae.tools import stats as stats_tool
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 
 
@@ -30,8 +34,10 @@ def test_extract_cli_layout_resume_and_failures(videos, tmp_path, capsys):
     manifest = tmp_path / "m.json"
     code = extract.main(["--videos", str(videos), "--out", str(out), "--frames", "4", "--jobs", "2",
                          "--manifest", str(manifest)])
-    text = capsys.readouterr().out
+    text = capsys.readouterr()
     assert code == 1  # silent.mp4 and broken.mp4 fail
+    assert "2 failed" in text.out
+    text = text.err
     assert "FAILED" in text and "silent.mp4: no audio track" in text and "broken.mp4" in text
     import soundfile
 
@@ -47,7 +53,8 @@ def test_extract_cli_layout_resume_and_failures(videos, tmp_path, capsys):
     assert sorted(data) == ["v1", "v2"] and data["v1"]["wav"] == str(out / "audio" / "v1.wav")
     # resumable: finished videos are skipped
     mtime = os.path.getmtime(out / "audio" / "v1.wav")
-    extract.main(["--videos", str(videos), "--out", str(out), "--frames", "4"])
+    # (the unified flag names of ``cavmae extract``)
+    extract.main(["--videos", str(videos), "--output", str(out), "--n_frames", "4"])
     assert "2 already done" in capsys.readouterr().out
     assert os.path.getmtime(out / "audio" / "v1.wav") == mtime
 
@@ -143,7 +150,7 @@ def test_class_balanced_weights_and_cli(tmp_path):
     w = balance.class_balanced_weights(manifest, LabelTable.from_csv(labels))
     np.testing.assert_allclose(w, [1000 / 3.01, 1000 / 3.01 + 1000 / 1.01, 1000 / 3.01])
     out = str(tmp_path / "w.csv")
-    assert balance.main([manifest, labels, out]) == 0
+    assert balance_tool.main([manifest, labels, out]) == 0
     np.testing.assert_allclose(np.loadtxt(out, delimiter=","), w)
 
 
@@ -159,6 +166,6 @@ def test_fbank_stats(tmp_path, capsys):
     mean, std = stats.fbank_stats(manifest)
     assert mean == pytest.approx(float(sum(r.mean() for r in raw) / 2), abs=1e-4)
     assert std == pytest.approx(float(sum(r.std() for r in raw) / 2), abs=1e-4)
-    assert stats.main([manifest, "--max_samples", "2"]) == 0  # at least one usable clip
-    assert "mean:" in capsys.readouterr().out
+    assert stats_tool.main([manifest, "--max_samples", "2"]) == 0  # at least one usable clip
+    assert "dataset_mean:" in capsys.readouterr().out
     assert torch.isfinite(torch.tensor([mean, std])).all()

@@ -1,5 +1,6 @@
 """Tests of AudioVisualClassifier (from_hparams on a converted folder) and the classify CLI."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -262,6 +263,36 @@ def test_cli_table(env, capsys):
         assert lines[0] == path and lines[1].split() == ["rank", "score", "class"]
         assert len(lines) == 4 and lines[2].split()[0] == "1"
         assert lines[2].split(None, 2)[2].startswith("name ")
+
+
+def test_cli_json_matches_classify_file_and_goes_on_after_a_bad_file(env, clf, tmp_path,
+                                                                     capsys):
+    """``cavmae classify --json``: parseable, the scores of ``classify_file``; a bad file in
+    the middle is reported with its error, the others are classified, and the exit status
+    is 1."""
+    from speechbrain_cavmae.cli import main as cavmae
+
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00")
+    files = [env["video"], str(broken), env["wav"]]
+    code = cavmae(["classify", *files, "--model", str(env["folder"]), "--top_k", "3", "--json",
+                   "--savedir", str(env["root"] / "sd_json"), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "1 of 3 files could not be classified" in captured.err
+    results = json.loads(captured.out)
+    assert [r["file"] for r in results] == files
+    assert str(broken) in results[1]["error"] and "predictions" not in results[1]
+    for result, path in ((results[0], env["video"]), (results[2], env["wav"])):
+        want = clf.classify_file(path, top_k=3)
+        assert [p["label"] for p in result["predictions"]] == [p.label for p in want]
+        assert [p["index"] for p in result["predictions"]] == [p.index for p in want]
+        np.testing.assert_allclose([p["score"] for p in result["predictions"]],
+                                   [p.score for p in want], rtol=1e-6)
+    # a mistyped model folder: one line, exit 1, no hub download attempt
+    assert cavmae(["classify", env["wav"], "--model", str(tmp_path / "no_such_model")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "no such model folder" in err
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/samples not available")

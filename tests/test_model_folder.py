@@ -30,8 +30,8 @@ from speechbrain_cavmae.checkpoints.loader import (
     load_model,
 )
 from speechbrain_cavmae.training.recipe import load_pretrained
-from speechbrain_cavmae.tools.retrieval import eval_loader
-from speechbrain_cavmae.tools.retrieval import load_model as tool_load_model
+from speechbrain_cavmae.cli import main as cavmae
+from speechbrain_cavmae.tools.inputs import eval_loader
 
 ARCH = dict(img_size=64, audio_length=96, embed_dim=64, modality_specific_depth=1,
             shared_depth=1, num_heads=4)
@@ -153,9 +153,9 @@ def test_every_writer_every_reader(runs, folders, tmp_path):
     for writer, (kind, folder) in folders.items():
         want = expected[kind]
         assert_same(outputs(load_model(folder)), want, f"{writer} -> load_model")
-        # a tool given the folder's model.ckpt reads the folder (its heads) too
-        assert_same(outputs(tool_load_model(str(folder / "model.ckpt"))), want,
-                    f"{writer} -> retrieval/extract_features/inpaint load_model")
+        # given the folder's model.ckpt, the loader reads the folder (its heads) too
+        assert_same(outputs(load_model(str(folder / "model.ckpt"))), want,
+                    f"{writer} -> model.ckpt")
         # --pretrained_path: the recipes' initialisation
         fresh = CAVMAE(**ARCH, **DECODER) if kind == "pretrain" else CAVMAEClassifier(
             N_CLASSES, **ARCH)
@@ -191,10 +191,12 @@ def test_every_writer_every_reader(runs, folders, tmp_path):
     assert clf.labels(range(N_CLASSES)) == _toy_names(runs)
 
 
-def test_tools_read_a_folder_without_heads_and_refuse_a_pth_without_them(runs, tmp_path):
+def test_tools_read_a_folder_without_heads_and_refuse_a_pth_without_them(runs, tmp_path,
+                                                                          capsys):
     folder = runs["pre"] / "model"
-    index = fx.main(["--checkpoint", str(folder), "--data", runs["valid"],
-                     "--out_dir", str(tmp_path / "f"), "--format", "pt", "--device", "cpu"])
+    assert cavmae(["embed", "--model", str(folder), "--manifest", runs["valid"],
+                   "--output", str(tmp_path / "f"), "--format", "pt", "--device", "cpu"]) == 0
+    index = json.loads((tmp_path / "f" / "index.json").read_text())
     model = saved_model(runs, "pretrain")
     batch = next(iter(eval_loader(runs["valid"], model, batch_size=4)))
     expected = fx.embed_batch(model, batch.fbank.data, batch.frame.data)
@@ -203,11 +205,16 @@ def test_tools_read_a_folder_without_heads_and_refuse_a_pth_without_them(runs, t
         for kind in fx.KINDS:
             torch.testing.assert_close(got[kind], expected[kind][j])
     pth = str(runs["pre"] / "pretrained.pth")
+    capsys.readouterr()
+    # exit 1 with the one-line error naming the flag; the exception itself with --debug
+    base = ["embed", "--model", pth, "--manifest", runs["valid"], "--output", str(tmp_path / "x")]
+    assert cavmae(base) == 1
+    assert "64 wide: pass --num_heads N" in capsys.readouterr().err
     with pytest.raises(HeadsNotStoredError, match=r"64 wide: pass --num_heads N"):
-        fx.main(["--checkpoint", pth, "--data", runs["valid"], "--out_dir", str(tmp_path / "x")])
+        cavmae([*base, "--debug"])
     with pytest.raises(HeadsNotStoredError, match=r"32 wide: pass --decoder_num_heads N"):
         fx.main(["--checkpoint", pth, "--num_heads", "4", "--data", runs["valid"],
-                 "--out_dir", str(tmp_path / "x")])
+                 "--out_dir", str(tmp_path / "x"), "--debug"])
 
 
 def test_heads_are_never_guessed(runs, tmp_path):

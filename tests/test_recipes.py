@@ -358,7 +358,8 @@ def _fake_clip_folder(toy, tmp_path, stems):
     return clips, frames
 
 
-def test_prepare_scripts_build_manifests_and_report_missing(toy, tmp_path):
+def test_prepare_scripts_build_manifests_and_report_missing(toy, tmp_path, capsys):
+    from speechbrain_cavmae.cli import main as cavmae
     from speechbrain_cavmae.data.dataset import build_dataset
 
     clips, frames = _fake_clip_folder(toy, tmp_path, ["aaa_30.000", "bbb_000010"])
@@ -383,11 +384,12 @@ def test_prepare_scripts_build_manifests_and_report_missing(toy, tmp_path):
     vgg_csv = tmp_path / "vggsound.csv"
     vgg_csv.write_text("bbb,10,dog barking,train\nccc,5,cat purring,train\n"
                        "ddd,0,dog barking,test\n")
-    proc = run([str(REPO / "recipes" / "VGGSound" / "vggsound_prepare.py"), "--csv",
-                str(vgg_csv), "--clips_dir", str(clips), "--frames_dir", str(frames),
-                "--out_dir", str(tmp_path / "vgg")])
-    assert "train: 1 of 2 clips found, 1 missing" in proc.stdout
-    assert "test: 0 of 1 clips found, 1 missing" in proc.stdout
+    # the recipe script above is ``cavmae prepare audioset``; here the command itself
+    assert cavmae(["prepare", "vggsound", "--csv", str(vgg_csv), "--clips_dir", str(clips),
+                   "--frames_dir", str(frames), "--output", str(tmp_path / "vgg")]) == 0
+    stdout = capsys.readouterr().out
+    assert "train: 1 of 2 clips found, 1 missing" in stdout
+    assert "test: 0 of 1 clips found, 1 missing" in stdout
     train = json.loads((tmp_path / "vgg" / "vggsound_train.json").read_text())["data"]
     assert [(d["video_id"], d["labels"]) for d in train] == [("bbb_000010", "dog barking")]
     labels = tmp_path / "vgg" / "class_labels_indices_vgg.csv"
@@ -403,11 +405,8 @@ def test_prepare_finds_real_video_clip():
         pytest.skip(f"sample clip not available at {clip}")
     import tempfile
 
-    sys.path.insert(0, str(REPO / "recipes" / "AudioSet"))
-    try:
-        from audioset_prepare import prepare_audioset
-    finally:
-        sys.path.pop(0)
+    from speechbrain_cavmae.data.prepare import prepare_audioset
+
     with tempfile.TemporaryDirectory() as tmp:
         seg = Path(tmp) / "seg.csv"
         seg.write_text('00W1lcxW-WU, 40.000, 50.000, "/m/04rlf"\n')

@@ -1,4 +1,6 @@
-"""Tests of the retrieval, inpainting and feature-extraction command lines."""
+"""Tests of the retrieval, inpainting and feature-extraction command lines (``cavmae
+retrieval`` / ``inpaint`` / ``embed``, and their ``python -m`` forms with the former flag
+names)."""
 
 import json
 
@@ -6,11 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from speechbrain_cavmae.checkpoints.loader import load_model
+from speechbrain_cavmae.cli import main as cavmae
+from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.tools import extract_features as fx
 from speechbrain_cavmae.tools import inpaint as ip
 from speechbrain_cavmae.tools import retrieval as rt
-from speechbrain_cavmae.model.cavmae import CAVMAE
-from speechbrain_cavmae.tools.toy import generate_toy_dataset
+from speechbrain_cavmae.tools.inputs import eval_loader
+from speechbrain_cavmae.data.toy import generate_toy_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -26,7 +31,8 @@ def setup(tmp_path_factory):
                    num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
     ckpt = root / "model.pth"
     torch.save(model.state_dict(), ckpt)
-    return {"toy": toy, "ckpt": str(ckpt), "root": root}
+    return {"toy": toy, "ckpt": str(ckpt), "root": root,
+            "model": load_model(str(ckpt), num_heads=2, decoder_num_heads=2).eval()}
 
 
 def _brute_force(emb_q, emb_g):
@@ -39,18 +45,20 @@ def _brute_force(emb_q, emb_g):
 
 
 def test_retrieval_cli_matches_brute_force_and_is_chunk_independent(setup, tmp_path, capsys):
-    out = tmp_path / "r.json"
-    args = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
-            "--data", setup["toy"]["test"],
-            "--device", "cpu", "--batch_size", "4"]
-    res = rt.main([*args, "--chunk_size", "3", "--output", str(out)])
+    out = tmp_path / "sub" / "r.json"  # --output creates the folder
+    args = ["--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--manifest", setup["toy"]["test"], "--device", "cpu", "--batch_size", "4"]
+    assert cavmae(["retrieval", *args, "--chunk_size", "3", "--output", str(out)]) == 0
     assert "audio->visual" in capsys.readouterr().out
-    assert json.loads(out.read_text()) == pytest.approx(res)
+    res = json.loads(out.read_text())
     assert res["num_clips"] == 11
-    again = rt.main([*args, "--chunk_size", "1000", "--batch_size", "11"])
-    assert again == pytest.approx(res)
-    model = rt.load_model(setup["ckpt"], num_heads=2, decoder_num_heads=2)
-    ids, emb_a, emb_v = rt.compute_embeddings(model, rt.eval_loader(setup["toy"]["test"], model))
+    # --json prints the same numbers; the former flag names still work with python -m
+    old = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+           "--data", setup["toy"]["test"], "--device", "cpu"]
+    assert rt.main([*old, "--chunk_size", "1000", "--batch_size", "11", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(res)
+    model = setup["model"]
+    ids, emb_a, emb_v = rt.compute_embeddings(model, eval_loader(setup["toy"]["test"], model))
     assert len(ids) == 11 and emb_a.shape == emb_v.shape == (11, 32)
     for name, q, g in (("a2v", emb_a, emb_v), ("v2a", emb_v, emb_a)):
         ref = _brute_force(q, g)
@@ -60,7 +68,7 @@ def test_retrieval_cli_matches_brute_force_and_is_chunk_independent(setup, tmp_p
 
 
 def test_inpaint_is_seeded_and_keeps_visible_patches(setup):
-    model = rt.load_model(setup["ckpt"], num_heads=2, decoder_num_heads=2)
+    model = setup["model"]
     torch.manual_seed(3)
     audio, image = torch.randn(2, 64, 128), torch.randn(2, 3, 32, 32)
     first = ip.inpaint(model, audio, image, 0.5, 0.75, seed=7)
@@ -100,30 +108,38 @@ def test_inpaint_is_seeded_and_keeps_visible_patches(setup):
         torch.testing.assert_close(first[f"loss_{m}"], expected, atol=1e-6, rtol=1e-6)
 
 
-def test_inpaint_cli_writes_figures(setup, tmp_path):
+def test_inpaint_cli_writes_figures(setup, tmp_path, capsys):
     ids = "toy_test_00001,toy_test_00004"
-    paths = ip.main(["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads",
-                     "2", "--data", setup["toy"]["test"], "--ids", ids, "--mask_ratios",
-                     "0.25,0.75", "--out_dir", str(tmp_path), "--device", "cpu", "--norm_pix"])
+    assert cavmae(["inpaint", "--model", setup["ckpt"], "--num_heads", "2",
+                   "--decoder_num_heads", "2", "--manifest", setup["toy"]["test"], "--ids", ids,
+                   "--mask_ratios", "0.25,0.75", "--output", str(tmp_path), "--device", "cpu",
+                   "--norm_pix"]) == 0
+    paths = capsys.readouterr().out.split()
     names = sorted(p.split("/")[-1] for p in paths)
     assert names == ["toy_test_00001_mask0.25.png", "toy_test_00001_mask0.75.png",
                      "toy_test_00004_mask0.25.png", "toy_test_00004_mask0.75.png"]
     for path in paths:
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    # a data problem: one line naming it, exit status 1 (a traceback only with --debug)
+    old = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+           "--data", setup["toy"]["test"], "--ids", "no_such_clip", "--out_dir",
+           str(tmp_path / "x"), "--device", "cpu"]
+    assert ip.main(old) == 1
+    err = capsys.readouterr().err
+    assert "no_such_clip" in err and "Traceback" not in err
     with pytest.raises(KeyError, match="no_such_clip"):
-        ip.main(["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
-                 "--data", setup["toy"]["test"], "--ids", "no_such_clip", "--out_dir",
-                 str(tmp_path / "x"), "--device", "cpu"])
+        ip.main([*old, "--debug"])
 
 
 def test_extract_features_npy_and_pt(setup, tmp_path):
-    base = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
-            "--data", setup["toy"]["test"],
-            "--device", "cpu", "--batch_size", "4"]
-    pooled = fx.main([*base, "--out_dir", str(tmp_path / "p")])
-    tokens = fx.main([*base, "--out_dir", str(tmp_path / "t"), "--level", "tokens",
-                      "--format", "pt"])
+    base = ["--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--manifest", setup["toy"]["test"], "--device", "cpu", "--batch_size", "4"]
+    assert cavmae(["embed", *base, "--output", str(tmp_path / "p")]) == 0
+    assert fx.main([*base, "--out_dir", str(tmp_path / "t"), "--level", "tokens",
+                    "--format", "pt"]) == 0
+    pooled = json.loads((tmp_path / "p" / "index.json").read_text())
+    tokens = json.loads((tmp_path / "t" / "index.json").read_text())
     assert len(pooled["clips"]) == len(tokens["clips"]) == 11
     index = json.loads((tmp_path / "p" / "index.json").read_text())
     sid = "toy_test_00002"
@@ -134,8 +150,8 @@ def test_extract_features_npy_and_pt(setup, tmp_path):
     assert tok["visual"].shape == (4, 32) and tok["joint"].shape == (36, 32)
     np.testing.assert_allclose(a, tok["audio"].mean(0).numpy(), rtol=1e-5, atol=1e-6)
     # The pooled audio / visual embeddings are those used for retrieval.
-    model = rt.load_model(setup["ckpt"], num_heads=2, decoder_num_heads=2)
-    ids, emb_a, emb_v = rt.compute_embeddings(model, rt.eval_loader(setup["toy"]["test"], model))
+    model = setup["model"]
+    ids, emb_a, emb_v = rt.compute_embeddings(model, eval_loader(setup["toy"]["test"], model))
     k = ids.index(sid)
     np.testing.assert_allclose(a, emb_a[k].numpy(), rtol=1e-5, atol=1e-6)
     v = np.load(tmp_path / "p" / files["visual"])

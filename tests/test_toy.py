@@ -1,4 +1,4 @@
-"""Tests for the audio-visual toy dataset generator (speechbrain_cavmae.tools.toy)."""
+"""Tests for the audio-visual toy dataset generator (speechbrain_cavmae.data.toy)."""
 
 import csv
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from speechbrain_cavmae.tools import toy
+from speechbrain_cavmae.data import toy
 
 N_TRAIN, N_VALID, N_TEST, N_CLASSES = 32, 4, 4, 8
 
@@ -237,9 +237,11 @@ def test_brightness_visible():
 
 
 def test_cli(tmp_path, capsys):
-    rc = toy.main(["--out", str(tmp_path), "--n-train", "2", "--n-valid", "1",
-                   "--n-test", "1", "--n-classes", "2", "--image-size", "48",
-                   "--absolute-paths"])
+    from speechbrain_cavmae.cli import main as cavmae
+
+    rc = cavmae(["toy", "--output", str(tmp_path), "--n_train", "2", "--n_valid", "1",
+                 "--n_test", "1", "--n_classes", "2", "--image_size", "48",
+                 "--absolute_paths"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     data = json.loads(Path(printed["train"]).read_text())["data"]

@@ -2,7 +2,7 @@
 
 Steps, each through the project's real entry points:
 
-1. generate (or reuse) the toy dataset (:func:`speechbrain_cavmae.tools.toy.generate_toy_dataset`);
+1. generate (or reuse) the toy dataset (:func:`speechbrain_cavmae.data.toy.generate_toy_dataset`);
 2. pretrain a small CAV-MAE with ``recipes/AudioSet/train.py hparams/cavmae.yaml`` and
    command-line overrides (a subprocess, exactly what a user runs);
 3. fine-tune from that checkpoint three times (``hparams/cavmae_ft.yaml``,
@@ -59,7 +59,7 @@ from benchmarks.machine import machine_description  # noqa: E402
 RECIPE = Path("recipes") / "AudioSet" / "train.py"
 HPARAMS = Path("hparams")
 
-#: Fbank statistics of the default toy set (see ``speechbrain_cavmae.tools.toy``).
+#: Fbank statistics of the default toy set (see ``speechbrain_cavmae.data.toy``).
 TOY_MEAN = -7.157
 TOY_STD = 3.098
 N_CLASSES = 8
@@ -287,7 +287,7 @@ class Runner:
 # ------------------------------------------------------------------------------ stages
 def make_data(runner, data_dir, budget):
     """Generate (or reuse) the toy dataset; returns its paths."""
-    from speechbrain_cavmae.tools.toy import generate_toy_dataset
+    from speechbrain_cavmae.data.toy import generate_toy_dataset
 
     runner.say(f"toy data in {data_dir}")
     paths = runner.timed("data", generate_toy_dataset, data_dir, **budget["data"])

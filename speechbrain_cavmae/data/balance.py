@@ -5,11 +5,10 @@ samples; a sample's weight is the sum over its labels. Use the weights with
 ``torch.utils.data.WeightedRandomSampler(weights, len(weights),
 replacement=True)``.
 
-Usage::
-
-    python -m speechbrain_cavmae.data.balance MANIFEST LABEL_CSV OUT.csv
-
-writes one weight per line, in manifest order.
+On the command line, ``cavmae balance --manifest MANIFEST --label_csv LABEL_CSV --output
+OUT.csv`` (:mod:`speechbrain_cavmae.tools.balance`; also ``python -m
+speechbrain_cavmae.data.balance MANIFEST LABEL_CSV OUT.csv``) writes one weight per line,
+in manifest order.
 
 Example
 -------
@@ -20,7 +19,6 @@ Example
 [332.2, 332.2, 1322.3]
 """
 
-import argparse
 import sys
 
 import numpy as np
@@ -42,17 +40,7 @@ def class_balanced_weights(manifest, label_table):
     return np.array([class_weight[idx].sum() for idx in indices], dtype=np.float64)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Class-balanced sampling weights.")
-    parser.add_argument("manifest")
-    parser.add_argument("label_csv")
-    parser.add_argument("out")
-    args = parser.parse_args(argv)
-    weights = class_balanced_weights(args.manifest, args.label_csv)
-    np.savetxt(args.out, weights, delimiter=",")
-    print(f"{len(weights)} weights written to {args.out} (min {weights.min():.3f}, max {weights.max():.3f})")
-    return 0
-
-
 if __name__ == "__main__":
+    from speechbrain_cavmae.tools.balance import main
+
     sys.exit(main())

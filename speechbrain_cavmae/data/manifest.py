@@ -36,8 +36,6 @@ import logging
 import os
 import re
 
-import torch
-
 logger = logging.getLogger(__name__)
 
 PATH_KEYS = ("wav", "video", "video_path")
@@ -117,6 +115,8 @@ class LabelTable:
 
     def encode(self, labels, positive=1.0, negative=0.0):
         """Multi-hot float vector [num_classes] for a list of labels."""
+        import torch
+
         out = torch.full((self.num_classes,), float(negative))
         for label in labels:
             out[self.index(label)] = positive
@@ -124,6 +124,8 @@ class LabelTable:
 
     def decode(self, vector, threshold=0.5):
         """Mids whose score exceeds ``threshold``."""
+        import torch
+
         return [self.mids[i] for i in torch.nonzero(torch.as_tensor(vector) > threshold).flatten().tolist()]
 
 

@@ -6,18 +6,10 @@ mode: no augmentation), averaging per-clip means and standard deviations
 as the original recipe did (its default AudioSet values are -5.081 and
 4.4849). Set the results as ``dataset_mean`` / ``dataset_std`` in the yaml.
 
-Usage::
-
-    python -m speechbrain_cavmae.data.stats MANIFEST [--max_samples N]
-        [--audio_length 1024] [--jobs N]
-
-Example
--------
->>> parse_args(["m.json"]).audio_length
-1024
+On the command line: ``cavmae stats`` (:mod:`speechbrain_cavmae.tools.stats`; also
+``python -m speechbrain_cavmae.data.stats``).
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -53,10 +45,11 @@ def _collect(items):
     return [x for x in items if x is not None]
 
 
-def fbank_stats(manifest, config=None, max_samples=None, jobs=0, batch_size=8):
+def fbank_stats(manifest, config=None, max_samples=None, jobs=0, batch_size=8, progress=None):
     """(mean, std) of the unnormalised features over (at most) ``max_samples`` clips.
 
-    Only the audio is loaded; bad samples are skipped and logged.
+    Only the audio is loaded; bad samples are skipped and logged. ``progress`` optionally
+    wraps the batches.
     """
     cfg = resolve_config(dict(config or {}, skip_norm=True), train=False)
     data = read_manifest(manifest)
@@ -69,7 +62,7 @@ def fbank_stats(manifest, config=None, max_samples=None, jobs=0, batch_size=8):
         _FbankOnly(loader, ids), batch_size=batch_size, num_workers=jobs, collate_fn=_collect
     )
     means, stds = [], []
-    for feats in batches:
+    for feats in (progress(batches) if progress else batches):
         for f in feats:
             means.append(float(f.mean()))
             stds.append(float(f.std()))
@@ -78,21 +71,7 @@ def fbank_stats(manifest, config=None, max_samples=None, jobs=0, batch_size=8):
     return sum(means) / len(means), sum(stds) / len(stds)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Dataset fbank mean/std.")
-    parser.add_argument("manifest")
-    parser.add_argument("--max_samples", type=int, default=None)
-    parser.add_argument("--audio_length", type=int, default=1024)
-    parser.add_argument("--jobs", type=int, default=0, help="DataLoader workers")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    mean, std = fbank_stats(args.manifest, {"audio_length": args.audio_length}, args.max_samples, args.jobs)
-    print(f"mean: {mean:.4f}\nstd: {std:.4f}")
-    return 0
-
-
 if __name__ == "__main__":
+    from speechbrain_cavmae.tools.stats import main
+
     sys.exit(main())

@@ -1,25 +1,27 @@
-"""Classify clips with a CAV-MAE model folder.
+"""Classify video or audio files with a CAV-MAE model.
 
 ::
 
-    python -m speechbrain_cavmae.classify CLIP [CLIP ...] --model DIR [--top-k 5]
-        [--mode MODE] [--device cpu] [--savedir DIR]
+    cavmae classify FILE [FILE ...] --model DIR [--top_k 5] [--mode MODE] [--json]
 
-prints, for each clip, its top-k classes with their scores. ``DIR`` is a folder written
-by ``python -m speechbrain_cavmae.convert`` (or a fine-tuning run with the same layout).
-Videos use the audio track and 10 frames (scores averaged over the frames); audio files
-use the model's audio-only mode.
+prints, for each file, its top-k classes with their scores (``--json``: one JSON document
+on stdout). ``DIR`` is a model folder: written by ``cavmae convert``, or the ``model/``
+folder of a fine-tuning run. Videos use the audio track and 10 frames (scores averaged over
+the frames); audio files use the model's audio-only mode. A file that cannot be read or
+classified is reported (its error in the JSON) and the others are still classified; the
+exit status is then 1.
 
 Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import argparse
+import json
 import logging
+import os
 import sys
 
 from speechbrain_cavmae.model.modes import MODES
-from speechbrain_cavmae.data.errors import BadSampleError
+from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
 
@@ -43,45 +45,79 @@ def format_table(path, predictions, mode=None):
     return "\n".join(lines)
 
 
-def build_parser():
-    """Command-line parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_cavmae.classify",
-        description="Top-k audio-visual event classes of video or audio clips.",
-    )
-    parser.add_argument("clips", nargs="+",
+def check_model_source(source):
+    """A ``--model`` that is neither an existing path nor a model-hub id (``owner/name``) is
+    a ``FileNotFoundError`` naming it (rather than a failed hub download).
+
+    Example
+    -------
+    >>> check_model_source("speechbrain/some-model")
+    >>> check_model_source("./no/such/folder")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ./no/such/folder: no such model folder (nor a model-hub id owner/name)
+    """
+    if os.path.exists(source):
+        return
+    parts = source.split("/")
+    if len(parts) == 2 and all(parts) and not source.startswith((".", "~")):
+        return  # a hub id: SpeechBrain fetches it
+    raise FileNotFoundError(f"{source}: no such model folder (nor a model-hub id owner/name)")
+
+
+def add_arguments(parser):
+    """The flags of ``cavmae classify``."""
+    parser.add_argument("clips", nargs="+", metavar="FILE",
                         help="video (mp4, mkv...) or audio (wav, flac...) files")
-    parser.add_argument("--model", required=True,
-                        help="model folder (hyperparams.yaml, model.ckpt)")
-    parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=5)
-    parser.add_argument("--mode", choices=MODES, help="force an inference mode")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0...")
-    parser.add_argument("--savedir", help="where from_hparams links the model files")
-    parser.add_argument("--log_level", default="WARNING")
-    return parser
+    common.add_model(parser, aliases=())
+    parser.add_argument("--top_k", type=int, default=5, help="classes shown per file")
+    common.alias(parser, "--top-k", "top_k", type=int)
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="force an inference mode (default: the model's, by the streams "
+                        "the file has)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document: [{file, mode, predictions: [{label, "
+                        "score, index}]} or {file, error}]")
+    common.add_device(parser)
+    parser.add_argument("--savedir", default=None,
+                        help="where from_hparams links the model files")
+    common.add_trust(parser)
 
 
-def main(argv=None):
-    """Entry point; returns 0, or 1 when a clip could not be read."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+def run(args):
+    """Classify each file; returns 1 when some file could not be classified."""
+    check_model_source(args.model)
+    from speechbrain_cavmae.data.errors import BadSampleError
     from speechbrain_cavmae.inference import AudioVisualClassifier
 
     model = AudioVisualClassifier.from_hparams(
-        source=args.model, savedir=args.savedir, run_opts={"device": args.device}
+        source=args.model, savedir=args.savedir,
+        run_opts={"device": common.resolve_device(args.device)},
     )
-    status = 0
-    for i, clip in enumerate(args.clips):
+    results, failed = [], 0
+    for clip in common.progress(args.clips, args, desc="classify", unit="file"):
         try:
             preds = model.classify_file(clip, top_k=args.top_k, mode=args.mode)
-        except BadSampleError as exc:
+        except (BadSampleError, ValueError, OSError) as exc:
             logger.error("%s", exc)
-            status = 1
+            results.append({"file": clip, "error": str(exc)})
+            failed += 1
             continue
-        if i:
-            print()
-        print(format_table(clip, preds, args.mode))
-    return status
+        results.append({"file": clip, "mode": args.mode,
+                        "predictions": [p._asdict() for p in preds]})
+        if not args.json:
+            print(("\n" if len(results) > 1 else "") + format_table(clip, preds, args.mode))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    if failed:
+        print(f"error: {failed} of {len(args.clips)} files could not be classified",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.classify``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":

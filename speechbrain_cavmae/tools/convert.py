@@ -2,8 +2,10 @@
 
 ::
 
-    python -m speechbrain_cavmae.convert ORIGINAL.pth OUT_DIR [--label_csv CSV]
+    cavmae convert --model ORIGINAL.pth --output OUT_DIR [--label_csv CSV]
         [--num_heads N] [--mode multimodal] [--score_activation auto]
+
+(``python -m speechbrain_cavmae.convert ORIGINAL.pth OUT_DIR`` still works.)
 
 writes
 
@@ -27,25 +29,17 @@ Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import argparse
 import logging
 import os
 import sys
 
-from speechbrain_cavmae.checkpoints import loader
 from speechbrain_cavmae.model.modes import MODES, check_mode
-from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
-from speechbrain_cavmae.checkpoints.model_folder import (  # noqa: F401 (public names of this module)
-    AUDIOSET_CLASSES,
-    HPARAMS_FILE,
-    LABEL_CSV_FILE,
-    LABELS_FILE,
-    MODEL_FILE,
-    hparams_text,
-    label_names,
-    resolve_activation,
-    write_model_folder,
-)
+from speechbrain_cavmae.tools import common
+
+#: AudioSet's fbank statistics (``speechbrain_cavmae.data.fbank.DEFAULT_MEAN`` / ``_STD``,
+#: repeated here so that ``--help`` need not import torch; a test keeps them equal).
+DEFAULT_MEAN, DEFAULT_STD = -5.081, 4.4849
+LOG_LEVEL = "INFO"
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +88,9 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     dict
         Summary: ``kind``, ``num_classes``, ``num_params``, ``files``, ``config``.
     """
+    from speechbrain_cavmae.checkpoints import loader
+    from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
+
     check_mode(mode)
     source = os.fspath(checkpoint)
     if not os.path.exists(source):
@@ -136,48 +133,45 @@ def check_folder(folder):
     CheckpointMismatchError
         When the weights do not fit the architecture written in the yaml.
     """
+    from speechbrain_cavmae.checkpoints import loader
+    from speechbrain_cavmae.checkpoints.model_folder import MODEL_FILE
+
     hparams = loader.read_folder_hparams(os.path.abspath(folder))
     path = os.path.join(folder, MODEL_FILE)
     loader.load_weights(hparams["model"], loader.read_state_file(path), path)
     return hparams
 
 
-def build_parser():
-    """Command-line parser of the converter."""
-    parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_cavmae.convert",
-        description="Convert an original CAV-MAE checkpoint into a SpeechBrain model folder "
-        "(model.ckpt, hyperparams.yaml, label_encoder.txt) loadable with "
-        "AudioVisualClassifier.from_hparams(source=OUT_DIR).",
-    )
-    parser.add_argument("checkpoint", help="original CAV-MAE .pth (fine-tuned or pretrained)")
-    parser.add_argument("out_dir", help="output folder")
-    parser.add_argument("--label_csv", help="index,mid,display_name CSV of the classes")
-    parser.add_argument("--num_heads", type=int,
-                        help="encoder attention heads (required unless embed_dim is 768: 12)")
-    parser.add_argument("--decoder_num_heads", type=int,
-                        help="decoder heads of a pretrained model (required unless 512 wide: 16)")
+def add_arguments(parser):
+    """The flags of ``cavmae convert``."""
+    common.positional_alias(parser, "model", "CHECKPOINT")
+    common.positional_alias(parser, "output", "OUT_DIR")
+    common.add_model(parser)
+    common.add_output(parser, help="the model folder to write", aliases=("--out_dir",))
+    common.add_label_csv(parser)
+    common.add_heads(parser)
     parser.add_argument("--mode", default="multimodal", choices=MODES,
                         help="inference mode the model was fine-tuned for")
     parser.add_argument("--score_activation", default="auto",
                         choices=("auto", "sigmoid", "softmax"),
-                        help="auto: sigmoid for 527 classes (AudioSet), softmax otherwise")
-    parser.add_argument("--loss", choices=("BCE", "CE"),
+                        help="auto: from --loss, else sigmoid for 527 classes (AudioSet) and "
+                        "softmax otherwise")
+    parser.add_argument("--loss", choices=("BCE", "CE"), default=None,
                         help="fine-tuning loss: decides the auto score activation")
-    parser.add_argument("--audio_length", type=int, help="fbank frames (default: checkpoint's)")
+    parser.add_argument("--audio_length", type=int, default=None,
+                        help="fbank frames (default: the checkpoint's)")
     parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
-    parser.add_argument("--dataset_mean", type=float, default=DEFAULT_MEAN)
-    parser.add_argument("--dataset_std", type=float, default=DEFAULT_STD)
-    parser.add_argument("--log_level", default="INFO")
-    return parser
+    parser.add_argument("--dataset_mean", type=float, default=DEFAULT_MEAN,
+                        help="fbank normalisation mean the model was trained with")
+    parser.add_argument("--dataset_std", type=float, default=DEFAULT_STD,
+                        help="fbank normalisation std the model was trained with")
 
 
-def main(argv=None):
-    """Entry point of ``python -m speechbrain_cavmae.convert``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+def run(args):
+    """Convert ``--model`` into the model folder ``--output``."""
+    source, output = args.model, args.output
     summary = convert(
-        args.checkpoint, args.out_dir, label_csv=args.label_csv, num_heads=args.num_heads,
+        source, output, label_csv=args.label_csv, num_heads=args.num_heads,
         mode=args.mode, score_activation=args.score_activation,
         audio_length=args.audio_length, decoder_num_heads=args.decoder_num_heads,
         n_frames=args.n_frames, dataset_mean=args.dataset_mean, dataset_std=args.dataset_std,
@@ -187,7 +181,7 @@ def main(argv=None):
     what = (f"{summary['num_classes']}-class classifier" if summary["kind"] == "classifier"
             else "pretrained model")
     print(
-        f"converted {args.checkpoint} -> {os.path.abspath(args.out_dir)}: {what}, "
+        f"converted {source} -> {os.path.abspath(output)}: {what}, "
         f"{summary['num_params'] / 1e6:.1f}M parameters, embed_dim {cfg['embed_dim']}, "
         f"{cfg['modality_specific_depth']}+{cfg['shared_depth']} blocks, "
         f"{cfg['num_heads']} heads"
@@ -197,6 +191,11 @@ def main(argv=None):
         f"img_size {cfg['img_size']}"
     )
     return 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.convert``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":

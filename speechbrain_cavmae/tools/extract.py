@@ -5,7 +5,7 @@ For each video ``/any/path/{video_id}.{ext}`` this writes
 * ``OUT/audio/{video_id}.wav``: 16 kHz, 16-bit PCM mono: the first channel
   as the original ``ffmpeg -ar 16000`` + ``sox remix 1`` pipeline kept
   (``--channel k`` for another, ``--mix`` to average the channels);
-* ``OUT/frames/frame_{i}/{video_id}.jpg`` for ``i < --frames``: the frames
+* ``OUT/frames/frame_{i}/{video_id}.jpg`` for ``i < --n_frames``: the frames
   of :func:`~speechbrain_cavmae.data.frames.sample_frame_indices`, short
   side resized to 224 (bilinear, as the original extractor's
   ``T.Resize(224)``), centre-cropped, saved as JPEG quality 75 (what
@@ -18,32 +18,24 @@ status.
 
 Usage::
 
-    python -m speechbrain_cavmae.extract --videos list.csv --out DIR \
-        [--frames 10] [--jobs 4] [--manifest DIR/manifest.json]
+    cavmae extract --videos list.csv --output DIR [--n_frames 10] [--num_workers 4]
+        [--write_manifest DIR/manifest.json]
 
 ``--videos`` is a text/CSV file with one video path per line (first column;
 a header line ``video``/``path`` is ignored) or a folder searched
-recursively for videos. ``--manifest`` additionally writes an original
+recursively for videos. ``--write_manifest`` additionally writes an original
 CAV-MAE JSON (``wav`` and ``video_path`` pointing into OUT, no labels).
-
-Example
--------
->>> parse_args(["--videos", "v.csv", "--out", "o"]).frames
-10
 """
 
-import argparse
 import logging
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
-from PIL import Image
+from speechbrain_cavmae.data.prepare import VIDEO_EXTS
+from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
-
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv")
 
 
 def video_id_of(path):
@@ -79,9 +71,11 @@ def save_audio(video, wav_path, sample_rate=16000, channel=0):
     """Decode, resample and write a 16-bit PCM wav; returns the waveform."""
     import soundfile
 
-    from ..data.audio import load_audio
+    from speechbrain_cavmae.data.audio import load_audio
 
     wav = load_audio(video, sample_rate, channel)
+    import numpy as np
+
     data = np.clip(wav.numpy(), -1.0, 1.0 - 1.0 / 32768)
     tmp = wav_path + ".part"
     soundfile.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
@@ -91,7 +85,10 @@ def save_audio(video, wav_path, sample_rate=16000, channel=0):
 
 def original_frame_image(frame_hwc, size=224):
     """Resize short side (bilinear) + centre crop, as the original extractor."""
-    from ..data.frames import resized_size
+    import numpy as np
+    from PIL import Image
+
+    from speechbrain_cavmae.data.frames import resized_size
 
     img = Image.fromarray(np.asarray(frame_hwc, dtype=np.uint8))
     new_w, new_h = resized_size(img.width, img.height, size)
@@ -103,7 +100,7 @@ def original_frame_image(frame_hwc, size=224):
 
 def save_frames(video, frame_paths, size=224, quality=75):
     """Decode ``len(frame_paths)`` uniformly spaced frames and save JPEGs."""
-    from ..data.frames import load_video_frames
+    from speechbrain_cavmae.data.frames import load_video_frames
 
     frames = load_video_frames(video, n=len(frame_paths))
     for frame, path in zip(frames, frame_paths):
@@ -115,7 +112,7 @@ def save_frames(video, frame_paths, size=224, quality=75):
 
 def extract_one(video, out_dir, n_frames=10, channel=0, size=224):
     """Extract one video; returns (video, status, message)."""
-    from ..data.errors import BadSampleError
+    from speechbrain_cavmae.data.errors import BadSampleError
 
     video_id = video_id_of(video)
     wav_path, frame_paths = output_paths(out_dir, video_id, n_frames)
@@ -142,7 +139,7 @@ def _extract_star(args):
 
 
 def write_manifest_for(videos, out_dir, manifest_path):
-    from ..data.manifest import write_manifest
+    from speechbrain_cavmae.data.manifest import write_manifest
 
     data = {}
     for video in videos:
@@ -157,46 +154,56 @@ def write_manifest_for(videos, out_dir, manifest_path):
     write_manifest(data, manifest_path)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", required=True, help="list file (one path per line) or folder")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--frames", type=int, default=10, help="frames per video")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel processes")
+def add_arguments(parser):
+    """The flags of ``cavmae extract``."""
+    parser.add_argument("--videos", required=True,
+                        help="list file (one video path per line) or a folder of videos")
+    common.add_output(parser, help="output folder", aliases=("--out",))
+    parser.add_argument("--n_frames", type=int, default=10, help="frames per video")
+    common.alias(parser, "--frames", "n_frames", type=int)
+    common.add_num_workers(parser, help="parallel processes (0 or 1: one)",
+                           aliases=("--jobs",))
     parser.add_argument("--channel", type=int, default=0,
-                        help="channel to keep (0, the original's sox remix 1)")
+                        help="audio channel to keep (0: the original's sox remix 1)")
     parser.add_argument("--mix", action="store_true", help="average the channels instead")
-    parser.add_argument("--size", type=int, default=224, help="frame side")
-    parser.add_argument("--manifest", default=None, help="also write an original CAV-MAE JSON here")
-    return parser.parse_args(argv)
+    parser.add_argument("--image_size", type=int, default=224, help="frame side in pixels")
+    common.alias(parser, "--size", "image_size", type=int)
+    parser.add_argument("--write_manifest", default=None,
+                        help="also write an original CAV-MAE JSON manifest here")
+    common.alias(parser, "--manifest", "write_manifest")
 
 
-def main(argv=None):
-    from tqdm import tqdm
-
-    args = parse_args(argv)
+def run(args):
+    """Extract every video; returns 1 when some failed."""
     videos = list_videos(args.videos)
     channel = None if args.mix else args.channel
-    tasks = [(v, args.out, args.frames, channel, args.size) for v in videos]
+    tasks = [(v, args.output, args.n_frames, channel, args.image_size) for v in videos]
     results = []
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            for res in tqdm(pool.map(_extract_star, tasks, chunksize=4), total=len(tasks), desc="extract"):
+    if args.num_workers > 1:
+        with ProcessPoolExecutor(args.num_workers) as pool:
+            jobs = pool.map(_extract_star, tasks, chunksize=4)
+            for res in common.progress(jobs, args, total=len(tasks), desc="extract"):
                 results.append(res)
     else:
-        for task in tqdm(tasks, desc="extract"):
+        for task in common.progress(tasks, args, desc="extract"):
             results.append(_extract_star(task))
     failed = [r for r in results if r[1] == "failed"]
     counts = {s: sum(r[1] == s for r in results) for s in ("done", "skipped", "failed")}
     print(f"{len(results)} videos: {counts['done']} extracted, {counts['skipped']} already done, "
           f"{counts['failed']} failed")
     for video, _, message in failed:
-        print(f"FAILED {video}: {message}")
-    if args.manifest:
+        print(f"FAILED {video}: {message}", file=sys.stderr)
+    if args.write_manifest:
         ok = [r[0] for r in results if r[1] != "failed"]
-        write_manifest_for(ok, args.out, args.manifest)
-        print(f"manifest with {len(ok)} entries written to {args.manifest}")
+        common.ensure_parent(args.write_manifest)
+        write_manifest_for(ok, args.output, args.write_manifest)
+        print(f"manifest with {len(ok)} entries written to {args.write_manifest}")
     return 1 if failed else 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.extract``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -14,32 +14,28 @@ clips and files.
 
 Usage::
 
-    python -m speechbrain_cavmae.extract_features --checkpoint cav-mae-scale++.pth \\
-        --data audioset_eval.json --out_dir features [--level tokens] [--format pt]
+    cavmae embed --model cav-mae-scale++.pth --manifest audioset_eval.json \\
+        --output features [--level tokens] [--format pt]
+
+(also ``python -m speechbrain_cavmae.extract_features``)
 
 Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import argparse
 import json
 import logging
 import os
 import re
 import sys
 
-import numpy as np
-import torch
-
-from speechbrain_cavmae.checkpoints.model_folder import read_input_config
-from speechbrain_cavmae.tools.retrieval import eval_loader, load_model
+from speechbrain_cavmae.tools import common, inputs
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("audio", "visual", "joint")
 
 
-@torch.no_grad()
 def embed_batch(model, audio, image, level="pooled"):
     """Audio, visual and joint representations of a batch.
 
@@ -61,6 +57,7 @@ def embed_batch(model, audio, image, level="pooled"):
 
     Example
     -------
+    >>> import torch
     >>> from speechbrain_cavmae.model.classifier import CAVMAEClassifier
     >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=32,
     ...                          modality_specific_depth=1, num_heads=2).eval()
@@ -70,14 +67,17 @@ def embed_batch(model, audio, image, level="pooled"):
     """
     if level not in ("pooled", "tokens"):
         raise ValueError(f"level must be 'pooled' or 'tokens', got {level!r}")
+    import torch
+
     enc = model.encoder
-    a = enc.forward_audio_branch(enc.embed_audio(audio))
-    v = enc.forward_visual_branch(enc.embed_visual(image))
-    out = {
-        "audio": enc.forward_shared(a, "a"),
-        "visual": enc.forward_shared(v, "v"),
-        "joint": enc.forward_shared(torch.cat([a, v], dim=1)),
-    }
+    with torch.no_grad():
+        a = enc.forward_audio_branch(enc.embed_audio(audio))
+        v = enc.forward_visual_branch(enc.embed_visual(image))
+        out = {
+            "audio": enc.forward_shared(a, "a"),
+            "visual": enc.forward_shared(v, "v"),
+            "joint": enc.forward_joint(a, v),
+        }
     if level == "pooled":
         out = {k: x.mean(dim=1) for k, x in out.items()}
     return out
@@ -88,18 +88,22 @@ def _safe(name):
 
 
 def extract_features(model, data, out_dir, level="pooled", fmt="npy", batch_size=32,
-                     device="cpu", num_workers=0, kinds=KINDS, config=None):
+                     device="cpu", num_workers=0, kinds=KINDS, config=None, progress=None):
     """Write the embeddings of every clip of ``data`` to ``out_dir``; returns the index.
 
     ``config`` overrides data settings of the loader (e.g. a model folder's input
-    pipeline, :func:`speechbrain_cavmae.checkpoints.model_folder.read_input_config`)."""
+    pipeline, :func:`speechbrain_cavmae.checkpoints.model_folder.read_input_config`);
+    ``progress`` optionally wraps the loader."""
+    import numpy as np
+    import torch
+
     if fmt not in ("npy", "pt"):
         raise ValueError(f"format must be 'npy' or 'pt', got {fmt!r}")
     os.makedirs(out_dir, exist_ok=True)
-    loader = eval_loader(data, model, batch_size, num_workers, config)
+    loader = inputs.eval_loader(data, model, batch_size, num_workers, config)
     index = {"level": level, "format": fmt, "kinds": list(kinds), "clips": {}}
     names = set()
-    for batch in loader:
+    for batch in (progress(loader) if progress else loader):
         if batch is None:
             continue
         audio = batch.fbank.data.to(device).float()
@@ -126,35 +130,45 @@ def extract_features(model, data, out_dir, level="pooled", fmt="npy", batch_size
     return index
 
 
-def main(argv=None):
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True, help="manifest")
-    parser.add_argument("--out_dir", required=True)
-    parser.add_argument("--level", choices=("pooled", "tokens"), default="pooled")
-    parser.add_argument("--format", choices=("npy", "pt"), default="npy")
-    parser.add_argument("--kinds", default="audio,visual,joint")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--num_heads", type=int, default=None,
-                        help="encoder heads (needed for a .pth narrower/wider than 768)")
-    parser.add_argument("--decoder_num_heads", type=int, default=None,
-                        help="decoder heads (a pretraining .pth whose decoder is not 512 wide)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def add_arguments(parser):
+    """The flags of ``cavmae embed``."""
+    common.add_model(parser)
+    common.add_heads(parser)
+    common.add_manifest(parser)
+    common.add_output(parser, help="folder of the embedding files and index.json",
+                      aliases=("--out_dir",))
+    parser.add_argument("--level", choices=("pooled", "tokens"), default="pooled",
+                        help="mean over tokens, or the token sequences")
+    parser.add_argument("--format", choices=("npy", "pt"), default="npy",
+                        help="npy: <id>.<kind>.npy files; pt: one <id>.pt dict per clip")
+    parser.add_argument("--kinds", default="audio,visual,joint",
+                        help="comma-separated streams to write")
+    common.add_loader(parser)
+    common.add_device(parser)
+    common.add_fbank_stats(parser)
+
+
+def run(args):
+    """Write the embeddings of the manifest's clips."""
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     bad = set(kinds) - set(KINDS)
     if bad:
-        parser.error(f"unknown kinds {sorted(bad)}; choose from {KINDS}")
-    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
-    index = extract_features(model, args.data, args.out_dir, args.level, args.format,
-                             args.batch_size, args.device, args.num_workers, kinds,
-                             config=read_input_config(args.checkpoint))
-    print(f"{len(index['clips'])} clips -> {args.out_dir}")
-    return index
+        raise common.UsageError(f"unknown kinds {sorted(bad)}; choose from {KINDS}")
+    model = inputs.load_model(args)
+    index = extract_features(
+        model, args.manifest, args.output, args.level, args.format, args.batch_size,
+        common.resolve_device(args.device), args.num_workers, kinds,
+        config=inputs.input_config(args),
+        progress=lambda it: common.progress(it, args, desc="embed", unit="batch"),
+    )
+    print(f"{len(index['clips'])} clips -> {args.output}")
+    return 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.extract_features``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -12,30 +12,26 @@ this purpose.
 
 Usage::
 
-    python -m speechbrain_cavmae.inpaint --checkpoint cav-mae-base-nonorm.pth \\
-        --data audioset_eval.json --ids clipA,clipB --mask_ratios 0.25,0.5,0.75 \\
-        --out_dir figures [--seed 0] [--norm_pix]
+    cavmae inpaint --model cav-mae-base-nonorm.pth --manifest audioset_eval.json \\
+        --ids clipA,clipB --mask_ratios 0.25,0.5,0.75 --output figures [--seed 0] [--norm_pix]
+
+matplotlib is needed (``pip install 'speechbrain-cavmae[plots]'``); it is checked before
+the model runs.
 
 Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import argparse
 import logging
 import os
 import re
 import sys
 
-import torch
-
-from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
-from speechbrain_cavmae.model.patchify import unpatchify_audio, unpatchify_image
-from speechbrain_cavmae.tools.retrieval import eval_loader, fbank_stats_config, load_model
+from speechbrain_cavmae.tools import common, inputs
 
 logger = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
             norm_pix=False, mask_mode="unstructured"):
     """Mask and reconstruct a batch.
@@ -66,6 +62,7 @@ def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
 
     Example
     -------
+    >>> import torch
     >>> from speechbrain_cavmae.model.cavmae import CAVMAE
     >>> model = CAVMAE(img_size=32, audio_length=32, embed_dim=32, modality_specific_depth=1,
     ...                num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
@@ -73,6 +70,10 @@ def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
     >>> out["audio_recon"].shape, out["image_recon"].shape, int(out["mask_v"].sum())
     (torch.Size([1, 32, 128]), torch.Size([1, 3, 32, 32]), 2)
     """
+    import torch
+
+    from speechbrain_cavmae.model.patchify import unpatchify_audio, unpatchify_image
+
     if not hasattr(model, "decoder"):
         raise ValueError("inpainting needs a pretraining checkpoint (with decoder weights)")
     gen = torch.Generator().manual_seed(seed)
@@ -82,7 +83,8 @@ def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
     n_v = enc.image_grid[0] * enc.image_grid[1]
     noise_a = torch.rand(n, n_a, generator=gen).to(audio.device)
     noise_v = torch.rand(n, n_v, generator=gen).to(audio.device)
-    out = model(audio, image, mask_ratio_a, mask_ratio_v, mask_mode, noise_a, noise_v)
+    with torch.no_grad():
+        out = model(audio, image, mask_ratio_a, mask_ratio_v, mask_mode, noise_a, noise_v)
     p = enc.patch_size
     pred_a, pred_v = out["pred_a"].float(), out["pred_v"].float()
     tgt_a, tgt_v = out["target_a"].float(), out["target_v"].float()
@@ -110,6 +112,10 @@ def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
 
 
 def _to_rgb(image):
+    import torch
+
+    from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
+
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (image.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
@@ -150,16 +156,16 @@ def _safe(name):
 
 def run_inpainting(model, data, out_dir, ids=None, num_clips=4, mask_ratios=(0.75,),
                    seed=0, norm_pix=False, device="cpu", batch_size=8, mask_mode="unstructured",
-                   config=None):
+                   config=None, progress=None):
     """Write one figure per (clip, mask ratio); returns the list of written paths.
 
     ``config`` overrides data settings of the loader (e.g. ``{"dataset_mean": ..., "dataset_std": ...}``).
     """
     os.makedirs(out_dir, exist_ok=True)
-    loader = eval_loader(data, model, batch_size, config=config)
+    loader = inputs.eval_loader(data, model, batch_size, config=config)
     wanted = list(ids) if ids else None
     written, found = [], set()
-    for batch in loader:
+    for batch in (progress(loader) if progress else loader):
         if batch is None:
             continue
         keep = [i for i, sid in enumerate(batch.id)
@@ -188,40 +194,48 @@ def run_inpainting(model, data, out_dir, ids=None, num_clips=4, mask_ratios=(0.7
     return written
 
 
-def main(argv=None):
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="pretraining weights (with decoder)")
-    parser.add_argument("--data", required=True, help="manifest")
-    parser.add_argument("--out_dir", required=True)
+def add_arguments(parser):
+    """The flags of ``cavmae inpaint``."""
+    common.add_model(parser)
+    common.add_heads(parser)
+    common.add_manifest(parser)
+    common.add_output(parser, help="folder of the figures", aliases=("--out_dir",))
     parser.add_argument("--ids", default=None, help="comma-separated clip ids")
-    parser.add_argument("--num_clips", type=int, default=4, help="first N clips (no --ids)")
-    parser.add_argument("--mask_ratios", default="0.75", help="comma-separated ratios")
-    parser.add_argument("--mask_mode", default="unstructured")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_clips", type=int, default=4,
+                        help="the first N clips (without --ids)")
+    parser.add_argument("--mask_ratios", default="0.75", help="comma-separated mask ratios")
+    parser.add_argument("--mask_mode", default="unstructured",
+                        choices=("unstructured", "time", "freq", "tf"), help="audio masking")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the masks")
     parser.add_argument("--norm_pix", action="store_true",
                         help="the model was trained with the norm-pix loss")
-    parser.add_argument("--num_heads", type=int, default=None)
-    parser.add_argument("--decoder_num_heads", type=int, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dataset_mean", type=float, default=None,
-                        help="fbank normalisation mean (default: the model folder's, else "
-                        "AudioSet's -5.081)")
-    parser.add_argument("--dataset_std", type=float, default=None,
-                        help="fbank normalisation std (default: the model folder's, else "
-                        "AudioSet's 4.4849)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
+    parser.add_argument("--batch_size", type=int, default=8, help="clips per batch")
+    common.add_device(parser)
+    common.add_fbank_stats(parser)
+
+
+def run(args):
+    """Write the figures and print their paths."""
+    import matplotlib  # noqa: F401  (fail before running the model when it is missing)
+
+    model = inputs.load_model(args)
     ratios = [float(x) for x in args.mask_ratios.split(",") if x.strip()]
     ids = [x.strip() for x in args.ids.split(",")] if args.ids else None
-    paths = run_inpainting(model, args.data, args.out_dir, ids, args.num_clips, ratios,
-                           args.seed, args.norm_pix, args.device, mask_mode=args.mask_mode,
-                           config=fbank_stats_config(args))
+    paths = run_inpainting(
+        model, args.manifest, args.output, ids, args.num_clips, ratios, args.seed,
+        args.norm_pix, common.resolve_device(args.device), args.batch_size,
+        mask_mode=args.mask_mode, config=inputs.input_config(args),
+        progress=lambda it: common.progress(it, args, desc="inpaint", unit="batch"),
+    )
     for path in paths:
         print(path)
-    return paths
+    return 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.inpaint``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

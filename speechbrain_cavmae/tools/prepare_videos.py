@@ -2,9 +2,11 @@
 
 Usage::
 
-    python -m speechbrain_cavmae.prepare_videos VIDEO_DIR --out manifest.json
+    cavmae prepare videos VIDEO_DIR --output manifest.json
         [--label_csv labels.csv] [--labels video_labels.csv | --labels_from_folder]
         [--extracted DIR] [--format original|speechbrain] [--write_label_csv labels.csv]
+
+(also ``python -m speechbrain_cavmae.prepare_videos VIDEO_DIR --output manifest.json``)
 
 Labels come from either
 
@@ -22,21 +24,16 @@ read from the container, or ``DIR/audio/{video_id}.wav`` with
 ``video_path`` (``DIR/frames`` with ``--extracted``). Paths are written
 relative to the manifest. Videos without labels are reported and left out
 unless ``--keep_unlabelled``.
-
-Example
--------
->>> parse_args(["videos", "--out", "m.json"]).format
-'original'
 """
 
-import argparse
 import csv
 import logging
 import os
 import sys
 
-from ..data.manifest import LabelTable, split_labels, write_manifest
-from .extract import list_videos, video_id_of
+from speechbrain_cavmae.data.manifest import LabelTable, split_labels, write_manifest
+from speechbrain_cavmae.tools import common
+from speechbrain_cavmae.tools.extract import list_videos, video_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -99,39 +96,52 @@ def build_entries(videos, labels=None, from_folder=False, extracted=None, table=
     return data, table, missing
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Manifest from a folder of videos.")
-    parser.add_argument("videos", help="folder (searched recursively) or list file")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--label_csv", default=None, help="index,mid,display_name table")
+def add_arguments(parser):
+    """The flags of ``cavmae prepare videos``."""
+    parser.add_argument("videos", help="folder of videos (searched recursively) or a list file")
+    common.add_output(parser, help="manifest to write", aliases=("--out",))
+    common.add_label_csv(parser)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--labels", default=None, help="video_id,labels CSV or AudioSet segments CSV")
-    source.add_argument("--labels_from_folder", action="store_true")
-    parser.add_argument("--extracted", default=None, help="output folder of speechbrain_cavmae.tools.extract")
-    parser.add_argument("--format", default="original", choices=["original", "speechbrain"])
-    parser.add_argument("--write_label_csv", default=None)
-    parser.add_argument("--keep_unlabelled", action="store_true")
-    return parser.parse_args(argv)
+    source.add_argument("--labels", default=None,
+                        help="video_id,labels CSV or an AudioSet segments CSV")
+    source.add_argument("--labels_from_folder", action="store_true",
+                        help="each video's parent folder names its class")
+    parser.add_argument("--extracted", default=None,
+                        help="output folder of cavmae extract (audio/ and frames/)")
+    parser.add_argument("--format", default="original", choices=["original", "speechbrain"],
+                        help="manifest format")
+    parser.add_argument("--write_label_csv", default=None,
+                        help="write the label table (built from folders) here")
+    parser.add_argument("--keep_unlabelled", action="store_true",
+                        help="keep videos without labels")
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """Write the manifest; returns 1 when some label is not in the table."""
     table = LabelTable.from_csv(args.label_csv) if args.label_csv else None
     labels = read_video_labels(args.labels) if args.labels else None
     videos = list_videos(args.videos)
-    data, table, missing = build_entries(videos, labels, args.labels_from_folder, args.extracted, table,
-                                         args.keep_unlabelled)
-    unknown = sorted({lab for e in data.values() for lab in e["labels"] if table is not None and lab not in table})
+    data, table, missing = build_entries(videos, labels, args.labels_from_folder,
+                                         args.extracted, table, args.keep_unlabelled)
+    unknown = sorted({lab for e in data.values() for lab in e["labels"]
+                      if table is not None and lab not in table})
     if unknown:
-        print(f"error: labels not in {args.label_csv}: {', '.join(unknown[:10])}", file=sys.stderr)
-        return 1
-    write_manifest(data, args.out, fmt=args.format)
+        raise ValueError(f"labels not in {args.label_csv}: {', '.join(unknown[:10])}")
+    common.ensure_parent(args.output)
+    write_manifest(data, args.output, fmt=args.format)
     if args.write_label_csv and table is not None:
+        common.ensure_parent(args.write_label_csv)
         table.to_csv(args.write_label_csv)
-    print(f"{len(data)} entries written to {args.out}; {len(missing)} video(s) without labels left out")
+    print(f"{len(data)} entries written to {args.output}; {len(missing)} video(s) without "
+          "labels left out")
     for video in missing[:20]:
         print(f"  no labels: {video}")
     return 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.prepare_videos``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":

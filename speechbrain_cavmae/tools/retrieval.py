@@ -10,85 +10,43 @@ the number of clips.
 
 Usage::
 
-    python -m speechbrain_cavmae.retrieval --checkpoint cav-mae-scale++.pth \\
-        --data audioset_eval_subset.json [--batch_size 48] [--output results.json]
+    cavmae retrieval --model cav-mae-scale++.pth --manifest audioset_eval_subset.json \\
+        [--batch_size 48] [--output results.json] [--json]
 
 Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import argparse
 import json
 import logging
-import os
 import sys
 
-import torch
-
-from speechbrain_cavmae.checkpoints import loader
-from speechbrain_cavmae.data.dataset import build_dataset, collate_av
-from speechbrain_cavmae.training.metrics import retrieval_metrics
-from speechbrain_cavmae.checkpoints.model_folder import read_input_config
+from speechbrain_cavmae.tools import common, inputs
 
 logger = logging.getLogger(__name__)
 
 
-def load_model(checkpoint, device="cpu", num_heads=None, decoder_num_heads=None):
-    """Load any CAV-MAE model (a thin call into :func:`speechbrain_cavmae.checkpoints.loader.load_model`).
+def compute_embeddings(model, loader, device="cpu", progress=None):
+    """Pooled unmasked audio and visual embeddings of every clip (without gradients).
 
-    Arguments
-    ---------
-    checkpoint : str
-        A model folder (or its ``model.ckpt``, or a recipe's output folder), a SpeechBrain
-        checkpoint directory, or an original / our ``.pth``.
-    device : str
-        Where to put the model.
-    num_heads, decoder_num_heads : int, optional
-        Attention heads: recorded by model folders; required for a ``.pth`` unless its
-        widths are the released 768 / 512 (12 / 16 heads).
-
-    Returns
-    -------
-    torch.nn.Module
-        The model in eval mode.
-    """
-    return loader.load_model(checkpoint, num_heads=num_heads,
-                              decoder_num_heads=decoder_num_heads).to(device).eval()
-
-
-def model_geometry(model):
-    """``(audio_length, image_size)`` the model was built for."""
-    enc = model.encoder
-    return enc.audio_length, enc.image_grid[0] * enc.patch_size
-
-
-def eval_loader(data, model, batch_size=32, num_workers=0, config=None, multi_frame=False):
-    """DataLoader over a manifest in evaluation mode, sized for ``model``."""
-    audio_length, image_size = model_geometry(model)
-    cfg = {"audio_length": audio_length, "image_size": image_size, "multi_frame": multi_frame}
-    cfg.update(config or {})
-    dataset = build_dataset(data, None, cfg, train=False)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_av
-    )
-
-
-@torch.no_grad()
-def compute_embeddings(model, loader, device="cpu"):
-    """Pooled unmasked audio and visual embeddings of every clip.
+    ``progress`` optionally wraps the loader (e.g. :func:`~speechbrain_cavmae.tools.common.
+    progress`).
 
     Returns
     -------
     tuple
         ``(ids, audio [N, dim], visual [N, dim])`` on the CPU.
     """
+    import torch
+
     ids, emb_a, emb_v = [], [], []
-    for batch in loader:
+    for batch in (progress(loader) if progress else loader):
         if batch is None:
             continue
         audio = batch.fbank.data.to(device).float()
         image = batch.frame.data.to(device).float()
-        tokens_a, tokens_v = model.encode(audio, image)
+        with torch.no_grad():
+            tokens_a, tokens_v = model.encode(audio, image)
         emb_a.append(tokens_a.mean(dim=1).float().cpu())
         emb_v.append(tokens_v.mean(dim=1).float().cpu())
         ids.extend(batch.id)
@@ -98,10 +56,12 @@ def compute_embeddings(model, loader, device="cpu"):
 
 
 def evaluate_retrieval(model, data, batch_size=32, device="cpu", num_workers=0,
-                       chunk_size=1024, ks=(1, 5, 10), config=None):
+                       chunk_size=1024, ks=(1, 5, 10), config=None, progress=None):
     """Retrieval metrics of ``model`` on the manifest ``data`` (see module docstring)."""
-    loader = eval_loader(data, model, batch_size, num_workers, config)
-    ids, emb_a, emb_v = compute_embeddings(model, loader, device)
+    from speechbrain_cavmae.training.metrics import retrieval_metrics
+
+    loader = inputs.eval_loader(data, model, batch_size, num_workers, config)
+    ids, emb_a, emb_v = compute_embeddings(model, loader, device, progress)
     results = retrieval_metrics(emb_a, emb_v, ks=ks, chunk_size=chunk_size)
     results["num_clips"] = len(ids)
     return results
@@ -116,57 +76,48 @@ def format_table(results, ks=(1, 5, 10)):
     return "\n".join(lines)
 
 
-def fbank_stats_config(args, **config):
-    """Data config of a CLI: the input pipeline of the ``--checkpoint`` model folder (none
-    for a bare ``.pth``), then ``config``, then the ``--dataset_mean`` / ``--dataset_std``
-    overrides."""
-    config = dict(read_input_config(args.checkpoint), **config)
-    if args.dataset_mean is not None:
-        config["dataset_mean"] = args.dataset_mean
-    if args.dataset_std is not None:
-        config["dataset_std"] = args.dataset_std
-    return config
+def add_arguments(parser):
+    """The flags of ``cavmae retrieval``."""
+    common.add_model(parser)
+    common.add_heads(parser)
+    common.add_manifest(parser)
+    common.add_loader(parser)
+    common.add_device(parser)
+    parser.add_argument("--chunk_size", type=int, default=1024,
+                        help="queries ranked at once (memory: chunk_size x clips)")
+    parser.add_argument("--frame_index", type=int, default=-1,
+                        help="frame used for the visual embedding (-1: the middle one)")
+    common.add_fbank_stats(parser)
+    common.add_output(parser, required=False, help="also write the results as JSON here")
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as JSON instead of a table")
+
+
+def run(args):
+    """Encode the manifest, rank, print the table (or JSON)."""
+    model = inputs.load_model(args)
+    device = common.resolve_device(args.device)
+    results = evaluate_retrieval(
+        model, args.manifest, args.batch_size, device, args.num_workers, args.chunk_size,
+        config=inputs.input_config(args, frame_index=args.frame_index),
+        progress=lambda it: common.progress(it, args, desc="encode", unit="batch"),
+    )
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        print(format_table(results))
+        print(f"({results['num_clips']} clips)")
+    if args.output:
+        common.ensure_parent(args.output)
+        with open(args.output, "w", encoding="utf8") as handle:
+            json.dump(results, handle, indent=2, sort_keys=True)
+    return 0
 
 
 def main(argv=None):
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True,
-                        help="model folder, recipe output folder, checkpoint or .pth")
-    parser.add_argument("--data", required=True, help="manifest (original JSON or ours)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--chunk_size", type=int, default=1024,
-                        help="queries ranked at once (memory: chunk_size x N)")
-    parser.add_argument("--num_heads", type=int, default=None,
-                        help="encoder heads (needed for a .pth narrower/wider than 768)")
-    parser.add_argument("--decoder_num_heads", type=int, default=None,
-                        help="decoder heads (a pretraining .pth whose decoder is not 512 wide)")
-    parser.add_argument("--frame_index", type=int, default=-1,
-                        help="frame used for the visual embedding (-1: middle)")
-    parser.add_argument("--output", default=None, help="write the results as JSON here")
-    parser.add_argument("--dataset_mean", type=float, default=None,
-                        help="fbank normalisation mean (default: the model folder's, else "
-                        "AudioSet's -5.081)")
-    parser.add_argument("--dataset_std", type=float, default=None,
-                        help="fbank normalisation std (default: the model folder's, else "
-                        "AudioSet's 4.4849)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
-    results = evaluate_retrieval(
-        model, args.data, args.batch_size, args.device, args.num_workers, args.chunk_size,
-        config=fbank_stats_config(args, frame_index=args.frame_index),
-    )
-    print(format_table(results))
-    print(f"({results['num_clips']} clips)")
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf8") as handle:
-            json.dump(results, handle, indent=2, sort_keys=True)
-    return results
+    """``python -m speechbrain_cavmae.retrieval``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

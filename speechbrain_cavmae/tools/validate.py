@@ -2,9 +2,10 @@
 
 Usage::
 
-    python -m speechbrain_cavmae.validate MANIFEST [--label_csv LABELS]
-        [--jobs N] [--frame_source auto|extracted|video]
-        [--audio_source auto|wav|video] [--n_frames 10]
+    cavmae validate --manifest MANIFEST [--label_csv LABELS] [--num_workers N]
+        [--frame_source auto|extracted|video] [--audio_source auto|wav|video] [--n_frames 10]
+
+(also ``python -m speechbrain_cavmae.validate MANIFEST ...``)
 
 For each sample it checks that the audio file exists and decodes, has an
 audio track and is at least one 25 ms analysis frame long; that the
@@ -12,24 +13,16 @@ frames exist (all ``video_path/frame_{i}/{video_id}.jpg`` for the extracted
 layout, or a decodable video track); that every label is in the label
 CSV; and that ids are unique. Problems are printed as a table
 (id, file, problem) and the exit status is 1 when there are any.
-
-Example
--------
->>> parse_args(["m.json", "--jobs", "2"]).jobs
-2
 """
 
-import argparse
 import logging
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from ..data.audio import load_audio
-from ..data.dataset import AVSampleLoader, resolve_config
-from ..data.errors import BadSampleError
-from ..data.frames import extracted_frame_path, load_extracted_frame, load_video_frames
-from ..data.manifest import LabelTable, read_manifest
+from speechbrain_cavmae.data.errors import BadSampleError
+from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
+from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +30,20 @@ _STATE = {}
 
 
 def _init(data, config, label_table, manifest_path):
+    from speechbrain_cavmae.data.dataset import AVSampleLoader
+
     _STATE["loader"] = AVSampleLoader(data, config, False, label_table, manifest_path)
 
 
 def check_sample(sample_id, loader=None):
     """All problems of one sample as (id, file, problem) tuples."""
+    from speechbrain_cavmae.data.audio import load_audio
+    from speechbrain_cavmae.data.frames import (
+        extracted_frame_path,
+        load_extracted_frame,
+        load_video_frames,
+    )
+
     loader = loader or _STATE["loader"]
     cfg = loader.cfg
     entry = loader.data[sample_id]
@@ -90,19 +92,28 @@ def _check_chunk(ids):
     return out
 
 
-def validate(manifest, label_csv=None, config=None, jobs=1):
-    """Check every sample; returns a list of (id, file, problem)."""
+def validate(manifest, label_csv=None, config=None, jobs=1, progress=None):
+    """Check every sample; returns a list of (id, file, problem).
+
+    ``jobs`` processes check chunks of samples; ``progress`` optionally wraps the iteration
+    (over samples, or over chunks with ``jobs > 1``)."""
+    progress = progress or (lambda it, total=None: it)
+    from speechbrain_cavmae.data.dataset import resolve_config
+
     cfg = resolve_config(config, train=False)
     data = read_manifest(manifest)
     table = LabelTable.from_csv(label_csv) if label_csv else None
     ids = list(data)
     if jobs <= 1:
         _init(data, cfg, table, os.fspath(manifest))
-        return _check_chunk(ids)
+        problems = []
+        for sample_id in progress(ids, total=len(ids)):
+            problems += check_sample(sample_id)
+        return problems
     chunks = [ids[i::jobs * 4] for i in range(jobs * 4)]
     problems = []
     with ProcessPoolExecutor(jobs, initializer=_init, initargs=(data, cfg, table, os.fspath(manifest))) as pool:
-        for found in pool.map(_check_chunk, chunks):
+        for found in progress(pool.map(_check_chunk, chunks), total=len(chunks)):
             problems += found
     order = {sid: i for i, sid in enumerate(ids)}
     return sorted(problems, key=lambda p: order[p[0]])
@@ -117,21 +128,27 @@ def format_table(problems):
     return "\n".join(lines)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Validate a CAV-MAE manifest.")
-    parser.add_argument("manifest")
-    parser.add_argument("--label_csv", default=None)
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--frame_source", default="auto", choices=["auto", "extracted", "video"])
-    parser.add_argument("--audio_source", default="auto", choices=["auto", "wav", "video"])
-    parser.add_argument("--n_frames", type=int, default=10)
-    return parser.parse_args(argv)
+def add_arguments(parser):
+    """The flags of ``cavmae validate``."""
+    common.positional_alias(parser, "manifest", "MANIFEST")
+    common.add_manifest(parser, aliases=())
+    common.add_label_csv(parser)
+    common.add_num_workers(parser, help="parallel processes (0 or 1: one)", aliases=("--jobs",))
+    parser.add_argument("--frame_source", default="auto", choices=["auto", "extracted", "video"],
+                        help="where frames come from (auto: extracted when present)")
+    parser.add_argument("--audio_source", default="auto", choices=["auto", "wav", "video"],
+                        help="where audio comes from (auto: the entry's wav, else its video)")
+    parser.add_argument("--n_frames", type=int, default=10, help="frames per clip")
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    config = {"frame_source": args.frame_source, "audio_source": args.audio_source, "n_frames": args.n_frames}
-    problems = validate(args.manifest, args.label_csv, config, args.jobs)
+def run(args):
+    """Check the manifest; returns 1 when any sample has a problem."""
+    config = {"frame_source": args.frame_source, "audio_source": args.audio_source,
+              "n_frames": args.n_frames}
+    problems = validate(
+        args.manifest, args.label_csv, config, args.num_workers,
+        progress=lambda it, total=None: common.progress(it, args, total=total, desc="validate"),
+    )
     n = len(read_manifest(args.manifest))
     if problems:
         print(format_table(problems))
@@ -140,6 +157,11 @@ def main(argv=None):
         return 1
     print(f"all {n} samples OK")
     return 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.validate``."""
+    return common.main_of(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""``cavmae``: one command for every speechbrain-cavmae tool.
+
+::
+
+    cavmae <command> [flags]      # cavmae <command> --help for its flags
+
+Each command is a module of :mod:`speechbrain_cavmae.tools` (or of
+:mod:`speechbrain_cavmae.data` for ``stats`` and ``balance``), also runnable as
+``python -m speechbrain_cavmae.<tool>``. Only the chosen command's module is imported, and
+no command imports torch before it runs, so ``--help`` answers at once.
+
+Example
+-------
+>>> parser = build_parser(["toy"])
+>>> sorted(COMMANDS)[:4]
+['balance', 'classify', 'convert', 'embed']
+"""
+
+import argparse
+import importlib
+import sys
+
+from speechbrain_cavmae.tools import common
+
+#: command -> (module, one-line summary)
+COMMANDS = {
+    "convert": ("speechbrain_cavmae.tools.convert",
+                "an original CAV-MAE .pth (or any checkpoint) to a model folder"),
+    "classify": ("speechbrain_cavmae.tools.classify",
+                 "top-k classes of video or audio files"),
+    "embed": ("speechbrain_cavmae.tools.extract_features",
+              "audio, visual and joint embeddings of a manifest's clips"),
+    "retrieval": ("speechbrain_cavmae.tools.retrieval",
+                  "audio<->visual retrieval recall on a manifest"),
+    "inpaint": ("speechbrain_cavmae.tools.inpaint",
+                "figures of masked inputs and their reconstructions"),
+    "prepare": ("speechbrain_cavmae.tools.prepare",
+                "manifests from a folder of videos, or AudioSet / VGGSound metadata"),
+    "extract": ("speechbrain_cavmae.tools.extract",
+                "pre-extract 16 kHz audio and frames from videos"),
+    "validate": ("speechbrain_cavmae.tools.validate",
+                 "decode every sample of a manifest and report the bad ones"),
+    "stats": ("speechbrain_cavmae.tools.stats", "fbank mean and std of a manifest"),
+    "balance": ("speechbrain_cavmae.tools.balance",
+                "class-balanced sampling weights of a manifest"),
+    "toy": ("speechbrain_cavmae.tools.toy", "write the toy audio-visual dataset"),
+}
+
+
+def build_parser(argv=()):
+    """The ``cavmae`` parser; only the command named in ``argv`` gets its flags (and its
+    module imported)."""
+    parser = argparse.ArgumentParser(
+        prog="cavmae", description=__doc__.split("\n\n")[0],
+        formatter_class=common.HelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, summary) in COMMANDS.items():
+        if name != chosen:
+            commands.add_parser(name, help=summary)
+            continue
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=summary, description=common.description(module),
+                                  formatter_class=common.HelpFormatter)
+        common.add_tool_arguments(sub, module)
+        sub.set_defaults(_run=module.run, _parser=sub)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``cavmae`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    return common.execute(args._run, args, args._parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

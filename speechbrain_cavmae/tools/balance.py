@@ -1,0 +1,46 @@
+"""Class-balanced sampling weights of a manifest (the original ``gen_weight_file.py``).
+
+::
+
+    cavmae balance --manifest MANIFEST --label_csv LABEL_CSV --output weights.csv
+
+See :func:`speechbrain_cavmae.data.balance.class_balanced_weights`; the recipes compute the
+same weights themselves with ``balanced_sampling: True``.
+"""
+
+import sys
+
+from speechbrain_cavmae.tools import common
+
+
+def add_arguments(parser):
+    """The flags of ``cavmae balance``."""
+    common.positional_alias(parser, "manifest", "MANIFEST")
+    common.positional_alias(parser, "label_csv", "LABEL_CSV")
+    common.positional_alias(parser, "output", "OUT")
+    common.add_manifest(parser, aliases=())
+    common.add_label_csv(parser, required=True)
+    common.add_output(parser, help="CSV of the weights, one per line in manifest order")
+
+
+def run(args):
+    """Write the weights."""
+    import numpy as np
+
+    from speechbrain_cavmae.data.balance import class_balanced_weights
+
+    weights = class_balanced_weights(args.manifest, args.label_csv)
+    common.ensure_parent(args.output)
+    np.savetxt(args.output, weights, delimiter=",")
+    print(f"{len(weights)} weights written to {args.output} (min {weights.min():.3f}, "
+          f"max {weights.max():.3f})")
+    return 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.data.balance``."""
+    return common.main_of(__name__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

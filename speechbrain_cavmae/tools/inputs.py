@@ -1,0 +1,57 @@
+"""How the model tools load a model and feed it.
+
+The model comes from the one loader (:func:`speechbrain_cavmae.checkpoints.loader.load_model`)
+and the clips from the evaluation input pipeline of training
+(:func:`speechbrain_cavmae.data.dataset.build_dataset` with ``train=False``), configured by
+the model folder's ``hyperparams.yaml`` (:func:`~speechbrain_cavmae.checkpoints.model_folder.
+read_input_config`) and sized for the model. Used by ``embed``, ``retrieval`` and ``inpaint``.
+
+Authors
+ * speechbrain-cavmae contributors 2026
+"""
+
+from speechbrain_cavmae.tools import common
+
+
+def load_model(args):
+    """The model of ``args.model`` (heads from ``--num_heads`` / ``--decoder_num_heads``
+    where the source does not record them), in eval mode on ``--device``."""
+    from speechbrain_cavmae.checkpoints.loader import load_model as load
+
+    model = load(args.model, num_heads=getattr(args, "num_heads", None),
+                 decoder_num_heads=getattr(args, "decoder_num_heads", None))
+    return model.to(common.resolve_device(args.device)).eval()
+
+
+def input_config(args, **config):
+    """Data configuration: the input pipeline of the ``--model`` folder (none for a bare
+    ``.pth``), then ``config``, then ``--dataset_mean`` / ``--dataset_std`` when given."""
+    from speechbrain_cavmae.checkpoints.model_folder import read_input_config
+
+    config = dict(read_input_config(args.model), **config)
+    for key in ("dataset_mean", "dataset_std"):
+        if getattr(args, key, None) is not None:
+            config[key] = getattr(args, key)
+    return config
+
+
+def model_geometry(model):
+    """``(audio_length, image_size)`` the model was built for."""
+    enc = model.encoder
+    return enc.audio_length, enc.image_grid[0] * enc.patch_size
+
+
+def eval_loader(manifest, model, batch_size=32, num_workers=0, config=None,
+                multi_frame=False):
+    """A ``DataLoader`` over ``manifest`` in evaluation mode, sized for ``model``."""
+    import torch
+
+    from speechbrain_cavmae.data.dataset import build_dataset, collate_av
+
+    audio_length, image_size = model_geometry(model)
+    cfg = {"audio_length": audio_length, "image_size": image_size, "multi_frame": multi_frame}
+    cfg.update(config or {})
+    dataset = build_dataset(manifest, None, cfg, train=False)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_av
+    )

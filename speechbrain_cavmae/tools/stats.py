@@ -1,0 +1,45 @@
+"""The fbank mean and std of a manifest, for ``dataset_mean`` / ``dataset_std``.
+
+::
+
+    cavmae stats --manifest MANIFEST [--max_samples N] [--audio_length 1024] [--num_workers N]
+
+See :func:`speechbrain_cavmae.data.stats.fbank_stats`.
+"""
+
+import sys
+
+from speechbrain_cavmae.tools import common
+
+
+def add_arguments(parser):
+    """The flags of ``cavmae stats``."""
+    common.positional_alias(parser, "manifest", "MANIFEST")
+    common.add_manifest(parser, aliases=())
+    parser.add_argument("--max_samples", type=int, default=None,
+                        help="a seeded random subset of this many clips (default: all)")
+    parser.add_argument("--audio_length", type=int, default=1024,
+                        help="fbank frames per clip (padded / cropped)")
+    common.add_num_workers(parser, aliases=("--jobs",))
+
+
+def run(args):
+    """Print the mean and std."""
+    from speechbrain_cavmae.data.stats import fbank_stats
+
+    mean, std = fbank_stats(
+        args.manifest, {"audio_length": args.audio_length}, args.max_samples,
+        args.num_workers,
+        progress=lambda it: common.progress(it, args, desc="stats", unit="batch"),
+    )
+    print(f"dataset_mean: {mean:.4f}\ndataset_std: {std:.4f}")
+    return 0
+
+
+def main(argv=None):
+    """``python -m speechbrain_cavmae.data.stats``."""
+    return common.main_of(__name__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

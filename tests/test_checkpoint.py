@@ -14,8 +14,8 @@ from speechbrain_cavmae import (
     init_from_imagenet_mae,
     load_original_checkpoint,
 )
+from speechbrain_cavmae.checkpoints.loader import infer_config
 from speechbrain_cavmae.checkpoints.original import (
-    infer_config,
     original_to_speechbrain,
     speechbrain_to_original,
 )

@@ -26,7 +26,7 @@ from processes import REPO, kill_group, run, subprocess_env, torchrun
 from recipe_cli import (
     AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, data_args, pretrain_args,
 )
-from speechbrain_cavmae.checkpoints.original import load_original_checkpoint
+from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ import torch
 
 from speechbrain_cavmae.checkpoints.original import (
     CheckpointMismatchError,
-    init_from_imagenet_mae,
+    init_from_imagenet_mae_state,
     is_original_state_dict,
     original_to_speechbrain,
     unwrap_state_dict,
@@ -566,7 +566,7 @@ def load_into(model, source):
     state, fmt, folder = read_source(source)
     name = folder or os.fspath(source)
     if fmt == "imagenet_mae":
-        names = init_from_imagenet_mae(model, state)
+        names = init_from_imagenet_mae_state(model, state)
         logger.info("%s: initialised %d tensors from ImageNet MAE weights", name, len(names))
         return {"loaded": names, "ignored": [], "missing": []}
     if folder is not None:
@@ -659,3 +659,78 @@ def accumulate_mean(mean, count, state, name="state dict"):
         else:
             mean[key] = value.clone()
     return mean, count
+
+
+# --------------------------------------------------------------- public shortcuts
+def infer_config(state, n_mels=128, num_heads=None, decoder_num_heads=None):
+    """Architecture of a state dict (ours or the original's): a thin call into
+    :func:`architecture`.
+
+    Attention heads cannot be read from weights: they default only for the released
+    widths (768 -> 12 encoder heads, 512 -> 16 decoder heads); other widths need
+    ``num_heads`` / ``decoder_num_heads``
+    (:class:`~speechbrain_cavmae.checkpoints.loader.HeadsNotStoredError` otherwise).
+
+    Returns
+    -------
+    dict
+        ``kind`` (``"pretrain"``, ``"classifier"`` or ``"encoder"``) and constructor
+        arguments.
+    """
+    return architecture(prepare_state(state), num_heads, decoder_num_heads, n_mels)
+
+
+def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location="cpu",
+                             **overrides):
+    """Build the right model for an original (or our) CAV-MAE checkpoint and load it.
+
+    A thin call into :func:`load_model`: a pretraining model
+    (:class:`CAVMAE`) when decoder weights are present, a :class:`CAVMAEClassifier` when
+    ``mlp_head`` is; strict (missing or unexpected keys raise).
+
+    Arguments
+    ---------
+    path_or_state_dict : str, pathlib.Path or dict
+        A ``.pth`` file, a model folder or an already loaded state dict (``module.``
+        prefix accepted).
+    audio_length : int, optional
+        Build the model for this many fbank frames instead of the checkpoint's; the audio
+        positional embeddings are interpolated along time.
+    map_location : str or torch.device
+        Passed to ``torch.load``.
+    **overrides
+        ``num_heads`` / ``decoder_num_heads`` (required for widths other than the released
+        768 / 512 without a model folder), or constructor arguments to change (``mode``,
+        ``drop_path_rate``...).
+
+    Returns
+    -------
+    torch.nn.Module
+        The model in eval mode.
+
+    Example
+    -------
+    >>> from speechbrain_cavmae.model.classifier import CAVMAEClassifier
+    >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=64,
+    ...                          modality_specific_depth=1, num_heads=1)
+    >>> loaded = load_original_checkpoint(model.state_dict(), num_heads=1)
+    >>> type(loaded).__name__, loaded.num_classes
+    ('CAVMAEClassifier', 3)
+    """
+    return load_model(path_or_state_dict, audio_length=audio_length,
+                      map_location=map_location, **overrides)
+
+
+def init_from_imagenet_mae(model, mae_state):
+    """Initialise a CAV-MAE model from ImageNet MAE ViT weights (a state dict or a file),
+    as the original did; see
+    :func:`speechbrain_cavmae.checkpoints.original.init_from_imagenet_mae_state`.
+
+    Returns
+    -------
+    list
+        Names of the model's parameters that were initialised.
+    """
+    if not isinstance(mae_state, dict):
+        mae_state = read_state_file(mae_state, rename=False)
+    return init_from_imagenet_mae_state(model, mae_state)

@@ -30,7 +30,6 @@ from collections import OrderedDict
 
 import torch
 
-from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -138,69 +137,7 @@ def speechbrain_to_original(state):
     return out
 
 
-def infer_config(state, n_mels=128, num_heads=None, decoder_num_heads=None):
-    """Architecture of a state dict (ours or the original's): a thin call into
-    :func:`speechbrain_cavmae.checkpoints.loader.architecture`.
-
-    Attention heads cannot be read from weights: they default only for the released
-    widths (768 -> 12 encoder heads, 512 -> 16 decoder heads); other widths need
-    ``num_heads`` / ``decoder_num_heads``
-    (:class:`~speechbrain_cavmae.checkpoints.loader.HeadsNotStoredError` otherwise).
-
-    Returns
-    -------
-    dict
-        ``kind`` (``"pretrain"``, ``"classifier"`` or ``"encoder"``) and constructor
-        arguments.
-    """
-    from speechbrain_cavmae.checkpoints.loader import architecture, prepare_state
-
-    return architecture(prepare_state(state), num_heads, decoder_num_heads, n_mels)
-
-
-def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location="cpu",
-                             **overrides):
-    """Build the right model for an original (or our) CAV-MAE checkpoint and load it.
-
-    A thin call into :func:`speechbrain_cavmae.checkpoints.loader.load_model`: a pretraining model
-    (:class:`CAVMAE`) when decoder weights are present, a :class:`CAVMAEClassifier` when
-    ``mlp_head`` is; strict (missing or unexpected keys raise).
-
-    Arguments
-    ---------
-    path_or_state_dict : str, pathlib.Path or dict
-        A ``.pth`` file, a model folder or an already loaded state dict (``module.``
-        prefix accepted).
-    audio_length : int, optional
-        Build the model for this many fbank frames instead of the checkpoint's; the audio
-        positional embeddings are interpolated along time.
-    map_location : str or torch.device
-        Passed to ``torch.load``.
-    **overrides
-        ``num_heads`` / ``decoder_num_heads`` (required for widths other than the released
-        768 / 512 without a model folder), or constructor arguments to change (``mode``,
-        ``drop_path_rate``...).
-
-    Returns
-    -------
-    torch.nn.Module
-        The model in eval mode.
-
-    Example
-    -------
-    >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=64,
-    ...                          modality_specific_depth=1, num_heads=1)
-    >>> loaded = load_original_checkpoint(model.state_dict(), num_heads=1)
-    >>> type(loaded).__name__, loaded.num_classes
-    ('CAVMAEClassifier', 3)
-    """
-    from speechbrain_cavmae.checkpoints.loader import load_model
-
-    return load_model(path_or_state_dict, audio_length=audio_length,
-                      map_location=map_location, **overrides)
-
-
-def init_from_imagenet_mae(model, mae_state):
+def init_from_imagenet_mae_state(model, mae_state):
     """Initialise a CAV-MAE model from an ImageNet MAE ViT state dict, as the original did.
 
     ViT blocks ``0..D-1`` go into both modality branches and blocks ``D..`` into the shared
@@ -217,18 +154,15 @@ def init_from_imagenet_mae(model, mae_state):
     ---------
     model : CAVMAE or CAVMAEClassifier or CAVMAEEncoder holder
         Model to initialise in place (its sizes must match the ViT).
-    mae_state : dict or str
-        The MAE state dict or a path to it.
+    mae_state : dict
+        The MAE state dict (read from a file by
+        :func:`speechbrain_cavmae.checkpoints.loader.init_from_imagenet_mae`).
 
     Returns
     -------
     list
         Names of our parameters that were initialised.
     """
-    if not isinstance(mae_state, dict):
-        from speechbrain_cavmae.checkpoints.loader import read_state_file
-
-        mae_state = read_state_file(mae_state, rename=False)
     mae = unwrap_state_dict(mae_state)
     enc = model.encoder
     depth = len(enc.blocks_a)

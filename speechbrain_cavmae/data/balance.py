@@ -19,7 +19,6 @@ Example
 [332.2, 332.2, 1322.3]
 """
 
-import sys
 
 import numpy as np
 
@@ -40,7 +39,7 @@ def class_balanced_weights(manifest, label_table):
     return np.array([class_weight[idx].sum() for idx in indices], dtype=np.float64)
 
 
-if __name__ == "__main__":
-    from speechbrain_cavmae.tools.balance import main
+if __name__ == "__main__":  # python -m speechbrain_cavmae.data.balance, kept for existing scripts
+    import runpy
 
-    sys.exit(main())
+    runpy.run_module("speechbrain_cavmae.tools.balance", run_name="__main__", alter_sys=True)

@@ -12,7 +12,6 @@ On the command line: ``cavmae stats`` (:mod:`speechbrain_cavmae.tools.stats`; al
 
 import logging
 import os
-import sys
 
 import torch
 
@@ -71,7 +70,7 @@ def fbank_stats(manifest, config=None, max_samples=None, jobs=0, batch_size=8, p
     return sum(means) / len(means), sum(stds) / len(stds)
 
 
-if __name__ == "__main__":
-    from speechbrain_cavmae.tools.stats import main
+if __name__ == "__main__":  # python -m speechbrain_cavmae.data.stats, kept for existing scripts
+    import runpy
 
-    sys.exit(main())
+    runpy.run_module("speechbrain_cavmae.tools.stats", run_name="__main__", alter_sys=True)

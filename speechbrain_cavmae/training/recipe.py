@@ -231,7 +231,7 @@ def average_state_dict_files(paths):
 
 def export_model(model, path):
     """Save the model's state dict (our names; load with :func:`load_pretrained` or
-    :func:`speechbrain_cavmae.checkpoints.original.load_original_checkpoint`)."""
+    :func:`speechbrain_cavmae.checkpoints.loader.load_original_checkpoint`)."""
     if if_main_process():
         torch.save(unwrap(model).state_dict(), path)
         logger.info("exported the model to %s", path)

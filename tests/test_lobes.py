@@ -11,7 +11,7 @@ from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
 from speechbrain_cavmae.checkpoints.original import load_original_checkpoint
 from speechbrain_cavmae.model.classifier import CAVMAEClassifier
-from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+from speechbrain_cavmae.model.encoder import AudioStreamEncoder
 from speechbrain_cavmae.data.fbank import KaldiFbank
 from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.lobes import (
@@ -234,7 +234,7 @@ def test_short_audio_interpolate_uses_actual_length():
     with torch.no_grad():
         out = enc(wav)  # 98 frames -> 112 -> 7 time patches
     assert out.shape == (2, 7, 32)
-    short = CAVMAEEncoder(audio_length=112, **TINY).eval()
+    short = AudioStreamEncoder(audio_length=112, **TINY).eval()
     state = enc.encoder.state_dict()
     state["pos_embed_a"] = linear_time_resize(state["pos_embed_a"], 8, 7)
     short.load_state_dict(state)

@@ -73,7 +73,7 @@ def main(argv=None):
     status = 0
     for i, clip in enumerate(args.clips):
         try:
-            preds = model.classify_file(clip, top_k=args.top_k, mode=args.mode)
+            preds = model.rank_file(clip, top_k=args.top_k, mode=args.mode)
         except BadSampleError as exc:
             logger.error("%s", exc)
             status = 1

@@ -481,6 +481,7 @@ def test_yaml_width_follows_the_checkpoint_and_a_wrong_emb_dim_is_named(tmp_path
             load_hyperpyyaml(handle, overrides)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_esc50_shaped_training(tmp_path):
     """torchrun, 2 processes (gloo, CPU): SpeechBrain's Brain wraps the yaml's
     embedding_model and classifier in DistributedDataParallel (find_unused_parameters

@@ -396,7 +396,7 @@ def check_heads(cfg, source="state dict", names=None):
     ...     check_heads({"embed_dim": 64, "num_heads": 5}, "x.pth")
     ... except ValueError as err:
     ...     print(str(err)[:60])
-    x.pth: num_heads=5 does not divide embed_dim=64; pass num_he
+    x.pth: num_heads=5 does not divide embed_dim=64 of the check
     """
     for heads_key, dim_key in (("num_heads", "embed_dim"),
                                ("decoder_num_heads", "decoder_embed_dim")):
@@ -404,11 +404,14 @@ def check_heads(cfg, source="state dict", names=None):
             continue
         heads, dim = cfg[heads_key], cfg[dim_key]
         if heads < 1 or dim % heads:
-            fix = (f"set {names[heads_key]}" if names and heads_key in names else
-                   f"pass {heads_key}= (--{heads_key} on the command line)")
+            if names and heads_key in names:
+                where, fix = "", f"set {names[heads_key]} to"
+            else:
+                where = " of the checkpoint"
+                fix = f"pass {heads_key}= (--{heads_key} on the command line) with"
             raise ValueError(
-                f"{source}: {heads_key}={heads} does not divide {dim_key}={dim}; "
-                f"{fix} to a divisor of {dim} (heads are not stored in checkpoints; the "
+                f"{source}: {heads_key}={heads} does not divide {dim_key}={dim}{where}; "
+                f"{fix} a divisor of {dim} (heads are not stored in checkpoints; the "
                 "released ViT-B models use 12 encoder and 16 decoder heads)"
             )
 

@@ -21,11 +21,19 @@ normalisation (``dataset_mean`` / ``dataset_std``); frames resized with the fold
 the original evaluation: a 5 s clip is padded, a 30 s clip is cropped to its first 10.24 s. Scores are ``score_activation`` (sigmoid for multi-label models, softmax
 otherwise) of the logits.
 
+``classify_file`` / ``classify_batch`` follow SpeechBrain's ``EncoderClassifier``:
+``(out_prob, score, index, text_lab)`` with ``out_prob`` the log of the scores (the
+log-posteriors of a softmax (CE) model; per-class log-probabilities of a sigmoid (BCE)
+multi-label model), ``score`` its maximum, ``index`` the best class and ``text_lab`` its
+label. ``rank_file`` gives the top-k classes as ``Prediction(label, score, index)`` with
+the scores themselves.
+
 Example
 -------
 >>> from speechbrain_cavmae.inference import AudioVisualClassifier  # doctest: +SKIP
 >>> model = AudioVisualClassifier.from_hparams(source="cavmae-as", savedir="tmp")  # doctest: +SKIP
->>> model.classify_file("clip.mp4", top_k=3)  # doctest: +SKIP
+>>> out_prob, score, index, text_lab = model.classify_file("clip.mp4")  # doctest: +SKIP
+>>> model.rank_file("clip.mp4", top_k=3)  # doctest: +SKIP
 [Prediction(label='Speech', score=0.93, index=0), ...]
 
 Authors
@@ -33,6 +41,7 @@ Authors
 """
 
 import logging
+import math
 import os
 from collections import namedtuple
 
@@ -135,7 +144,11 @@ class AudioVisualClassifier(Pretrained):
 
         The yaml's ``pretrained_path`` (``.`` in the folders this package writes) is set
         to ``source``, so that a folder can be moved or copied freely. A recipe's output
-        folder stands for its model folder ``<output_folder>/model``.
+        folder stands for its model folder ``<output_folder>/model``. Any other source (a
+        model-hub id such as ``"org/cavmae-as"``, a URL) is handed unchanged to
+        SpeechBrain's own fetching, for ``hyperparams.yaml`` and, through
+        ``pretrained_path``, for ``model.ckpt`` and ``label_encoder.txt``: a model folder
+        uploaded as it is loads from the hub.
 
         Arguments
         ---------
@@ -158,9 +171,11 @@ class AudioVisualClassifier(Pretrained):
                 logger.info("%s is a recipe output folder: loading its model folder %s",
                             source, run_model)
                 source = run_model
-            if ("pretrained_path" not in overrides and os.path.isdir(source)
-                    and _yaml_declares(os.path.join(source, hparams_file), "pretrained_path")):
-                overrides["pretrained_path"] = os.path.abspath(source)
+            if "pretrained_path" not in overrides:
+                if not os.path.isdir(source):  # hub id / URL: fetched by SpeechBrain
+                    overrides["pretrained_path"] = source
+                elif _yaml_declares(os.path.join(source, hparams_file), "pretrained_path"):
+                    overrides["pretrained_path"] = os.path.abspath(source)
         return super().from_hparams(source, hparams_file=hparams_file, overrides=overrides,
                                     **kwargs)
 
@@ -273,10 +288,12 @@ class AudioVisualClassifier(Pretrained):
                 raise ValueError(f"{where}mode {mode!r} needs frames{video_note}")
         return mode
 
-    def _activation(self, logits):
+    def _activation(self, logits, log=False):
+        """``score_activation`` of ``logits`` (its logarithm with ``log``)."""
+        logits = logits.float()
         if self.score_activation == "sigmoid":
-            return torch.sigmoid(logits.float())
-        return torch.softmax(logits.float(), dim=-1)
+            return torch.nn.functional.logsigmoid(logits) if log else torch.sigmoid(logits)
+        return torch.log_softmax(logits, dim=-1) if log else torch.softmax(logits, dim=-1)
 
     def _audio_input(self, audio, wav_lens):
         if audio is None:
@@ -303,7 +320,7 @@ class AudioVisualClassifier(Pretrained):
         return frames.to(device).float()
 
     # ------------------------------------------------------------------ batches
-    def scores_batch(self, audio=None, frames=None, wav_lens=None, mode=None):
+    def scores_batch(self, audio=None, frames=None, wav_lens=None, mode=None, log=False):
         """Class scores ``[batch, classes]``.
 
         Arguments
@@ -317,11 +334,14 @@ class AudioVisualClassifier(Pretrained):
             Relative lengths of the waveforms.
         mode : str, optional
             One of ``MODES``; default from the hparams and the inputs given.
+        log : bool
+            Return the logarithm of the scores (computed in log space: a score too small
+            for float32 keeps a finite log).
 
         Returns
         -------
         torch.Tensor
-            ``score_activation`` of the logits, averaged over the frames.
+            ``score_activation`` of the logits, averaged over the frames (or its log).
         """
         if not self.is_classifier:
             raise RuntimeError("this model has no classification head (a pretrained CAV-MAE); "
@@ -332,24 +352,34 @@ class AudioVisualClassifier(Pretrained):
             uses = get_mode(mode)
             fbank = self._audio_input(audio, wav_lens) if uses.audio else None
             if not uses.visual:
-                return self._activation(model(fbank, None, mode=mode))
+                return self._activation(model(fbank, None, mode=mode), log)
             frames = self._frames_input(frames, self.device)
-            scores = [self._activation(model(fbank, frames[:, i], mode=mode))
-                      for i in range(frames.shape[1])]
-            return torch.stack(scores).mean(dim=0)
+            scores = torch.stack([self._activation(model(fbank, frames[:, i], mode=mode), log)
+                                  for i in range(frames.shape[1])])
+            if log:  # log of the mean score over the frames
+                return torch.logsumexp(scores, dim=0) - math.log(scores.shape[0])
+            return scores.mean(dim=0)
 
     def classify_batch(self, audio=None, frames=None, wav_lens=None, mode=None):
-        """Classify a batch (see :meth:`scores_batch` for the arguments).
+        """Classify a batch (see :meth:`scores_batch` for the arguments), with the return
+        convention of SpeechBrain's ``EncoderClassifier.classify_batch``.
 
         Returns
         -------
-        tuple
-            ``(scores [batch, classes], best score [batch], best index [batch], best labels)``
-            as SpeechBrain's ``EncoderClassifier.classify_batch``.
+        out_prob : torch.Tensor
+            ``[batch, classes]``: the log of the scores (:meth:`scores_batch`): the
+            log-posteriors of a softmax (CE) model, the per-class log-probabilities of a
+            sigmoid (BCE, multi-label) model; ``out_prob.exp()`` gives the scores.
+        score : torch.Tensor
+            ``[batch]``: the best class' value of ``out_prob``.
+        index : torch.Tensor
+            ``[batch]``: the best class.
+        text_lab : list of str
+            The best class' label (its index as a string when the model has no labels).
         """
-        scores = self.scores_batch(audio, frames, wav_lens, mode)
-        best, index = scores.max(dim=-1)
-        return scores, best, index, self.labels(index.tolist())
+        out_prob = self.scores_batch(audio, frames, wav_lens, mode, log=True)
+        score, index = out_prob.max(dim=-1)
+        return out_prob, score, index, self.labels(index.tolist())
 
     def encode_batch(self, audio=None, frames=None, wav_lens=None):
         """Mean-pooled audio-only and visual-only embeddings.
@@ -378,25 +408,17 @@ class AudioVisualClassifier(Pretrained):
         return self.classify_batch(audio, frames, wav_lens, mode)
 
     # ------------------------------------------------------------------ files
-    def classify_file(self, path, top_k=5, mode=None):
-        """Top-``top_k`` classes of a video or audio file.
+    def file_inputs(self, path, mode=None):
+        """Model inputs of a video or audio file and the mode they run in.
 
-        Arguments
-        ---------
-        path : str
-            Video (audio track + ``n_frames`` frames) or audio file.
-        top_k : int
-            Number of classes returned.
-        mode : str, optional
-            Overrides the mode chosen from the hparams and the streams of the file. By
-            default a video with sound uses ``mode``, an audio file ``audio_only_mode`` and
-            a video without an audio stream ``video_only_mode`` (its frames alone; no
-            silence is made up for the missing audio).
+        By default a video with sound uses ``mode``, an audio file ``audio_only_mode`` and
+        a video without an audio stream ``video_only_mode`` (its frames alone; no silence
+        is made up for the missing audio); ``mode`` overrides that.
 
         Returns
         -------
-        list of Prediction
-            ``(label, score, index)`` by decreasing score.
+        tuple
+            ``(fbank [1, frames, n_mels] or None, frames [1, n, 3, H, W] or None, mode)``.
 
         Raises
         ------
@@ -411,6 +433,53 @@ class AudioVisualClassifier(Pretrained):
         uses = get_mode(mode)
         audio = fbank.unsqueeze(0) if fbank is not None and uses.audio else None
         frames = frames.unsqueeze(0) if frames is not None and uses.visual else None
+        return audio, frames, mode
+
+    def classify_file(self, path, mode=None):
+        """Classify a video or audio file, as SpeechBrain's
+        ``EncoderClassifier.classify_file``.
+
+        Arguments
+        ---------
+        path : str
+            Video (audio track + ``n_frames`` frames) or audio file.
+        mode : str, optional
+            Overrides the mode chosen from the hparams and the streams of the file (see
+            :meth:`file_inputs`).
+
+        Returns
+        -------
+        tuple
+            ``(out_prob [1, classes], score [1], index [1], text_lab [1])`` as
+            :meth:`classify_batch` for a batch of this one file.
+
+        Raises
+        ------
+        ValueError, BadSampleError
+            See :meth:`file_inputs`.
+        """
+        audio, frames, mode = self.file_inputs(path, mode)
+        return self.classify_batch(audio, frames, mode=mode)
+
+    def rank_file(self, path, top_k=5, mode=None):
+        """Top-``top_k`` classes of a video or audio file with their scores.
+
+        Arguments
+        ---------
+        path : str
+            Video or audio file.
+        top_k : int
+            Number of classes returned.
+        mode : str, optional
+            See :meth:`classify_file`.
+
+        Returns
+        -------
+        list of Prediction
+            ``(label, score, index)`` by decreasing score (``score_activation`` of the
+            logits, averaged over the frames).
+        """
+        audio, frames, mode = self.file_inputs(path, mode)
         scores = self.scores_batch(audio, frames, mode=mode)[0]
         top = scores.topk(min(int(top_k), scores.numel()))
         labels = self.labels(top.indices.tolist())

@@ -1,15 +1,23 @@
 """CAV-MAE encoders as drop-in SpeechBrain lobes.
 
-Three modules wrap :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder` with the calling
-convention of SpeechBrain's embedding models (``embedding_model(x)`` or
+Three modules wrap the CAV-MAE encoder (:mod:`speechbrain_cavmae.model.encoder`) with the
+calling convention of SpeechBrain's embedding models (``embedding_model(x)`` or
 ``embedding_model(x, lens)``, output ``[batch, 1, dim]`` for a classifier such as
 ``ECAPA_TDNN.Classifier`` or a ``torch.nn.Linear``):
 
 * :class:`CAVMAEAudioEncoder`: audio-only stream (audio branch, shared block with the
-  audio LayerNorms, ``norm_a``);
-* :class:`CAVMAEVisualEncoder`: visual-only stream;
+  audio LayerNorms, ``norm_a``), holding only those parameters
+  (:class:`~speechbrain_cavmae.model.encoder.AudioStreamEncoder`);
+* :class:`CAVMAEVisualEncoder`: visual-only stream, holding only its parameters;
 * :class:`CAVMAEJointEncoder`: joint stream over the concatenated ``[audio; visual]``
-  tokens (shared block with the joint LayerNorms, ``norm``), as the multimodal classifier.
+  tokens (shared block with the joint LayerNorms, ``norm``), as the multimodal classifier;
+  it holds both branches and the joint stream's parameters.
+
+Every trainable parameter of each encoder gets a gradient, so that SpeechBrain's ``Brain``
+can wrap them in ``DistributedDataParallel`` without ``find_unused_parameters``. The
+output width is ``output_dim`` (also ``embed_dim``, ``output_size``); with ``ckpt_path`` it
+is the checkpoint's, and a different ``embed_dim`` (the integration yamls' ``emb_dim``) is a
+:class:`~speechbrain_cavmae.checkpoints.loader.SizeMismatchError` naming that key.
 
 Audio input
 -----------
@@ -55,9 +63,13 @@ import math
 import torch
 from torch import nn
 
-from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+from speechbrain_cavmae.model.encoder import ENCODERS
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
-from speechbrain_cavmae.checkpoints.loader import ENCODER_ARGS, load_encoder_weights
+from speechbrain_cavmae.checkpoints.loader import (
+    ENCODER_ARGS,
+    check_heads,
+    load_encoder_weights,
+)
 from speechbrain_cavmae.checkpoints.model_folder import read_input_config
 
 logger = logging.getLogger(__name__)
@@ -67,10 +79,30 @@ SHORT_AUDIO = ("pad", "interpolate")
 POOLING = ("mean", "time", "none")
 FEATURE_NORM = ("none", "dataset", "utterance")
 
+#: The integration yamls' keys for the encoder sizes, named in size errors.
+HPARAMS_KEYS = {"embed_dim": "emb_dim", "modality_specific_depth": "cavmae_depth",
+                "num_heads": "cavmae_num_heads"}
+#: Sizes of a randomly initialised encoder when not given (ViT-B, as the released models).
+SCRATCH_DEFAULTS = {"embed_dim": 768, "modality_specific_depth": 11}
+
+
+def default_heads(embed_dim):
+    """Attention heads of a randomly initialised encoder of width ``embed_dim`` when none
+    are given: the largest divisor of ``embed_dim`` not above ``embed_dim // 64`` (64-wide
+    heads as ViT-B), at least 1.
+
+    Example
+    -------
+    >>> default_heads(768), default_heads(256), default_heads(32)
+    (12, 4, 1)
+    """
+    top = max(1, embed_dim // 64)
+    return max(h for h in range(1, top + 1) if embed_dim % h == 0)
+
 
 def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location="cpu",
-                 **encoder_kwargs):
-    """Build a :class:`CAVMAEEncoder` from a checkpoint, or randomly initialised.
+                 half=None, names=None, **encoder_kwargs):
+    """Build the encoder (or one half) from a checkpoint, or randomly initialised.
 
     Arguments
     ---------
@@ -88,13 +120,21 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
         not the released 768 (12 heads); a model folder records them.
     map_location : str
         Passed to ``torch.load``.
+    half : str, optional
+        ``"audio"``, ``"visual"`` or ``None`` (the whole encoder); see
+        :func:`~speechbrain_cavmae.checkpoints.loader.load_encoder_weights`.
+    names : dict, optional
+        Names of the size arguments in errors (e.g. :data:`HPARAMS_KEYS`).
     **encoder_kwargs
-        Other :class:`CAVMAEEncoder` arguments (sizes for random init; with a checkpoint
-        only ``drop_path_rate`` and ``trainable_pos_embed`` may be given).
+        Other encoder arguments (sizes for random init; with a checkpoint they may only
+        repeat its sizes, and ``drop_path_rate`` / ``trainable_pos_embed`` be set).
+        ``None`` values count as not given. Random init defaults to a ViT-B
+        (``embed_dim`` 768, 11 + 1 blocks) with :func:`default_heads` heads.
 
     Returns
     -------
-    CAVMAEEncoder
+    torch.nn.Module
+        ``CAVMAEEncoder``, ``AudioStreamEncoder`` or ``VisualStreamEncoder``.
 
     Example
     -------
@@ -102,20 +142,26 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
     ...                    modality_specific_depth=1, num_heads=4)
     >>> enc.audio_length
     64
+    >>> type(load_encoder(audio_length=64, embed_dim=32, modality_specific_depth=1,
+    ...                   half="audio")).__name__
+    'AudioStreamEncoder'
     """
     unknown = set(encoder_kwargs) - set(ENCODER_ARGS)
     if unknown:
         raise TypeError(f"unknown encoder arguments {sorted(unknown)}")
+    encoder_kwargs = {k: v for k, v in encoder_kwargs.items() if v is not None}
     if ckpt_path is None:
-        cfg = dict(encoder_kwargs)
+        cfg = dict(SCRATCH_DEFAULTS, **encoder_kwargs)
         if audio_length is not None:
             cfg["audio_length"] = audio_length
-        if num_heads is not None:
-            cfg["num_heads"] = num_heads
+        cfg["num_heads"] = num_heads if num_heads is not None else default_heads(
+            cfg["embed_dim"])
+        check_heads(cfg, "random initialisation", names)
         cfg.setdefault("trainable_pos_embed", True)
-        return CAVMAEEncoder(**cfg)
+        return ENCODERS[half](**cfg)
     return load_encoder_weights(ckpt_path, num_heads=num_heads, audio_length=audio_length,
-                                map_location=map_location, **encoder_kwargs)
+                                map_location=map_location, half=half, names=names,
+                                **encoder_kwargs)
 
 
 def audio_token_mask(n_valid, rows, cols, patch_size):
@@ -293,14 +339,18 @@ def _check(name, value, allowed):
 class _CAVMAELobe(nn.Module):
     """Loading, freezing and pooling shared by the three encoders."""
 
+    #: The encoder half this lobe holds (see ``checkpoints.loader.HALVES``).
+    HALF = None
+
     def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
                  num_heads=None, **encoder_kwargs):
         super().__init__()
         self.pooling = _check("pooling", pooling, POOLING)
         self.freeze = freeze
         self.encoder = load_encoder(ckpt_path, audio_length=audio_length, num_heads=num_heads,
-                                    **encoder_kwargs)
-        self.output_size = self.encoder.embed_dim
+                                    half=self.HALF, names=HPARAMS_KEYS, **encoder_kwargs)
+        #: Output width (the classifier's input size); also ``embed_dim``, ``output_size``.
+        self.output_dim = self.embed_dim = self.output_size = self.encoder.embed_dim
         if freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -397,9 +447,13 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
     pad_value : float, optional
         Value of padded fbank frames (see :class:`CAVMAEAudioInput`).
     num_heads : int, optional
-        Attention heads (not stored in a ``.pth``; a model folder records them).
+        Attention heads (not stored in a ``.pth``; a model folder records them). ``None``
+        with random init: :func:`default_heads` of ``embed_dim``.
     **encoder_kwargs
-        :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder` sizes for random init.
+        Encoder sizes (``embed_dim``, ``modality_specific_depth``, ``shared_depth``, ...)
+        for random init (default ViT-B); with ``ckpt_path`` they come from the checkpoint
+        and a given value must equal it (``None`` = not given). The audio encoder ignores
+        the visual sizes (``img_size``, ``in_chans``).
 
     Example
     -------
@@ -409,7 +463,11 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
     torch.Size([2, 1, 32])
     >>> enc(torch.randn(2, 50, 128), torch.tensor([1.0, 0.6])).shape
     torch.Size([2, 1, 32])
+    >>> enc.output_dim, hasattr(enc.encoder, "blocks_v")
+    (32, False)
     """
+
+    HALF = "audio"
 
     def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
                  long_audio="crop", short_audio="pad", mask_padding=True,
@@ -511,6 +569,8 @@ class CAVMAEVisualEncoder(_CAVMAELobe):
     (torch.Size([2, 1, 32]), torch.Size([2, 1, 32]))
     """
 
+    HALF = "visual"
+
     def __init__(self, ckpt_path=None, freeze=False, pooling="mean", num_heads=None,
                  **encoder_kwargs):
         if pooling == "time":
@@ -553,6 +613,8 @@ class CAVMAEJointEncoder(CAVMAEAudioEncoder):
     >>> enc(torch.randn(2, 64, 128), frames=torch.randn(2, 3, 32, 32)).shape
     torch.Size([2, 1, 32])
     """
+
+    HALF = "joint"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

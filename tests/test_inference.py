@@ -66,7 +66,7 @@ def manual_inputs(path, n_frames=10):
 
 
 def test_classify_video_averages_frames(clf, env, reference):
-    preds = clf.classify_file(env["video"], top_k=3)
+    preds = clf.rank_file(env["video"], top_k=3)
     assert len(preds) == 3 and all(isinstance(p, Prediction) for p in preds)
     assert [p.score for p in preds] == sorted([p.score for p in preds], reverse=True)
     assert all(p.label == f"name {p.index}" for p in preds)
@@ -80,11 +80,19 @@ def test_classify_video_averages_frames(clf, env, reference):
     # the frames differ, so averaging over them is not the same as using one frame
     assert not torch.allclose(per_frame[0], per_frame[5], atol=1e-6)
     # deterministic
-    assert clf.classify_file(env["video"], top_k=3) == preds
+    assert clf.rank_file(env["video"], top_k=3) == preds
+    # classify_file: EncoderClassifier's (out_prob, score, index, text_lab), out_prob the
+    # log-posteriors (log of the frame-averaged softmax)
+    out_prob, score, index, text_lab = clf.classify_file(env["video"])
+    assert out_prob.shape == (1, 5) and score.shape == (1,) and index.shape == (1,)
+    torch.testing.assert_close(out_prob[0], expected.log(), atol=1e-5, rtol=0)
+    assert index.item() == preds[0].index == int(expected.argmax())
+    assert score.item() == pytest.approx(float(expected.max().log()), abs=1e-5)
+    assert text_lab == [preds[0].label]
 
 
 def test_classify_audio_file_uses_missingaudioonly(clf, env, reference):
-    preds = clf.classify_file(env["wav"], top_k=5)
+    preds = clf.rank_file(env["wav"], top_k=5)
     assert len(preds) == 5
     assert abs(sum(p.score for p in preds) - 1.0) < 1e-5  # softmax over all 5 classes
     fbank = KaldiFbank(audio_length=128)(load_audio(env["wav"]).unsqueeze(0))
@@ -93,7 +101,7 @@ def test_classify_audio_file_uses_missingaudioonly(clf, env, reference):
     for p in preds:
         assert abs(p.score - expected[p.index].item()) < 1e-5
     # a mode given for a video uses the video's audio alone
-    forced = clf.classify_file(env["video"], top_k=5, mode="missingaudioonly")
+    forced = clf.rank_file(env["video"], top_k=5, mode="missingaudioonly")
     fbank = KaldiFbank(audio_length=128)(load_audio(env["video"]).unsqueeze(0))
     with torch.no_grad():
         expected = torch.softmax(reference(fbank, None, mode="missingaudioonly"), -1)[0]
@@ -107,12 +115,42 @@ def test_sigmoid_scores_from_hparams(env, reference):
         source=str(env["folder"]), savedir=str(env["root"] / "sd_sigmoid"),
         overrides={"score_activation": "sigmoid"},
     )
-    preds = model.classify_file(env["wav"], top_k=5)
+    preds = model.rank_file(env["wav"], top_k=5)
     fbank = KaldiFbank(audio_length=128)(load_audio(env["wav"]).unsqueeze(0))
     with torch.no_grad():
         expected = torch.sigmoid(reference(fbank, None, mode="missingaudioonly"))[0]
     for p in preds:
         assert abs(p.score - expected[p.index].item()) < 1e-5
+    out_prob, score, index, text_lab = model.classify_file(env["wav"])  # log of the sigmoid
+    torch.testing.assert_close(out_prob[0], expected.log(), atol=1e-5, rtol=0)
+    assert index.tolist() == [preds[0].index] and text_lab == [preds[0].label]
+
+
+def test_from_hparams_hands_a_hub_id_to_speechbrain_fetching(env, tmp_path, monkeypatch):
+    """A model-hub id goes unchanged to SpeechBrain's fetch, for the yaml and (through
+    pretrained_path) for the weights and labels; the "hub" is a local copy of the folder
+    served by the patched fetch (no network)."""
+    import speechbrain.inference.interfaces as interfaces
+    import speechbrain.utils.parameter_transfer as transfer
+
+    hub = tmp_path / "hub"
+    shutil.copytree(env["folder"], hub)
+    real_fetch, calls = interfaces.fetch, []
+
+    def hub_fetch(filename, source, *args, **kwargs):
+        calls.append((str(source), filename))
+        assert str(source) == "speechbrain-cavmae/tiny-as", source
+        return real_fetch(filename, str(hub), *args, **kwargs)
+
+    monkeypatch.setattr(interfaces, "fetch", hub_fetch)
+    monkeypatch.setattr(transfer, "fetch", hub_fetch)
+    model = AudioVisualClassifier.from_hparams(source="speechbrain-cavmae/tiny-as",
+                                               savedir=str(tmp_path / "sd"))
+    assert {name for _, name in calls} == {"hyperparams.yaml", "model.ckpt",
+                                           "label_encoder.txt"}
+    monkeypatch.undo()
+    local = AudioVisualClassifier.from_hparams(source=str(env["folder"]))
+    assert model.rank_file(env["wav"]) == local.rank_file(env["wav"])
 
 
 def test_classify_batch_and_encode(clf, env, reference):
@@ -131,7 +169,7 @@ def test_classify_batch_and_encode(clf, env, reference):
         expected = torch.stack([torch.softmax(reference(None, frames[i:i + 1],
                                                         mode="missingvideoonly"), -1)
                                 for i in range(10)]).mean(0)
-    assert torch.allclose(video_only[0], expected[0], atol=1e-5)
+    assert torch.allclose(video_only[0].exp(), expected[0], atol=1e-5)
 
     emb = clf.encode_file(env["video"])
     assert emb["audio"].shape == (32,) and emb["visual"].shape == (32,)
@@ -149,7 +187,7 @@ def test_folder_can_be_moved_and_loaded_without_savedir(env, tmp_path):
     shutil.copytree(env["folder"], moved)
     model = AudioVisualClassifier.from_hparams(source=str(moved), savedir=str(tmp_path / "sd"))
     ref = AudioVisualClassifier.from_hparams(source=str(env["folder"]))
-    assert model.classify_file(env["wav"]) == ref.classify_file(env["wav"])
+    assert model.rank_file(env["wav"]) == ref.rank_file(env["wav"])
 
 
 def test_pretrained_model_encodes_but_does_not_classify(env, tmp_path):
@@ -169,7 +207,7 @@ def test_audio_only_model_ignores_frames(env, tmp_path, reference):
     convert(env["ckpt"], tmp_path / "a", num_heads=4, mode="audioonly")
     model = AudioVisualClassifier.from_hparams(source=str(tmp_path / "a"),
                                                savedir=str(tmp_path / "sd"))
-    preds = model.classify_file(env["video"], top_k=5)
+    preds = model.rank_file(env["video"], top_k=5)
     fbank = KaldiFbank(audio_length=128)(load_audio(env["video"]).unsqueeze(0))
     with torch.no_grad():
         expected = torch.softmax(reference(fbank, None, mode="audioonly"), -1)[0]
@@ -195,7 +233,7 @@ def test_video_without_audio_uses_its_frames_alone(clf, env, reference):
     """A multimodal model classifies a silent video with video_only_mode
     (missingvideoonly) on its frames: no silence is made up for the missing audio."""
     assert probe_streams(env["silent"]) == (False, True)
-    preds = clf.classify_file(env["silent"], top_k=5)
+    preds = clf.rank_file(env["silent"], top_k=5)
     frames = manual_frames(env["silent"])
     with torch.no_grad():
         per_frame = torch.stack([torch.softmax(reference(None, frames[i:i + 1],
@@ -248,7 +286,7 @@ def test_mode_errors_of_batches(clf, env, monkeypatch):
                                          r"\(the file has no video stream\): audio_only_mode"):
         clf.classify_file(env["wav"])
     # an explicit mode still works
-    assert len(clf.classify_file(env["wav"], mode="missingaudioonly")) == 5
+    assert len(clf.rank_file(env["wav"], mode="missingaudioonly")) == 5
 
 
 def test_cli_table(env, capsys):
@@ -284,11 +322,16 @@ def test_cli_json_matches_classify_file_and_goes_on_after_a_bad_file(env, clf, t
     assert [r["file"] for r in results] == files
     assert str(broken) in results[1]["error"] and "predictions" not in results[1]
     for result, path in ((results[0], env["video"]), (results[2], env["wav"])):
-        want = clf.classify_file(path, top_k=3)
+        want = clf.rank_file(path, top_k=3)
         assert [p["label"] for p in result["predictions"]] == [p.label for p in want]
         assert [p["index"] for p in result["predictions"]] == [p.index for p in want]
         np.testing.assert_allclose([p["score"] for p in result["predictions"]],
                                    [p.score for p in want], rtol=1e-6)
+        # the best class is classify_file's (EncoderClassifier's convention: log scores)
+        _, score, index, text_lab = clf.classify_file(path)
+        top = result["predictions"][0]
+        assert (top["index"], top["label"]) == (int(index[0]), text_lab[0])
+        np.testing.assert_allclose(np.log(top["score"]), float(score[0]), rtol=1e-5)
     # a mistyped model folder: one line, exit 1, no hub download attempt
     assert cavmae(["classify", env["wav"], "--model", str(tmp_path / "no_such_model")]) == 1
     err = capsys.readouterr().err
@@ -300,7 +343,7 @@ def test_real_clips_deterministic(clf):
     assert Path(SHARED_SAMPLES) == SHARED
     for name in REAL_CLIPS:
         path = str(SHARED / name)
-        first = clf.classify_file(path, top_k=5)
-        second = clf.classify_file(path, top_k=5)
+        first = clf.rank_file(path, top_k=5)
+        second = clf.rank_file(path, top_k=5)
         assert len(first) == 5 and first == second
         assert all(0.0 <= p.score <= 1.0 for p in first)

@@ -11,7 +11,7 @@ from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
 from speechbrain_cavmae.model.classifier import CAVMAEClassifier
-from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+from speechbrain_cavmae.model.encoder import AudioStreamEncoder
 from speechbrain_cavmae.data.fbank import KaldiFbank
 from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.lobes import (
@@ -234,7 +234,7 @@ def test_short_audio_interpolate_uses_actual_length():
     with torch.no_grad():
         out = enc(wav)  # 98 frames -> 112 -> 7 time patches
     assert out.shape == (2, 7, 32)
-    short = CAVMAEEncoder(audio_length=112, **TINY).eval()
+    short = AudioStreamEncoder(audio_length=112, **TINY).eval()
     state = enc.encoder.state_dict()
     state["pos_embed_a"] = linear_time_resize(state["pos_embed_a"], 8, 7)
     short.load_state_dict(state)
@@ -336,7 +336,7 @@ def test_speechbrain_checkpointer_roundtrip(tmp_path):
 HPARAMS = Path(__file__).resolve().parents[1] / "hparams" / "integration"
 
 
-def load_recipe_hparams(name, tmp_path):
+def load_recipe_hparams(name, tmp_path, **extra):
     from hyperpyyaml import load_hyperpyyaml
 
     fixture = torch.load(FIXTURE, weights_only=False)
@@ -344,6 +344,7 @@ def load_recipe_hparams(name, tmp_path):
     torch.save(fixture["ft_state_dict"], ckpt)
     overrides = {"data_folder": str(tmp_path / "data"), "output_folder": str(tmp_path / "out"),
                  "cavmae_checkpoint": str(ckpt), "cavmae_num_heads": 4, "emb_dim": 32}
+    overrides.update(extra)
     with open(HPARAMS / name, encoding="utf8") as handle:
         return load_hyperpyyaml(handle, overrides)
 
@@ -391,3 +392,111 @@ def test_urbansound8k_hparams_with_the_recipe_forward(tmp_path):
     assert (with_lens[1] - plain[1]).abs().max() > 1e-3  # the padding no longer counts
     torch.testing.assert_close(with_lens[0], plain[0], atol=1e-5, rtol=0)  # full length
     torch.testing.assert_close(with_lens[1], half[0], atol=1e-5, rtol=0)
+
+
+def test_each_drop_in_encoder_holds_and_trains_only_its_streams(tmp_path):
+    """Forward + backward of each drop-in encoder gives every trainable parameter a
+    gradient (what DDP without find_unused_parameters needs); each holds exactly the
+    weights of its streams, loaded from a full checkpoint, and the audio encoder equals
+    the full encoder's audio-only stream."""
+    from speechbrain_cavmae.checkpoints.loader import select_half
+
+    torch.manual_seed(0)
+    full = perturb(CAVMAE(audio_length=64, decoder_embed_dim=16, decoder_depth=1,
+                          decoder_num_heads=2, **TINY)).eval()
+    path = tmp_path / "full.pth"
+    torch.save(full.state_dict(), path)
+    audio, frames = torch.randn(2, 64, 128), torch.randn(2, 3, 32, 32)
+    cases = [(CAVMAEAudioEncoder, "audio", (audio,), {}),
+             (CAVMAEVisualEncoder, "visual", (frames,), {}),
+             (CAVMAEJointEncoder, "joint", (audio,), {"frames": frames})]
+    for cls, half, args, kwargs in cases:
+        enc = cls(ckpt_path=str(path), num_heads=4, drop_path_rate=0.1)
+        selected, unused = select_half(full.state_dict(), half)
+        assert set(enc.state_dict()) == set(selected), cls
+        assert any(k.startswith("encoder.") for k in unused)  # each leaves something out
+        assert enc.output_dim == enc.embed_dim == 32
+        enc.train()
+        enc(*args, **kwargs).pow(2).sum().backward()
+        trainable = [(n, p) for n, p in enc.named_parameters() if p.requires_grad]
+        assert len(trainable) == len(list(enc.parameters()))
+        no_grad = [n for n, p in trainable if p.grad is None or not p.grad.abs().sum() > 0]
+        assert not no_grad, f"{cls.__name__}: no gradient for {no_grad}"
+    audio_enc = CAVMAEAudioEncoder(ckpt_path=str(path), num_heads=4, pooling="none",
+                                   mask_padding=False).eval()
+    keys = set(audio_enc.state_dict())
+    assert {"encoder.blocks_u.0.norm1_a.weight", "encoder.norm_a.bias",
+            "encoder.blocks_a.0.norm1.weight", "encoder.pos_embed_a"} <= keys
+    assert not {"encoder.blocks_u.0.norm1.weight", "encoder.blocks_u.0.norm2_v.bias",
+                "encoder.norm.weight", "encoder.norm_v.weight", "encoder.modality_v",
+                "encoder.blocks_v.0.attn.qkv.weight"} & keys
+    with torch.no_grad():
+        torch.testing.assert_close(audio_enc(audio), full.encoder.encode_audio(audio),
+                                   atol=0, rtol=0)
+
+
+def test_loading_a_half_is_strict_and_names_missing_keys(tmp_path):
+    """An audio encoder's own checkpoint reloads into the audio encoder; it does not hold
+    the visual half (the keys are named), nor does a full checkpoint missing one audio
+    norm load into the audio half."""
+    from speechbrain_cavmae.checkpoints.loader import load_encoder_weights
+    from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError
+
+    torch.manual_seed(0)
+    audio = tiny_audio()
+    own = tmp_path / "audio_only.ckpt"
+    torch.save(audio.state_dict(), own)
+    again = load_encoder_weights(str(own), num_heads=4, half="audio")
+    assert all(torch.equal(v, audio.encoder.state_dict()[k])
+               for k, v in again.state_dict().items())
+    with pytest.raises(CheckpointMismatchError, match="encoder.patch_embed_v.proj.weight"):
+        load_encoder_weights(str(own), num_heads=4, half="visual")
+    full = CAVMAE(audio_length=64, decoder_embed_dim=16, decoder_depth=1,
+                  decoder_num_heads=2, **TINY).state_dict()
+    del full["encoder.blocks_u.0.norm2_a.bias"]
+    broken = tmp_path / "broken.pth"
+    torch.save(full, broken)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"missing keys \['encoder.blocks_u.0.norm2_a.bias'\]"):
+        load_encoder_weights(str(broken), num_heads=4, half="audio")
+    load_encoder_weights(str(broken), num_heads=4, half="visual")  # not needed there
+
+
+def test_yaml_width_follows_the_checkpoint_and_a_wrong_emb_dim_is_named(tmp_path):
+    """emb_dim null: the classifier takes the checkpoint's width; emb_dim set to another
+    width: SizeMismatchError naming the yaml key and the checkpoint's value."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechbrain_cavmae.checkpoints.loader import SizeMismatchError
+
+    hp = load_recipe_hparams("esc50_cavmae_encoder.yaml", tmp_path, emb_dim=None)
+    assert hp["embedding_model"].output_dim == 32 and hp["classifier"].in_features == 32
+    fixture = tmp_path / "cavmae.pth"
+    for name in ("esc50_cavmae_encoder.yaml", "urbansound8k_cavmae_encoder.yaml"):
+        overrides = {"data_folder": str(tmp_path / "data"), "cavmae_checkpoint": str(fixture),
+                     "cavmae_num_heads": 4, "emb_dim": 768}
+        with open(HPARAMS / name, encoding="utf8") as handle, pytest.raises(
+                SizeMismatchError, match="emb_dim: 768 given but the checkpoint has 32.*"
+                                         "set emb_dim: 32"):
+            load_hyperpyyaml(handle, overrides)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_esc50_shaped_training(tmp_path):
+    """torchrun, 2 processes (gloo, CPU): SpeechBrain's Brain wraps the yaml's
+    embedding_model and classifier in DistributedDataParallel (find_unused_parameters
+    False) and trains one epoch; both ranks end with the same weights, every encoder
+    weight moved."""
+    from processes import torchrun
+
+    torchrun([Path(__file__).resolve().parent / "ddp_esc50_shaped.py", tmp_path])
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["wrapped"]["embedding_model"] == "DistributedDataParallel"
+    assert ranks[0]["wrapped"]["classifier"] == "DistributedDataParallel"
+    assert ranks[0]["find_unused_parameters"] is False
+    for module in ("embedding_model", "classifier"):
+        final0, final1 = ranks[0]["final"][module], ranks[1]["final"][module]
+        init = ranks[0]["init"][module]
+        for key in final0:
+            assert torch.equal(final0[key], final1[key]), (module, key)
+            assert not torch.equal(final0[key], init[key]), (module, key, "did not train")

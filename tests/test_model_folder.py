@@ -336,7 +336,7 @@ def test_finetuned_run_classifies_a_real_clip_as_evaluated(runs, finetuned, name
     if not clip.is_file():
         pytest.skip(f"{clip} not available")
     with fed(finetuned) as calls:
-        preds = finetuned.classify_file(str(clip), top_k=N_CLASSES)
+        preds = finetuned.rank_file(str(clip), top_k=N_CLASSES)
     manifest = tmp_path / "clip.json"
     manifest.write_text(json.dumps({"data": [{"video_id": "clip", "wav": str(clip),
                                               "video": str(clip), "labels": ""}]}))
@@ -373,7 +373,7 @@ def test_stereo_48k_wav_is_fed_as_in_training(runs, finetuned, tmp_path):
     path = str(tmp_path / "stereo.wav")
     soundfile.write(path, stereo, 48000)
     with fed(finetuned) as calls:
-        preds = finetuned.classify_file(path, top_k=2)
+        preds = finetuned.rank_file(path, top_k=2)
     assert len(calls) == 1 and calls[0][1] is None and calls[0][2] == "missingaudioonly"
 
     def fbank(channel):

@@ -276,6 +276,15 @@ class Runner:
         self.say(f"{name}: done in {seconds:.0f} s")
         return seconds
 
+    def cavmae(self, name, args):
+        """Run ``cavmae ARGS`` in-process and record it; a non-zero exit is an error."""
+        from speechbrain_cavmae.cli import main as cavmae
+
+        self.commands.append((name, shlex.join(["cavmae", *args])))
+        status = self.timed(name, cavmae, args)
+        if status:
+            raise RuntimeError(f"{name} failed (exit {status}): cavmae {shlex.join(args)}")
+
     def timed(self, name, func, *args, **kwargs):
         """Run ``func`` in-process and record its wall time."""
         start = time.time()
@@ -293,7 +302,7 @@ def make_data(runner, data_dir, budget):
     paths = runner.timed("data", generate_toy_dataset, data_dir, **budget["data"])
     runner.commands.append((
         "data",
-        "python -m speechbrain_cavmae.toy --out {} --n-train {} --n-valid {} --n-test {}".format(
+        "cavmae toy --output {} --n_train {} --n_valid {} --n_test {}".format(
             data_dir, *(budget["data"][k] for k in ("n_train", "n_valid", "n_test"))),
     ))
     return paths
@@ -356,28 +365,25 @@ def evaluate_missing_modality(runner, folder, paths, budget, mode):
 
 
 def retrieval(runner, name, checkpoint, data, output):
-    """Retrieval on ``data`` with the pretrained model (the retrieval CLI)."""
-    from speechbrain_cavmae.tools import retrieval as rmod
-
-    args = ["--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu",
-            "--output", str(output),
+    """Retrieval on ``data`` with the pretrained model (``cavmae retrieval``); returns its
+    results."""
+    args = ["retrieval", "--model", str(checkpoint), "--manifest", str(data), "--device", "cpu",
+            "--output", str(output), "--no_progress",
             "--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
-    runner.commands.append((name, shlex.join(["python", "-m", "speechbrain_cavmae.retrieval"]
-                                             + args)))
-    return runner.timed(name, rmod.main, args)
+    runner.cavmae(name, args)
+    with open(output, encoding="utf8") as handle:
+        return json.load(handle)
 
 
 def inpainting(runner, checkpoint, data, out_dir, num_clips):
-    """Inpainting figures of the pretrained model; returns the PNG paths."""
-    from speechbrain_cavmae.tools import inpaint as imod
-
-    args = ["--checkpoint", str(checkpoint), "--data", str(data), "--out_dir", str(out_dir),
-            "--num_clips", str(num_clips), "--mask_ratios", "0.5,0.75", "--norm_pix",
-            "--device", "cpu",
+    """Inpainting figures of the pretrained model (``cavmae inpaint``); returns the PNG
+    paths."""
+    args = ["inpaint", "--model", str(checkpoint), "--manifest", str(data), "--output",
+            str(out_dir), "--num_clips", str(num_clips), "--mask_ratios", "0.5,0.75",
+            "--norm_pix", "--device", "cpu", "--no_progress",
             "--dataset_mean", str(TOY_MEAN), "--dataset_std", str(TOY_STD)]
-    runner.commands.append(("inpainting",
-                            shlex.join(["python", "-m", "speechbrain_cavmae.inpaint"] + args)))
-    return runner.timed("inpainting", imod.main, args)
+    runner.cavmae("inpainting", args)
+    return sorted(str(path) for path in Path(out_dir).glob("*.png"))
 
 
 # ----------------------------------------------------------------------------- summary

@@ -75,6 +75,15 @@ class NonFiniteWeightError(ValueError):
     """Raised when a checkpoint holds NaN or infinite weights."""
 
 
+class SizeMismatchError(ValueError):
+    """Raised when sizes given to the loader (hparams) disagree with the checkpoint's."""
+
+
+#: Parts of the encoder that :func:`load_encoder_weights` builds, by the streams they run
+#: (``None``: the whole encoder; ``"joint"``: both branches and the joint stream only).
+HALVES = {None: (None, "a", "v"), "audio": ("a",), "visual": ("v",), "joint": (None,)}
+
+
 # ---------------------------------------------------------------------- formats
 def _is_imagenet_mae(state):
     return "patch_embed.proj.weight" in state and any(k.startswith("blocks.") for k in state)
@@ -230,6 +239,111 @@ def released_heads(width, table, name, source):
     )
 
 
+def key_streams(key):
+    """The streams (``"a"``, ``"v"``, ``None`` = joint) that use the encoder weight ``key``
+    (our names), or ``None`` when ``key`` is not a known encoder weight.
+
+    Example
+    -------
+    >>> sorted(key_streams("encoder.blocks_u.0.attn.qkv.weight"), key=str)
+    [None, 'a', 'v']
+    >>> key_streams("encoder.blocks_u.0.norm1_a.weight"), key_streams("encoder.norm.bias")
+    ({'a'}, {None})
+    >>> sorted(key_streams("encoder.blocks_a.0.mlp.fc1.bias"), key=str)  # the joint stream too
+    [None, 'a']
+    """
+    parts = key.split(".")
+    if parts[0] != "encoder" or len(parts) < 2:
+        return None
+    branch = re.fullmatch(r"(?:patch_embed|pos_embed|modality|blocks)_([av])", parts[1])
+    if branch:
+        return {branch.group(1), None}
+    final = re.fullmatch(r"norm(?:_([av]))?", parts[1])
+    if final:
+        return {final.group(1)}
+    if parts[1] == "blocks_u" and len(parts) > 3:
+        norm = re.fullmatch(r"norm[12](?:_([av]))?", parts[3])
+        if norm:
+            return {norm.group(1)}
+        return {None, "a", "v"}
+    return None
+
+
+def select_half(state, half):
+    """Split a state dict (our names) into the weights of an encoder ``half``
+    (a key of :data:`HALVES`: ``"audio"``, ``"visual"``, ``"joint"`` or ``None``, the whole
+    encoder) and those it does not use
+    (the other streams' encoder weights, the decoder, the head). Keys that are neither
+    stay with the selection, so that a strict load names them.
+
+    Returns
+    -------
+    tuple
+        ``(selected, unused)`` dicts.
+    """
+    streams = set(HALVES[half])
+    selected, unused = OrderedDict(), OrderedDict()
+    for key, value in state.items():
+        used_by = key_streams(key)
+        if used_by is None:
+            foreign = key.startswith(("decoder.", "head."))
+        else:
+            foreign = not used_by & streams
+        (unused if foreign else selected)[key] = value
+    return selected, unused
+
+
+def encoder_architecture(state, num_heads=None, n_mels=128, half=None,
+                         source="state dict"):
+    """Encoder constructor arguments of a state dict under our names, from the weights of
+    ``half`` (``"audio"``, ``"visual"``, ``None`` for both): the sizes of the other half
+    are not needed (and may be absent, as in the state dict of an audio-only encoder).
+
+    Raises
+    ------
+    CheckpointMismatchError
+        The weights the sizes are read from are absent (named).
+    """
+    streams = HALVES[half]
+    required = ["encoder.blocks_u.0.mlp.fc1.weight"]
+    modalities = [m for m in ("a", "v") if m in streams or None in streams]
+    for m in modalities:
+        required += [f"encoder.patch_embed_{m}.proj.weight", f"encoder.pos_embed_{m}"]
+    absent = [k for k in required if k not in state]
+    if absent:
+        raise CheckpointMismatchError(
+            f"{source}: not a CAV-MAE state dict{'' if half is None else ' with the ' + half}"
+            f"{'' if half is None else ' encoder'}: no {', '.join(absent)} among "
+            f"{len(state)} tensors (e.g. {list(state)[:3]})"
+        )
+    first = "v" if streams == ("v",) else "a"
+    proj = state[f"encoder.patch_embed_{first}.proj.weight"]
+    embed_dim, patch_size = proj.shape[0], proj.shape[-1]
+    cfg = {
+        "n_mels": n_mels,
+        "patch_size": patch_size,
+        "embed_dim": embed_dim,
+        "modality_specific_depth": _count(state, f"encoder.blocks_{first}."),
+        "shared_depth": _count(state, "encoder.blocks_u."),
+        "num_heads": num_heads or released_heads(embed_dim, RELEASED_HEADS, "num_heads",
+                                                 source),
+        "mlp_ratio": state["encoder.blocks_u.0.mlp.fc1.weight"].shape[0] / embed_dim,
+        "qkv_bias": "encoder.blocks_u.0.attn.qkv.bias" in state,
+    }
+    if "a" in modalities:
+        cfg["audio_length"] = (state["encoder.pos_embed_a"].shape[1] // (n_mels // patch_size)
+                               * patch_size)
+    if "v" in modalities:
+        n_image = state["encoder.pos_embed_v"].shape[1]
+        side = int(round(n_image**0.5))
+        if side * side != n_image:
+            raise CheckpointMismatchError(
+                f"{source}: visual positional embedding of {n_image} is not square")
+        cfg["img_size"] = side * patch_size
+        cfg["in_chans"] = state["encoder.patch_embed_v.proj.weight"].shape[1]
+    return cfg
+
+
 def architecture(state, num_heads=None, decoder_num_heads=None, n_mels=128,
                  need_decoder=True, source="state dict"):
     """Constructor arguments of the model of a state dict under our names.
@@ -253,36 +367,7 @@ def architecture(state, num_heads=None, decoder_num_heads=None, n_mels=128,
         ``kind`` (``"pretrain"``, ``"classifier"`` or ``"encoder"``) and constructor
         arguments.
     """
-    required = ("encoder.patch_embed_a.proj.weight", "encoder.patch_embed_v.proj.weight",
-                "encoder.pos_embed_a", "encoder.pos_embed_v", "encoder.blocks_u.0.mlp.fc1.weight")
-    absent = [k for k in required if k not in state]
-    if absent:
-        raise CheckpointMismatchError(
-            f"{source}: not a CAV-MAE state dict: no {', '.join(absent)} among "
-            f"{len(state)} tensors (e.g. {list(state)[:3]})"
-        )
-    proj = state["encoder.patch_embed_a.proj.weight"]
-    embed_dim, patch_size = proj.shape[0], proj.shape[-1]
-    n_image = state["encoder.pos_embed_v"].shape[1]
-    side = int(round(n_image**0.5))
-    if side * side != n_image:
-        raise CheckpointMismatchError(
-            f"{source}: visual positional embedding of {n_image} is not square")
-    cfg = {
-        "img_size": side * patch_size,
-        "audio_length": state["encoder.pos_embed_a"].shape[1] // (n_mels // patch_size)
-        * patch_size,
-        "n_mels": n_mels,
-        "patch_size": patch_size,
-        "in_chans": state["encoder.patch_embed_v.proj.weight"].shape[1],
-        "embed_dim": embed_dim,
-        "modality_specific_depth": _count(state, "encoder.blocks_a."),
-        "shared_depth": _count(state, "encoder.blocks_u."),
-        "num_heads": num_heads or released_heads(embed_dim, RELEASED_HEADS, "num_heads",
-                                                 source),
-        "mlp_ratio": state["encoder.blocks_u.0.mlp.fc1.weight"].shape[0] / embed_dim,
-        "qkv_bias": "encoder.blocks_u.0.attn.qkv.bias" in state,
-    }
+    cfg = encoder_architecture(state, num_heads, n_mels, source=source)
     if "head.fc.weight" in state:
         cfg["kind"] = "classifier"
         cfg["num_classes"] = state["head.fc.weight"].shape[0]
@@ -299,9 +384,10 @@ def architecture(state, num_heads=None, decoder_num_heads=None, n_mels=128,
     return cfg
 
 
-def check_heads(cfg, source="state dict"):
+def check_heads(cfg, source="state dict", names=None):
     """Raise a ``ValueError`` naming ``source`` and the fix when a head count in ``cfg``
-    does not divide its token size (heads are not stored in checkpoints).
+    does not divide its token size (heads are not stored in checkpoints). ``names`` maps
+    argument names to what the user set (e.g. yaml keys), named in the message.
 
     Example
     -------
@@ -318,11 +404,15 @@ def check_heads(cfg, source="state dict"):
             continue
         heads, dim = cfg[heads_key], cfg[dim_key]
         if heads < 1 or dim % heads:
+            if names and heads_key in names:
+                where, fix = "", f"set {names[heads_key]} to"
+            else:
+                where = " of the checkpoint"
+                fix = f"pass {heads_key}= (--{heads_key} on the command line) with"
             raise ValueError(
-                f"{source}: {heads_key}={heads} does not divide {dim_key}={dim} of the "
-                f"checkpoint; pass {heads_key}= (--{heads_key} on the command line) with a "
-                f"divisor of {dim} (heads are not stored in checkpoints; the released ViT-B "
-                "models use 12 encoder and 16 decoder heads)"
+                f"{source}: {heads_key}={heads} does not divide {dim_key}={dim}{where}; "
+                f"{fix} a divisor of {dim} (heads are not stored in checkpoints; the "
+                "released ViT-B models use 12 encoder and 16 decoder heads)"
             )
 
 
@@ -586,40 +676,76 @@ def load_into(model, source):
 
 
 def load_encoder_weights(source, num_heads=None, audio_length=None, map_location="cpu",
-                         **encoder_kwargs):
-    """A :class:`CAVMAEEncoder` with the encoder weights of ``source`` (any format but
-    ImageNet MAE); the decoder or head of the checkpoint are not used (one log line).
+                         half=None, names=None, **encoder_kwargs):
+    """The encoder (or one half of it) with the weights of ``source`` (any format but
+    ImageNet MAE), loaded strictly.
 
-    ``encoder_kwargs`` may only repeat the checkpoint's sizes, or set ``drop_path_rate``
-    and ``trainable_pos_embed``.
+    Arguments
+    ---------
+    source : str, pathlib.Path or dict
+        As :func:`load_model`; a state dict of an encoder half (as saved by an audio-only
+        drop-in encoder) loads into that half.
+    num_heads : int, optional
+        Attention heads (needed for a bare ``.pth`` of a width other than 768).
+    audio_length : int, optional
+        Build for this many fbank frames (positional embedding interpolated).
+    map_location : str
+        Passed to ``torch.load``.
+    half : str, optional
+        ``"audio"``: an :class:`~speechbrain_cavmae.model.encoder.AudioStreamEncoder`
+        (audio-only stream), ``"visual"``: a ``VisualStreamEncoder``, ``"joint"``: a
+        ``JointStreamEncoder`` (both branches, joint stream), ``None``: the whole
+        :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder`. Every weight of the
+        chosen module must be in ``source`` (missing keys are named); the other half's,
+        the decoder and the head are left out (one log line).
+    names : dict, optional
+        How to name the size arguments in errors (e.g. ``{"embed_dim": "emb_dim"}`` for the
+        yaml key a user sets).
+    **encoder_kwargs
+        May only repeat the checkpoint's sizes (else :class:`SizeMismatchError`), or set
+        ``drop_path_rate`` and ``trainable_pos_embed``.
+
+    Returns
+    -------
+    torch.nn.Module
+        The encoder module.
     """
-    from speechbrain_cavmae.model.encoder import CAVMAEEncoder
+    from speechbrain_cavmae.model.encoder import ENCODERS
 
+    if half not in HALVES:
+        raise ValueError(f"half={half!r}; expected one of {list(HALVES)}")
     state, fmt, folder = read_source(source, map_location)
-    name = folder or os.fspath(source)
+    name = folder or (os.fspath(source) if not isinstance(source, dict) else "state dict")
     if fmt == "imagenet_mae":
         raise CheckpointMismatchError(f"{name}: ImageNet MAE weights are not a CAV-MAE encoder")
     if folder is not None:
         cfg, _ = _folder_config(folder, num_heads)
     else:
-        cfg = architecture(state, num_heads, need_decoder=False, source=name)
+        cfg = encoder_architecture(state, num_heads, half=half, source=name)
     cfg = {k: v for k, v in cfg.items() if k in ENCODER_ARGS}
     fixed = set(encoder_kwargs) - {"drop_path_rate", "trainable_pos_embed"}
-    clash = {k for k in fixed if encoder_kwargs[k] != cfg.get(k)}
+    clash = sorted(k for k in fixed if k in cfg and encoder_kwargs[k] != cfg[k])
     if clash:
-        raise ValueError(
-            f"{name}: {sorted(clash)} given as "
-            f"{ {k: encoder_kwargs[k] for k in sorted(clash)} } but the checkpoint has "
-            f"{ {k: cfg.get(k) for k in sorted(clash)} }; drop them from the hparams"
+        shown = (names or {})
+        details = "; ".join(f"{shown.get(k, k)}: {encoder_kwargs[k]} given but the checkpoint "
+                            f"has {cfg[k]}" for k in clash)
+        fixes = ", ".join(f"{shown.get(k, k)}: {cfg[k]}" for k in clash)
+        raise SizeMismatchError(
+            f"{name}: {details}; with a checkpoint the sizes come from it: set {fixes} "
+            "(or leave them out)"
         )
-    cfg.update(encoder_kwargs)
+    cfg.update({k: v for k, v in encoder_kwargs.items() if k not in cfg})
     cfg.setdefault("trainable_pos_embed", True)
     if audio_length is not None:
         cfg["audio_length"] = audio_length
-    check_heads(cfg, name)
+    check_heads(cfg, name, names)
+    selected, unused = select_half(state, half)
     holder = torch.nn.Module()
-    holder.encoder = CAVMAEEncoder(**cfg)
-    load_weights(holder, state, name, allow_unexpected=("decoder.", "head."))
+    holder.encoder = ENCODERS[half](**cfg)
+    load_weights(holder, selected, name)
+    if unused:
+        logger.info("%s: the %s encoder leaves out %d tensors: %s", name,
+                    half or "whole", len(unused), _group(unused))
     return holder.encoder
 
 

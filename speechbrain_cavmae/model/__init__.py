@@ -9,7 +9,8 @@ pos_embed    : 2-D sin-cos positional embeddings and their resizing.
 patchify     : inputs to per-patch reconstruction targets and back.
 masking      : random and structured (time / frequency) token masking.
 modes        : the five fine-tuning / inference modes (the one mode table).
-encoder      : :class:`CAVMAEEncoder`, the only place the audio and visual streams meet.
+encoder      : :class:`CAVMAEEncoder`, the only place the audio and visual streams meet, and
+               its audio-only / visual-only / joint halves built by the same code.
 decoder      : :class:`CAVMAEDecoder`, the joint reconstruction decoder.
 cavmae       : :class:`CAVMAE`, the pretraining model (encoder + decoder).
 classifier   : :class:`CAVMAEClassifier`, the fine-tuned model.

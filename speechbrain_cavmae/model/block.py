@@ -53,6 +53,9 @@ class SharedBlock(Block):
         Bias on the query/key/value projection.
     drop_path : float
         Stochastic depth rate.
+    modalities : tuple
+        The streams whose LayerNorms the block holds (``None``: joint, ``"a"``, ``"v"``);
+        the audio-only encoder keeps ``("a",)`` so that it has no unused parameters.
 
     Example
     -------
@@ -60,11 +63,14 @@ class SharedBlock(Block):
     >>> x = torch.randn(2, 5, 32)
     >>> blk(x, modality="a").shape
     torch.Size([2, 5, 32])
+    >>> sorted(n for n, _ in SharedBlock(32, 4, modalities=("a",)).named_children())
+    ['attn', 'drop_path1', 'drop_path2', 'ls1', 'ls2', 'mlp', 'norm1_a', 'norm2_a']
     """
 
     MODALITIES = (None, "a", "v")
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0):
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0,
+                 modalities=MODALITIES):
         super().__init__(
             dim,
             num_heads,
@@ -73,21 +79,26 @@ class SharedBlock(Block):
             drop_path=drop_path,
             norm_layer=torch.nn.LayerNorm,
         )
+        unknown = [m for m in modalities if m not in self.MODALITIES]
+        if unknown or not modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {self.MODALITIES}, "
+                             f"got {modalities!r}")
+        self.modalities = tuple(m for m in self.MODALITIES if m in modalities)
         self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias)
-        self.norm1_a = torch.nn.LayerNorm(dim)
-        self.norm1_v = torch.nn.LayerNorm(dim)
-        self.norm2_a = torch.nn.LayerNorm(dim)
-        self.norm2_v = torch.nn.LayerNorm(dim)
+        if None not in self.modalities:  # timm's Block made the joint norms: not used here
+            del self.norm1, self.norm2
+        for name in ("norm1", "norm2"):
+            for modality in ("a", "v"):
+                if modality in self.modalities:
+                    setattr(self, f"{name}_{modality}", torch.nn.LayerNorm(dim))
 
     def norms(self, modality):
         """The (pre-attention, pre-MLP) LayerNorm pair for ``modality`` (None, 'a' or 'v')."""
-        if modality is None:
-            return self.norm1, self.norm2
-        if modality == "a":
-            return self.norm1_a, self.norm2_a
-        if modality == "v":
-            return self.norm1_v, self.norm2_v
-        raise ValueError(f"modality must be one of {self.MODALITIES}, got {modality!r}")
+        if modality not in self.modalities:
+            raise ValueError(f"modality must be one of {self.modalities} (the streams this "
+                             f"block holds norms for), got {modality!r}")
+        suffix = "" if modality is None else f"_{modality}"
+        return getattr(self, "norm1" + suffix), getattr(self, "norm2" + suffix)
 
     def forward(self, x, modality=None, attn_mask=None):
         """Apply the block to ``x`` ``[batch, tokens, dim]`` with the norms of ``modality``."""

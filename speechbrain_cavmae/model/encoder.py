@@ -1,5 +1,10 @@
 """The CAV-MAE encoder: modality-specific ViT branches followed by a shared block.
 
+:class:`CAVMAEEncoder` holds everything; :class:`AudioStreamEncoder` and
+:class:`VisualStreamEncoder` hold one single-modality stream each and
+:class:`JointStreamEncoder` the joint stream (same code, same parameter names, see
+:class:`StreamEncoder`), for uses that never run the other streams.
+
 Audio fbank ``[batch, frames, 128]`` and RGB frames ``[batch, 3, H, W]`` are patch-embedded,
 given fixed 2-D sin-cos positional embeddings and learned modality embeddings, then run through
 ``modality_specific_depth`` blocks of their own branch. The shared part (``shared_depth``
@@ -25,15 +30,26 @@ from speechbrain_cavmae.model.patch_embed import AudioPatchEmbed, ImagePatchEmbe
 from speechbrain_cavmae.model.pos_embed import resize_time_pos_embed, sincos_2d
 
 
-class CAVMAEEncoder(nn.Module):
-    """Audio-visual encoder shared by the pretraining model and the classifier.
+#: Final LayerNorm of each stream (``None``: joint).
+STREAM_NORMS = {None: "norm", "a": "norm_a", "v": "norm_v"}
+
+
+class StreamEncoder(nn.Module):
+    """The parts of the CAV-MAE encoder for a chosen set of streams, built one way.
+
+    :class:`CAVMAEEncoder` (both modalities and the joint stream),
+    :class:`AudioStreamEncoder` (the audio-only stream) and :class:`VisualStreamEncoder`
+    (the visual-only stream) are this module with ``STREAMS`` set: each holds only the
+    parameters of its streams, under the names of the full encoder (so a half's state
+    dict is a subset of the full one's), and they share the embedding, branch, shared-block
+    and initialisation code below.
 
     Arguments
     ---------
     img_size : int
-        Frame side in pixels.
+        Frame side in pixels (visual streams).
     audio_length : int
-        Frames of the fbank input (multiple of ``patch_size``).
+        Frames of the fbank input (multiple of ``patch_size``; audio streams).
     n_mels : int
         Mel bins of the fbank input.
     patch_size : int
@@ -56,15 +72,10 @@ class CAVMAEEncoder(nn.Module):
         Stochastic depth, increasing linearly over the depth of each path.
     trainable_pos_embed : bool
         Whether the sin-cos positional embeddings are trained (the original fine-tuning does).
-
-    Example
-    -------
-    >>> enc = CAVMAEEncoder(img_size=32, audio_length=64, embed_dim=32,
-    ...                     modality_specific_depth=1, num_heads=4)
-    >>> a, v = enc.encode(torch.randn(2, 64, 128), torch.randn(2, 3, 32, 32))
-    >>> a.shape, v.shape
-    (torch.Size([2, 32, 32]), torch.Size([2, 4, 32]))
     """
+
+    #: Streams held: a subset of ``(None, "a", "v")`` (``None``: the joint stream).
+    STREAMS = (None, "a", "v")
 
     def __init__(
         self,
@@ -85,35 +96,35 @@ class CAVMAEEncoder(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.patch_size = patch_size
-        self.patch_embed_a = AudioPatchEmbed(n_mels, audio_length, patch_size, embed_dim)
-        self.patch_embed_v = ImagePatchEmbed(img_size, patch_size, in_chans, embed_dim)
-        self.modality_a = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.modality_v = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed_a = nn.Parameter(
-            torch.zeros(1, self.patch_embed_a.num_patches, embed_dim),
-            requires_grad=trainable_pos_embed,
-        )
-        self.pos_embed_v = nn.Parameter(
-            torch.zeros(1, self.patch_embed_v.num_patches, embed_dim),
-            requires_grad=trainable_pos_embed,
-        )
+        # modalities: the branches held ("a", "v"); registration order as the original's
+        self.modalities = tuple(m for m in ("a", "v")
+                                if m in self.STREAMS or None in self.STREAMS)
+        has = self.modalities
+        if "a" in has:
+            self.patch_embed_a = AudioPatchEmbed(n_mels, audio_length, patch_size, embed_dim)
+        if "v" in has:
+            self.patch_embed_v = ImagePatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        for m in has:
+            setattr(self, f"modality_{m}", nn.Parameter(torch.zeros(1, 1, embed_dim)))
+        for m in has:
+            patches = getattr(self, f"patch_embed_{m}").num_patches
+            setattr(self, f"pos_embed_{m}", nn.Parameter(
+                torch.zeros(1, patches, embed_dim), requires_grad=trainable_pos_embed))
         depth = modality_specific_depth + shared_depth
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks_a = nn.ModuleList(
-            vit_block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i])
-            for i in range(modality_specific_depth)
-        )
-        self.blocks_v = nn.ModuleList(
-            vit_block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i])
-            for i in range(modality_specific_depth)
-        )
+        for m in has:
+            setattr(self, f"blocks_{m}", nn.ModuleList(
+                vit_block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i])
+                for i in range(modality_specific_depth)
+            ))
         self.blocks_u = nn.ModuleList(
-            SharedBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[modality_specific_depth + i])
+            SharedBlock(embed_dim, num_heads, mlp_ratio, qkv_bias,
+                        dpr[modality_specific_depth + i], modalities=self.STREAMS)
             for i in range(shared_depth)
         )
-        self.norm_a = nn.LayerNorm(embed_dim)
-        self.norm_v = nn.LayerNorm(embed_dim)
-        self.norm = nn.LayerNorm(embed_dim)
+        for stream in ("a", "v", None):
+            if stream in self.STREAMS:
+                setattr(self, STREAM_NORMS[stream], nn.LayerNorm(embed_dim))
         self.reset_parameters()
 
     # ------------------------------------------------------------------ set-up
@@ -134,14 +145,16 @@ class CAVMAEEncoder(nn.Module):
 
     def reset_parameters(self):
         """Initialise as the original: sin-cos positions, xavier linears, N(0, 0.02) tokens."""
+        grids = {"a": lambda: self.audio_grid, "v": lambda: self.image_grid}
         with torch.no_grad():
-            self.pos_embed_a.copy_(sincos_2d(self.embed_dim, *self.audio_grid).unsqueeze(0))
-            self.pos_embed_v.copy_(sincos_2d(self.embed_dim, *self.image_grid).unsqueeze(0))
-        for embed in (self.patch_embed_a, self.patch_embed_v):
-            w = embed.proj.weight.data
+            for m in self.modalities:
+                pos = getattr(self, f"pos_embed_{m}")
+                pos.copy_(sincos_2d(self.embed_dim, *grids[m]()).unsqueeze(0))
+        for m in self.modalities:
+            w = getattr(self, f"patch_embed_{m}").proj.weight.data
             nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.normal_(self.modality_a, std=0.02)
-        nn.init.normal_(self.modality_v, std=0.02)
+        for m in self.modalities:
+            nn.init.normal_(getattr(self, f"modality_{m}"), std=0.02)
         self.apply(init_linear_and_norm)
 
     def resize_audio_length(self, audio_length):
@@ -200,7 +213,7 @@ class CAVMAEEncoder(nn.Module):
         x : torch.Tensor
             ``[batch, L, dim]``.
         modality : str, optional
-            ``None`` (joint stream), ``"a"`` or ``"v"``.
+            ``None`` (joint stream), ``"a"`` or ``"v"`` (one of ``STREAMS``).
         attn_mask : torch.Tensor, optional
             Boolean attention mask broadcastable to ``[batch, heads, L, L]`` (True = attend).
 
@@ -209,10 +222,91 @@ class CAVMAEEncoder(nn.Module):
         torch.Tensor
             ``[batch, L, dim]``.
         """
+        if modality not in self.STREAMS:
+            raise ValueError(f"{type(self).__name__} holds the streams {self.STREAMS}, "
+                             f"not {modality!r}")
         for blk in self.blocks_u:
             x = blk(x, modality, attn_mask=attn_mask)
-        norm = {None: self.norm, "a": self.norm_a, "v": self.norm_v}[modality]
-        return norm(x)
+        return getattr(self, STREAM_NORMS[modality])(x)
+
+    def encode_audio(self, audio, attn_mask=None):
+        """Unmasked audio-only stream: ``[batch, frames, n_mels]`` -> ``[batch, La, dim]``."""
+        a = self.forward_audio_branch(self.embed_audio(audio), attn_mask=attn_mask)
+        return self.forward_shared(a, "a", attn_mask=attn_mask)
+
+    def encode_visual(self, image):
+        """Unmasked visual-only stream: ``[batch, 3, H, W]`` -> ``[batch, Lv, dim]``."""
+        return self.forward_shared(self.forward_visual_branch(self.embed_visual(image)), "v")
+
+
+class AudioStreamEncoder(StreamEncoder):
+    """The audio-only stream of the CAV-MAE encoder and nothing else: audio patch and
+    positional embeddings, modality embedding, audio blocks, the shared blocks with their
+    audio LayerNorms and ``norm_a``. Its outputs equal
+    :meth:`CAVMAEEncoder.encode_audio` for the same weights; every parameter is used.
+    Takes :class:`StreamEncoder`'s arguments (``img_size`` and ``in_chans`` are unused).
+
+    Example
+    -------
+    >>> enc = AudioStreamEncoder(audio_length=64, embed_dim=32, modality_specific_depth=1,
+    ...                          num_heads=4)
+    >>> enc.encode_audio(torch.randn(2, 64, 128)).shape
+    torch.Size([2, 32, 32])
+    >>> hasattr(enc, "blocks_v"), hasattr(enc.blocks_u[0], "norm1")
+    (False, False)
+    """
+
+    STREAMS = ("a",)
+
+
+class VisualStreamEncoder(StreamEncoder):
+    """The visual-only stream of the CAV-MAE encoder and nothing else (the visual
+    counterpart of :class:`AudioStreamEncoder`; ``audio_length`` and ``n_mels`` unused).
+
+    Example
+    -------
+    >>> enc = VisualStreamEncoder(img_size=32, embed_dim=32, modality_specific_depth=1,
+    ...                           num_heads=4)
+    >>> enc.encode_visual(torch.randn(2, 3, 32, 32)).shape
+    torch.Size([2, 4, 32])
+    """
+
+    STREAMS = ("v",)
+
+
+class JointStreamEncoder(StreamEncoder):
+    """Both modality branches and the joint stream (shared blocks with the joint
+    LayerNorms, ``norm``), without the single-modality norms: what the multimodal
+    classifier runs.
+
+    Example
+    -------
+    >>> enc = JointStreamEncoder(img_size=32, audio_length=64, embed_dim=32,
+    ...                          modality_specific_depth=1, num_heads=4)
+    >>> a = enc.forward_audio_branch(enc.embed_audio(torch.randn(2, 64, 128)))
+    >>> v = enc.forward_visual_branch(enc.embed_visual(torch.randn(2, 3, 32, 32)))
+    >>> enc.forward_shared(torch.cat([a, v], dim=1)).shape
+    torch.Size([2, 36, 32])
+    """
+
+    STREAMS = (None,)
+
+
+class CAVMAEEncoder(StreamEncoder):
+    """Audio-visual encoder shared by the pretraining model and the classifier: both
+    modality branches, the shared blocks with all three sets of LayerNorms and the three
+    final norms (see :class:`StreamEncoder` for the arguments).
+
+    Example
+    -------
+    >>> enc = CAVMAEEncoder(img_size=32, audio_length=64, embed_dim=32,
+    ...                     modality_specific_depth=1, num_heads=4)
+    >>> a, v = enc.encode(torch.randn(2, 64, 128), torch.randn(2, 3, 32, 32))
+    >>> a.shape, v.shape
+    (torch.Size([2, 32, 32]), torch.Size([2, 4, 32]))
+    """
+
+    STREAMS = (None, "a", "v")
 
     def forward_joint(self, a, v, attn_mask=None):
         """The joint stream: audio ``[batch, La, dim]`` and visual ``[batch, Lv, dim]``
@@ -283,15 +377,6 @@ class CAVMAEEncoder(nn.Module):
             "ids_restore_v": ids_restore_v,
         }
 
-    def encode_audio(self, audio, attn_mask=None):
-        """Unmasked audio-only stream: ``[batch, frames, n_mels]`` -> ``[batch, La, dim]``."""
-        a = self.forward_audio_branch(self.embed_audio(audio), attn_mask=attn_mask)
-        return self.forward_shared(a, "a", attn_mask=attn_mask)
-
-    def encode_visual(self, image):
-        """Unmasked visual-only stream: ``[batch, 3, H, W]`` -> ``[batch, Lv, dim]``."""
-        return self.forward_shared(self.forward_visual_branch(self.embed_visual(image)), "v")
-
     def encode(self, audio=None, image=None):
         """Unmasked single-modality token sequences after their final norms.
 
@@ -341,3 +426,8 @@ def init_linear_and_norm(module):
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+#: The encoder module of each half (see ``checkpoints.loader.HALVES``).
+ENCODERS = {None: CAVMAEEncoder, "audio": AudioStreamEncoder, "visual": VisualStreamEncoder,
+            "joint": JointStreamEncoder}

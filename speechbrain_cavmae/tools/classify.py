@@ -97,7 +97,7 @@ def run(args):
     results, failed = [], 0
     for clip in common.progress(args.clips, args, desc="classify", unit="file"):
         try:
-            preds = model.classify_file(clip, top_k=args.top_k, mode=args.mode)
+            preds = model.rank_file(clip, top_k=args.top_k, mode=args.mode)
         except (BadSampleError, ValueError, OSError) as exc:
             logger.error("%s", exc)
             results.append({"file": clip, "error": str(exc)})

@@ -10,7 +10,8 @@ For each sample it checks that the audio file exists and decodes, has an
 audio track and is at least one 25 ms analysis frame long; that the
 frames exist (all ``video_path/frame_{i}/{video_id}.jpg`` for the extracted
 layout, or a decodable video track); that every label is in the label
-CSV; and that ids are unique. Problems are printed as a table
+CSV and, with a label CSV, that every entry has labels; and that ids are unique. A
+manifest that cannot be read or has no entries is an error. Problems are printed as a table
 (id, file, problem) and the exit status is 1 when there are any.
 
 Example
@@ -27,9 +28,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 from ..data.audio import load_audio
 from ..data.dataset import AVSampleLoader, resolve_config
-from ..data.errors import BadSampleError
+from ..data.errors import BadSampleError, ManifestError
 from ..data.frames import extracted_frame_path, load_extracted_frame, load_video_frames
-from ..data.manifest import LabelTable, read_manifest
+from ..data.manifest import LabelTable, read_manifest, unlabelled_entries
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ def check_sample(sample_id, loader=None):
     if entry.get("duplicate_of"):
         problems.append((sample_id, loader.manifest_path, f"duplicate id {entry['duplicate_of']!r}"))
     if loader.table is not None:
+        if not entry["labels"]:
+            problems += [(sid, loader.manifest_path, reason)
+                         for sid, reason in unlabelled_entries({sample_id: entry})]
         for label in entry["labels"]:
             if label not in loader.table:
                 problems.append((sample_id, loader.manifest_path,
@@ -91,9 +95,17 @@ def _check_chunk(ids):
 
 
 def validate(manifest, label_csv=None, config=None, jobs=1):
-    """Check every sample; returns a list of (id, file, problem)."""
+    """Check every sample; returns a list of (id, file, problem).
+
+    Raises
+    ------
+    ManifestError
+        The manifest cannot be read or has no entries.
+    """
     cfg = resolve_config(config, train=False)
     data = read_manifest(manifest)
+    if not data:
+        raise ManifestError(manifest, "manifest has no entries")
     table = LabelTable.from_csv(label_csv) if label_csv else None
     ids = list(data)
     if jobs <= 1:
@@ -131,7 +143,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     config = {"frame_source": args.frame_source, "audio_source": args.audio_source, "n_frames": args.n_frames}
-    problems = validate(args.manifest, args.label_csv, config, args.jobs)
+    try:
+        problems = validate(args.manifest, args.label_csv, config, args.jobs)
+    except ManifestError as err:
+        print(f"error: {err}")
+        return 1
     n = len(read_manifest(args.manifest))
     if problems:
         print(format_table(problems))

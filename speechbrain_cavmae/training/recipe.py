@@ -304,16 +304,19 @@ def build_datasets(hparams, counter=None):
     if hparams["task"] == "finetune" and table is None:
         raise ValueError("fine-tuning needs a label CSV: pass --label_csv")
     out = {}
+    labelled = hparams["task"] == "finetune"
     train_cfg = data_config(hparams, train=True)
     eval_cfg = data_config(hparams, train=False)
     if hparams.get("train_data"):
-        out["train"] = build_dataset(hparams["train_data"], table, train_cfg, True, counter)
+        out["train"] = build_dataset(hparams["train_data"], table, train_cfg, True, counter,
+                                     labelled)
     if hparams.get("valid_data"):
-        out["valid"] = build_dataset(hparams["valid_data"], table, eval_cfg, False, counter)
+        out["valid"] = build_dataset(hparams["valid_data"], table, eval_cfg, False, counter,
+                                     labelled)
     test_path = hparams.get("test_data") or hparams.get("valid_data")
     if test_path:
         test_cfg = dict(eval_cfg, multi_frame=bool(hparams.get("multi_frame_eval", False)))
-        out["test"] = build_dataset(test_path, table, test_cfg, False, counter)
+        out["test"] = build_dataset(test_path, table, test_cfg, False, counter, labelled)
     out["label_table"] = table
     return out
 

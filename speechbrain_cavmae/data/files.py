@@ -22,23 +22,34 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode="w", encoding="utf8"):
-    """Open a temporary file next to ``path`` for writing; on a clean exit it replaces
-    ``path`` atomically, on an exception it is removed and ``path`` is untouched."""
+def atomic_path(path):
+    """A temporary path next to ``path`` for a writer that takes a file name; on a clean
+    exit the file written there replaces ``path`` atomically, on an exception it is
+    removed and ``path`` is untouched."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", encoding="utf8", **open_kwargs):
+    """Open a temporary file next to ``path`` for writing (see :func:`atomic_path`); it is
+    flushed to disk before it replaces ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding,
+                  **open_kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def atomic_write_json(path, content, **dump_kwargs):

@@ -39,7 +39,7 @@ import re
 import torch
 
 from .errors import ManifestError
-from .files import atomic_write_json
+from .files import atomic_open, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class LabelTable:
 
     def to_csv(self, path):
         """Write the table in the original ``index,mid,display_name`` format."""
-        with open(path, "w", newline="", encoding="utf8") as handle:
+        with atomic_open(path, newline="") as handle:
             writer = csv.writer(handle, quoting=csv.QUOTE_MINIMAL)
             writer.writerow(["index", "mid", "display_name"])
             for i, (mid, name) in enumerate(zip(self.mids, self.names)):

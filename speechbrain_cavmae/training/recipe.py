@@ -24,7 +24,6 @@ Authors
 """
 
 import csv
-import json
 import logging
 import os
 import pathlib
@@ -50,11 +49,13 @@ from speechbrain_cavmae.training.brains import FinetuneBrain, PretrainBrain, unw
 from speechbrain_cavmae.checkpoints.loader import (
     RUN_MODEL_SUBDIR,
     average_state_dicts,
+    check_state,
     load_into,
     read_state_file,
 )
 from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
 from speechbrain_cavmae.data import balance
+from speechbrain_cavmae.data.files import atomic_torch_save, atomic_write_json
 from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
 from speechbrain_cavmae.data.manifest import LabelTable
 
@@ -231,9 +232,17 @@ def average_state_dict_files(paths):
 
 def export_model(model, path):
     """Save the model's state dict (our names; load with :func:`load_pretrained` or
-    :func:`speechbrain_cavmae.checkpoints.original.load_original_checkpoint`)."""
+    :func:`speechbrain_cavmae.checkpoints.original.load_original_checkpoint`), atomically.
+
+    Raises
+    ------
+    NonFiniteWeightError
+        A weight is NaN or infinite (nothing is written).
+    """
     if if_main_process():
-        torch.save(unwrap(model).state_dict(), path)
+        state = unwrap(model).state_dict()
+        check_state(state, f"the model to export to {path}")
+        atomic_torch_save(state, path)
         logger.info("exported the model to %s", path)
     return path
 
@@ -403,8 +412,7 @@ def make_entry(video_id, files, labels, frames_dir=None):
 def write_prepared(entries, missing, output, listed):
     """Write the manifest and ``<output>.missing.txt``; log what is missing."""
     os.makedirs(os.path.dirname(os.path.abspath(output)) or ".", exist_ok=True)
-    with open(output, "w", encoding="utf8") as handle:
-        json.dump({"data": entries}, handle, indent=1)
+    atomic_write_json(output, {"data": entries}, indent=1)
     missing_file = os.path.splitext(output)[0] + ".missing.txt"
     with open(missing_file, "w", encoding="utf8") as handle:
         handle.writelines(f"{m}\n" for m in missing)

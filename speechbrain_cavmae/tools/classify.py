@@ -18,6 +18,7 @@ import argparse
 import logging
 import sys
 
+from speechbrain_cavmae.checkpoints.trust import add_trust_argument
 from speechbrain_cavmae.model.modes import MODES
 from speechbrain_cavmae.data.errors import BadSampleError
 
@@ -58,6 +59,7 @@ def build_parser():
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0...")
     parser.add_argument("--savedir", help="where from_hparams links the model files")
     parser.add_argument("--log_level", default="WARNING")
+    add_trust_argument(parser)
     return parser
 
 
@@ -68,7 +70,8 @@ def main(argv=None):
     from speechbrain_cavmae.inference import AudioVisualClassifier
 
     model = AudioVisualClassifier.from_hparams(
-        source=args.model, savedir=args.savedir, run_opts={"device": args.device}
+        source=args.model, savedir=args.savedir, run_opts={"device": args.device},
+        trust_remote_code=args.trust_remote_code,
     )
     status = 0
     for i, clip in enumerate(args.clips):

@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 
+from speechbrain_cavmae.checkpoints.trust import add_trust_argument
 from speechbrain_cavmae.checkpoints import loader
 from speechbrain_cavmae.model.modes import MODES, check_mode
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
             score_activation="auto", audio_length=None, decoder_num_heads=None,
             n_frames=10, dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, check=True,
-            loss=None, audio_channel=0):
+            loss=None, audio_channel=0, trust_remote_code=False):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
     The weights are read by :func:`speechbrain_cavmae.checkpoints.loader.load_model` (strict) and
@@ -88,6 +89,9 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         ``"BCE"`` or ``"CE"``, the fine-tuning loss (decides ``auto`` activation).
     audio_channel : int or None
         Channel of multichannel audio the model is fed (0, as the original).
+    trust_remote_code : bool
+        Read a model folder whose yaml names code outside the allow-list of
+        :mod:`speechbrain_cavmae.checkpoints.trust`.
 
     Returns
     -------
@@ -110,7 +114,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,
                                decoder_num_heads=decoder_num_heads,
-                               audio_length=audio_length, **overrides)
+                               audio_length=audio_length,
+                               trust_remote_code=trust_remote_code, **overrides)
     summary = write_model_folder(
         model, out_dir, label_csv=label_csv, loss=loss, score_activation=score_activation,
         input_config={"n_frames": n_frames, "dataset_mean": dataset_mean, "dataset_std": dataset_std,
@@ -169,6 +174,7 @@ def build_parser():
     parser.add_argument("--dataset_mean", type=float, default=DEFAULT_MEAN)
     parser.add_argument("--dataset_std", type=float, default=DEFAULT_STD)
     parser.add_argument("--log_level", default="INFO")
+    add_trust_argument(parser)
     return parser
 
 
@@ -181,7 +187,7 @@ def main(argv=None):
         mode=args.mode, score_activation=args.score_activation,
         audio_length=args.audio_length, decoder_num_heads=args.decoder_num_heads,
         n_frames=args.n_frames, dataset_mean=args.dataset_mean, dataset_std=args.dataset_std,
-        loss=args.loss,
+        loss=args.loss, trust_remote_code=args.trust_remote_code,
     )
     cfg = summary["config"]
     what = (f"{summary['num_classes']}-class classifier" if summary["kind"] == "classifier"

@@ -31,6 +31,7 @@ import sys
 import numpy as np
 import torch
 
+from speechbrain_cavmae.checkpoints.trust import add_trust_argument
 from speechbrain_cavmae.checkpoints.model_folder import read_input_config
 from speechbrain_cavmae.tools.retrieval import eval_loader, load_model
 
@@ -142,13 +143,15 @@ def main(argv=None):
     parser.add_argument("--decoder_num_heads", type=int, default=None,
                         help="decoder heads (a pretraining .pth whose decoder is not 512 wide)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_trust_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     bad = set(kinds) - set(KINDS)
     if bad:
         parser.error(f"unknown kinds {sorted(bad)}; choose from {KINDS}")
-    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
+    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads,
+                       args.trust_remote_code)
     index = extract_features(model, args.data, args.out_dir, args.level, args.format,
                              args.batch_size, args.device, args.num_workers, kinds,
                              config=read_input_config(args.checkpoint))

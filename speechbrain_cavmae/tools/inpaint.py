@@ -28,6 +28,7 @@ import sys
 
 import torch
 
+from speechbrain_cavmae.checkpoints.trust import add_trust_argument
 from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
 from speechbrain_cavmae.model.patchify import unpatchify_audio, unpatchify_image
 from speechbrain_cavmae.tools.retrieval import eval_loader, fbank_stats_config, load_model
@@ -204,6 +205,7 @@ def main(argv=None):
     parser.add_argument("--num_heads", type=int, default=None)
     parser.add_argument("--decoder_num_heads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_trust_argument(parser)
     parser.add_argument("--dataset_mean", type=float, default=None,
                         help="fbank normalisation mean (default: the model folder's, else "
                         "AudioSet's -5.081)")
@@ -212,7 +214,8 @@ def main(argv=None):
                         "AudioSet's 4.4849)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
+    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads,
+                       args.trust_remote_code)
     ratios = [float(x) for x in args.mask_ratios.split(",") if x.strip()]
     ids = [x.strip() for x in args.ids.split(",")] if args.ids else None
     paths = run_inpainting(model, args.data, args.out_dir, ids, args.num_clips, ratios,

@@ -25,6 +25,7 @@ import sys
 
 import torch
 
+from speechbrain_cavmae.checkpoints.trust import add_trust_argument
 from speechbrain_cavmae.checkpoints import loader
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av
 from speechbrain_cavmae.training.metrics import retrieval_metrics
@@ -33,7 +34,8 @@ from speechbrain_cavmae.checkpoints.model_folder import read_input_config
 logger = logging.getLogger(__name__)
 
 
-def load_model(checkpoint, device="cpu", num_heads=None, decoder_num_heads=None):
+def load_model(checkpoint, device="cpu", num_heads=None, decoder_num_heads=None,
+               trust_remote_code=False):
     """Load any CAV-MAE model (a thin call into :func:`speechbrain_cavmae.checkpoints.loader.load_model`).
 
     Arguments
@@ -46,6 +48,8 @@ def load_model(checkpoint, device="cpu", num_heads=None, decoder_num_heads=None)
     num_heads, decoder_num_heads : int, optional
         Attention heads: recorded by model folders; required for a ``.pth`` unless its
         widths are the released 768 / 512 (12 / 16 heads).
+    trust_remote_code : bool
+        See :mod:`speechbrain_cavmae.checkpoints.trust`.
 
     Returns
     -------
@@ -53,7 +57,8 @@ def load_model(checkpoint, device="cpu", num_heads=None, decoder_num_heads=None)
         The model in eval mode.
     """
     return loader.load_model(checkpoint, num_heads=num_heads,
-                              decoder_num_heads=decoder_num_heads).to(device).eval()
+                              decoder_num_heads=decoder_num_heads,
+                              trust_remote_code=trust_remote_code).to(device).eval()
 
 
 def model_geometry(model):
@@ -137,6 +142,7 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_trust_argument(parser)
     parser.add_argument("--chunk_size", type=int, default=1024,
                         help="queries ranked at once (memory: chunk_size x N)")
     parser.add_argument("--num_heads", type=int, default=None,
@@ -154,7 +160,8 @@ def main(argv=None):
                         "AudioSet's 4.4849)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads)
+    model = load_model(args.checkpoint, args.device, args.num_heads, args.decoder_num_heads,
+                       args.trust_remote_code)
     results = evaluate_retrieval(
         model, args.data, args.batch_size, args.device, args.num_workers, args.chunk_size,
         config=fbank_stats_config(args, frame_index=args.frame_index),

@@ -179,7 +179,7 @@ class RandomState:
 
 
 # --------------------------------------------------------------------------- weights
-def load_pretrained(model, path):
+def load_pretrained(model, path, trust_remote_code=False):
     """Initialise ``model`` from ``pretrained_path``, as the original recipes do: a thin
     call into :func:`speechbrain_cavmae.checkpoints.loader.load_into`.
 
@@ -190,7 +190,9 @@ def load_pretrained(model, path):
     weight must be present with the model's shape (another depth or width is an error
     naming the keys and depths); the decoder (when fine-tuning) and a head of another size
     are left out with one log line; the audio positional embeddings are interpolated in
-    time when the audio length differs.
+    time when the audio length differs. A model folder's yaml is checked against the
+    allow-list of :mod:`speechbrain_cavmae.checkpoints.trust` unless ``trust_remote_code``
+    (the hparam ``trust_remote_code: True``).
 
     Returns
     -------
@@ -198,7 +200,7 @@ def load_pretrained(model, path):
         ``loaded`` (keys copied), ``ignored`` (keys of the file not used), ``missing``
         (keys of the model left at their initialisation).
     """
-    return load_into(model, path)
+    return load_into(model, path, trust_remote_code=trust_remote_code)
 
 
 def average_state_dict_files(paths):
@@ -513,7 +515,8 @@ def run_recipe(argv=None):
         raise ValueError("no training data: pass --train_data (or --test_only)")
 
     if hparams.get("pretrained_path"):
-        load_pretrained(hparams["model"], hparams["pretrained_path"])
+        load_pretrained(hparams["model"], hparams["pretrained_path"],
+                        bool(hparams.get("trust_remote_code", False)))
 
     if "sorting" not in hparams:
         # Under DDP, SpeechBrain's DistributedSampler shuffles unless ``sorting`` is set

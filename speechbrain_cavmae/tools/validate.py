@@ -26,7 +26,6 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from ..data.audio import load_audio
 from ..data.dataset import AVSampleLoader, resolve_config
 from ..data.errors import BadSampleError, ManifestError
 from ..data.frames import extracted_frame_path, load_extracted_frame, load_video_frames
@@ -62,10 +61,7 @@ def check_sample(sample_id, loader=None):
                 problems.append((sample_id, loader.manifest_path,
                                  f"label {label!r} not in label CSV {loader.table.path}"))
     try:
-        path = loader.audio_path(sample_id)
-        wav = load_audio(path, cfg["sample_rate"], None)
-        if wav.numel() < int(0.025 * cfg["sample_rate"]):
-            note(BadSampleError(path, f"clip of {wav.numel()} samples is shorter than one 25 ms frame"))
+        loader.waveform(sample_id)  # the configured channel, as training reads it
     except BadSampleError as err:
         note(err)
     try:

@@ -308,9 +308,10 @@ for _name, _content, _pattern in [
     ("entry_not_object", '{"data": ["a.wav"]}', r"entry 0 is a str, not an object"),
     ("sb_entry_not_object", '{"a": "a.wav"}', r"entry 'a' is a str, not an object"),
     ("misspelled_labels", '{"data": [{"video_id": "a", "wav": "a.wav", "lables": "/m/a"}]}',
-     r"1 of 1 entries have no labels: entry 'a': no labels \(its fields: .*lables"),
+     r"1 of 1 entries have no labels: entry 'a': no labels \(its fields: lables, video_id, "
+     r"wav\); fine-tuning needs a non-empty 'labels' field"),
     ("empty_labels", '{"data": [{"video_id": "a", "wav": "a.wav", "labels": ""}]}',
-     r"1 of 1 entries have no labels: entry 'a': no labels \(its fields: labels, video_id, wav\)"),
+     r"1 of 1 entries have no labels: entry 'a': no labels \(its fields: video_id, wav\)"),
 ]:
     _manifest_case(_name, _content, _pattern)
 

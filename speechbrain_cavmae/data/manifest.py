@@ -288,12 +288,12 @@ def unlabelled_entries(data):
     Example
     -------
     >>> unlabelled_entries({"a": {"labels": ["/m/x"]}, "b": {"labels": [], "lables": "x"}})
-    [('b', "no labels (its fields: labels, lables); fine-tuning needs a non-empty 'labels' field")]
+    [('b', "no labels (its fields: lables); fine-tuning needs a non-empty 'labels' field")]
     """
     out = []
     for sample_id, entry in data.items():
         if not entry.get("labels"):
-            fields = ", ".join(sorted(k for k in entry if entry[k] not in (None, "")))
+            fields = ", ".join(sorted(k for k in entry if entry[k] not in (None, "", [])))
             out.append((sample_id, f"no labels (its fields: {fields}); fine-tuning needs a "
                                    "non-empty 'labels' field"))
     return out

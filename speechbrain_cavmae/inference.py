@@ -57,6 +57,7 @@ from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
 from speechbrain_cavmae.checkpoints.loader import HPARAMS_FILE, RUN_MODEL_SUBDIR
 from speechbrain_cavmae.checkpoints.loader import yaml_declares as _yaml_declares
 from speechbrain_cavmae.checkpoints.model_folder import input_config
+from speechbrain_cavmae.checkpoints.trust import check_hparams_file
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,18 @@ def probe_streams(path):
             return bool(container.streams.audio), bool(container.streams.video)
     except Exception as exc:
         raise BadSampleError(path, f"cannot open container ({exc})") from exc
+
+
+def _fetch_hparams(source, hparams_file, kwargs):
+    """Local path of ``source``'s hyperparameters file, fetched as ``from_hparams`` does."""
+    local = os.path.join(source, hparams_file) if isinstance(source, str) else None
+    if local is not None and os.path.isfile(local):
+        return local
+    from speechbrain.utils.fetching import fetch
+
+    options = {k: kwargs[k] for k in ("savedir", "local_strategy", "fetch_config")
+               if k in kwargs}
+    return fetch(filename=hparams_file, source=source, save_filename=None, **options)
 
 
 class AudioVisualClassifier(Pretrained):
@@ -139,7 +152,8 @@ class AudioVisualClassifier(Pretrained):
             self.label_encoder.expect_len(model.num_classes)
 
     @classmethod
-    def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None, **kwargs):
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None,
+                     trust_remote_code=False, **kwargs):
         """Load from a model folder (or any ``Pretrained`` source).
 
         The yaml's ``pretrained_path`` (``.`` in the folders this package writes) is set
@@ -158,6 +172,11 @@ class AudioVisualClassifier(Pretrained):
             Name of the hyperparameters file in ``source``.
         overrides : dict, optional
             HyperPyYAML overrides.
+        trust_remote_code : bool
+            The yaml is checked before it is loaded: unless this is ``True`` it may only
+            build classes and functions of this package, SpeechBrain and torch
+            (:mod:`speechbrain_cavmae.checkpoints.trust`; ``UntrustedCodeError``
+            otherwise). Set it only for folders you trust: their yaml can run any code.
         **kwargs
             Passed to ``Pretrained.from_hparams`` (``savedir``, ``run_opts``...).
         """
@@ -176,6 +195,7 @@ class AudioVisualClassifier(Pretrained):
                     overrides["pretrained_path"] = source
                 elif _yaml_declares(os.path.join(source, hparams_file), "pretrained_path"):
                     overrides["pretrained_path"] = os.path.abspath(source)
+        check_hparams_file(_fetch_hparams(source, hparams_file, kwargs), trust_remote_code)
         return super().from_hparams(source, hparams_file=hparams_file, overrides=overrides,
                                     **kwargs)
 

@@ -570,16 +570,27 @@ def strict_load_hook(model, path):
     load_weights(model, read_state_file(path), os.fspath(path))
 
 
-def read_folder_hparams(folder, overrides=None):
-    """The HyperPyYAML of a model folder (its ``pretrained_path`` set to the folder)."""
+def read_folder_hparams(folder, overrides=None, trust_remote_code=False):
+    """The HyperPyYAML of a model folder (its ``pretrained_path`` set to the folder).
+
+    The yaml is checked first (:func:`speechbrain_cavmae.checkpoints.trust.check_hparams_code`):
+    unless ``trust_remote_code``, it may only build classes and functions of this package,
+    SpeechBrain and torch (:class:`~speechbrain_cavmae.checkpoints.trust.UntrustedCodeError`
+    otherwise).
+    """
     from hyperpyyaml import load_hyperpyyaml
 
-    with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
-        return load_hyperpyyaml(handle, dict({"pretrained_path": folder}, **(overrides or {})))
+    from speechbrain_cavmae.checkpoints.trust import check_hparams_code
+
+    path = os.path.join(folder, HPARAMS_FILE)
+    with open(path, encoding="utf8") as handle:
+        text = handle.read()
+    check_hparams_code(text, path, trust_remote_code)
+    return load_hyperpyyaml(text, dict({"pretrained_path": folder}, **(overrides or {})))
 
 
-def _folder_config(folder, num_heads=None, decoder_num_heads=None):
-    hparams = read_folder_hparams(folder)
+def _folder_config(folder, num_heads=None, decoder_num_heads=None, trust_remote_code=False):
+    hparams = read_folder_hparams(folder, trust_remote_code=trust_remote_code)
     cfg = model_config(hparams["model"])
     for name, value in (("num_heads", num_heads), ("decoder_num_heads", decoder_num_heads)):
         if value is not None and name in cfg and value != cfg[name]:
@@ -589,7 +600,7 @@ def _folder_config(folder, num_heads=None, decoder_num_heads=None):
 
 
 def load_model(source, num_heads=None, decoder_num_heads=None, audio_length=None,
-               map_location="cpu", **overrides):
+               map_location="cpu", trust_remote_code=False, **overrides):
     """Build the right model for any source and load its weights strictly.
 
     Arguments
@@ -604,6 +615,9 @@ def load_model(source, num_heads=None, decoder_num_heads=None, audio_length=None
         Build the model for this many fbank frames (positional embedding interpolated).
     map_location : str
         Passed to ``torch.load``.
+    trust_remote_code : bool
+        Build a model folder's yaml even if it names code outside this package, SpeechBrain
+        and torch (:mod:`speechbrain_cavmae.checkpoints.trust`); only for folders you trust.
     **overrides
         Other constructor arguments (``mode``, ``drop_path_rate``...).
 
@@ -620,7 +634,7 @@ def load_model(source, num_heads=None, decoder_num_heads=None, audio_length=None
             "with init_from_imagenet_mae (or the recipes' --pretrained_path)")
     model = None
     if folder is not None:
-        cfg, hparams = _folder_config(folder, num_heads, decoder_num_heads)
+        cfg, hparams = _folder_config(folder, num_heads, decoder_num_heads, trust_remote_code)
         if audio_length is None and not overrides:
             model = hparams["model"]
     else:
@@ -637,16 +651,17 @@ def load_model(source, num_heads=None, decoder_num_heads=None, audio_length=None
     return model.eval()
 
 
-def load_into(model, source):
+def load_into(model, source, trust_remote_code=False):
     """Initialise ``model`` in place from ``source`` (the recipes' ``pretrained_path``).
 
     The encoder must match exactly (the audio positional embeddings are interpolated in
     time). Partial loads are those fine-tuning and continued pretraining need: a
     classifier takes the encoder of a pretraining checkpoint (its decoder is not used) and
     initialises a head absent from the checkpoint or of another size; a pretraining model
-    initialises a decoder absent from a fine-tuned checkpoint (its head is not used).
+    initialises a decoder absent from a fine-tuned checkpoint (its head is not used). A
+    decoder or head that is in the checkpoint but lacks tensors is an error.
     ImageNet MAE weights go through :func:`init_from_imagenet_mae`. A model folder's head
-    counts must equal the model's.
+    counts must equal the model's. ``trust_remote_code`` as in :func:`load_model`.
 
     Returns
     -------
@@ -660,23 +675,26 @@ def load_into(model, source):
         logger.info("%s: initialised %d tensors from ImageNet MAE weights", name, len(names))
         return {"loaded": names, "ignored": [], "missing": []}
     if folder is not None:
-        theirs, _ = _folder_config(folder)
+        theirs, _ = _folder_config(folder, trust_remote_code=trust_remote_code)
         ours = model_config(model)
         for key in ("num_heads", "decoder_num_heads"):
             if key in theirs and key in ours and theirs[key] != ours[key]:
                 raise CheckpointMismatchError(
                     f"{name}: the model folder has {key}={theirs[key]}, the model "
                     f"{ours[key]}: set --{key} {theirs[key]}")
-    if hasattr(model, "head"):
-        allow = {"allow_missing": ("head.",), "allow_unexpected": ("decoder.",),
-                 "allow_reshaped": ("head.",)}
-    else:
-        allow = {"allow_missing": ("decoder.",), "allow_unexpected": ("head.",)}
+    # A part may be initialised only when the checkpoint has none of it: a decoder or a
+    # head with some tensors missing is a broken checkpoint, not a partial load.
+    part = "head." if hasattr(model, "head") else "decoder."
+    has_part = any(k.startswith(part) for k in state)
+    allow = {"allow_missing": () if has_part else (part,),
+             "allow_unexpected": ("decoder.",) if part == "head." else ("head.",)}
+    if part == "head.":
+        allow["allow_reshaped"] = ("head.",)  # a head for another number of classes
     return load_weights(model, state, name, **allow)
 
 
 def load_encoder_weights(source, num_heads=None, audio_length=None, map_location="cpu",
-                         half=None, names=None, **encoder_kwargs):
+                         half=None, names=None, trust_remote_code=False, **encoder_kwargs):
     """The encoder (or one half of it) with the weights of ``source`` (any format but
     ImageNet MAE), loaded strictly.
 
@@ -701,6 +719,8 @@ def load_encoder_weights(source, num_heads=None, audio_length=None, map_location
     names : dict, optional
         How to name the size arguments in errors (e.g. ``{"embed_dim": "emb_dim"}`` for the
         yaml key a user sets).
+    trust_remote_code : bool
+        As in :func:`load_model`.
     **encoder_kwargs
         May only repeat the checkpoint's sizes (else :class:`SizeMismatchError`), or set
         ``drop_path_rate`` and ``trainable_pos_embed``.
@@ -719,7 +739,7 @@ def load_encoder_weights(source, num_heads=None, audio_length=None, map_location
     if fmt == "imagenet_mae":
         raise CheckpointMismatchError(f"{name}: ImageNet MAE weights are not a CAV-MAE encoder")
     if folder is not None:
-        cfg, _ = _folder_config(folder, num_heads)
+        cfg, _ = _folder_config(folder, num_heads, trust_remote_code=trust_remote_code)
     else:
         cfg = encoder_architecture(state, num_heads, half=half, source=name)
     cfg = {k: v for k, v in cfg.items() if k in ENCODER_ARGS}

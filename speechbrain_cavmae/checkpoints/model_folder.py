@@ -31,6 +31,7 @@ import os
 import torch
 
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
+from speechbrain_cavmae.data.files import atomic_path, atomic_torch_save, atomic_write_text
 from speechbrain_cavmae.model.modes import missing_modality_modes
 from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
@@ -271,7 +272,7 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     out_abs = os.path.abspath(out_dir)
     files = {"model": os.path.join(out_abs, MODEL_FILE)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, files["model"])
+    atomic_torch_save(state, files["model"])
     activation = None
     num_classes = cfg.get("num_classes")
     if kind == "classifier":
@@ -282,7 +283,8 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
         encoder = CategoricalEncoder()
         encoder.update_from_iterable(names)
         files["label_encoder"] = os.path.join(out_abs, LABELS_FILE)
-        encoder.save(files["label_encoder"])
+        with atomic_path(files["label_encoder"]) as tmp:
+            encoder.save(tmp)
         if table is not None:
             files["labels_csv"] = os.path.join(out_abs, LABEL_CSV_FILE)
             table.to_csv(files["labels_csv"])
@@ -300,8 +302,7 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
         loss=loss if kind == "classifier" else None,
     )
     files["hparams"] = os.path.join(out_abs, HPARAMS_FILE)
-    with open(files["hparams"], "w", encoding="utf8") as handle:
-        handle.write(text)
+    atomic_write_text(files["hparams"], text)
     if check:
         again = load_model(out_abs).state_dict()
         differ = [k for k in state if not torch.equal(again[k], state[k])]

@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 #: Extensions read with soundfile; everything else goes through PyAV.
 SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64", ".caf"}
 
+#: A container's audio track may decode this much (or 10 %) shorter than it declares
+#: (codec priming, rounding); anything shorter is a truncated file.
+SHORT_STREAM_TOLERANCE_S = 0.5
+
 _RESAMPLERS = {}
 
 _INT_SCALE = {"u8": None, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854775808e18}
@@ -63,13 +67,65 @@ def _to_mono(data, channel, path):
     return data[channel]
 
 
+def wav_declared_frames(path):
+    """Frames that a RIFF/WAVE file's header declares, or ``None`` when it cannot tell.
+
+    libsndfile silently shortens the frame count of a wav whose ``data`` chunk runs past
+    the end of the file, so a truncated wav would read as a short clip; this reads the
+    declared size from the header itself. Streamed wavs (size 0 or 0xFFFFFFFF), RF64 and
+    non-PCM layouts without a block alignment give ``None``.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(path, np.zeros(1600, "float32"), 16000)
+    >>> wav_declared_frames(path)
+    1600
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return None
+                name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if name == b"fmt ":
+                    fmt = handle.read(size + (size & 1))
+                    if len(fmt) >= 14:
+                        block_align = struct.unpack("<H", fmt[12:14])[0]
+                    continue
+                if name == b"data":
+                    if size in (0, 0xFFFFFFFF) or not block_align:
+                        return None
+                    return size // block_align
+                handle.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
 def _read_soundfile(path):
     import soundfile
 
     try:
-        data, sr = soundfile.read(path, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(path) as handle:
+            declared, sr = handle.frames, handle.samplerate
+            data = handle.read(dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError
         raise BadSampleError(path, f"cannot decode audio ({exc})") from exc
+    header = wav_declared_frames(path)
+    if header is not None and header > declared:
+        declared = header
+    if data.shape[0] < declared:
+        raise BadSampleError(
+            path, f"truncated audio: {data.shape[0]} of the {declared} frames declared in "
+            "its header are present (re-extract or re-download the file)")
     return np.ascontiguousarray(data.T), sr
 
 
@@ -108,9 +164,19 @@ def _read_container(path):
         except Exception as exc:
             raise BadSampleError(path, f"cannot decode audio track ({exc})") from exc
         sr = stream.rate or stream.codec_context.sample_rate
+        declared = None
+        if stream.duration is not None and stream.time_base is not None:
+            declared = float(stream.duration * stream.time_base)
     if not chunks:
         raise BadSampleError(path, "audio track has no decodable samples")
-    return np.concatenate(chunks, axis=1), sr
+    data = np.concatenate(chunks, axis=1)
+    decoded = data.shape[1] / float(sr)
+    if declared is not None and decoded < declared - max(SHORT_STREAM_TOLERANCE_S,
+                                                         0.1 * declared):
+        raise BadSampleError(
+            path, f"truncated audio track: {decoded:.2f} s decoded of the {declared:.2f} s "
+            "its container declares")
+    return data, sr
 
 
 def load_audio(path, sample_rate=16000, channel=None):

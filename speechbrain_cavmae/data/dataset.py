@@ -76,7 +76,8 @@ from .frames import (
     load_video_frames,
     middle_frame,
 )
-from .manifest import LabelTable, read_manifest
+from .errors import ManifestError
+from .manifest import LabelTable, check_labelled, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -399,7 +400,8 @@ class AVDataset(DynamicItemDataset):
             raise err from None
 
 
-def build_dataset(manifest_path, label_csv=None, config=None, train=True, counter=None):
+def build_dataset(manifest_path, label_csv=None, config=None, train=True, counter=None,
+                  require_labels=None):
     """Build the CAV-MAE dataset for one split.
 
     Arguments
@@ -414,19 +416,30 @@ def build_dataset(manifest_path, label_csv=None, config=None, train=True, counte
         Training mode (random frame, augmentation) or evaluation.
     counter : BadSampleCounter, optional
         Shared counter for skipped samples.
+    require_labels : bool, optional
+        Every entry must have at least one label (default: when a label table is given;
+        the recipes require them for fine-tuning only).
 
     Returns
     -------
     AVDataset
         A ``speechbrain.dataio.dataset.DynamicItemDataset``.
+
+    Raises
+    ------
+    ManifestError
+        An unreadable or empty manifest, or, with a label table, entries without labels
+        (a misspelled ``labels`` field reads as none).
     """
     cfg = resolve_config(config, train)
     data = read_manifest(manifest_path)
     if not data:
-        raise ValueError(f"{manifest_path}: manifest has no entries")
+        raise ManifestError(manifest_path, "manifest has no entries")
     table = label_csv
     if label_csv is not None and not isinstance(label_csv, LabelTable):
         table = LabelTable.from_csv(label_csv)
+    if table is not None if require_labels is None else require_labels:
+        check_labelled(data, os.fspath(manifest_path))
     loader = AVSampleLoader(data, cfg, train, table, os.fspath(manifest_path))
     keys = ["id", "wav" if cfg["features_on_device"] else "fbank", "frame"]
     if cfg["multi_frame"] and not train:

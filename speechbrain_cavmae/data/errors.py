@@ -42,3 +42,23 @@ class BadSampleError(RuntimeError):
     def with_id(self, sample_id):
         """Same error, tagged with a manifest id."""
         return type(self)(self.path, self.reason, sample_id)
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used: unreadable, malformed, empty, or with entries that
+    lack what the task needs (e.g. labels for fine-tuning). The message names the file
+    (and the entry) and the problem.
+
+    Example
+    -------
+    >>> str(ManifestError("train.json", "not valid JSON (line 1, column 2)"))
+    'train.json: not valid JSON (line 1, column 2)'
+    """
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = str(reason)
+        super().__init__(f"{self.path}: {self.reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))

@@ -194,6 +194,9 @@ def load_extracted_frame(video_path_dir, video_id, i):
     Raises :class:`BadSampleError` when the file is missing or not an image.
     """
     path = extracted_frame_path(video_path_dir, video_id, i)
+    folder = os.path.join(os.path.abspath(video_path_dir), f"frame_{int(i)}")
+    if os.path.dirname(os.path.abspath(path)) != folder:
+        raise BadSampleError(path, f"video_id {video_id!r} points outside {folder}")
     if not os.path.isfile(path):
         raise BadSampleError(path, f"extracted frame {i} not found")
     try:

@@ -36,6 +36,9 @@ import logging
 import os
 import re
 
+from .errors import ManifestError
+from .files import atomic_open, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 PATH_KEYS = ("wav", "video", "video_path")
@@ -89,7 +92,7 @@ class LabelTable:
 
     def to_csv(self, path):
         """Write the table in the original ``index,mid,display_name`` format."""
-        with open(path, "w", newline="", encoding="utf8") as handle:
+        with atomic_open(path, newline="") as handle:
             writer = csv.writer(handle, quoting=csv.QUOTE_MINIMAL)
             writer.writerow(["index", "mid", "display_name"])
             for i, (mid, name) in enumerate(zip(self.mids, self.names)):
@@ -170,6 +173,46 @@ def _unique_id(sample_id, data, source):
     return f"{sample_id}#{k}"
 
 
+def load_json_manifest(json_path):
+    """The parsed content of a JSON manifest, checked to be a JSON object.
+
+    Raises
+    ------
+    ManifestError
+        An empty (0-byte) file, invalid JSON (with its line and column), or a top-level
+        value that is not an object, naming the file.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.json")
+    >>> _ = open(path, "w").write("[1, 2]")
+    >>> try:
+    ...     load_json_manifest(path)
+    ... except ManifestError as err:
+    ...     print(err.reason[:42])
+    the top-level JSON value is a list, not an
+    """
+    json_path = os.fspath(json_path)
+    with open(json_path, "rb") as handle:
+        raw = handle.read()
+    if not raw.strip():
+        raise ManifestError(json_path, f"empty manifest ({len(raw)} bytes)")
+    try:
+        content = json.loads(raw.decode("utf8"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(json_path, f"not UTF-8 text ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            json_path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(content, dict):
+        raise ManifestError(
+            json_path, f"the top-level JSON value is a {type(content).__name__}, not an "
+            "object: expected {\"data\": [...]} (CAV-MAE) or {\"<id>\": {...}} (SpeechBrain)")
+    return content
+
+
 def read_original_manifest(json_path):
     """Read the original CAV-MAE ``{"data": [...]}`` JSON.
 
@@ -177,15 +220,16 @@ def read_original_manifest(json_path):
     suffix and a warning; :mod:`speechbrain_cavmae.tools.validate` reports them).
     """
     json_path = os.fspath(json_path)
-    with open(json_path, encoding="utf8") as handle:
-        content = json.load(handle)
-    if not isinstance(content, dict) or not isinstance(content.get("data"), list):
-        raise ValueError(f"{json_path}: not a CAV-MAE manifest (no top-level 'data' list)")
+    content = load_json_manifest(json_path)
+    if not isinstance(content.get("data"), list):
+        raise ManifestError(json_path, "not a CAV-MAE manifest (no top-level 'data' list)")
     root = os.path.dirname(os.path.abspath(json_path))
     data = {}
     for i, raw in enumerate(content["data"]):
+        if not isinstance(raw, dict):
+            raise ManifestError(json_path, f"entry {i} is a {type(raw).__name__}, not an object")
         if "video_id" not in raw:
-            raise ValueError(f"{json_path}: entry {i} has no 'video_id'")
+            raise ManifestError(json_path, f"entry {i} has no 'video_id'")
         sample_id = _unique_id(str(raw["video_id"]), data, json_path)
         data[sample_id] = _normalise(sample_id, raw, root)
         data[sample_id]["video_id"] = str(raw["video_id"])
@@ -197,9 +241,12 @@ def read_original_manifest(json_path):
 def read_speechbrain_json(json_path, replacements=None):
     """Read a SpeechBrain-style ``{id: {...}}`` JSON manifest."""
     json_path = os.fspath(json_path)
-    with open(json_path, encoding="utf8") as handle:
-        content = json.load(handle)
+    content = load_json_manifest(json_path)
     root = os.path.dirname(os.path.abspath(json_path))
+    for key, value in content.items():
+        if not isinstance(value, dict):
+            raise ManifestError(json_path, f"entry {key!r} is a {type(value).__name__}, not an "
+                                "object")
     return {str(k): _normalise(str(k), v, root, replacements) for k, v in content.items()}
 
 
@@ -211,7 +258,7 @@ def read_speechbrain_csv(csv_path, replacements=None):
     with open(csv_path, newline="", encoding="utf8") as handle:
         reader = csv.DictReader(handle, skipinitialspace=True)
         if "ID" not in (reader.fieldnames or []):
-            raise ValueError(f"{csv_path}: CSV manifest needs an 'ID' column")
+            raise ManifestError(csv_path, "CSV manifest needs an 'ID' column")
         for row in reader:
             raw_id = row.pop("ID")
             sample_id = _unique_id(raw_id, data, csv_path)
@@ -228,11 +275,40 @@ def read_manifest(path, replacements=None):
         raise FileNotFoundError(f"{path}: manifest not found")
     if path.lower().endswith(".csv"):
         return read_speechbrain_csv(path, replacements)
-    with open(path, encoding="utf8") as handle:
-        content = json.load(handle)
-    if isinstance(content, dict) and isinstance(content.get("data"), list):
+    content = load_json_manifest(path)
+    if isinstance(content.get("data"), list):
         return read_original_manifest(path)
     return read_speechbrain_json(path, replacements)
+
+
+def unlabelled_entries(data):
+    """``(id, reason)`` of the entries without any label (what fine-tuning cannot use).
+
+    A misspelled ``labels`` field reads as no labels: the reason lists the entry's fields
+    so that the typo shows.
+
+    Example
+    -------
+    >>> unlabelled_entries({"a": {"labels": ["/m/x"]}, "b": {"labels": [], "lables": "x"}})
+    [('b', "no labels (its fields: lables); fine-tuning needs a non-empty 'labels' field")]
+    """
+    out = []
+    for sample_id, entry in data.items():
+        if not entry.get("labels"):
+            fields = ", ".join(sorted(k for k in entry if entry[k] not in (None, "", [])))
+            out.append((sample_id, f"no labels (its fields: {fields}); fine-tuning needs a "
+                                   "non-empty 'labels' field"))
+    return out
+
+
+def check_labelled(data, path):
+    """Raise :class:`ManifestError` naming ``path`` and the first entries without labels."""
+    bad = unlabelled_entries(data)
+    if bad:
+        more = f" (and {len(bad) - 3} more entries)" if len(bad) > 3 else ""
+        details = "; ".join(f"entry {sid!r}: {reason}" for sid, reason in bad[:3])
+        raise ManifestError(path, f"{len(bad)} of {len(data)} entries have no labels: "
+                                  f"{details}{more}")
 
 
 def _relative(value, root):
@@ -263,5 +339,4 @@ def write_manifest(data, path, fmt="original", relative=True):
         content = out
     else:
         raise ValueError(f"unknown manifest format {fmt!r}")
-    with open(path, "w", encoding="utf8") as handle:
-        json.dump(content, handle, indent=1)
+    atomic_write_json(path, content, indent=1)

@@ -18,10 +18,10 @@ Authors
 """
 
 import csv
-import json
 import logging
 import os
 
+from speechbrain_cavmae.data.files import atomic_write_json
 from speechbrain_cavmae.data.manifest import LabelTable
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ def make_entry(video_id, files, labels, frames_dir=None):
 def write_prepared(entries, missing, output, listed):
     """Write the manifest and ``<output>.missing.txt``; log what is missing."""
     os.makedirs(os.path.dirname(os.path.abspath(output)) or ".", exist_ok=True)
-    with open(output, "w", encoding="utf8") as handle:
-        json.dump({"data": entries}, handle, indent=1)
+    atomic_write_json(output, {"data": entries}, indent=1)
     missing_file = os.path.splitext(output)[0] + ".missing.txt"
     with open(missing_file, "w", encoding="utf8") as handle:
         handle.writelines(f"{m}\n" for m in missing)

@@ -74,7 +74,6 @@ __all__ = [
     "render_frames",
     "frame_times",
     "fbank_num_frames",
-    "main",
 ]
 
 GENERATOR_VERSION = 1

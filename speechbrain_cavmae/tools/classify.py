@@ -93,6 +93,7 @@ def run(args):
     model = AudioVisualClassifier.from_hparams(
         source=args.model, savedir=args.savedir,
         run_opts={"device": common.resolve_device(args.device)},
+        trust_remote_code=args.trust_remote_code,
     )
     results, failed = [], 0
     for clip in common.progress(args.clips, args, desc="classify", unit="file"):

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
             score_activation="auto", audio_length=None, decoder_num_heads=None,
             n_frames=10, dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, check=True,
-            loss=None, audio_channel=0):
+            loss=None, audio_channel=0, trust_remote_code=False):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
     The weights are read by :func:`speechbrain_cavmae.checkpoints.loader.load_model` (strict) and
@@ -82,6 +82,9 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         ``"BCE"`` or ``"CE"``, the fine-tuning loss (decides ``auto`` activation).
     audio_channel : int or None
         Channel of multichannel audio the model is fed (0, as the original).
+    trust_remote_code : bool
+        Read a model folder whose yaml names code outside the allow-list of
+        :mod:`speechbrain_cavmae.checkpoints.trust`.
 
     Returns
     -------
@@ -107,7 +110,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,
                                decoder_num_heads=decoder_num_heads,
-                               audio_length=audio_length, **overrides)
+                               audio_length=audio_length,
+                               trust_remote_code=trust_remote_code, **overrides)
     summary = write_model_folder(
         model, out_dir, label_csv=label_csv, loss=loss, score_activation=score_activation,
         input_config={"n_frames": n_frames, "dataset_mean": dataset_mean, "dataset_std": dataset_std,
@@ -165,6 +169,7 @@ def add_arguments(parser):
                         help="fbank normalisation mean the model was trained with")
     parser.add_argument("--dataset_std", type=float, default=DEFAULT_STD,
                         help="fbank normalisation std the model was trained with")
+    common.add_trust(parser)
 
 
 def run(args):
@@ -175,7 +180,7 @@ def run(args):
         mode=args.mode, score_activation=args.score_activation,
         audio_length=args.audio_length, decoder_num_heads=args.decoder_num_heads,
         n_frames=args.n_frames, dataset_mean=args.dataset_mean, dataset_std=args.dataset_std,
-        loss=args.loss,
+        loss=args.loss, trust_remote_code=args.trust_remote_code,
     )
     cfg = summary["config"]
     what = (f"{summary['num_classes']}-class classifier" if summary["kind"] == "classifier"

@@ -61,6 +61,34 @@ def list_videos(source):
     return paths
 
 
+def check_unique_ids(videos):
+    """Raise a ``ValueError`` naming the paths of videos that share a ``video_id``.
+
+    The output layout is keyed by file name (``audio/{video_id}.wav``), so two videos
+    named alike in different folders would write the same files and one of them would be
+    silently dropped.
+
+    Example
+    -------
+    >>> check_unique_ids(["a/x.mp4", "b/y.mp4"])
+    >>> try:
+    ...     check_unique_ids(["a/x.mp4", "b/x.mkv"])
+    ... except ValueError as err:
+    ...     print(err)  # doctest: +ELLIPSIS
+    2 videos share the id 'x': a/x.mp4, b/x.mkv; ...
+    """
+    seen = {}
+    for video in videos:
+        seen.setdefault(video_id_of(video), []).append(video)
+    clashes = {vid: paths for vid, paths in seen.items() if len(paths) > 1}
+    if clashes:
+        details = "; ".join(f"{len(paths)} videos share the id {vid!r}: {', '.join(paths)}"
+                            for vid, paths in list(clashes.items())[:5])
+        more = f" (and {len(clashes) - 5} more ids)" if len(clashes) > 5 else ""
+        raise ValueError(f"{details}{more}; the outputs are named by file name, so rename "
+                         "them (or extract the folders into different --out folders)")
+
+
 def output_paths(out_dir, video_id, n_frames=10):
     wav = os.path.join(out_dir, "audio", f"{video_id}.wav")
     frames = [os.path.join(out_dir, "frames", f"frame_{i}", f"{video_id}.jpg") for i in range(n_frames)]
@@ -176,6 +204,7 @@ def add_arguments(parser):
 def run(args):
     """Extract every video; returns 1 when some failed."""
     videos = list_videos(args.videos)
+    check_unique_ids(videos)
     channel = None if args.mix else args.channel
     tasks = [(v, args.output, args.n_frames, channel, args.image_size) for v in videos]
     results = []

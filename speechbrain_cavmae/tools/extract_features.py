@@ -146,6 +146,7 @@ def add_arguments(parser):
     common.add_loader(parser)
     common.add_device(parser)
     common.add_fbank_stats(parser)
+    common.add_trust(parser)
 
 
 def run(args):

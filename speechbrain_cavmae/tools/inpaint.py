@@ -212,6 +212,7 @@ def add_arguments(parser):
     parser.add_argument("--batch_size", type=int, default=8, help="clips per batch")
     common.add_device(parser)
     common.add_fbank_stats(parser)
+    common.add_trust(parser)
 
 
 def run(args):

@@ -19,7 +19,8 @@ def load_model(args):
     from speechbrain_cavmae.checkpoints.loader import load_model as load
 
     model = load(args.model, num_heads=getattr(args, "num_heads", None),
-                 decoder_num_heads=getattr(args, "decoder_num_heads", None))
+                 decoder_num_heads=getattr(args, "decoder_num_heads", None),
+                 trust_remote_code=getattr(args, "trust_remote_code", False))
     return model.to(common.resolve_device(args.device)).eval()
 
 

@@ -88,6 +88,7 @@ def add_arguments(parser):
     parser.add_argument("--frame_index", type=int, default=-1,
                         help="frame used for the visual embedding (-1: the middle one)")
     common.add_fbank_stats(parser)
+    common.add_trust(parser)
     common.add_output(parser, required=False, help="also write the results as JSON here")
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON instead of a table")

@@ -11,7 +11,8 @@ For each sample it checks that the audio file exists and decodes, has an
 audio track and is at least one 25 ms analysis frame long; that the
 frames exist (all ``video_path/frame_{i}/{video_id}.jpg`` for the extracted
 layout, or a decodable video track); that every label is in the label
-CSV; and that ids are unique. Problems are printed as a table
+CSV and, with a label CSV, that every entry has labels; and that ids are unique. A
+manifest that cannot be read or has no entries is an error. Problems are printed as a table
 (id, file, problem) and the exit status is 1 when there are any.
 """
 
@@ -20,8 +21,8 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from speechbrain_cavmae.data.errors import BadSampleError
-from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
+from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
+from speechbrain_cavmae.data.manifest import LabelTable, read_manifest, unlabelled_entries
 from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ def _init(data, config, label_table, manifest_path):
 
 def check_sample(sample_id, loader=None):
     """All problems of one sample as (id, file, problem) tuples."""
-    from speechbrain_cavmae.data.audio import load_audio
     from speechbrain_cavmae.data.frames import (
         extracted_frame_path,
         load_extracted_frame,
@@ -55,15 +55,15 @@ def check_sample(sample_id, loader=None):
     if entry.get("duplicate_of"):
         problems.append((sample_id, loader.manifest_path, f"duplicate id {entry['duplicate_of']!r}"))
     if loader.table is not None:
+        if not entry["labels"]:
+            problems += [(sid, loader.manifest_path, reason)
+                         for sid, reason in unlabelled_entries({sample_id: entry})]
         for label in entry["labels"]:
             if label not in loader.table:
                 problems.append((sample_id, loader.manifest_path,
                                  f"label {label!r} not in label CSV {loader.table.path}"))
     try:
-        path = loader.audio_path(sample_id)
-        wav = load_audio(path, cfg["sample_rate"], None)
-        if wav.numel() < int(0.025 * cfg["sample_rate"]):
-            note(BadSampleError(path, f"clip of {wav.numel()} samples is shorter than one 25 ms frame"))
+        loader.waveform(sample_id)  # the configured channel, as training reads it
     except BadSampleError as err:
         note(err)
     try:
@@ -96,12 +96,20 @@ def validate(manifest, label_csv=None, config=None, jobs=1, progress=None):
     """Check every sample; returns a list of (id, file, problem).
 
     ``jobs`` processes check chunks of samples; ``progress`` optionally wraps the iteration
-    (over samples, or over chunks with ``jobs > 1``)."""
+    (over samples, or over chunks with ``jobs > 1``).
+
+    Raises
+    ------
+    ManifestError
+        The manifest cannot be read or has no entries.
+    """
     progress = progress or (lambda it, total=None: it)
     from speechbrain_cavmae.data.dataset import resolve_config
 
     cfg = resolve_config(config, train=False)
     data = read_manifest(manifest)
+    if not data:
+        raise ManifestError(manifest, "manifest has no entries")
     table = LabelTable.from_csv(label_csv) if label_csv else None
     ids = list(data)
     if jobs <= 1:

@@ -42,6 +42,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_cavmae.data.augment import FbankAugment
+from speechbrain_cavmae.data.files import atomic_write_json
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
 from speechbrain_cavmae.checkpoints.loader import accumulate_mean
 from speechbrain_cavmae.model.modes import check_mode, get_mode
@@ -52,6 +53,33 @@ from speechbrain_cavmae.training.metrics import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class EmptyEpochError(RuntimeError):
+    """Raised when every sample of a stage was skipped (``on_bad_sample: skip``): there is
+    nothing to train or evaluate on, and a loss of 0.0 would be made up."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when training diverged: non-finite losses or weights. Nothing is saved or
+    exported after it; the last checkpoint (whose weights were finite) stays."""
+
+
+def non_finite_parameters(model):
+    """Names of the parameters of ``model`` holding NaN or infinite values.
+
+    Example
+    -------
+    >>> lin = torch.nn.Linear(2, 1)
+    >>> non_finite_parameters(lin)
+    []
+    >>> _ = lin.bias.data.fill_(float("nan"))
+    >>> non_finite_parameters(lin)
+    ['bias']
+    """
+    return [name for name, param in model.named_parameters()
+            if param.is_floating_point() and not bool(torch.isfinite(param).all())]
+
 
 def unwrap(module):
     """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
@@ -87,6 +115,38 @@ def average_frame_predictions(frame_logits, loss="BCE"):
     x = frame_logits.float()
     probs = torch.sigmoid(x) if loss == "BCE" else torch.softmax(x, dim=-1)
     return probs.mean(dim=1)
+
+
+def read_history(path):
+    """The records of a ``history.json``; ``[]`` when it does not exist.
+
+    A file that is not a JSON list of records (truncated by a crash of an older version,
+    edited by hand...) is renamed ``<path>.corrupt`` with a warning naming it, and the
+    history starts again from the current epoch: the run goes on rather than failing at
+    the end of every epoch.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.json")
+    >>> _ = open(path, "w").write('[{"epoch": 1}, {"ep')
+    >>> read_history(path), os.path.isfile(path + ".corrupt")
+    ([], True)
+    """
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path, encoding="utf8") as handle:
+            history = json.load(handle)
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise ValueError("not a list of epoch records")
+        return history
+    except (ValueError, UnicodeDecodeError) as exc:
+        aside = path + ".corrupt"
+        os.replace(path, aside)
+        logger.warning("%s is not a readable history (%s); moved it to %s and starting a new "
+                       "history from this epoch", path, exc, aside)
+        return []
 
 
 @register_checkpoint_hooks
@@ -215,6 +275,8 @@ class CAVMAEBrain(sb.Brain):
         self.validates = True
         self._clock = None
         self._loss_to_check = False
+        self._stage_counts = {"batches": 0, "nonfinite": 0, "finite": 0}
+        self._skipped_batch = False
 
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         """``Brain.fit``; without a validation set each epoch is logged and checkpointed
@@ -298,6 +360,8 @@ class CAVMAEBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         """Record the epoch and start the throughput clock of a training stage."""
+        self._stage_counts = {"batches": 0, "nonfinite": 0, "finite": 0}
+        self._skipped_batch = False
         if stage == sb.Stage.TRAIN:
             if epoch is not None:
                 self.epoch = epoch
@@ -362,25 +426,84 @@ class CAVMAEBrain(sb.Brain):
         self._loss_to_check = True
 
     def update_average(self, loss, avg_loss):
-        """``Brain.update_average``, running the deferred finiteness check of a training loss."""
+        """``Brain.update_average``, running the deferred finiteness check of a training loss
+        and counting the stage's finite and non-finite losses (see :meth:`check_stage`)."""
         if self._loss_to_check:
             self._loss_to_check = False
             super().check_loss_isfinite(loss)
+        if self._skipped_batch:
+            self._skipped_batch = False
+        elif bool(torch.isfinite(loss)):
+            self._stage_counts["finite"] += 1
+        else:
+            self._stage_counts["nonfinite"] += 1
         return super().update_average(loss, avg_loss)
 
     def fit_batch(self, batch):
         """Train on one batch; a batch whose every sample was skipped is ignored."""
         if batch is None:
             logger.warning("every sample of a training batch was skipped")
+            self._skipped_batch = True
             return torch.tensor(float("nan"))
+        self._stage_counts["batches"] += 1
         return super().fit_batch(batch)
 
     def evaluate_batch(self, batch, stage):
         """Evaluate one batch; a batch whose every sample was skipped is ignored."""
         if batch is None:
             logger.warning("every sample of a %s batch was skipped", stage.name.lower())
+            self._skipped_batch = True
             return torch.tensor(float("nan"))
+        self._stage_counts["batches"] += 1
         return super().evaluate_batch(batch, stage)
+
+    def _save_intra_epoch_ckpt(self):
+        """SpeechBrain's intra-epoch checkpoint, refused when the weights are not finite
+        (a resumed run would start from them)."""
+        self.check_weights("before an intra-epoch checkpoint")
+        super()._save_intra_epoch_ckpt()
+
+    def check_weights(self, when):
+        """Raise :class:`NonFiniteLossError` when a weight of the model is NaN or infinite."""
+        bad = non_finite_parameters(self.model)
+        if bad:
+            raise NonFiniteLossError(
+                f"training diverged: {len(bad)} weight tensor(s) are NaN or infinite {when} "
+                f"(e.g. {bad[:3]}); nothing is saved or exported (the last checkpoint in "
+                f"{self.hparams.output_folder} has finite weights): lower the learning rate "
+                "or check the data")
+
+    def check_stage(self, stage, epoch):
+        """End-of-stage checks, before anything is logged, saved or exported: log (and reset)
+        the samples skipped by ``on_bad_sample: skip``; raise :class:`EmptyEpochError` when
+        every batch was skipped and :class:`NonFiniteLossError` when a validation or test
+        loss was not finite, or training diverged (weights not finite, no finite loss, or
+        more non-finite losses in the epoch than ``nonfinite_patience``)."""
+        counts, self._stage_counts = self._stage_counts, {"batches": 0, "nonfinite": 0,
+                                                          "finite": 0}
+        skipped = 0
+        if self.bad_sample_counter is not None:
+            skipped = self.bad_sample_counter.log_epoch(epoch, stage.name.lower())
+        name = stage.name.lower() + (f" epoch {epoch}" if epoch is not None else "")
+        if counts["batches"] == 0:
+            raise EmptyEpochError(
+                f"{name}: every sample was skipped ({skipped} bad sample(s), listed in the "
+                "warnings above), so there is nothing to "
+                + ("train on" if stage == sb.Stage.TRAIN else "evaluate")
+                + "; fix or remove them (python -m speechbrain_cavmae.validate MANIFEST)")
+        if stage == sb.Stage.TRAIN:
+            self.check_weights(f"at the end of {name}")
+            patience = getattr(self, "nonfinite_patience", 3)
+            if counts["nonfinite"] and (not counts["finite"] or counts["nonfinite"] > patience):
+                raise NonFiniteLossError(
+                    f"training diverged: {counts['nonfinite']} of "
+                    f"{counts['nonfinite'] + counts['finite']} training losses of {name} were "
+                    "NaN or infinite; nothing is saved or exported: lower the learning rate "
+                    "or check the data")
+        elif counts["nonfinite"]:
+            raise NonFiniteLossError(
+                f"{name}: {counts['nonfinite']} of {counts['nonfinite'] + counts['finite']} "
+                "batch losses were NaN or infinite; nothing is saved or exported")
 
     def log_validation(self, epoch, stats):
         """Log the epoch's train and validation statistics and append them to the history."""
@@ -401,34 +524,25 @@ class CAVMAEBrain(sb.Brain):
             return []
         return [group["lr"] for group in self.optimizer.param_groups]
 
-    def log_bad_samples(self, stage, epoch):
-        """Log (and reset) the number of samples skipped in this stage."""
-        if self.bad_sample_counter is not None:
-            self.bad_sample_counter.log_epoch(epoch, stage.name.lower())
-
     def write_results(self, filename, results):
-        """Write ``results`` (a dict) as JSON to ``output_folder/filename`` (main process)."""
+        """Write ``results`` (a dict) as JSON to ``output_folder/filename`` (main process),
+        atomically."""
         if not if_main_process():
             return None
         path = os.path.join(self.hparams.output_folder, filename)
-        with open(path, "w", encoding="utf8") as handle:
-            json.dump(results, handle, indent=2, sort_keys=True)
+        atomic_write_json(path, results, sort_keys=True)
         logger.info("wrote %s", path)
         return path
 
     def append_history(self, record):
-        """Append one epoch's statistics to ``output_folder/history.json``."""
+        """Append one epoch's statistics to ``output_folder/history.json`` (atomically; a
+        file that is not a readable history is set aside, see :func:`read_history`)."""
         if not if_main_process():
             return
         path = os.path.join(self.hparams.output_folder, "history.json")
-        history = []
-        if os.path.isfile(path):
-            with open(path, encoding="utf8") as handle:
-                history = json.load(handle)
-        history = [h for h in history if h.get("epoch") != record.get("epoch")]
+        history = [h for h in read_history(path) if h.get("epoch") != record.get("epoch")]
         history.append(record)
-        with open(path, "w", encoding="utf8") as handle:
-            json.dump(history, handle, indent=2, sort_keys=True)
+        atomic_write_json(path, history, sort_keys=True)
 
 
 class PretrainBrain(CAVMAEBrain):
@@ -524,7 +638,7 @@ class PretrainBrain(CAVMAEBrain):
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the statistics, save checkpoints, write results."""
-        self.log_bad_samples(stage, epoch)
+        self.check_stage(stage, epoch)
         stats = self.summarize(stage)
         if stage == sb.Stage.TRAIN:
             self.end_train_stage(epoch, stats)
@@ -671,7 +785,7 @@ class FinetuneBrain(CAVMAEBrain):
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log metrics, update weight averaging, checkpoint, write test results."""
-        self.log_bad_samples(stage, epoch)
+        self.check_stage(stage, epoch)
         if stage == sb.Stage.TRAIN:
             hp = self.hparams
             if self.hp("weight_averaging", False) and hp.wa_start <= epoch <= hp.wa_end:
@@ -736,10 +850,14 @@ class FinetuneBrain(CAVMAEBrain):
 
 __all__ = [
     "CAVMAEBrain",
+    "EmptyEpochError",
+    "NonFiniteLossError",
     "FinetuneBrain",
     "PretrainBrain",
     "RunningSums",
     "WeightAverager",
     "average_frame_predictions",
+    "non_finite_parameters",
+    "read_history",
     "unwrap",
 ]

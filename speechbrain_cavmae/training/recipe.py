@@ -24,7 +24,6 @@ Authors
 """
 
 import csv
-import json
 import logging
 import os
 import pathlib
@@ -50,11 +49,13 @@ from speechbrain_cavmae.training.brains import FinetuneBrain, PretrainBrain, unw
 from speechbrain_cavmae.checkpoints.loader import (
     RUN_MODEL_SUBDIR,
     average_state_dicts,
+    check_state,
     load_into,
     read_state_file,
 )
 from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
 from speechbrain_cavmae.data import balance
+from speechbrain_cavmae.data.files import atomic_torch_save
 from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
 from speechbrain_cavmae.data.manifest import LabelTable
 
@@ -178,7 +179,7 @@ class RandomState:
 
 
 # --------------------------------------------------------------------------- weights
-def load_pretrained(model, path):
+def load_pretrained(model, path, trust_remote_code=False):
     """Initialise ``model`` from ``pretrained_path``, as the original recipes do: a thin
     call into :func:`speechbrain_cavmae.checkpoints.loader.load_into`.
 
@@ -189,7 +190,9 @@ def load_pretrained(model, path):
     weight must be present with the model's shape (another depth or width is an error
     naming the keys and depths); the decoder (when fine-tuning) and a head of another size
     are left out with one log line; the audio positional embeddings are interpolated in
-    time when the audio length differs.
+    time when the audio length differs. A model folder's yaml is checked against the
+    allow-list of :mod:`speechbrain_cavmae.checkpoints.trust` unless ``trust_remote_code``
+    (the hparam ``trust_remote_code: True``).
 
     Returns
     -------
@@ -197,7 +200,7 @@ def load_pretrained(model, path):
         ``loaded`` (keys copied), ``ignored`` (keys of the file not used), ``missing``
         (keys of the model left at their initialisation).
     """
-    return load_into(model, path)
+    return load_into(model, path, trust_remote_code=trust_remote_code)
 
 
 def average_state_dict_files(paths):
@@ -231,9 +234,17 @@ def average_state_dict_files(paths):
 
 def export_model(model, path):
     """Save the model's state dict (our names; load with :func:`load_pretrained` or
-    :func:`speechbrain_cavmae.checkpoints.loader.load_original_checkpoint`)."""
+    :func:`speechbrain_cavmae.checkpoints.loader.load_original_checkpoint`), atomically.
+
+    Raises
+    ------
+    NonFiniteWeightError
+        A weight is NaN or infinite (nothing is written).
+    """
     if if_main_process():
-        torch.save(unwrap(model).state_dict(), path)
+        state = unwrap(model).state_dict()
+        check_state(state, f"the model to export to {path}")
+        atomic_torch_save(state, path)
         logger.info("exported the model to %s", path)
     return path
 
@@ -304,16 +315,19 @@ def build_datasets(hparams, counter=None):
     if hparams["task"] == "finetune" and table is None:
         raise ValueError("fine-tuning needs a label CSV: pass --label_csv")
     out = {}
+    labelled = hparams["task"] == "finetune"
     train_cfg = data_config(hparams, train=True)
     eval_cfg = data_config(hparams, train=False)
     if hparams.get("train_data"):
-        out["train"] = build_dataset(hparams["train_data"], table, train_cfg, True, counter)
+        out["train"] = build_dataset(hparams["train_data"], table, train_cfg, True, counter,
+                                     labelled)
     if hparams.get("valid_data"):
-        out["valid"] = build_dataset(hparams["valid_data"], table, eval_cfg, False, counter)
+        out["valid"] = build_dataset(hparams["valid_data"], table, eval_cfg, False, counter,
+                                     labelled)
     test_path = hparams.get("test_data") or hparams.get("valid_data")
     if test_path:
         test_cfg = dict(eval_cfg, multi_frame=bool(hparams.get("multi_frame_eval", False)))
-        out["test"] = build_dataset(test_path, table, test_cfg, False, counter)
+        out["test"] = build_dataset(test_path, table, test_cfg, False, counter, labelled)
     out["label_table"] = table
     return out
 
@@ -438,7 +452,8 @@ def run_recipe(argv=None):
         raise ValueError("no training data: pass --train_data (or --test_only)")
 
     if hparams.get("pretrained_path"):
-        load_pretrained(hparams["model"], hparams["pretrained_path"])
+        load_pretrained(hparams["model"], hparams["pretrained_path"],
+                        bool(hparams.get("trust_remote_code", False)))
 
     if "sorting" not in hparams:
         # Under DDP, SpeechBrain's DistributedSampler shuffles unless ``sorting`` is set

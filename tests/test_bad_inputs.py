@@ -1,0 +1,780 @@
+"""Bad-input matrix: every generated bad file, manifest and checkpoint has one outcome.
+
+Each case of :data:`CASES` builds (or picks, from the module's ``env``) one bad input and
+asserts what a careful user expects of it: a named error (its type, and a message naming
+the file and the problem), a counted skip under ``on_bad_sample: skip``, or a correct
+result. Everything is in-process with tiny models (embed 32, one block each, 4 heads, 32 px,
+32 fbank frames); the faults that need a training run (an epoch whose every sample is
+skipped, non-finite losses, a truncated ``history.json``) share the recipe runs of
+:func:`test_recipe_faults`.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from media import tone, write_frames, write_label_csv, write_original_manifest, write_video
+from media import write_wav
+from recipe_cli import DECODER, ENCODER, HP
+
+from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
+from speechbrain_cavmae.checkpoints.loader import (
+    NonFiniteWeightError,
+    load_encoder_weights,
+    load_model,
+)
+from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
+from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError
+from speechbrain_cavmae.checkpoints.trust import UntrustedCodeError
+from speechbrain_cavmae.data.dataset import BadSampleCounter, SkippedSample, build_dataset
+from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
+from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
+from speechbrain_cavmae.inference import AudioVisualClassifier
+from speechbrain_cavmae.tools import convert, extract, validate
+from speechbrain_cavmae.training.brains import EmptyEpochError, NonFiniteLossError
+from speechbrain_cavmae.training.recipe import load_pretrained, run_recipe
+
+MIDS = ["/m/a", "/m/b", "/m/c", "/m/d"]
+ARCH = dict(img_size=32, audio_length=32, embed_dim=32, modality_specific_depth=1,
+            shared_depth=1, num_heads=4)
+DEC = dict(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=4)
+CONFIG = {"audio_length": 32, "image_size": 32, "n_frames": 10}
+
+
+# ----------------------------------------------------------------------------- media
+def truncated_copy(src, dst, keep):
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[:keep] if isinstance(keep, int) else data[:int(len(data) * keep)])
+    return str(dst)
+
+
+def faststart_cut_in_audio(src, dst):
+    """``src`` remuxed with its index first (``movflags=faststart``), cut at the start of its
+    middle audio packet: it opens and decodes cleanly but its audio track ends early."""
+    import av
+
+    full = str(dst) + ".full.mp4"
+    with av.open(str(src)) as inp, av.open(full, "w", options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    with av.open(full) as inp:
+        positions = [p.pos for p in inp.demux(inp.streams.audio[0]) if p.pos is not None]
+    truncated_copy(full, dst, positions[len(positions) // 2])
+    os.remove(full)
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Every bad file, manifest and checkpoint, built once."""
+    d = tmp_path_factory.mktemp("bad_inputs")
+    torch.manual_seed(0)
+    frames = str(d / "frames")
+    labels = write_label_csv(str(d / "labels.csv"), MIDS)
+    files = {}
+
+    def wav(name, data, rate=16000, subtype="PCM_16"):
+        files[name] = write_wav(str(d / f"{name}.wav"), data, rate, subtype)
+        return files[name]
+
+    good = wav("good", tone(440, 2.0, 16000))
+    wav("short", tone(440, 0.01, 16000))                          # 160 samples
+    wav("nan", np.where(np.arange(16000) == 5, np.nan, tone(440, 1.0, 16000)), subtype="FLOAT")
+    wav("inf", np.where(np.arange(16000) == 5, np.inf, tone(440, 1.0, 16000)), subtype="FLOAT")
+    wav("empty_data", np.zeros(0, np.float32))
+    files["truncated"] = truncated_copy(good, d / "truncated.wav", 44 + 2 * 12786)
+    files["header_only"] = truncated_copy(good, d / "header_only.wav", 44)
+    (d / "zero.wav").write_bytes(b"")
+    files["zero"] = str(d / "zero.wav")
+    (d / "random.wav").write_bytes(np.random.default_rng(0).bytes(3000))
+    files["random"] = str(d / "random.wav")
+    (d / "text.wav").write_text("this is not audio\n" * 20)
+    files["text_wav"] = str(d / "text.wav")
+    import soundfile
+
+    soundfile.write(str(d / "good.flac"), tone(440, 2.0, 16000), 16000)
+    files["flac_truncated"] = truncated_copy(d / "good.flac", d / "truncated.flac", 0.4)
+    files["missing"] = str(d / "missing.wav")
+
+    video = write_video(str(d / "good.mp4"), n_frames=20, fps=10, size=(48, 32))
+    files["good_mp4"] = video
+    files["mp4_truncated"] = truncated_copy(video, d / "truncated.mp4", 0.5)
+    garbled = bytearray(Path(video).read_bytes())
+    garbled[:256] = np.random.default_rng(1).bytes(256)
+    (d / "garbled.mp4").write_bytes(bytes(garbled))
+    files["mp4_garbled"] = str(d / "garbled.mp4")
+    files["mp4_short_audio"] = faststart_cut_in_audio(video, d / "short_audio.mp4")
+    files["mp4_no_audio"] = write_video(str(d / "silent.mp4"), n_frames=20, fps=10,
+                                        size=(48, 32), audio_freqs=())
+    (d / "text.mp4").write_text("not a video\n" * 50)
+    files["mp4_text"] = str(d / "text.mp4")
+
+    for vid in ("ok", "text_jpg", "zero_jpg", "truncated_jpg", "missing_jpg"):
+        write_frames(frames, vid, n=10, size=32)
+    (d / "frames" / "frame_5" / "text_jpg.jpg").write_text("not an image")
+    (d / "frames" / "frame_5" / "zero_jpg.jpg").write_bytes(b"")
+    jpg = d / "frames" / "frame_5" / "truncated_jpg.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:200])
+    (d / "frames" / "frame_5" / "missing_jpg.jpg").unlink()
+
+    # models: a classifier and a pretraining model, their folders and state dicts
+    clf, pre = CAVMAEClassifier(4, **ARCH).eval(), CAVMAE(**ARCH, **DEC).eval()
+    write_model_folder(clf, str(d / "clf"), label_csv=labels, loss="BCE")
+    write_model_folder(pre, str(d / "pre"))
+    torch.save(clf.state_dict(), d / "clf.pth")
+    torch.save(pre.state_dict(), d / "pre.pth")
+    deep = CAVMAE(**dict(ARCH, modality_specific_depth=3), **DEC)
+    torch.save(deep.state_dict(), d / "deep.pth")
+    return {"dir": d, "files": files, "labels": labels, "frames": frames, "clf": clf,
+            "pre": pre}
+
+
+# ---------------------------------------------------------------------------- checks
+def entry(vid="ok", wav=None, **extra):
+    item = {"video_id": vid, "labels": "/m/a", **extra}
+    if wav is not None:
+        item["wav"] = wav
+    return item
+
+
+def manifest(env, name, entries):
+    return write_original_manifest(str(env["dir"] / f"{name}.json"), entries)
+
+
+def expect_bad_sample(env, name, item, path, reason, config=None):
+    """With ``on_bad_sample: raise`` a BadSampleError naming ``path`` and ``reason``; with
+    ``skip`` the sample is dropped and counted once."""
+    path = str(path)
+    if "video_path" not in item and "video" not in item and item.get("wav", "").endswith(".wav"):
+        item = dict(item, video_path=env["frames"])
+    m = manifest(env, name, [item])
+    cfg = dict(CONFIG, **(config or {}))
+    data = build_dataset(m, env["labels"], dict(cfg, on_bad_sample="raise"), train=False)
+    with pytest.raises(BadSampleError) as info:
+        data[0]
+    assert info.value.path == path, str(info.value)
+    assert re.search(reason, info.value.reason), str(info.value)
+    assert path in str(info.value)
+    counter = BadSampleCounter()
+    data = build_dataset(m, env["labels"], dict(cfg, on_bad_sample="skip"), train=False,
+                         counter=counter)
+    sample = data[0]
+    assert isinstance(sample, SkippedSample) and sample.path == path
+    assert counter.count == 1
+
+
+def expect_error(kind, pattern, func, *args, **kwargs):
+    with pytest.raises(kind, match=pattern) as info:
+        func(*args, **kwargs)
+    return info.value
+
+
+def esc(path):
+    return re.escape(str(path))
+
+
+CASES = {}
+
+
+def case(func):
+    CASES[func.__name__] = func
+    return func
+
+
+# --------------------------------------------------------------------------- audio
+def _audio_case(key, reason):
+    def check(env):
+        path = env["files"][key]
+        expect_bad_sample(env, key, entry(wav=path), path, reason)
+    check.__name__ = f"audio_{key}"
+    return case(check)
+
+
+for _key, _reason in [
+    ("truncated", r"truncated audio: 12786 of the 32000 frames declared in its header"),
+    ("header_only", r"truncated audio: 0 of the 32000 frames declared"),
+    ("zero", r"cannot decode audio"),
+    ("empty_data", r"audio is empty \(0 samples\)"),
+    ("nan", r"NaN or infinite samples"),
+    ("inf", r"NaN or infinite samples"),
+    ("short", r"clip of 160 samples is shorter than one 25 ms frame"),
+    ("random", r"cannot decode audio"),
+    ("text_wav", r"cannot decode audio"),
+    ("flac_truncated", r"cannot decode audio|truncated audio"),
+    ("missing", r"file not found"),
+    ("mp4_truncated", r"cannot open container"),
+    ("mp4_garbled", r"cannot open container"),
+    ("mp4_short_audio", r"truncated audio track: \d\.\d\d s decoded of the 2\.\d\d s"),
+    ("mp4_no_audio", r"no audio track"),
+    ("mp4_text", r"cannot open container"),
+]:
+    _audio_case(_key, _reason)
+
+
+@case
+def audio_good_wav_and_video_load(env):
+    m = manifest(env, "good", [entry(wav=env["files"]["good"], video_path=env["frames"]),
+                               entry("good", wav=env["files"]["good_mp4"],
+                                     video=env["files"]["good_mp4"])])
+    data = build_dataset(m, env["labels"], CONFIG, train=False)
+    for i in range(2):
+        sample = data[i]
+        assert sample["fbank"].shape == (32, 128) and torch.isfinite(sample["fbank"]).all()
+        assert sample["frame"].shape == (3, 32, 32)
+        assert sample["labels"].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+# -------------------------------------------------------------------------- frames
+def _frame_case(vid, reason):
+    def check(env):
+        path = os.path.join(env["frames"], "frame_5", f"{vid}.jpg")
+        expect_bad_sample(env, vid, entry(vid, wav=env["files"]["good"]), path, reason)
+    check.__name__ = f"frames_{vid}"
+    return case(check)
+
+
+for _vid, _reason in [("text_jpg", "cannot decode image"), ("zero_jpg", "cannot decode image"),
+                      ("truncated_jpg", "cannot decode image"),
+                      ("missing_jpg", "extracted frame 5 not found")]:
+    _frame_case(_vid, _reason)
+
+
+@case
+def frames_missing_folder(env):
+    folder = env["dir"] / "no_frames_here"
+    path = folder / "frame_5" / "ok.jpg"
+    expect_bad_sample(env, "nofolder", entry(wav=env["files"]["good"], video_path=str(folder)),
+                      path, "extracted frame 5 not found", {"frame_source": "extracted"})
+
+
+@case
+def frames_no_source(env):
+    m = env["dir"] / "nosource.json"
+    expect_bad_sample(env, "nosource", entry(wav=env["files"]["good"], video_path=""), m,
+                      r"no video file or extracted frames")
+
+
+@case
+def frames_dotdot_id(env):
+    vid = "../ok"
+    path = os.path.join(env["frames"], "frame_5", f"{vid}.jpg")
+    expect_bad_sample(env, "dotdot", entry(vid, wav=env["files"]["good"]), path,
+                      r"video_id '\.\./ok' points outside")
+
+
+@case
+def video_frames_of_a_truncated_video(env):
+    path = env["files"]["mp4_truncated"]
+    expect_bad_sample(env, "vtrunc", entry(wav=env["files"]["good"], video=path), path,
+                      r"cannot decode video")
+
+
+@case
+def unknown_label(env):
+    m = str(env["dir"] / "unknown_label.json")
+    expect_bad_sample(env, "unknown_label", dict(entry(wav=env["files"]["good"]),
+                                                 labels="/m/zz"),
+                      m, r"label '/m/zz' not in label CSV")
+
+
+# ------------------------------------------------------------------------ manifests
+def _manifest_case(name, content, pattern, kind=ManifestError):
+    def check(env):
+        path = env["dir"] / f"{name}.json"
+        path.write_text(content)
+        expect_error(kind, esc(path) + ": " + pattern, build_dataset, str(path), env["labels"],
+                     CONFIG)
+    check.__name__ = f"manifest_{name}"
+    return case(check)
+
+
+for _name, _content, _pattern in [
+    ("zero_bytes", "", r"empty manifest \(0 bytes\)"),
+    ("malformed", '{"data": [{"video_id": "a",}]}', r"not valid JSON: .* \(line 1, column"),
+    ("top_level_list", '[{"video_id": "a"}]', r"the top-level JSON value is a list"),
+    ("no_entries", '{"data": []}', r"manifest has no entries"),
+    ("no_video_id", '{"data": [{"wav": "a.wav"}]}', r"entry 0 has no 'video_id'"),
+    ("entry_not_object", '{"data": ["a.wav"]}', r"entry 0 is a str, not an object"),
+    ("sb_entry_not_object", '{"a": "a.wav"}', r"entry 'a' is a str, not an object"),
+    ("misspelled_labels", '{"data": [{"video_id": "a", "wav": "a.wav", "lables": "/m/a"}]}',
+     r"1 of 1 entries have no labels: entry 'a': no labels \(its fields: lables, video_id, "
+     r"wav\); fine-tuning needs a non-empty 'labels' field"),
+    ("empty_labels", '{"data": [{"video_id": "a", "wav": "a.wav", "labels": ""}]}',
+     r"1 of 1 entries have no labels: entry 'a': no labels \(its fields: video_id, wav\)"),
+]:
+    _manifest_case(_name, _content, _pattern)
+
+
+@case
+def manifest_missing_file(env):
+    path = env["dir"] / "nowhere.json"
+    expect_error(FileNotFoundError, esc(path) + ": manifest not found", read_manifest, path)
+
+
+@case
+def manifest_csv_without_id(env):
+    path = env["dir"] / "noid.csv"
+    path.write_text("wav,labels\na.wav,/m/a\n")
+    expect_error(ManifestError, esc(path) + ": CSV manifest needs an 'ID' column",
+                 read_manifest, path)
+
+
+@case
+def manifest_duplicate_ids_are_renamed_and_reported(env):
+    good = env["files"]["good"]
+    m = manifest(env, "dups", [entry(wav=good, video_path=env["frames"]),
+                               entry(wav=good, video_path=env["frames"])])
+    assert list(read_manifest(m)) == ["ok", "ok#2"]
+    problems = validate.validate(m, env["labels"], CONFIG)
+    assert problems == [("ok#2", m, "duplicate id 'ok'")]
+
+
+@case
+def manifest_pretraining_needs_no_labels(env):
+    m = manifest(env, "unlabelled", [dict(entry(wav=env["files"]["good"],
+                                                video_path=env["frames"]), labels="")])
+    assert build_dataset(m, None, CONFIG, train=True)[0]["fbank"].shape == (32, 128)
+    with pytest.raises(ManifestError, match="no labels"):
+        build_dataset(m, env["labels"], CONFIG, train=True)
+
+
+@case
+def label_csv_bad(env):
+    path = env["dir"] / "bad_labels.csv"
+    path.write_text("index,display_name\n0,a\n")
+    expect_error(ValueError, esc(path) + r": label CSV lacks column\(s\) \['mid'\]",
+                 LabelTable.from_csv, path)
+
+
+# ------------------------------------------------------------------------- validate
+@case
+def validate_reports_bad_media_and_missing_labels(env):
+    m = manifest(env, "to_validate", [
+        entry(wav=env["files"]["good"], video_path=env["frames"]),
+        entry("text_jpg", wav=env["files"]["truncated"], video_path=env["frames"]),
+        {"video_id": "ok", "wav": env["files"]["good"], "video_path": env["frames"],
+         "lables": "/m/a"},
+    ])
+    problems = validate.validate(m, env["labels"], CONFIG)
+    reasons = {(p[0], p[1]): p[2] for p in problems}
+    assert "truncated audio" in reasons[("text_jpg", env["files"]["truncated"])]
+    assert "cannot decode image" in reasons[("text_jpg", os.path.join(
+        env["frames"], "frame_5", "text_jpg.jpg"))]
+    assert "lables" in reasons[("ok#2", m)]
+    assert validate.main([m, "--label_csv", env["labels"], "--n_frames", "10"]) == 1
+
+
+@case
+def validate_empty_manifest_exits_1(env):
+    path = env["dir"] / "empty_for_validate.json"
+    path.write_text('{"data": []}')
+    assert validate.main([str(path)]) == 1
+    with pytest.raises(ManifestError, match=esc(path) + ": manifest has no entries"):
+        validate.validate(str(path))
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _state(env, kind="clf"):
+    return {k: v.clone() for k, v in env[kind].state_dict().items()}
+
+
+def _saved(env, name, state):
+    path = env["dir"] / name
+    torch.save(state, path)
+    return path
+
+
+@case
+def ckpt_truncated(env):
+    path = truncated_copy(env["dir"] / "clf.pth", env["dir"] / "cut.pth", 0.5)
+    expect_error(CheckpointMismatchError, esc(path) + ": cannot read the checkpoint",
+                 load_model, path, num_heads=4)
+
+
+@case
+def ckpt_random_bytes(env):
+    path = env["dir"] / "random.pth"
+    path.write_bytes(np.random.default_rng(2).bytes(5000))
+    expect_error(CheckpointMismatchError, esc(path) + ": cannot read the checkpoint",
+                 load_model, path, num_heads=4)
+
+
+@case
+def ckpt_zero_bytes(env):
+    path = env["dir"] / "zero.pth"
+    path.write_bytes(b"")
+    expect_error(CheckpointMismatchError, esc(path) + ": cannot read the checkpoint",
+                 load_model, path, num_heads=4)
+
+
+@case
+def ckpt_foreign(env):
+    path = _saved(env, "resnet.pth", {"conv1.weight": torch.zeros(4, 3, 3, 3),
+                                      "fc.weight": torch.zeros(10, 4)})
+    expect_error(CheckpointMismatchError, esc(path) + ": not a CAV-MAE state dict", load_model,
+                 path, num_heads=4)
+
+
+@case
+def ckpt_not_a_dict(env):
+    path = _saved(env, "list.pth", [torch.zeros(2)])
+    expect_error(CheckpointMismatchError, esc(path), load_model, path, num_heads=4)
+
+
+@case
+def ckpt_value_not_a_tensor(env):
+    state = _state(env)
+    state["encoder.norm.weight"] = "oops"
+    path = _saved(env, "str_value.pth", state)
+    for load in (lambda: load_model(path, num_heads=4),
+                 lambda: load_pretrained(CAVMAEClassifier(4, **ARCH), path),
+                 lambda: convert.convert(path, env["dir"] / "conv_str", num_heads=4)):
+        expect_error(CheckpointMismatchError,
+                     esc(path) + ": 'encoder.norm.weight' is a str, not a tensor", load)
+
+
+@case
+def ckpt_nan_weights(env):
+    state = _state(env)
+    state["encoder.blocks_u.0.attn.qkv.weight"][0, 0] = float("nan")
+    path = _saved(env, "nan.pth", state)
+    pattern = esc(path) + r": tensor 'encoder.blocks_u.0.attn.qkv.weight' has 1 non-finite"
+    expect_error(NonFiniteWeightError, pattern, load_model, path, num_heads=4)
+    # convert's command line stops with the error (exit 1; the exception with --debug) and
+    # writes nothing
+    out = env["dir"] / "conv_nan"
+    assert convert.main([str(path), str(out), "--num_heads", "4"]) == 1
+    expect_error(NonFiniteWeightError, pattern, convert.main,
+                 [str(path), str(out), "--num_heads", "4", "--debug"])
+    assert not (out / "model.ckpt").exists()
+
+
+@case
+def ckpt_inf_in_model_folder_classify(env):
+    folder = env["dir"] / "clf_inf"
+    shutil.copytree(env["dir"] / "clf", folder)
+    state = torch.load(folder / "model.ckpt", weights_only=True)
+    state["head.fc.bias"][1] = float("inf")
+    torch.save(state, folder / "model.ckpt")
+    expect_error(NonFiniteWeightError, r"model\.ckpt: tensor 'head.fc.bias'",
+                 AudioVisualClassifier.from_hparams, source=str(folder),
+                 savedir=str(env["dir"] / "sd_inf"))
+
+
+@case
+def folder_missing_key(env):
+    folder = env["dir"] / "clf_missing"
+    shutil.copytree(env["dir"] / "clf", folder)
+    state = torch.load(folder / "model.ckpt", weights_only=True)
+    del state["head.fc.weight"]
+    torch.save(state, folder / "model.ckpt")
+    pattern = r"missing keys \['head\.fc\.weight'\]"
+    expect_error(CheckpointMismatchError, esc(folder) + ".*" + pattern, load_model, folder)
+    expect_error(CheckpointMismatchError, pattern, AudioVisualClassifier.from_hparams,
+                 source=str(folder), savedir=str(env["dir"] / "sd_missing"))
+
+
+@case
+def folder_extra_key(env):
+    folder = env["dir"] / "clf_extra"
+    shutil.copytree(env["dir"] / "clf", folder)
+    state = torch.load(folder / "model.ckpt", weights_only=True)
+    state["encoder.extra"] = torch.zeros(1)
+    torch.save(state, folder / "model.ckpt")
+    expect_error(CheckpointMismatchError, r"unexpected keys \['encoder\.extra'\]", load_model,
+                 folder)
+
+
+@case
+def pretrained_path_deeper_checkpoint(env):
+    model = CAVMAEClassifier(4, **ARCH)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    expect_error(CheckpointMismatchError,
+                 esc(env["dir"] / "deep.pth") + r" does not fit the model: unexpected keys "
+                 r"\['encoder\.blocks_a\.1\..*the checkpoint has 3 modality-specific blocks, "
+                 r"the model 1", load_pretrained, model, env["dir"] / "deep.pth")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@case
+def pretrained_path_shallower_checkpoint(env):
+    model = CAVMAE(**dict(ARCH, modality_specific_depth=2), **DEC)
+    expect_error(CheckpointMismatchError, r"missing keys \['encoder\.blocks_a\.1\..*the "
+                 r"checkpoint has 1 modality-specific blocks, the model 2", load_pretrained,
+                 model, env["dir"] / "pre.pth")
+
+
+@case
+def pretrained_path_wider_model(env):
+    model = CAVMAEClassifier(4, **dict(ARCH, embed_dim=64))
+    expect_error(CheckpointMismatchError, r"shapes differ: encoder\.", load_pretrained, model,
+                 env["dir"] / "pre.pth")
+
+
+@case
+def pretrained_path_missing_decoder_key(env):
+    state = _state(env, "pre")
+    del state["decoder.blocks.0.mlp.fc1.weight"]
+    path = _saved(env, "no_dec_key.pth", state)
+    expect_error(CheckpointMismatchError, esc(path) + r" does not fit the model: missing keys "
+                 r"\['decoder\.blocks\.0\.mlp\.fc1\.weight'\]", load_pretrained,
+                 CAVMAE(**ARCH, **DEC), path)
+
+
+@case
+def pretrained_path_missing_head_key(env):
+    state = _state(env)
+    del state["head.fc.bias"]
+    path = _saved(env, "no_head_key.pth", state)
+    expect_error(CheckpointMismatchError, r"missing keys \['head\.fc\.bias'\]", load_pretrained,
+                 CAVMAEClassifier(4, **ARCH), path)
+
+
+@case
+def pretrained_path_documented_partial_loads(env):
+    """Decoder absent from a fine-tuned checkpoint; head absent or for other classes."""
+    pre = CAVMAE(**ARCH, **DEC)
+    info = load_pretrained(pre, env["dir"] / "clf.pth")
+    assert {k.split(".")[0] for k in info["missing"]} == {"decoder"}
+    for name, value in env["clf"].state_dict().items():
+        if name.startswith("encoder."):
+            assert torch.equal(pre.state_dict()[name], value), name
+    clf = CAVMAEClassifier(7, **ARCH)
+    info = load_pretrained(clf, env["dir"] / "clf.pth")
+    assert {k.split(".")[0] for k in info["missing"]} == {"head"}
+    info = load_pretrained(CAVMAEClassifier(4, **ARCH), env["dir"] / "pre")
+    assert {k.split(".")[0] for k in info["ignored"]} == {"decoder"}
+
+
+@case
+def heads_that_do_not_divide(env):
+    expect_error(ValueError, esc(env["dir"] / "clf.pth") + r": num_heads=5 does not divide",
+                 load_model, env["dir"] / "clf.pth", num_heads=5)
+
+
+@case
+def imagenet_weights_are_not_a_model(env):
+    state = {"patch_embed.proj.weight": torch.zeros(32, 3, 16, 16),
+             "blocks.0.attn.qkv.weight": torch.zeros(96, 32)}
+    path = _saved(env, "mae.pth", state)
+    expect_error(CheckpointMismatchError, esc(path) + ": ImageNet MAE weights do not describe",
+                 load_model, path)
+
+
+@case
+def checkpoint_folder_without_weights(env):
+    folder = env["dir"] / "CKPT+empty"
+    folder.mkdir(exist_ok=True)
+    expect_error(FileNotFoundError, esc(folder) + ": a folder without model.ckpt", load_model,
+                 folder)
+
+
+# --------------------------------------------------------------- model folder code
+def _folder_with_yaml_line(env, name, line):
+    folder = env["dir"] / name
+    shutil.copytree(env["dir"] / "clf", folder)
+    with open(folder / "hyperparams.yaml", "a", encoding="utf8") as handle:
+        handle.write(line + "\n")
+    return folder
+
+
+@case
+def folder_yaml_that_runs_a_command(env):
+    marker = env["dir"] / "marker_os"
+    folder = _folder_with_yaml_line(env, "evil_os", f"evil: !apply:os.makedirs [{marker}]")
+    pattern = r"hyperparams\.yaml: line \d+: !apply:os\.makedirs is not allowed"
+    for load in (lambda: AudioVisualClassifier.from_hparams(
+                     source=str(folder), savedir=str(env["dir"] / "sd_evil")),
+                 lambda: load_model(folder),
+                 lambda: load_pretrained(CAVMAEClassifier(4, **ARCH), folder),
+                 lambda: load_encoder_weights(folder)):
+        expect_error(UntrustedCodeError, pattern, load)
+        assert not marker.exists()
+    # the explicit opt-in builds it
+    clf = AudioVisualClassifier.from_hparams(source=str(folder), savedir=str(env["dir"] / "sdt"),
+                                             trust_remote_code=True)
+    assert marker.is_dir() and clf.is_classifier
+
+
+@case
+def folder_yaml_python_tag_and_denied_torch_function(env):
+    marker = env["dir"] / "marker_py"
+    for name, line, pattern in [
+        ("evil_py", f"evil: !!python/object/apply:os.makedirs [{marker}]",
+         r"python/object/apply:os\.makedirs is not allowed .*Python object tags run code"),
+        ("evil_hub", "evil: !name:torch.hub.load", r"!name:torch\.hub\.load is not allowed"),
+        ("evil_alias", "evil: !name:torch.os.system",
+         r"!name:torch\.os\.system is not allowed .*resolves to"),
+    ]:
+        folder = _folder_with_yaml_line(env, name, line)
+        expect_error(UntrustedCodeError, pattern, load_model, folder)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------ inference
+@pytest.fixture(scope="module")
+def classifier(env):
+    return AudioVisualClassifier.from_hparams(source=str(env["dir"] / "clf"),
+                                              savedir=str(env["dir"] / "sd_clf"))
+
+
+def _classify_case(key, reason):
+    def check(env, classifier):
+        path = env["files"][key]
+        err = expect_error(BadSampleError, esc(path) + ": " + reason, classifier.classify_file,
+                           path)
+        assert err.path == path
+    check.__name__ = f"classify_{key}"
+    check.needs_classifier = True
+    return case(check)
+
+
+for _key, _reason in [("short", "clip of 160 samples is shorter than one 25 ms frame"),
+                      ("truncated", "truncated audio"), ("missing", "file not found"),
+                      ("mp4_text", "cannot open container"), ("nan", "audio contains NaN or infinite")]:
+    _classify_case(_key, _reason)
+
+
+@case
+def classify_good_files(env, classifier):
+    for key in ("good", "good_mp4"):
+        preds = classifier.classify_file(env["files"][key], top_k=4)
+        scores = [p.score for p in preds]
+        assert len(preds) == 4 and all(0.0 <= s <= 1.0 for s in scores)
+        assert scores == sorted(scores, reverse=True)
+
+
+classify_good_files.needs_classifier = True
+
+
+# -------------------------------------------------------------------------- extract
+@case
+def extract_same_file_name_in_two_folders(env):
+    videos = env["dir"] / "same_name"
+    for sub in ("a", "b"):
+        (videos / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(env["files"]["good_mp4"], videos / sub / "clip.mp4")
+    out = env["dir"] / "extracted"
+    expect_error(ValueError, r"2 videos share the id 'clip': " + esc(videos / "a" / "clip.mp4")
+                 + ", " + esc(videos / "b" / "clip.mp4"), extract.main,
+                 ["--videos", str(videos), "--out", str(out)])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(env, request, name):
+    check = CASES[name]
+    if getattr(check, "needs_classifier", False):
+        check(env, request.getfixturevalue("classifier"))
+    else:
+        check(env)
+
+
+# --------------------------------------------------------------------- recipe faults
+def _subset(manifest_path, n, out, edit=None):
+    with open(manifest_path, encoding="utf8") as handle:
+        data = json.load(handle)
+    data["data"] = data["data"][:n]
+    if edit:
+        for item in data["data"]:
+            edit(item)
+    with open(out, "w", encoding="utf8") as handle:
+        json.dump(data, handle)
+    return str(out)
+
+
+@contextlib.contextmanager
+def restored_logging():
+    """SpeechBrain's experiment set-up reconfigures the root logger (DEBUG, a file handler
+    in the output folder): put it back after the in-process recipe runs."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _recipe(out, train, valid, epochs, *extra):
+    """A tiny pretraining run in this process (no interpreter start-up): returns its log."""
+    args = [str(HP / "cavmae.yaml"), "--train_data", train,
+            *(["--valid_data", valid] if valid else []),
+            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", "4",
+            "--number_of_epochs", str(epochs), *extra]
+    try:
+        with restored_logging():
+            run_recipe(args)
+    finally:
+        log = Path(out, "log.txt")
+        text = log.read_text() if log.is_file() else ""
+    return text
+
+
+def _checkpoint_epochs(out):
+    epochs = []
+    for meta in Path(out, "save").glob("CKPT*/CKPT.yaml"):
+        found = re.search(r"^epoch: (\d+)", meta.read_text(), flags=re.MULTILINE)
+        epochs.append(int(found.group(1)) if found else None)
+    return sorted(epochs)
+
+
+def test_recipe_faults(toy, tmp_path, one_thread):
+    """Three pretraining runs share an output folder: a good epoch; a truncated
+    ``history.json`` is set aside and the next epoch goes on; a diverged epoch (overflowing
+    losses, no validation set) stops before anything is saved or exported. A fourth run, whose every training sample
+    is bad under ``on_bad_sample: skip``, stops with a clear error and writes nothing."""
+    here = Path(toy["train"]).parent
+    train = _subset(toy["train"], 4, here / "faults_train.json")
+    valid = _subset(toy["valid"], 4, here / "faults_valid.json")
+    out = tmp_path / "run"
+    _recipe(out, train, valid, 1)
+    history = out / "history.json"
+    assert [h["epoch"] for h in json.loads(history.read_text())] == [1]
+    cut = history.read_text()[:40]
+    history.write_text(cut)  # a crash of an older version, say
+
+    log = _recipe(out, train, valid, 2)
+    assert re.search(re.escape(str(history)) + r" is not a readable history .*moved it to "
+                     + re.escape(str(history)) + r"\.corrupt", log)
+    assert [h["epoch"] for h in json.loads(history.read_text())] == [2]
+    assert (out / "history.json.corrupt").read_text() == cut
+    checkpoints = _checkpoint_epochs(out)
+    assert max(checkpoints) == 2
+    for name in ("pretrained.pth", "model", "test_results.json"):
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    # resumed without a validation set (the epoch ends in end_train_stage), a loss weight
+    # so large that the losses overflow
+    with pytest.raises(NonFiniteLossError, match=r"training diverged: .*NaN or infinite"):
+        _recipe(out, train, None, 3, "--mae_loss_weight", "1e39")
+    assert _checkpoint_epochs(out) == checkpoints  # the last finite checkpoints stay
+    assert [h["epoch"] for h in json.loads(history.read_text())] == [2]
+    for name in ("pretrained.pth", "model", "test_results.json"):
+        assert not (out / name).exists(), name
+
+    missing = _subset(toy["train"], 4, here / "faults_missing.json",
+                      edit=lambda item: item.update(wav=item["wav"] + ".missing"))
+    skipped = tmp_path / "skipped"
+    with pytest.raises(EmptyEpochError, match=r"train epoch 1: every sample was skipped "
+                                              r"\(4 bad sample\(s\)"):
+        _recipe(skipped, missing, valid, 1, "--on_bad_sample", "skip")
+    assert (skipped / "log.txt").read_text().count("skipping bad sample") == 4
+    for name in ("pretrained.pth", "model", "test_results.json", "history.json"):
+        assert not (skipped / name).exists(), name
+    assert _checkpoint_epochs(skipped) == []

@@ -96,11 +96,12 @@ def _fetch_hparams(source, hparams_file, kwargs):
     local = os.path.join(source, hparams_file) if isinstance(source, str) else None
     if local is not None and os.path.isfile(local):
         return local
-    from speechbrain.utils.fetching import fetch
+    from speechbrain.inference import interfaces  # the fetch that from_hparams itself uses
 
     options = {k: kwargs[k] for k in ("savedir", "local_strategy", "fetch_config")
                if k in kwargs}
-    return fetch(filename=hparams_file, source=source, save_filename=None, **options)
+    return interfaces.fetch(filename=hparams_file, source=source, save_filename=None,
+                            **options)
 
 
 class AudioVisualClassifier(Pretrained):

@@ -649,7 +649,7 @@ for _key, _reason in [("short", "clip of 160 samples is shorter than one 25 ms f
 @case
 def classify_good_files(env, classifier):
     for key in ("good", "good_mp4"):
-        preds = classifier.classify_file(env["files"][key], top_k=4)
+        preds = classifier.rank_file(env["files"][key], top_k=4)
         scores = [p.score for p in preds]
         assert len(preds) == 4 and all(0.0 <= s <= 1.0 for s in scores)
         assert scores == sorted(scores, reverse=True)
@@ -666,9 +666,10 @@ def extract_same_file_name_in_two_folders(env):
         (videos / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy(env["files"]["good_mp4"], videos / sub / "clip.mp4")
     out = env["dir"] / "extracted"
+    args = ["--videos", str(videos), "--out", str(out)]
+    assert extract.main(args) == 1  # one line on stderr; the exception with --debug
     expect_error(ValueError, r"2 videos share the id 'clip': " + esc(videos / "a" / "clip.mp4")
-                 + ", " + esc(videos / "b" / "clip.mp4"), extract.main,
-                 ["--videos", str(videos), "--out", str(out)])
+                 + ", " + esc(videos / "b" / "clip.mp4"), extract.main, [*args, "--debug"])
     assert not out.exists()
 
 

@@ -386,3 +386,44 @@ def test_stereo_48k_wav_is_fed_as_in_training(runs, finetuned, tmp_path):
     with torch.no_grad():
         expected = torch.sigmoid(model(fbank(0)[None], None, mode="missingaudioonly"))[0]
     assert preds[0].score == pytest.approx(float(expected.max()), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["generated", *REAL_CLIPS])
+def test_drop_in_encoder_waveforms_give_the_evaluation_fbank(runs, name, tmp_path):
+    """A drop-in audio encoder built from the model folder turns the waveform that the
+    evaluation dataset decodes into the fbank that dataset computes (same statistics,
+    length, padding), so its tokens are those of evaluation."""
+    from media import write_video
+
+    from speechbrain_cavmae.data.dataset import build_dataset
+
+    if name == "generated":  # stereo at 44.1 kHz: channel 0, resampled, as in training
+        clip = write_video(str(tmp_path / "stereo.mp4"), n_frames=20, fps=10,
+                           audio_freqs=(523.0, 1800.0))
+    else:
+        clip = Path(SHARED_SAMPLES) / name
+        if not clip.is_file():
+            pytest.skip(f"{clip} not available")
+    # the folder's own statistics are used (here not AudioSet's)
+    folder = tmp_path / "model"
+    shutil.copytree(runs["ft"] / "model", folder)
+    yaml_path = folder / "hyperparams.yaml"
+    text = yaml_path.read_text()
+    assert "dataset_mean: -5.081" in text and "dataset_std: 4.4849" in text
+    yaml_path.write_text(text.replace("dataset_mean: -5.081", "dataset_mean: -3.5")
+                         .replace("dataset_std: 4.4849", "dataset_std: 2.5"))
+    config = dict(EVAL_CONFIG, dataset_mean=-3.5, dataset_std=2.5)
+    manifest = tmp_path / "clip.json"
+    manifest.write_text(json.dumps({"data": [{"video_id": "clip", "wav": str(clip),
+                                              "video": str(clip), "labels": ""}]}))
+    fbank = build_dataset(str(manifest), None, config, train=False)[0]["fbank"]
+    wav = build_dataset(str(manifest), None, dict(config, features_on_device=True),
+                        train=False)[0]["wav"]
+    lobe = CAVMAEAudioEncoder(ckpt_path=str(folder), pooling="none", mask_padding=False).eval()
+    got, _, n_windows = lobe.audio_input(wav[None])
+    assert n_windows == 1 and got.shape == (1, *fbank.shape)
+    torch.testing.assert_close(got[0], fbank, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        tokens = lobe(wav[None])
+        expected = saved_model(runs, "finetune").encoder.encode_audio(fbank[None])
+    torch.testing.assert_close(tokens, expected, atol=1e-4, rtol=1e-4)

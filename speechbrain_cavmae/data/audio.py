@@ -21,6 +21,7 @@ Example
 torch.Size([16000])
 """
 
+import io
 import logging
 import os
 
@@ -63,13 +64,13 @@ def _to_mono(data, channel, path):
     return data[channel]
 
 
-def _read_soundfile(path):
+def _read_soundfile(path, name=None):
     import soundfile
 
     try:
         data, sr = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError
-        raise BadSampleError(path, f"cannot decode audio ({exc})") from exc
+        raise BadSampleError(name or path, f"cannot decode audio ({exc})") from exc
     return np.ascontiguousarray(data.T), sr
 
 
@@ -88,43 +89,46 @@ def _frame_to_float(frame):
     return arr.astype(np.float32) / np.float32(_INT_SCALE[name])
 
 
-def _read_container(path):
+def _read_container(path, name=None):
+    name = name or path
     try:
         import av
     except ImportError as exc:  # pragma: no cover - av is a declared dependency
-        raise BadSampleError(path, "reading audio from a video container needs PyAV (pip install av)") from exc
+        raise BadSampleError(name, "reading audio from a video container needs PyAV (pip install av)") from exc
     try:
         container = av.open(path)
     except Exception as exc:
-        raise BadSampleError(path, f"cannot open container ({exc})") from exc
+        raise BadSampleError(name, f"cannot open container ({exc})") from exc
     with container:
         if not container.streams.audio:
-            raise BadSampleError(path, "no audio track")
+            raise BadSampleError(name, "no audio track")
         stream = container.streams.audio[0]
         chunks = []
         try:
             for frame in container.decode(stream):
                 chunks.append(_frame_to_float(frame))
         except Exception as exc:
-            raise BadSampleError(path, f"cannot decode audio track ({exc})") from exc
+            raise BadSampleError(name, f"cannot decode audio track ({exc})") from exc
         sr = stream.rate or stream.codec_context.sample_rate
     if not chunks:
-        raise BadSampleError(path, "audio track has no decodable samples")
+        raise BadSampleError(name, "audio track has no decodable samples")
     return np.concatenate(chunks, axis=1), sr
 
 
-def load_audio(path, sample_rate=16000, channel=None):
+def load_audio(path, sample_rate=16000, channel=None, name=None):
     """Load a mono waveform from an audio file or a video container.
 
     Arguments
     ---------
-    path : str
-        Audio file (wav/flac/...) or video (mp4/mkv/...).
+    path : str, bytes or binary file object
+        Audio file (wav/flac/...) or video (mp4/mkv/...), or its content.
     sample_rate : int
         Output sampling rate.
     channel : int or None
         ``None`` averages all channels; an int keeps that channel only
         (``0`` is what the original ``sox remix 1`` extraction kept).
+    name : str, optional
+        With content: its file name (the extension tells the format; errors name it).
 
     Returns
     -------
@@ -136,18 +140,24 @@ def load_audio(path, sample_rate=16000, channel=None):
     BadSampleError
         Missing file, undecodable data, no audio track, empty track.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BadSampleError(path, "file not found")
-    if os.path.splitext(path)[1].lower() in SOUNDFILE_EXTS:
-        data, sr = _read_soundfile(path)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        path = io.BytesIO(path)
+    if hasattr(path, "read"):
+        name = name or getattr(path, "name", "<audio bytes>")
     else:
-        data, sr = _read_container(path)
+        path = os.fspath(path)
+        name = name or path
+        if not os.path.isfile(path):
+            raise BadSampleError(name, "file not found")
+    if os.path.splitext(name)[1].lower() in SOUNDFILE_EXTS:
+        data, sr = _read_soundfile(path, name)
+    else:
+        data, sr = _read_container(path, name)
     if data.shape[1] == 0:
-        raise BadSampleError(path, "audio is empty (0 samples)")
-    mono = torch.from_numpy(np.ascontiguousarray(_to_mono(data, channel, path)))
+        raise BadSampleError(name, "audio is empty (0 samples)")
+    mono = torch.from_numpy(np.ascontiguousarray(_to_mono(data, channel, name)))
     if not torch.isfinite(mono).all():
-        raise BadSampleError(path, "audio contains NaN or infinite samples")
+        raise BadSampleError(name, "audio contains NaN or infinite samples")
     return resample(mono, sr, sample_rate)
 
 

@@ -320,11 +320,28 @@ def load_extracted_frame(video_path_dir, video_id, i):
     path = extracted_frame_path(video_path_dir, video_id, i)
     if not os.path.isfile(path):
         raise BadSampleError(path, f"extracted frame {i} not found")
+    return decode_image(path)
+
+
+def decode_image(source, name=None):
+    """Decode an image file (or its bytes, named ``name`` in errors) to RGB ``PIL.Image``.
+
+    Raises :class:`BadSampleError` when it is not a decodable image.
+
+    Example
+    -------
+    >>> import io
+    >>> buffer = io.BytesIO()
+    >>> Image.new("L", (4, 2)).save(buffer, format="PNG")
+    >>> decode_image(buffer.getvalue(), "x.png").mode
+    'RGB'
+    """
+    name = name or os.fspath(source)
     try:
-        img = Image.open(path)
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         img.load()
     except Exception as exc:
-        raise BadSampleError(path, f"cannot decode image ({exc})") from exc
+        raise BadSampleError(name, f"cannot decode image ({exc})") from exc
     return img if img.mode == "RGB" else img.convert("RGB")
 
 

@@ -6,6 +6,7 @@ generated data set, 4 classes, 64 training, 32 validation and 32 test clips.
 """
 
 import math
+import re
 
 from processes import REPO
 
@@ -41,3 +42,20 @@ def pretrain_args(toy, out, epochs=2, batch_size=8, extra=()):
     return [AUDIOSET, str(HP / "cavmae.yaml"), *data_args(toy, labels=False, test=False),
             "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", str(batch_size),
             "--number_of_epochs", str(epochs), *extra]
+
+
+def complete_intra_epoch_steps(save):
+    """``{checkpoint name: training step}`` of the complete intra-epoch checkpoints.
+
+    ``AtomicCheckpointer`` publishes ``CKPT.yaml`` last, once every file is written.
+    """
+    found = {}
+    for ckpt in save.glob("CKPT+*") if save.is_dir() else []:
+        try:
+            meta = (ckpt / "CKPT.yaml").read_text()
+            brain = (ckpt / "brain.ckpt").read_text()
+        except OSError:
+            continue  # not complete yet, or being deleted
+        if "brain_intra_epoch_ckpt" in meta:
+            found[ckpt.name] = int(re.search(r"step: (\d+)", brain).group(1))
+    return found

@@ -24,7 +24,8 @@ import torch
 
 from processes import REPO, kill_group, run, subprocess_env, torchrun
 from recipe_cli import (
-    AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, data_args, pretrain_args,
+    AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, complete_intra_epoch_steps, data_args,
+    pretrain_args,
 )
 from speechbrain_cavmae.checkpoints.original import load_original_checkpoint
 
@@ -109,23 +110,6 @@ def test_audioset_finetuning_beats_chance_then_evaluates(pretrained, toy, tmp_pa
     assert again["weights"] == results["weights"]
 
 
-def _complete_intra_epoch_steps(save):
-    """``{checkpoint name: training step}`` of the complete intra-epoch checkpoints.
-
-    ``AtomicCheckpointer`` publishes ``CKPT.yaml`` last, once every file is written.
-    """
-    found = {}
-    for ckpt in save.glob("CKPT+*") if save.is_dir() else []:
-        try:
-            meta = (ckpt / "CKPT.yaml").read_text()
-            brain = (ckpt / "brain.ckpt").read_text()
-        except OSError:
-            continue  # not complete yet, or being deleted
-        if "brain_intra_epoch_ckpt" in meta:
-            found[ckpt.name] = int(re.search(r"step: (\d+)", brain).group(1))
-    return found
-
-
 def _traced_batches(out):
     """``{(epoch, step): ids}`` of ``rank_trace``'s ids file of rank 0 (a step traced twice,
     by a killed run and again by its resumption, keeps the later line)."""
@@ -167,7 +151,7 @@ def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(toy, tmp_path):
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
-            done = _complete_intra_epoch_steps(out / "save")
+            done = complete_intra_epoch_steps(out / "save")
             # Kill in the first epoch once a step > 1 is checkpointed, so that the restored
             # state holds several steps of running sums.
             if done and max(done.values()) >= 2:
@@ -182,7 +166,7 @@ def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(toy, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
     assert killed, "no intra-epoch checkpoint was written"
     assert not (out / "history.json").exists()  # killed in the first epoch
-    on_disk = _complete_intra_epoch_steps(out / "save")
+    on_disk = complete_intra_epoch_steps(out / "save")
     # Restart with the same command line: it resumes from the newest mid-epoch checkpoint.
     proc = run(args(out))
     log = proc.stderr + (out / "log.txt").read_text()

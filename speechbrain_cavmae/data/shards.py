@@ -373,7 +373,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
             yield out
         rng.shuffle(buffer)
         while buffer:
-            yield buffer.pop()
+            yield buffer[-1]  # still in the pool while its item is made
+            buffer.pop()
 
     def item(self, record):
         """The item of one record (or the skipped-sample marker)."""

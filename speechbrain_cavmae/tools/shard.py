@@ -123,7 +123,7 @@ def write_shard(job):
     partial = path + ".partial"
     bad, count = [], 0
     with open(partial, "wb") as stream:
-        writer = wds.TarWriter(stream, encoder=False, mtime=0.0)
+        writer = wds.TarWriter(stream, encoder=False, mtime=0)  # an int: no pax headers
         for key, sid in samples:
             try:
                 fields = sample_fields(loader, sid)

@@ -6,10 +6,12 @@ the machine's load during the run affects both sides alike).
 
 * ``loader``: training items per second (train mode, no augmentation) read from the
   extracted layout (``build_dataset``: 16 kHz wav + ten 224 px JPEG files per clip) and
-  from shards of the same manifest (``build_shard_dataset``, shuffle buffer of 100), with
-  CPU fbank and with ``features_on_device``; the ratio shards / files; and the DataLoader
-  workers needed to feed 1000 samples/s, ``ceil(1000 / per-core rate)`` (assuming workers
-  scale linearly, one core each).
+  from shards of the same manifest (``build_shard_dataset``, shuffle buffer of 100) with
+  FLAC audio (the default) and with WAV audio (``--audio_format wav``), with CPU fbank and
+  with ``features_on_device``; the ratios shards / files; and the DataLoader workers
+  needed to feed 1000 samples/s, ``ceil(1000 / per-core rate)`` (assuming workers scale
+  linearly, one core each). The files are in the page cache: this compares CPU cost, not
+  the file-system load that shards remove.
 * ``seek``: one frame of the ten of a training sample (``load_video_frames(indices=[i])``
   for each i), decoded with seeking vs sequentially from the start (``seek=False``, the
   decoder before seeking), on the 1280x720 sample clip and on a generated 1280x720 clip
@@ -70,41 +72,47 @@ def _rate(make_iter, n):
 
 
 def loader_rates(manifest, work, n, rounds):
-    """{config: {files, shards}: samples/s per core (median of the rounds)}."""
+    """{config: samples/s per core (median of the rounds) from files and from shards with
+    FLAC and with WAV audio, the ratios shards / files and the workers for 1000/s}."""
     from speechbrain_cavmae.data.dataset import build_dataset
     from speechbrain_cavmae.data.shards import build_shard_dataset
     from speechbrain_cavmae.tools.shard import shard_manifest
 
-    index = shard_manifest(manifest, os.path.join(work, "shards"), shard_size=8, prefix="train")
-    pattern = os.path.join(work, "shards", f"train-{{000000..{len(index['shards']) - 1:06d}}}.tar")
+    patterns = {}
+    for fmt in ("flac", "wav"):
+        folder = os.path.join(work, f"shards_{fmt}")
+        index = shard_manifest(manifest, folder, shard_size=8, audio_format=fmt)
+        patterns[fmt] = os.path.join(folder, f"train-{{000000..{len(index['shards']) - 1:06d}}}.tar")
     out = {}
     for name, cfg in {"cpu_fbank": {}, "features_on_device": {"features_on_device": True}}.items():
         files = build_dataset(manifest, None, dict(cfg, frame_source="extracted"), train=True)
-        shards = build_shard_dataset(pattern, None, cfg, train=True, shuffle=True,
-                                     shuffle_buffer=100)
+        sources = {"files": files}
+        for fmt, pattern in patterns.items():
+            sources[f"shards_{fmt}"] = build_shard_dataset(pattern, None, cfg, train=True,
+                                                           shuffle=True, shuffle_buffer=100)
 
-        def from_files():
-            while True:
-                for i in range(len(files)):
-                    yield files[i]
+        def endless(source):
+            def items():
+                while True:
+                    if source is files:
+                        for i in range(len(files)):
+                            yield files[i]
+                    else:
+                        yield from source
+            return items
 
-        def from_shards():
-            while True:
-                yield from shards
-
-        runs = {"files": [], "shards": []}
+        runs = {key: [] for key in sources}
         for _ in range(rounds):
-            runs["files"].append(_rate(from_files, n))
-            runs["shards"].append(_rate(from_shards, n))
+            for key, source in sources.items():
+                runs[key].append(_rate(endless(source), n))
         med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
-        out[name] = {
-            "files_samples_per_s_per_core": round(med["files"], 1),
-            "shards_samples_per_s_per_core": round(med["shards"], 1),
-            "ratio_shards_over_files": round(med["shards"] / med["files"], 3),
-            "workers_for_1000_per_s_files": math.ceil(1000 / med["files"]),
-            "workers_for_1000_per_s_shards": math.ceil(1000 / med["shards"]),
-            "rounds": {k: [round(x, 1) for x in v] for k, v in runs.items()},
-        }
+        row = {f"{k}_samples_per_s_per_core": round(v, 1) for k, v in med.items()}
+        for key in sources:
+            if key != "files":
+                row[f"ratio_{key}_over_files"] = round(med[key] / med["files"], 3)
+        row.update({f"workers_for_1000_per_s_{k}": math.ceil(1000 / v) for k, v in med.items()})
+        row["rounds"] = {k: [round(x, 1) for x in v] for k, v in runs.items()}
+        out[name] = row
     return out
 
 
@@ -177,10 +185,11 @@ def main(argv=None):
     }
     report["loader"] = loader_rates(manifest, work, args.samples, args.rounds)
     for name, row in report["loader"].items():
-        print(f"loader {name:<19} files {row['files_samples_per_s_per_core']:7.1f}/s  shards "
-              f"{row['shards_samples_per_s_per_core']:7.1f}/s  ratio "
-              f"{row['ratio_shards_over_files']:.2f}  workers for 1000/s: "
-              f"{row['workers_for_1000_per_s_shards']} (files {row['workers_for_1000_per_s_files']})")
+        for key in ("files", "shards_flac", "shards_wav"):
+            ratio = row.get(f"ratio_{key}_over_files", 1.0)
+            print(f"loader {name:<19} {key:<12} {row[f'{key}_samples_per_s_per_core']:7.1f}"
+                  f" samples/s/core  ratio to files {ratio:.2f}  workers for 1000/s "
+                  f"{row[f'workers_for_1000_per_s_{key}']}")
     report["seek"] = {"sample_1280x720": seek_rates(videos["1280x720"], args.rounds),
                       "synthetic_1280x720_keyint60": seek_rates(synthetic_720p(work), args.rounds)}
     for name, row in report["seek"].items():

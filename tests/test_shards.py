@@ -123,6 +123,11 @@ def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog):
     shard_set = build_shard_dataset(pattern, None, cfg, train=False)
     good = [files[i] for i in range(len(files)) if files.data_ids[i] != "missing"]
     _items_equal(good, list(shard_set))
+    # the same with WAV audio in the shards
+    wavs, index = _shard(manifest, out, 3, "wavs", "--on_bad_sample", "skip",
+                         "--audio_format", "wav")
+    assert index["config"]["audio_format"] == "wav"
+    _items_equal(good, list(build_shard_dataset(wavs, None, cfg, train=False)))
 
 
 def test_shard_items_equal_file_items(toy, shards, tmp_path):

@@ -10,8 +10,8 @@ only reads the sample's bytes instead of its files). Each item has one more key,
 ``position`` (``"<shard>/<key>"``), with which :class:`ShardLoader` records the
 progress of an epoch.
 
-A shard sample holds ``json`` (``id``, ``video_id``, ``labels``), ``flac`` (the 16 kHz
-mono audio) and either ``frame_0.jpg`` ... ``frame_{n-1}.jpg`` (the extracted layout's
+A shard sample holds ``json`` (``id``, ``video_id``, ``labels``), ``flac`` or ``wav`` (the
+16 kHz mono audio) and either ``frame_0.jpg`` ... ``frame_{n-1}.jpg`` (the extracted layout's
 JPEG files, byte for byte) or ``video.<ext>`` (the clip itself, decoded on the fly).
 Next to the shards, ``<prefix>-index.json`` lists each shard's sample count and sha256;
 it defines the epoch.
@@ -68,6 +68,8 @@ INDEX_FORMAT = "speechbrain-cavmae-shards/1"
 INDEX_SUFFIX = "-index.json"
 #: Marks a shard whose every sample was consumed (in the saved progress of an epoch).
 ALL = "all"
+#: The audio members a shard sample may have (``--audio_format`` of the shard tool).
+AUDIO_FIELDS = ("flac", "wav")
 
 
 class ShardError(RuntimeError):
@@ -179,14 +181,21 @@ class ShardSampleLoader(AVSampleLoader):
         record = self.data[sid]
         return f"{record['__url__']}:{record['__key__']}.{field}"
 
+    def audio_field(self, sid):
+        """``flac`` or ``wav``: the sample's audio member."""
+        record = self.data[sid]
+        for field in AUDIO_FIELDS:
+            if field in record:
+                return field
+        raise BadSampleError(self.member(sid, "json"), "no audio (flac or wav) in the shard "
+                             "sample", sid)
+
     def audio_path(self, sid):
-        return self.member(sid, "flac")
+        return self.member(sid, self.audio_field(sid))
 
     def audio_input(self, sid):
-        record = self.data[sid]
-        if "flac" not in record:
-            raise BadSampleError(self.member(sid, "json"), "no audio (flac) in the shard sample", sid)
-        return record["flac"], self.member(sid, "flac")
+        field = self.audio_field(sid)
+        return self.data[sid][field], self.member(sid, field)
 
     def frame_source(self, sid):
         record = self.data[sid]

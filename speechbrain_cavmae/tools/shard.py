@@ -5,14 +5,16 @@ Usage::
     python -m speechbrain_cavmae.tools.shard MANIFEST OUT_DIR [--shard_size 1000]
         [--prefix train] [--num_workers N] [--on_bad_sample raise|skip]
         [--frame_source auto|extracted|video] [--audio_source auto|wav|video]
-        [--audio_channel 0] [--sample_rate 16000] [--n_frames 10] [--label_csv LABELS]
+        [--audio_channel 0] [--sample_rate 16000] [--audio_format flac|wav]
+        [--n_frames 10] [--label_csv LABELS]
 
 Reads any manifest the project accepts (:mod:`speechbrain_cavmae.data.manifest`) and
 writes ``OUT_DIR/<prefix>-000000.tar``, ``-000001.tar``, ...: shard ``i`` holds the
 manifest's samples ``i * shard_size`` to ``(i + 1) * shard_size - 1``, in order, each as
 ``<key>.json`` (``id``, ``video_id``, ``labels``), ``<key>.flac`` (the audio as the
 data pipeline loads it: 16 kHz, one channel; 16-bit when that is exact, as for 16-bit
-16 kHz wav files, otherwise 24-bit) and the frames: the extracted layout's JPEG files
+16 kHz wav files, otherwise 24-bit; ``--audio_format wav`` writes ``<key>.wav`` instead,
+larger but faster to decode, 32-bit float when 16 bits are not exact) and the frames: the extracted layout's JPEG files
 byte for byte (``<key>.frame_0.jpg`` ...) or, for clips decoded on the fly, the video
 file itself (``<key>.video.mp4``). Keys are the manifest positions (``%09d``). This is the
 tar layout of SpeechBrain's ``create_wds_shards.py`` (webdataset's ``TarWriter``, which
@@ -70,32 +72,45 @@ def file_sha256(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def encode_flac(wav, sample_rate):
-    """FLAC bytes of a float waveform: 16-bit when every sample is a 16-bit value (then
-    decoding gives the waveform back exactly), 24-bit otherwise."""
+def encode_audio(wav, sample_rate, audio_format="flac"):
+    """FLAC or WAV bytes of a float waveform: 16-bit when every sample is a 16-bit value
+    (decoding then gives the waveform back exactly, as for 16-bit wav sources); otherwise
+    24-bit FLAC (within 2**-23) or 32-bit float WAV (exact).
+
+    Example
+    -------
+    >>> import torch, soundfile
+    >>> wav = torch.tensor([0.0, 0.5, -0.25])
+    >>> data, rate = soundfile.read(io.BytesIO(encode_audio(wav, 16000)), dtype="float32")
+    >>> data.tolist(), rate
+    ([0.0, 0.5, -0.25], 16000)
+    """
     import soundfile
 
     data = wav.numpy()
     scaled = data.astype(np.float64) * 32768.0
     exact = np.array_equal(scaled, np.round(scaled)) and np.abs(scaled).max(initial=0) <= 32767
     buffer = io.BytesIO()
+    fmt = {"flac": "FLAC", "wav": "WAV"}[audio_format]
     if exact:
-        soundfile.write(buffer, scaled.astype(np.int16), sample_rate, format="FLAC",
+        soundfile.write(buffer, scaled.astype(np.int16), sample_rate, format=fmt,
                         subtype="PCM_16")
-    else:
-        soundfile.write(buffer, np.clip(data, -1.0, 1.0), sample_rate, format="FLAC",
+    elif audio_format == "flac":
+        soundfile.write(buffer, np.clip(data, -1.0, 1.0), sample_rate, format=fmt,
                         subtype="PCM_24")
+    else:
+        soundfile.write(buffer, data, sample_rate, format=fmt, subtype="FLOAT")
     return buffer.getvalue()
 
 
-def sample_fields(loader, sid):
+def sample_fields(loader, sid, audio_format="flac"):
     """The tar members of one sample (without ``__key__``); raises BadSampleError."""
     cfg = loader.cfg
     entry = loader.data[sid]
     loader.check_labels(sid)
     fields = {"json": json.dumps({"id": sid, "video_id": entry["video_id"],
                                   "labels": list(entry["labels"])}).encode("utf8")}
-    fields["flac"] = encode_flac(loader.waveform(sid), cfg["sample_rate"])
+    fields[audio_format] = encode_audio(loader.waveform(sid), cfg["sample_rate"], audio_format)
     kind, where = loader.frame_source(sid)
     if kind == "extracted":
         for i in range(cfg["n_frames"]):
@@ -110,8 +125,9 @@ def sample_fields(loader, sid):
     return fields
 
 
-def _init(data, config, table, manifest):
+def _init(data, config, table, manifest, audio_format="flac"):
     _STATE["loader"] = AVSampleLoader(data, config, False, table, manifest)
+    _STATE["audio_format"] = audio_format
 
 
 def write_shard(job):
@@ -126,7 +142,7 @@ def write_shard(job):
         writer = wds.TarWriter(stream, encoder=False, mtime=0)  # an int: no pax headers
         for key, sid in samples:
             try:
-                fields = sample_fields(loader, sid)
+                fields = sample_fields(loader, sid, _STATE["audio_format"])
             except BadSampleError as err:
                 err = err if err.sample_id is not None else err.with_id(sid)
                 if policy == "raise":
@@ -202,7 +218,7 @@ def finished_shards(index_path, header):
 
 
 def shard_manifest(manifest, out_dir, shard_size=1000, prefix="train", num_workers=1,
-                   on_bad_sample="raise", config=None, label_csv=None):
+                   on_bad_sample="raise", config=None, label_csv=None, audio_format="flac"):
     """Write the shards and the index of ``manifest`` (see the module docstring).
 
     Returns
@@ -212,6 +228,8 @@ def shard_manifest(manifest, out_dir, shard_size=1000, prefix="train", num_worke
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if audio_format not in ("flac", "wav"):
+        raise ValueError(f"audio_format must be 'flac' or 'wav', got {audio_format!r}")
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
     cfg = resolve_config(config, train=False)
@@ -222,6 +240,7 @@ def shard_manifest(manifest, out_dir, shard_size=1000, prefix="train", num_worke
     os.makedirs(out_dir, exist_ok=True)
     written = {k: cfg[k] for k in ("sample_rate", "audio_channel", "n_frames", "frame_source",
                                     "audio_source")}
+    written["audio_format"] = audio_format
     header = {"format": INDEX_FORMAT, "prefix": prefix, "shard_size": int(shard_size),
               "manifest_sha256": manifest_sha256(data), "config": written}
     index_path = os.path.join(out_dir, prefix + INDEX_SUFFIX)
@@ -242,7 +261,7 @@ def shard_manifest(manifest, out_dir, shard_size=1000, prefix="train", num_worke
         logger.info("wrote %s (%d samples, %d bad)", entry["name"], entry["samples"],
                     len(shard_bad))
 
-    init = (data, cfg, table, os.fspath(manifest))
+    init = (data, cfg, table, os.fspath(manifest), audio_format)
     if num_workers <= 1:
         _init(*init)
         for job in jobs:
@@ -279,6 +298,9 @@ def build_parser():
                         help="channel kept (as the data pipeline's audio_channel); 'mean' "
                         "averages the channels")
     parser.add_argument("--sample_rate", type=int, default=16000, help="audio sampling rate")
+    parser.add_argument("--audio_format", default="flac", choices=["flac", "wav"],
+                        help="audio in the shards: flac (smaller) or wav (decodes about 4x "
+                        "faster: for loaders short of CPU, see docs/scale.md)")
     parser.add_argument("--n_frames", type=int, default=10, help="extracted frames per clip")
     parser.add_argument("--label_csv", default=None,
                         help="label CSV: samples with a label outside it are bad samples")
@@ -295,7 +317,8 @@ def main(argv=None):
               "n_frames": args.n_frames}
     try:
         index = shard_manifest(args.manifest, args.out_dir, args.shard_size, args.prefix,
-                               args.num_workers, args.on_bad_sample, config, args.label_csv)
+                               args.num_workers, args.on_bad_sample, config, args.label_csv,
+                               args.audio_format)
     except BadSampleError as err:
         logger.error("bad sample (pass --on_bad_sample skip to leave such samples out): %s", err)
         return 1

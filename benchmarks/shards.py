@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.data_pipeline import SHARED, _media, clips, write_manifest
+from benchmarks.data_pipeline import _media, clips, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,19 +13,16 @@ epoch, fine-tuning with the weights of one process on the same global batches.
 import json
 import math
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from processes import REPO, kill_group, run, subprocess_env, torchrun
+from processes import REPO, run, torchrun
 from recipe_cli import (
     AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, complete_intra_epoch_steps, data_args,
-    pretrain_args,
+    kill_after_intra_epoch_checkpoint, pretrain_args,
 )
 from speechbrain_cavmae.checkpoints.original import load_original_checkpoint
 
@@ -144,27 +141,9 @@ def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(toy, tmp_path):
             "--rank_trace", "True"])
 
     out = tmp_path / "resumed"
-    proc = subprocess.Popen([sys.executable, *args(out)], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    killed = {}
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            done = complete_intra_epoch_steps(out / "save")
-            # Kill in the first epoch once a step > 1 is checkpointed, so that the restored
-            # state holds several steps of running sums.
-            if done and max(done.values()) >= 2:
-                proc.send_signal(signal.SIGKILL)
-                killed = done
-                break
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None and not killed:
-            kill_group(proc)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
-    assert killed, "no intra-epoch checkpoint was written"
+    # Kill in the first epoch once a step > 1 is checkpointed, so that the restored state
+    # holds several steps of running sums.
+    kill_after_intra_epoch_checkpoint(args(out), out / "save", min_step=2)
     assert not (out / "history.json").exists()  # killed in the first epoch
     on_disk = complete_intra_epoch_steps(out / "save")
     # Restart with the same command line: it resumes from the newest mid-epoch checkpoint.

@@ -15,19 +15,19 @@
 
 import json
 import logging
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from media import write_frames, write_video, write_wav, tone
+from media import tone, write_video, write_wav
 from processes import REPO, kill_group, run, subprocess_env
-from recipe_cli import AUDIOSET, DECODER, ENCODER, HP, complete_intra_epoch_steps
+from recipe_cli import (
+    AUDIOSET, DECODER, ENCODER, HP, complete_intra_epoch_steps, kill_after_intra_epoch_checkpoint,
+)
 
 pytest.importorskip("webdataset")
 
@@ -230,24 +230,7 @@ def test_sigkill_mid_epoch_resumes_without_repeating_samples(toy, shards, tmp_pa
     out = tmp_path / "run"
     args = _pretrain_from_shards(shards, out, "--ckpt_interval_minutes", "0",
                                  "--ckpt_interval_steps", "1")
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    killed = False
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            done = complete_intra_epoch_steps(out / "save")
-            if done and max(done.values()) >= 2:
-                proc.send_signal(signal.SIGKILL)
-                killed = True
-                break
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None and not killed:
-            kill_group(proc)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
+    kill_after_intra_epoch_checkpoint(args, out / "save", min_step=2)
     on_disk = max(complete_intra_epoch_steps(out / "save").values())
     resumed = run(args)
     log = resumed.stderr + (out / "log.txt").read_text()

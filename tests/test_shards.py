@@ -7,8 +7,8 @@
   decoded from a clip stored in the shard);
 * two ranks read disjoint samples that together are the epoch, in the same number of steps;
 * a recipe trained and evaluated from shards ends with the weights and results of the same
-  recipe from the manifests (no shuffling, fixed seed);
-* a pretraining run killed (SIGKILL) mid-epoch resumes without repeating a sample;
+  recipe from the manifests (no shuffling, fixed seed), and a pretraining run killed
+  (SIGKILL) mid-epoch resumes without repeating a sample (one test: they share a process);
 * ``torchrun --nnodes 2`` (two launchers, c10d rendezvous on localhost, gloo) trains from
   shards and its checkpoint loads.
 """
@@ -188,10 +188,35 @@ def test_two_ranks_read_disjoint_halves_of_each_epoch(toy, shards, tmp_path):
 TINY = [*ENCODER, "--batch_size", "8", "--number_of_epochs", "1", "--shuffle", "False"]
 
 
-def test_recipe_from_shards_equals_recipe_from_manifests(toy, shards, tmp_path):
-    """Fine-tuning (SpecAugment and noise on, no shuffling, one epoch) then multi-frame
-    evaluation: the shard run gets the same inputs as the manifest run, hence the same
-    weights and test results, bit for bit (same operations in the same order)."""
+def _traced(out, rank=0):
+    """``{(epoch, step): ids}`` of ``rank_trace`` (a step traced again keeps the later)."""
+    lines = (out / "ranks" / f"rank{rank}_ids.txt").read_text().splitlines()
+    return {tuple(map(int, line.split()[:2])): line.split()[2:] for line in lines}
+
+
+def _pretrain_from_shards(shards, out, *extra):
+    """One epoch of pretraining (4 steps of 16), shuffled shards and buffers of 8."""
+    return [AUDIOSET, str(HP / "cavmae.yaml"), "--train_shards", shards["train"],
+            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", "16",
+            "--number_of_epochs", "1", "--shuffle_buffer", "8", "--rank_trace", "True", *extra]
+
+
+@pytest.mark.slow
+def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shards, tmp_path):
+    """Two checks sharing one recipe process (the start-up of a recipe costs seconds):
+
+    * fine-tuning (SpecAugment and noise on, no shuffling, one epoch) then multi-frame
+      evaluation from shards gets the inputs of the run from the manifests, hence the same
+      weights and test results, bit for bit (same operations in the same order);
+    * a pretraining run from shards killed with SIGKILL after an intra-epoch checkpoint
+      resumes and trains on every sample of the epoch exactly once.
+    """
+    resumed = tmp_path / "resumed"
+    pretrain = _pretrain_from_shards(shards, resumed, "--ckpt_interval_minutes", "0",
+                                     "--ckpt_interval_steps", "1")
+    kill_after_intra_epoch_checkpoint(pretrain, resumed / "save", min_step=2)
+    on_disk = max(complete_intra_epoch_steps(resumed / "save").values())
+
     common = [AUDIOSET, str(HP / "cavmae_ft.yaml"), "--label_csv", toy["label_csv"], *TINY,
               "--freqm", "8", "--timem", "8", "--noise", "True", "--mixup", "0",
               "--multi_frame_eval", "True"]
@@ -201,9 +226,11 @@ def test_recipe_from_shards_equals_recipe_from_manifests(toy, shards, tmp_path):
         {"argv": [*common, "--output_folder", str(tmp_path / "shards"), "--train_shards",
                   shards["train"], "--valid_shards", shards["valid"], "--test_shards",
                   shards["test"]]},
+        {"argv": pretrain},  # the same command line again: it resumes
     ]
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     run([REPO / "tests" / "recipe_chain.py", tmp_path / "plan.json"])
+
     files, from_shards = (json.loads((tmp_path / k / "test_results.json").read_text())
                           for k in ("files", "shards"))
     assert len(files["per_frame"]) == 10
@@ -212,35 +239,14 @@ def test_recipe_from_shards_equals_recipe_from_manifests(toy, shards, tmp_path):
     for key, value in torch.load(tmp_path / "files" / "finetuned.pth", weights_only=True).items():
         assert torch.equal(weights[key], value), key
 
-
-def _traced(out, rank=0):
-    """``{(epoch, step): ids}`` of ``rank_trace`` (a step traced again keeps the later)."""
-    lines = (out / "ranks" / f"rank{rank}_ids.txt").read_text().splitlines()
-    return {tuple(map(int, line.split()[:2])): line.split()[2:] for line in lines}
-
-
-def _pretrain_from_shards(shards, out, *extra):
-    """One epoch of pretraining (8 steps of 8), shuffled shards and buffers of 8."""
-    return [AUDIOSET, str(HP / "cavmae.yaml"), "--train_shards", shards["train"],
-            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", "8",
-            "--number_of_epochs", "1", "--shuffle_buffer", "8", "--rank_trace", "True", *extra]
-
-
-def test_sigkill_mid_epoch_resumes_without_repeating_samples(toy, shards, tmp_path):
-    out = tmp_path / "run"
-    args = _pretrain_from_shards(shards, out, "--ckpt_interval_minutes", "0",
-                                 "--ckpt_interval_steps", "1")
-    kill_after_intra_epoch_checkpoint(args, out / "save", min_step=2)
-    on_disk = max(complete_intra_epoch_steps(out / "save").values())
-    resumed = run(args)
-    log = resumed.stderr + (out / "log.txt").read_text()
-    assert f"epoch 1 resumed: {8 * on_disk} samples already trained on are left out, " \
-        f"{8 - on_disk} batches to go" in log
-    # steps 1..k of the killed run, k+1..8 of the resumed one (a step traced by both keeps
+    assert f"epoch 1 resumed: {16 * on_disk} samples already trained on are left out, " \
+        f"{4 - on_disk} batches to go" in (resumed / "log.txt").read_text()
+    # steps 1..k of the killed run, k+1..4 of the resumed one (a step traced by both keeps
     # the resumed run's line): every sample exactly once
-    batches = _traced(out)
-    assert sorted(batches) == [(1, s) for s in range(1, 9)]
-    assert sorted(i for ids in batches.values() for i in ids) == sorted(read_manifest(toy["train"]))
+    batches = _traced(resumed)
+    assert sorted(batches) == [(1, s) for s in range(1, 5)]
+    assert sorted(i for ids in batches.values() for i in ids) == \
+        sorted(read_manifest(toy["train"]))
 
 
 def _free_port():
@@ -249,6 +255,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
     """Two torchrun launchers (one process each) rendezvous on localhost as two nodes."""
     out = tmp_path / "2nodes"
@@ -271,9 +278,9 @@ def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
                 p.wait()
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-5000:]
-    # each node trained on its own two shards: 4 steps of 8 samples, together the epoch
+    # each node trained on its own two shards: 2 steps of 16 samples, together the epoch
     halves = [_traced(out, rank) for rank in (0, 1)]
-    assert [sorted(h) for h in halves] == [[(1, s) for s in range(1, 5)]] * 2
+    assert [sorted(h) for h in halves] == [[(1, 1), (1, 2)]] * 2
     ids = [{i for b in h.values() for i in b} for h in halves]
     assert not ids[0] & ids[1] and ids[0] | ids[1] == set(read_manifest(toy["train"]))
     ranks = [torch.load(out / "ranks" / f"rank{r}.pth", weights_only=True) for r in (0, 1)]

@@ -2,7 +2,8 @@
 
 One process, ``torch.set_num_threads(1)``: every figure is per CPU core, and each ratio
 compares two cases measured in the same run, in interleaved rounds (so that a change of
-the machine's load during the run affects both sides alike).
+the machine's load during the run affects both sides alike): a ratio is the median over
+the rounds of the round's ratio; rates are medians over the rounds.
 
 * ``loader``: training items per second (train mode, no augmentation) read from the
   extracted layout (``build_dataset``: 16 kHz wav + ten 224 px JPEG files per clip) and
@@ -59,6 +60,12 @@ def extracted_manifest(work, copies=16):
     return write_manifest(os.path.join(work, "extracted.json"), entries), videos, source
 
 
+def _median_ratio(a, b):
+    """Median over the interleaved rounds of ``a[i] / b[i]``."""
+    ratios = sorted(x / y for x, y in zip(a, b))
+    return ratios[len(ratios) // 2]
+
+
 def _rate(make_iter, n):
     items = make_iter()
     next(items)  # warm-up: lazy imports, first file opens
@@ -109,7 +116,7 @@ def loader_rates(manifest, work, n, rounds):
         row = {f"{k}_samples_per_s_per_core": round(v, 1) for k, v in med.items()}
         for key in sources:
             if key != "files":
-                row[f"ratio_{key}_over_files"] = round(med[key] / med["files"], 3)
+                row[f"ratio_{key}_over_files"] = round(_median_ratio(runs[key], runs["files"]), 3)
         row.update({f"workers_for_1000_per_s_{k}": math.ceil(1000 / v) for k, v in med.items()})
         row["rounds"] = {k: [round(x, 1) for x in v] for k, v in runs.items()}
         out[name] = row
@@ -150,7 +157,7 @@ def seek_rates(path, rounds, n=10):
     med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
     return {"sequential_s_per_frame": round(med["sequential"], 4),
             "seeking_s_per_frame": round(med["seeking"], 4),
-            "speedup": round(med["sequential"] / med["seeking"], 2),
+            "speedup": round(_median_ratio(runs["sequential"], runs["seeking"]), 2),
             "packets": packet_bound(path, n),
             "rounds": {k: [round(x, 4) for x in v] for k, v in runs.items()}}
 

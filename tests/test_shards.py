@@ -292,3 +292,6 @@ def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert not model.load_state_dict(state, strict=True).missing_keys
     assert all(torch.equal(state[k], ranks[0][k]) for k in state)
+    # its loader position, gathered from both nodes: the whole epoch, every shard read
+    position = json.loads((ckpt.parent / "shard_position.ckpt").read_text())
+    assert position == {"epoch": 1, "consumed": {f"train-{i:06d}.tar": "all" for i in range(4)}}

@@ -89,7 +89,8 @@ def loader_rates(manifest, work, n, rounds):
     for fmt in ("flac", "wav"):
         folder = os.path.join(work, f"shards_{fmt}")
         index = shard_manifest(manifest, folder, shard_size=8, audio_format=fmt)
-        patterns[fmt] = os.path.join(folder, f"train-{{000000..{len(index['shards']) - 1:06d}}}.tar")
+        last = len(index["shards"]) - 1
+        patterns[fmt] = os.path.join(folder, f"train-{{000000..{last:06d}}}.tar")
     out = {}
     for name, cfg in {"cpu_fbank": {}, "features_on_device": {"features_on_device": True}}.items():
         files = build_dataset(manifest, None, dict(cfg, frame_source="extracted"), train=True)
@@ -172,7 +173,8 @@ def synthetic_720p(work, seconds=10, fps=30, keyint=60):
     return media.write_video(os.path.join(work, "synthetic_720p.mp4"), n_frames=seconds * fps,
                              fps=fps, size=(1280, 720), audio_freqs=(),
                              colours=lambda k: palette[k],
-                             x264_params=f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=3")
+                             x264_params=f"keyint={keyint}:min-keyint={keyint}:scenecut=0:"
+                             "bframes=3")
 
 
 def main(argv=None):

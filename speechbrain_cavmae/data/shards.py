@@ -89,6 +89,7 @@ def _webdataset():
 
 def expand_shards(pattern):
     """The shard paths/URLs of a brace pattern (or of a list of patterns)."""
+    _webdataset()  # braceexpand comes with it
     from braceexpand import braceexpand
 
     patterns = [pattern] if isinstance(pattern, (str, os.PathLike)) else list(pattern)
@@ -158,7 +159,8 @@ class ShardIndex:
         index = cls.read(paths[0])
         missing = [u for u in urls if shard_name(u) not in index.counts]
         if missing:
-            raise ValueError(f"{index.path} does not list {len(missing)} shard(s), e.g. {missing[0]}")
+            raise ValueError(f"{index.path} does not list {len(missing)} shard(s), "
+                             f"e.g. {missing[0]}")
         return index
 
     def count(self, url):
@@ -437,6 +439,21 @@ def build_shard_dataset(pattern, label_csv=None, config=None, train=True, counte
     Returns
     -------
     ShardDataset
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_cavmae.tools.toy import generate_toy_dataset
+    >>> from speechbrain_cavmae.tools.shard import shard_manifest
+    >>> root = tempfile.mkdtemp()
+    >>> toy = generate_toy_dataset(root, n_train=6, n_valid=2, n_test=2, n_classes=2)
+    >>> _ = shard_manifest(toy["train"], root + "/shards", shard_size=4)
+    >>> data = build_shard_dataset(root + "/shards/train-{000000..000001}.tar",
+    ...                            toy["label_csv"], {"audio_length": 96, "image_size": 64})
+    >>> loader = ShardLoader(data, batch_size=4)
+    >>> batches = list(loader)
+    >>> len(loader), [len(b.id) for b in batches], tuple(batches[0].fbank.data.shape)
+    (2, [4, 2], (4, 96, 128))
     """
     cfg = resolve_config(config, train)
     urls = expand_shards(pattern)
@@ -482,10 +499,7 @@ class ShardLoader(torch.utils.data.DataLoader):
         As for ``torch.utils.data.DataLoader`` (``shuffle`` is the dataset's; workers are
         not persistent: the plan of each epoch goes to them when it starts).
 
-    Example
-    -------
-    >>> ShardLoader.__len__.__doc__.split(".")[0]
-    'Batches of the coming (or current) epoch on this process'
+    See :func:`build_shard_dataset` for an example.
     """
 
     def __init__(self, dataset, batch_size=1, num_workers=0, drop_last=False, **kwargs):

@@ -14,11 +14,12 @@ manifest's samples ``i * shard_size`` to ``(i + 1) * shard_size - 1``, in order,
 ``<key>.json`` (``id``, ``video_id``, ``labels``), ``<key>.flac`` (the audio as the
 data pipeline loads it: 16 kHz, one channel; 16-bit when that is exact, as for 16-bit
 16 kHz wav files, otherwise 24-bit; ``--audio_format wav`` writes ``<key>.wav`` instead,
-larger but faster to decode, 32-bit float when 16 bits are not exact) and the frames: the extracted layout's JPEG files
-byte for byte (``<key>.frame_0.jpg`` ...) or, for clips decoded on the fly, the video
-file itself (``<key>.video.mp4``). Keys are the manifest positions (``%09d``). This is the
-tar layout of SpeechBrain's ``create_wds_shards.py`` (webdataset's ``TarWriter``, which
-its ``ShardWriter`` wraps; here each shard is written by one process in full).
+larger but faster to decode, 32-bit float when 16 bits are not exact) and the frames:
+the extracted layout's JPEG files byte for byte (``<key>.frame_0.jpg`` ...) or, for
+clips decoded on the fly, the video file itself (``<key>.video.mp4``). Keys are the
+manifest positions (``%09d``). This is the tar layout of SpeechBrain's
+``create_wds_shards.py`` (webdataset's ``TarWriter``, which its ``ShardWriter`` wraps;
+here each shard is written by one process in full).
 
 ``OUT_DIR/<prefix>-index.json`` lists every shard's sample count and sha256, the total,
 the configuration and the bad samples; it is rewritten after every finished shard. A
@@ -166,8 +167,9 @@ def plan_shards(ids, shard_size, out_dir, prefix):
     jobs = []
     for start in range(0, len(ids), shard_size):
         name = f"{prefix}-{start // shard_size:06d}.tar"
-        jobs.append((os.path.join(out_dir, name),
-                     [(f"{i:09d}", ids[i]) for i in range(start, min(start + shard_size, len(ids)))]))
+        end = min(start + shard_size, len(ids))
+        samples = [(f"{i:09d}", ids[i]) for i in range(start, end)]
+        jobs.append((os.path.join(out_dir, name), samples))
     return jobs
 
 

@@ -32,7 +32,7 @@ def tone(freq, seconds, rate, amp=0.5):
 
 
 def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
-                audio_rate=44100, audio_seconds=None, colours=None):
+                audio_rate=44100, audio_seconds=None, colours=None, x264_params=None):
     """Write an mp4 (h264 + optional aac).
 
     Arguments
@@ -47,6 +47,9 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
         Audio duration (default: video duration).
     colours : callable k -> [3] uint8, optional
         Frame colour (default :func:`index_colour`).
+    x264_params : str, optional
+        libx264 options, e.g. ``"keyint=8:bframes=3:open-gop=1"`` for keyframes every
+        8 frames and B-frames (the default preset writes neither).
     """
     import av
 
@@ -57,6 +60,8 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     vstream = container.add_stream("libx264", rate=rate)
     vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
     vstream.options = {"crf": "10", "preset": "ultrafast"}
+    if x264_params:
+        vstream.options = {**vstream.options, "x264-params": x264_params}
     astream = None
     if audio_freqs:
         channels = len(audio_freqs)

@@ -6,8 +6,13 @@ generated data set, 4 classes, 64 training, 32 validation and 32 test clips.
 """
 
 import math
+import re
+import signal
+import subprocess
+import sys
+import time
 
-from processes import REPO
+from processes import REPO, kill_group, subprocess_env
 
 AUDIOSET = str(REPO / "recipes" / "AudioSet" / "train.py")
 VGGSOUND = str(REPO / "recipes" / "VGGSound" / "train.py")
@@ -41,3 +46,48 @@ def pretrain_args(toy, out, epochs=2, batch_size=8, extra=()):
     return [AUDIOSET, str(HP / "cavmae.yaml"), *data_args(toy, labels=False, test=False),
             "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", str(batch_size),
             "--number_of_epochs", str(epochs), *extra]
+
+
+def complete_intra_epoch_steps(save):
+    """``{checkpoint name: training step}`` of the complete intra-epoch checkpoints.
+
+    ``AtomicCheckpointer`` publishes ``CKPT.yaml`` last, once every file is written.
+    """
+    found = {}
+    for ckpt in save.glob("CKPT+*") if save.is_dir() else []:
+        try:
+            meta = (ckpt / "CKPT.yaml").read_text()
+            brain = (ckpt / "brain.ckpt").read_text()
+        except OSError:
+            continue  # not complete yet, or being deleted
+        if "brain_intra_epoch_ckpt" in meta:
+            found[ckpt.name] = int(re.search(r"step: (\d+)", brain).group(1))
+    return found
+
+
+def kill_after_intra_epoch_checkpoint(args, save, min_step=2, timeout=300):
+    """Run ``python *args`` and SIGKILL it once a complete intra-epoch checkpoint of step
+    ``min_step`` or later is in ``save``; returns those checkpoints (``{name: step}``).
+
+    Kills the whole process group when no such checkpoint comes within ``timeout`` s.
+    """
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    killed = {}
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = complete_intra_epoch_steps(save)
+            if done and max(done.values()) >= min_step:
+                proc.send_signal(signal.SIGKILL)
+                killed = done
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None and not killed:
+            kill_group(proc)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
+    assert killed, "no intra-epoch checkpoint was written"
+    return killed

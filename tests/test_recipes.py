@@ -13,18 +13,16 @@ epoch, fine-tuning with the weights of one process on the same global batches.
 import json
 import math
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from processes import REPO, kill_group, run, subprocess_env, torchrun
+from processes import REPO, run, torchrun
 from recipe_cli import (
-    AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, data_args, pretrain_args,
+    AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, complete_intra_epoch_steps, data_args,
+    kill_after_intra_epoch_checkpoint, pretrain_args,
 )
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
 
@@ -109,23 +107,6 @@ def test_audioset_finetuning_beats_chance_then_evaluates(pretrained, toy, tmp_pa
     assert again["weights"] == results["weights"]
 
 
-def _complete_intra_epoch_steps(save):
-    """``{checkpoint name: training step}`` of the complete intra-epoch checkpoints.
-
-    ``AtomicCheckpointer`` publishes ``CKPT.yaml`` last, once every file is written.
-    """
-    found = {}
-    for ckpt in save.glob("CKPT+*") if save.is_dir() else []:
-        try:
-            meta = (ckpt / "CKPT.yaml").read_text()
-            brain = (ckpt / "brain.ckpt").read_text()
-        except OSError:
-            continue  # not complete yet, or being deleted
-        if "brain_intra_epoch_ckpt" in meta:
-            found[ckpt.name] = int(re.search(r"step: (\d+)", brain).group(1))
-    return found
-
-
 def _traced_batches(out):
     """``{(epoch, step): ids}`` of ``rank_trace``'s ids file of rank 0 (a step traced twice,
     by a killed run and again by its resumption, keeps the later line)."""
@@ -160,29 +141,11 @@ def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(toy, tmp_path):
             "--rank_trace", "True"])
 
     out = tmp_path / "resumed"
-    proc = subprocess.Popen([sys.executable, *args(out)], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    killed = {}
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            done = _complete_intra_epoch_steps(out / "save")
-            # Kill in the first epoch once a step > 1 is checkpointed, so that the restored
-            # state holds several steps of running sums.
-            if done and max(done.values()) >= 2:
-                proc.send_signal(signal.SIGKILL)
-                killed = done
-                break
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None and not killed:
-            kill_group(proc)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
-    assert killed, "no intra-epoch checkpoint was written"
+    # Kill in the first epoch once a step > 1 is checkpointed, so that the restored state
+    # holds several steps of running sums.
+    kill_after_intra_epoch_checkpoint(args(out), out / "save", min_step=2)
     assert not (out / "history.json").exists()  # killed in the first epoch
-    on_disk = _complete_intra_epoch_steps(out / "save")
+    on_disk = complete_intra_epoch_steps(out / "save")
     # Restart with the same command line: it resumes from the newest mid-epoch checkpoint.
     proc = run(args(out))
     log = proc.stderr + (out / "log.txt").read_text()

@@ -21,6 +21,7 @@ Example
 torch.Size([16000])
 """
 
+import io
 import logging
 import os
 
@@ -83,10 +84,16 @@ def wav_declared_frames(path):
     >>> wav_declared_frames(path)
     1600
     """
+    import contextlib
     import struct
 
+    def opened():
+        if hasattr(path, "read"):  # content (shards): read it, then rewind for the decoder
+            return contextlib.closing(_Rewinding(path))
+        return open(path, "rb")
+
     try:
-        with open(path, "rb") as handle:
+        with opened() as handle:
             head = handle.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
                 return None
@@ -110,7 +117,25 @@ def wav_declared_frames(path):
         return None
 
 
-def _read_soundfile(path):
+class _Rewinding:
+    """A file object seen from its start, put back where it was on ``close``."""
+
+    def __init__(self, handle):
+        self.handle, self.position = handle, handle.tell()
+        handle.seek(0)
+
+    def read(self, size):
+        return self.handle.read(size)
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        return self.handle.seek(offset, whence)
+
+    def close(self):
+        self.handle.seek(self.position)
+
+
+def _read_soundfile(path, name=None):
+    name = name or path
     import soundfile
 
     try:
@@ -118,13 +143,13 @@ def _read_soundfile(path):
             declared, sr = handle.frames, handle.samplerate
             data = handle.read(dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError
-        raise BadSampleError(path, f"cannot decode audio ({exc})") from exc
+        raise BadSampleError(name, f"cannot decode audio ({exc})") from exc
     header = wav_declared_frames(path)
     if header is not None and header > declared:
         declared = header
     if data.shape[0] < declared:
         raise BadSampleError(
-            path, f"truncated audio: {data.shape[0]} of the {declared} frames declared in "
+            name, f"truncated audio: {data.shape[0]} of the {declared} frames declared in "
             "its header are present (re-extract or re-download the file)")
     return np.ascontiguousarray(data.T), sr
 
@@ -144,53 +169,56 @@ def _frame_to_float(frame):
     return arr.astype(np.float32) / np.float32(_INT_SCALE[name])
 
 
-def _read_container(path):
+def _read_container(path, name=None):
+    name = name or path
     try:
         import av
     except ImportError as exc:  # pragma: no cover - av is a declared dependency
-        raise BadSampleError(path, "reading audio from a video container needs PyAV (pip install av)") from exc
+        raise BadSampleError(name, "reading audio from a video container needs PyAV (pip install av)") from exc
     try:
         container = av.open(path)
     except Exception as exc:
-        raise BadSampleError(path, f"cannot open container ({exc})") from exc
+        raise BadSampleError(name, f"cannot open container ({exc})") from exc
     with container:
         if not container.streams.audio:
-            raise BadSampleError(path, "no audio track")
+            raise BadSampleError(name, "no audio track")
         stream = container.streams.audio[0]
         chunks = []
         try:
             for frame in container.decode(stream):
                 chunks.append(_frame_to_float(frame))
         except Exception as exc:
-            raise BadSampleError(path, f"cannot decode audio track ({exc})") from exc
+            raise BadSampleError(name, f"cannot decode audio track ({exc})") from exc
         sr = stream.rate or stream.codec_context.sample_rate
         declared = None
         if stream.duration is not None and stream.time_base is not None:
             declared = float(stream.duration * stream.time_base)
     if not chunks:
-        raise BadSampleError(path, "audio track has no decodable samples")
+        raise BadSampleError(name, "audio track has no decodable samples")
     data = np.concatenate(chunks, axis=1)
     decoded = data.shape[1] / float(sr)
     if declared is not None and decoded < declared - max(SHORT_STREAM_TOLERANCE_S,
                                                          0.1 * declared):
         raise BadSampleError(
-            path, f"truncated audio track: {decoded:.2f} s decoded of the {declared:.2f} s "
+            name, f"truncated audio track: {decoded:.2f} s decoded of the {declared:.2f} s "
             "its container declares")
     return data, sr
 
 
-def load_audio(path, sample_rate=16000, channel=None):
+def load_audio(path, sample_rate=16000, channel=None, name=None):
     """Load a mono waveform from an audio file or a video container.
 
     Arguments
     ---------
-    path : str
-        Audio file (wav/flac/...) or video (mp4/mkv/...).
+    path : str, bytes or binary file object
+        Audio file (wav/flac/...) or video (mp4/mkv/...), or its content.
     sample_rate : int
         Output sampling rate.
     channel : int or None
         ``None`` averages all channels; an int keeps that channel only
         (``0`` is what the original ``sox remix 1`` extraction kept).
+    name : str, optional
+        With content: its file name (the extension tells the format; errors name it).
 
     Returns
     -------
@@ -202,18 +230,24 @@ def load_audio(path, sample_rate=16000, channel=None):
     BadSampleError
         Missing file, undecodable data, no audio track, empty track.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BadSampleError(path, "file not found")
-    if os.path.splitext(path)[1].lower() in SOUNDFILE_EXTS:
-        data, sr = _read_soundfile(path)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        path = io.BytesIO(path)
+    if hasattr(path, "read"):
+        name = name or getattr(path, "name", "<audio bytes>")
     else:
-        data, sr = _read_container(path)
+        path = os.fspath(path)
+        name = name or path
+        if not os.path.isfile(path):
+            raise BadSampleError(name, "file not found")
+    if os.path.splitext(name)[1].lower() in SOUNDFILE_EXTS:
+        data, sr = _read_soundfile(path, name)
+    else:
+        data, sr = _read_container(path, name)
     if data.shape[1] == 0:
-        raise BadSampleError(path, "audio is empty (0 samples)")
-    mono = torch.from_numpy(np.ascontiguousarray(_to_mono(data, channel, path)))
+        raise BadSampleError(name, "audio is empty (0 samples)")
+    mono = torch.from_numpy(np.ascontiguousarray(_to_mono(data, channel, name)))
     if not torch.isfinite(mono).all():
-        raise BadSampleError(path, "audio contains NaN or infinite samples")
+        raise BadSampleError(name, "audio contains NaN or infinite samples")
     return resample(mono, sr, sample_rate)
 
 

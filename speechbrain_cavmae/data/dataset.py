@@ -116,8 +116,10 @@ _CHOICES = {
 _TRAIN_ONLY = {"freqm": 0, "timem": 0, "mixup": 0.0, "noise": False, "label_smooth": 0.0}
 
 #: Marker returned in place of a sample dropped by ``on_bad_sample: skip``;
-#: :func:`collate_av` removes it from the batch.
-SkippedSample = namedtuple("SkippedSample", ["id", "path", "reason"])
+#: :func:`collate_av` removes it from the batch. ``position`` is where a sample read
+#: from shards lay (``shard/key``, see :mod:`speechbrain_cavmae.data.shards`).
+SkippedSample = namedtuple("SkippedSample", ["id", "path", "reason", "position"],
+                           defaults=[None])
 
 
 def resolve_config(config=None, train=True):
@@ -237,12 +239,22 @@ class AVSampleLoader:
         return "video", video
 
     # -- loading ---------------------------------------------------------
-    def waveform(self, sid):
+    def audio_input(self, sid):
+        """(what :func:`~speechbrain_cavmae.data.audio.load_audio` reads, its name in
+        errors): here the audio file, twice; a subclass may give bytes."""
         path = self.audio_path(sid)
-        wav = load_audio(path, self.cfg["sample_rate"], self.cfg["audio_channel"])
+        return path, path
+
+    def extracted_frame(self, sid, where, k):
+        """Extracted frame ``k`` (an RGB ``PIL.Image``) of ``frame_source``'s ``where``."""
+        return load_extracted_frame(where, self.data[sid]["video_id"], k)
+
+    def waveform(self, sid):
+        source, name = self.audio_input(sid)
+        wav = load_audio(source, self.cfg["sample_rate"], self.cfg["audio_channel"], name=name)
         if wav.numel() < int(0.025 * self.cfg["sample_rate"]):
             raise BadSampleError(
-                path, f"clip of {wav.numel()} samples is shorter than one 25 ms frame", sid
+                name, f"clip of {wav.numel()} samples is shorter than one 25 ms frame", sid
             )
         return wav
 
@@ -250,8 +262,7 @@ class AVSampleLoader:
         """Transformed frames [len(positions), 3, R, R]."""
         kind, where = self.frame_source(sid)
         if kind == "extracted":
-            video_id = self.data[sid]["video_id"]
-            images = [load_extracted_frame(where, video_id, k) for k in positions]
+            images = [self.extracted_frame(sid, where, k) for k in positions]
             return torch.stack([self.transform(img) for img in images])
         raw = load_video_frames(
             where, self.cfg["n_frames"], indices=positions, num_threads=self.cfg["video_threads"]
@@ -274,10 +285,14 @@ class AVSampleLoader:
                     self.manifest_path, f"label {label!r} not in label CSV {self.table.path}", sid
                 )
 
+    def draw_partner(self):
+        """Id of a random mixup partner: any sample of the data set."""
+        return self.ids[int(torch.randint(0, len(self.ids), ()))]
+
     def _partner(self, sid):
         """Random mixup partner (waveform, frame, labels) or None."""
         for _ in range(3):
-            other = self.ids[int(torch.randint(0, len(self.ids), ()))]
+            other = self.draw_partner()
             try:
                 self.check_labels(other)
                 return other, self.waveform(other), self.frames(other, [self.pick_frame()])[0]
@@ -338,7 +353,7 @@ class AVSampleLoader:
                 wav, cfg["sample_rate"], cfg["n_mels"], cfg["audio_length"], normalize=False
             )
         except ValueError as exc:
-            raise BadSampleError(self.audio_path(sid), str(exc), sid) from exc
+            raise BadSampleError(self.audio_input(sid)[1], str(exc), sid) from exc
         if self.train:
             feats = augment.spec_augment(feats, cfg["freqm"], cfg["timem"])
         if not cfg["skip_norm"]:
@@ -391,13 +406,36 @@ class AVDataset(DynamicItemDataset):
         try:
             return super().__getitem__(index)
         except BadSampleError as err:
-            sid = self.data_ids[index]
-            if err.sample_id is None:
-                err = err.with_id(sid)
-            if self.on_bad_sample == "skip":
-                self.bad_samples.record(err)
-                return SkippedSample(sid, err.path, err.reason)
-            raise err from None
+            return bad_sample(err, self.data_ids[index], self.on_bad_sample, self.bad_samples)
+
+
+def bad_sample(err, sid, policy, counter, position=None):
+    """Apply the bad-sample policy to ``err`` raised by sample ``sid``: raise it (tagged
+    with the id) for ``'raise'``; for ``'skip'`` count and log it and return the
+    :class:`SkippedSample` marker."""
+    if err.sample_id is None:
+        err = err.with_id(sid)
+    if policy == "skip":
+        counter.record(err)
+        return SkippedSample(sid, err.path, err.reason, position)
+    raise err from None
+
+
+def output_keys(cfg, train, table):
+    """Keys of the items of a split (see the module docstring)."""
+    keys = ["id", "wav" if cfg["features_on_device"] else "fbank", "frame"]
+    if cfg["multi_frame"] and not train:
+        keys.append("frames")
+    if table is not None:
+        keys.append("labels")
+    return keys
+
+
+def label_table(label_csv):
+    """A :class:`LabelTable` from a CSV path (or the table itself, or None)."""
+    if label_csv is None or isinstance(label_csv, LabelTable):
+        return label_csv
+    return LabelTable.from_csv(label_csv)
 
 
 def build_dataset(manifest_path, label_csv=None, config=None, train=True, counter=None,
@@ -435,17 +473,11 @@ def build_dataset(manifest_path, label_csv=None, config=None, train=True, counte
     data = read_manifest(manifest_path)
     if not data:
         raise ManifestError(manifest_path, "manifest has no entries")
-    table = label_csv
-    if label_csv is not None and not isinstance(label_csv, LabelTable):
-        table = LabelTable.from_csv(label_csv)
+    table = label_table(label_csv)
     if table is not None if require_labels is None else require_labels:
         check_labelled(data, os.fspath(manifest_path))
     loader = AVSampleLoader(data, cfg, train, table, os.fspath(manifest_path))
-    keys = ["id", "wav" if cfg["features_on_device"] else "fbank", "frame"]
-    if cfg["multi_frame"] and not train:
-        keys.append("frames")
-    if table is not None:
-        keys.append("labels")
+    keys = output_keys(cfg, train, table)
     dataset = AVDataset(data, loader, keys, cfg["on_bad_sample"], counter)
     logger.info(
         "%s: %d samples, %s mode, frame_source=%s, audio_source=%s",

@@ -28,6 +28,7 @@ Example
 [0, 12, 25, 37, 50, 62, 75, 87, 100, 112]
 """
 
+import io
 import logging
 import os
 
@@ -81,19 +82,25 @@ def middle_frame(n=10):
     return int(n / 2)
 
 
-def _open_video(path):
+def _open_video(path, name=None):
+    """Open ``path`` (a file, or bytes / a binary file object named ``name``) with PyAV."""
     import av
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BadSampleError(path, "file not found")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        path = io.BytesIO(path)
+    if hasattr(path, "read"):
+        source, name = path, name or getattr(path, "name", "<video bytes>")
+    else:
+        source = name = os.fspath(path)
+        if not os.path.isfile(source):
+            raise BadSampleError(source, "file not found")
     try:
-        container = av.open(path)
+        container = av.open(source)
     except Exception as exc:
-        raise BadSampleError(path, f"cannot decode video ({exc})") from exc
+        raise BadSampleError(name, f"cannot decode video ({exc})") from exc
     if not container.streams.video:
         container.close()
-        raise BadSampleError(path, "cannot decode video (no video track)")
+        raise BadSampleError(name, "cannot decode video (no video track)")
     return container
 
 
@@ -123,18 +130,129 @@ def video_info(path):
         return count, fps, stream.codec_context.height, stream.codec_context.width
 
 
-def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1):
+class _NoIndex(Exception):
+    """The packets do not map safely to frames: decode sequentially instead."""
+
+
+class _PacketIndex:
+    """Where each frame of a video stream lies, read by demuxing only (no decoding).
+
+    A sequential decode outputs one frame per packet that is not marked discard (an
+    edit list's pre-roll), in presentation order: frame ``k`` is the packet with the
+    ``k``-th smallest pts. To decode frame ``k`` alone, decoding starts at the
+    keyframe packet before it in decode order, or one keyframe earlier when the frame is
+    a leading picture of an open GOP (shown before its keyframe).
+
+    Raises ``_NoIndex`` (caught by :func:`load_video_frames`, which then decodes
+    sequentially) for packets without pts or with repeated pts.
+    """
+
+    def __init__(self, container, stream):
+        self.pts, self.keyframe = [], []
+        shown = []
+        for packet in container.demux(stream):
+            if packet.size == 0 and packet.pts is None:
+                continue  # the end-of-stream flush packet
+            if packet.pts is None:
+                raise _NoIndex("a packet without pts")
+            if not packet.is_discard:
+                shown.append((packet.pts, len(self.pts)))
+            self.pts.append(packet.pts)
+            self.keyframe.append(bool(packet.is_keyframe))
+        shown.sort()
+        if len({p for p, _ in shown}) != len(shown):
+            raise _NoIndex("repeated pts")
+        self.frames = shown  # frame k -> (pts, decode position)
+        self.keys = [i for i, key in enumerate(self.keyframe) if key]
+        if not self.keys or self.keys[0] != 0:
+            raise _NoIndex("the stream does not start with a keyframe")
+
+    def __len__(self):
+        return len(self.frames)
+
+    def start_for(self, k):
+        """Decode position of the keyframe to start from for frame ``k``."""
+        pts, position = self.frames[k]
+        keys = [i for i in self.keys if i <= position]
+        if len(keys) > 1 and pts < self.pts[keys[-1]]:
+            return keys[-2]  # a leading picture: its references precede the keyframe
+        return keys[-1]
+
+
+def _decode_with_seeks(container, stream, index, frame_ids):
+    """{frame id: rgb array} decoding from the keyframe before each wanted frame."""
+    wanted = {index.frames[k][0]: k for k in frame_ids}
+    got = {}
+    position = None  # decode position of the next packet fed to the decoder
+    for k in sorted(set(frame_ids), key=index.start_for):
+        if k in got:
+            continue
+        start = index.start_for(k)
+        if position is None or start > position:
+            container.seek(index.pts[start], stream=stream, backward=True, any_frame=False)
+            position = None
+        for packet in container.demux(stream):
+            if position is None:
+                if packet.pts != index.pts[start]:
+                    raise _NoIndex(f"the seek landed on pts {packet.pts}, not {index.pts[start]}")
+                position = start
+            if packet.size or packet.pts is not None:
+                position += 1
+            for frame in packet.decode():
+                if frame.pts in wanted and wanted[frame.pts] not in got:
+                    got[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
+            if k in got:
+                break
+        if k not in got:
+            raise _NoIndex(f"frame {k} (pts {index.frames[k][0]}) was not output")
+    return got
+
+
+def _seek_and_decode(container, stream, frame_ids, path):
+    """(frames, frame count) with :func:`_decode_with_seeks`; (None, 0) when the stream
+    must be decoded sequentially instead."""
+    try:
+        index = _PacketIndex(container, stream)
+        if max(frame_ids) >= len(index):
+            return {}, len(index)
+        return _decode_with_seeks(container, stream, index, frame_ids), len(index)
+    except _NoIndex as why:
+        logger.debug("%s: decoding sequentially (%s)", path, why)
+        return None, 0
+
+
+def _decode_sequentially(container, stream, frame_ids):
+    """{frame id: rgb array} decoding every frame from the start to the last wanted one."""
+    wanted = set(frame_ids)
+    last = max(frame_ids)
+    got = {}
+    decoded = 0
+    for k, frame in enumerate(container.decode(stream)):
+        decoded = k + 1
+        if k in wanted:
+            got[k] = frame.to_ndarray(format="rgb24")
+        if k >= last:
+            break
+    return got, decoded
+
+
+def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1, seek=True, name=None):
     """Decode frames of a video.
 
-    Frames are decoded sequentially from the start up to the last one
-    needed (only those are converted to RGB). Random access is avoided on
-    purpose: decord 0.6.0's seeking returned wrong pictures for one of the
-    real test clips (B-frames, keyframes every 160 frames).
+    With ``seek`` (default) the packets are first listed by demuxing (cheap: no
+    decoding); each wanted frame is then decoded from the keyframe before it
+    (``container.seek(..., backward=True, any_frame=False)``, then decoding forward to the
+    frame's pts), skipping the decoding of everything before that keyframe. The pictures
+    are the very ones a sequential decode gives (the decoder's output from a keyframe
+    does not depend on what came before it). Streams whose packets cannot be mapped to
+    frames (no pts, repeated pts, a seek that lands elsewhere) are decoded sequentially
+    from the start, as ``seek=False`` does. decord is not used: its seeking returned
+    wrong pictures for one of the real test clips (B-frames, keyframes every 160 frames).
 
     Arguments
     ---------
-    path : str
-        Video file.
+    path : str, bytes or binary file object
+        Video file, or its content.
     n : int
         Number of uniformly spaced frames.
     indices : list of int, optional
@@ -144,40 +262,46 @@ def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1):
         Seconds covered by the uniform spacing.
     num_threads : int
         FFmpeg decoding threads (0: FFmpeg's choice).
+    seek : bool
+        Seek to the keyframe before each wanted frame (``False``: decode from the start).
+    name : str, optional
+        The name used in error messages when ``path`` is content.
 
     Returns
     -------
     torch.Tensor
         uint8 [len(indices) or n, 3, H, W].
     """
-    with _open_video(path) as container:
-        count, fps = _count_and_rate(container, path)
+    name = name or (os.fspath(path) if isinstance(path, (str, os.PathLike)) else None)
+    with _open_video(path, name) as container:
+        name = name or getattr(path, "name", "<video bytes>")
+        count, fps = _count_and_rate(container, name)
         frame_ids = sample_frame_indices(count, fps, n, span_s)
         if indices is not None:
             frame_ids = [frame_ids[i] for i in indices]
-        wanted = set(frame_ids)
-        last = max(frame_ids)
         stream = container.streams.video[0]
         stream.thread_count = num_threads
-        got = {}
-        decoded = 0
         try:
-            for k, frame in enumerate(container.decode(stream)):
-                decoded = k + 1
-                if k in wanted:
-                    got[k] = frame.to_ndarray(format="rgb24")
-                if k >= last:
-                    break
+            if seek:
+                got, decoded = _seek_and_decode(container, stream, frame_ids, name)
+            if not seek or got is None:
+                if hasattr(path, "seek"):
+                    path.seek(0)
+                with _open_video(path, name) as again:  # decode from the very start
+                    again.streams.video[0].thread_count = num_threads
+                    got, decoded = _decode_sequentially(again, again.streams.video[0], frame_ids)
+        except BadSampleError:
+            raise
         except Exception as exc:
-            raise BadSampleError(path, f"cannot decode video frames ({exc})") from exc
-    missing = sorted(wanted - set(got))
+            raise BadSampleError(name, f"cannot decode video frames ({exc})") from exc
+    missing = sorted(set(frame_ids) - set(got))
     if missing:
         if not decoded:
-            raise BadSampleError(path, "cannot decode video (no decodable frames)")
+            raise BadSampleError(name, "cannot decode video (no decodable frames)")
         # the container over-reported its frame count (OpenCV's read() would
         # fail as well): report it rather than substitute another frame
         raise BadSampleError(
-            path, f"video has only {decoded} decodable frames, frame {missing[0]} requested"
+            name, f"video has only {decoded} decodable frames, frame {missing[0]} requested"
         )
     batch = np.stack([got[k] for k in frame_ids])
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
@@ -199,11 +323,28 @@ def load_extracted_frame(video_path_dir, video_id, i):
         raise BadSampleError(path, f"video_id {video_id!r} points outside {folder}")
     if not os.path.isfile(path):
         raise BadSampleError(path, f"extracted frame {i} not found")
+    return decode_image(path)
+
+
+def decode_image(source, name=None):
+    """Decode an image file (or its bytes, named ``name`` in errors) to RGB ``PIL.Image``.
+
+    Raises :class:`BadSampleError` when it is not a decodable image.
+
+    Example
+    -------
+    >>> import io
+    >>> buffer = io.BytesIO()
+    >>> Image.new("L", (4, 2)).save(buffer, format="PNG")
+    >>> decode_image(buffer.getvalue(), "x.png").mode
+    'RGB'
+    """
+    name = name or os.fspath(source)
     try:
-        img = Image.open(path)
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         img.load()
     except Exception as exc:
-        raise BadSampleError(path, f"cannot decode image ({exc})") from exc
+        raise BadSampleError(name, f"cannot decode image ({exc})") from exc
     return img if img.mode == "RGB" else img.convert("RGB")
 
 

@@ -7,7 +7,8 @@ A recipe script is one call to :func:`run_recipe`, which
    ``--key value`` override of a top-level yaml key);
 2. initialises DDP when started by ``torchrun`` and creates the experiment folder;
 3. builds the datasets from the original JSON manifests and label CSV
-   (``train_data``, ``valid_data``, ``test_data``, ``label_csv``);
+   (``train_data``, ``valid_data``, ``test_data``, ``label_csv``) or from WebDataset
+   shards (``train_shards``, ``valid_shards``, ``test_shards``; see ``docs/scale.md``);
 4. loads the initial weights from ``pretrained_path`` (:func:`load_pretrained`: a model
    folder, an original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
 5. dispatches on the yaml's ``task`` (``pretrain`` or ``finetune``) to
@@ -307,9 +308,20 @@ def read_weight_file(path, n):
     return torch.tensor(values, dtype=torch.float64)
 
 
+def _split_source(hparams, split):
+    """``("data", manifest)``, ``("shards", pattern)`` or None for a split."""
+    data, shards = hparams.get(f"{split}_data"), hparams.get(f"{split}_shards")
+    if data and shards:
+        raise ValueError(f"give either --{split}_data or --{split}_shards, not both")
+    return ("shards", shards) if shards else ("data", data) if data else None
+
+
 def build_datasets(hparams, counter=None):
     """Datasets ``train``, ``valid`` and ``test`` (``test`` on ``test_data`` or, when that
-    is not given, on ``valid_data``; multi-frame when ``multi_frame_eval``)."""
+    is not given, on ``valid_data``; multi-frame when ``multi_frame_eval``), each from a
+    manifest (``<split>_data``) or from WebDataset shards (``<split>_shards``, see
+    :func:`speechbrain_cavmae.data.shards.build_shard_dataset`; training shards are
+    shuffled as ``train_dataloader_opts: shuffle`` says, in a ``shuffle_buffer``)."""
     label_csv = hparams.get("label_csv")
     table = LabelTable.from_csv(label_csv) if label_csv else None
     if hparams["task"] == "finetune" and table is None:
@@ -318,18 +330,47 @@ def build_datasets(hparams, counter=None):
     labelled = hparams["task"] == "finetune"
     train_cfg = data_config(hparams, train=True)
     eval_cfg = data_config(hparams, train=False)
-    if hparams.get("train_data"):
-        out["train"] = build_dataset(hparams["train_data"], table, train_cfg, True, counter,
-                                     labelled)
-    if hparams.get("valid_data"):
-        out["valid"] = build_dataset(hparams["valid_data"], table, eval_cfg, False, counter,
-                                     labelled)
-    test_path = hparams.get("test_data") or hparams.get("valid_data")
-    if test_path:
-        test_cfg = dict(eval_cfg, multi_frame=bool(hparams.get("multi_frame_eval", False)))
-        out["test"] = build_dataset(test_path, table, test_cfg, False, counter, labelled)
+    test_cfg = dict(eval_cfg, multi_frame=bool(hparams.get("multi_frame_eval", False)))
+    sources = {split: _split_source(hparams, split) for split in ("train", "valid", "test")}
+    if hparams["task"] == "finetune" and sources["valid"] is None:
+        raise ValueError("fine-tuning needs validation data: pass --valid_data or --valid_shards")
+    sources["test"] = sources["test"] or sources["valid"]
+    for split, cfg in (("train", train_cfg), ("valid", eval_cfg), ("test", test_cfg)):
+        if sources[split] is None:
+            continue
+        kind, where = sources[split]
+        train = split == "train"
+        if kind == "data":
+            out[split] = build_dataset(where, table, cfg, train, counter, labelled)
+            continue
+        from speechbrain_cavmae.data.shards import build_shard_dataset
+
+        shuffle = train and (hparams.get("train_dataloader_opts") or {}).get("shuffle", False)
+        out[split] = build_shard_dataset(
+            where, table, cfg, train, counter, shuffle=shuffle,
+            shuffle_buffer=hparams.get("shuffle_buffer", 1000), seed=hparams.get("seed", 0))
     out["label_table"] = table
     return out
+
+
+def data_source(dataset, opts, checkpointer=None, key="train"):
+    """What ``Brain.fit`` / ``Brain.evaluate`` read: the dataset itself (SpeechBrain makes
+    the DataLoader) or, for shards, a :class:`~speechbrain_cavmae.data.shards.ShardLoader`
+    with the options ``opts``; the training one is a checkpoint recoverable
+    (``shard_position``: a resumed epoch leaves out the samples already trained on)."""
+    from torch.utils.data import IterableDataset
+
+    if not isinstance(dataset, IterableDataset):
+        return dataset
+    from speechbrain_cavmae.data.shards import ShardLoader
+
+    if "sampler" in opts or "batch_sampler" in opts:
+        raise ValueError("shards are read in order with a shuffle buffer: class-balanced "
+                         "sampling (balanced_sampling) needs --train_data")
+    loader = ShardLoader(dataset, **opts)
+    if checkpointer is not None and key == "train":
+        checkpointer.add_recoverable("shard_position", loader)
+    return loader
 
 
 def loader_kwargs(hparams, key, datasets=None, device="cpu"):
@@ -349,6 +390,8 @@ def loader_kwargs(hparams, key, datasets=None, device="cpu"):
         opts.setdefault("generator", torch.Generator().manual_seed(int(hparams.get("seed", 0))))
     if key.startswith("train") and datasets is not None and hparams.get("balanced_sampling"):
         train = datasets["train"]
+        if isinstance(train, torch.utils.data.IterableDataset):
+            raise ValueError("balanced_sampling needs --train_data: shards are streamed")
         weights_file = hparams.get("sample_weights")
         if weights_file:
             weights = read_weight_file(weights_file, len(train))
@@ -449,7 +492,7 @@ def run_recipe(argv=None):
     counter = BadSampleCounter()
     datasets = build_datasets(hparams, counter)
     if "train" not in datasets and not run_opts["test_only"]:
-        raise ValueError("no training data: pass --train_data (or --test_only)")
+        raise ValueError("no training data: pass --train_data or --train_shards (or --test_only)")
 
     if hparams.get("pretrained_path"):
         load_pretrained(hparams["model"], hparams["pretrained_path"],
@@ -473,21 +516,21 @@ def run_recipe(argv=None):
         # optional: checkpoints written before it was added still load
         brain.checkpointer.add_recoverable("random_state", RandomState(), optional_load=True)
     if "train" in datasets:
+        train_opts = loader_kwargs(hparams, "train_dataloader_opts", datasets, brain.device)
+        valid_opts = loader_kwargs(hparams, "valid_dataloader_opts", device=brain.device)
         brain.fit(
             brain.hparams.epoch_counter,
-            datasets["train"],
-            datasets.get("valid"),
-            train_loader_kwargs=loader_kwargs(hparams, "train_dataloader_opts", datasets,
-                                              brain.device),
-            valid_loader_kwargs=loader_kwargs(hparams, "valid_dataloader_opts",
-                                              device=brain.device),
+            data_source(datasets["train"], train_opts, brain.checkpointer),
+            data_source(datasets["valid"], valid_opts) if "valid" in datasets else None,
+            train_loader_kwargs=train_opts,
+            valid_loader_kwargs=valid_opts,
         )
     if "test" in datasets:
         key = {"min_key": "loss"} if hparams["task"] == "pretrain" else {}
+        test_opts = loader_kwargs(hparams, "test_dataloader_opts", device=brain.device)
         brain.evaluate(
-            datasets["test"],
-            test_loader_kwargs=loader_kwargs(hparams, "test_dataloader_opts",
-                                             device=brain.device),
+            data_source(datasets["test"], test_opts),
+            test_loader_kwargs=test_opts,
             **key,
         )
     export_name = "pretrained.pth" if hparams["task"] == "pretrain" else "finetuned.pth"
@@ -508,6 +551,7 @@ __all__ = [
     "average_state_dict_files",
     "build_datasets",
     "class_balanced_weights",
+    "data_source",
     "data_config",
     "export_model",
     "export_model_folder",

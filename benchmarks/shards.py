@@ -1,0 +1,217 @@
+"""Shards vs extracted files, and seeking vs sequential 720p decoding, as ratios.
+
+One process, ``torch.set_num_threads(1)``: every figure is per CPU core, and each ratio
+compares two cases measured in the same run, in interleaved rounds (so that a change of
+the machine's load during the run affects both sides alike): a ratio is the median over
+the rounds of the round's ratio; rates are medians over the rounds.
+
+* ``loader``: training items per second (train mode, no augmentation) read from the
+  extracted layout (``build_dataset``: 16 kHz wav + ten 224 px JPEG files per clip) and
+  from shards of the same manifest (``build_shard_dataset``, shuffle buffer of 100) with
+  FLAC audio (the default) and with WAV audio (``--audio_format wav``), with CPU fbank and
+  with ``features_on_device``; the ratios shards / files; and the DataLoader workers
+  needed to feed 1000 samples/s, ``ceil(1000 / per-core rate)`` (assuming workers scale
+  linearly, one core each). The files are in the page cache: this compares CPU cost, not
+  the file-system load that shards remove.
+* ``seek``: one frame of the ten of a training sample (``load_video_frames(indices=[i])``
+  for each i), decoded with seeking vs sequentially from the start (``seek=False``, the
+  decoder before seeking), on the 1280x720 sample clip and on a generated 1280x720 clip
+  with a keyframe every 2 s; the ratio sequential / seeking time, and the bound set by the
+  keyframe spacing (packets decoded sequentially / with seeking, from the packet index).
+
+Usage::
+
+    python -m benchmarks.shards [--rounds 3] [--samples 64] [--out results/shards.json]
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.data_pipeline import _media, clips, write_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def extracted_manifest(work, copies=16):
+    """The two sample clips (or synthetic ones) extracted to the original layout, listed
+    ``copies`` times under distinct ids."""
+    from speechbrain_cavmae.tools import extract
+
+    videos, source = clips(work)
+    listing = os.path.join(work, "videos.txt")
+    Path(listing).write_text("\n".join(videos.values()) + "\n")
+    out_dir = os.path.join(work, "extracted")
+    assert extract.main(["--videos", listing, "--out", out_dir]) == 0
+    entries = {}
+    for k in range(copies):
+        for video in videos.values():
+            vid = Path(video).stem
+            entries[f"{vid}_{k}"] = {"video_id": vid, "labels": [],
+                                     "wav": os.path.join(out_dir, "audio", f"{vid}.wav"),
+                                     "video_path": os.path.join(out_dir, "frames")}
+    return write_manifest(os.path.join(work, "extracted.json"), entries), videos, source
+
+
+def _median_ratio(a, b):
+    """Median over the interleaved rounds of ``a[i] / b[i]``."""
+    ratios = sorted(x / y for x, y in zip(a, b))
+    return ratios[len(ratios) // 2]
+
+
+def _rate(make_iter, n):
+    items = make_iter()
+    next(items)  # warm-up: lazy imports, first file opens
+    start = time.perf_counter()
+    count = 0
+    for _ in items:
+        count += 1
+        if count == n:
+            break
+    return count / (time.perf_counter() - start)
+
+
+def loader_rates(manifest, work, n, rounds):
+    """{config: samples/s per core (median of the rounds) from files and from shards with
+    FLAC and with WAV audio, the ratios shards / files and the workers for 1000/s}."""
+    from speechbrain_cavmae.data.dataset import build_dataset
+    from speechbrain_cavmae.data.shards import build_shard_dataset
+    from speechbrain_cavmae.tools.shard import shard_manifest
+
+    patterns = {}
+    for fmt in ("flac", "wav"):
+        folder = os.path.join(work, f"shards_{fmt}")
+        index = shard_manifest(manifest, folder, shard_size=8, audio_format=fmt)
+        last = len(index["shards"]) - 1
+        patterns[fmt] = os.path.join(folder, f"train-{{000000..{last:06d}}}.tar")
+    out = {}
+    for name, cfg in {"cpu_fbank": {}, "features_on_device": {"features_on_device": True}}.items():
+        files = build_dataset(manifest, None, dict(cfg, frame_source="extracted"), train=True)
+        sources = {"files": files}
+        for fmt, pattern in patterns.items():
+            sources[f"shards_{fmt}"] = build_shard_dataset(pattern, None, cfg, train=True,
+                                                           shuffle=True, shuffle_buffer=100)
+
+        def endless(source):
+            def items():
+                while True:
+                    if source is files:
+                        for i in range(len(files)):
+                            yield files[i]
+                    else:
+                        yield from source
+            return items
+
+        runs = {key: [] for key in sources}
+        for _ in range(rounds):
+            for key, source in sources.items():
+                runs[key].append(_rate(endless(source), n))
+        med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
+        row = {f"{k}_samples_per_s_per_core": round(v, 1) for k, v in med.items()}
+        for key in sources:
+            if key != "files":
+                row[f"ratio_{key}_over_files"] = round(_median_ratio(runs[key], runs["files"]), 3)
+        row.update({f"workers_for_1000_per_s_{k}": math.ceil(1000 / v) for k, v in med.items()})
+        row["rounds"] = {k: [round(x, 1) for x in v] for k, v in runs.items()}
+        out[name] = row
+    return out
+
+
+def packet_bound(path, n=10):
+    """Packets decoded per training frame, sequentially vs with seeking (mean over the ten
+    frames): the ratio seeking can reach at most, set by the keyframe spacing."""
+    import av
+
+    from speechbrain_cavmae.data.frames import _count_and_rate, _PacketIndex, sample_frame_indices
+
+    with av.open(path) as container:
+        count, fps = _count_and_rate(container, path)
+        stream = container.streams.video[0]
+        index = _PacketIndex(container, stream)
+    frames = sample_frame_indices(count, fps, n)
+    sequential = sum(index.frames[k][1] + 1 for k in frames)
+    seeking = sum(index.frames[k][1] + 1 - index.start_for(k) for k in frames)
+    return {"keyframes": len(index.keys), "packets": len(index.pts),
+            "sequential": sequential / n, "seeking": seeking / n,
+            "bound": round(sequential / seeking, 2)}
+
+
+def seek_rates(path, rounds, n=10):
+    """Seconds per training frame (one of ten), seeking vs sequential."""
+    from speechbrain_cavmae.data.frames import load_video_frames
+
+    load_video_frames(path, indices=[0])  # warm-up
+    runs = {"sequential": [], "seeking": []}
+    for _ in range(rounds):
+        for key, seek in (("sequential", False), ("seeking", True)):
+            start = time.perf_counter()
+            for i in range(n):
+                load_video_frames(path, n, indices=[i], seek=seek)
+            runs[key].append((time.perf_counter() - start) / n)
+    med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
+    return {"sequential_s_per_frame": round(med["sequential"], 4),
+            "seeking_s_per_frame": round(med["seeking"], 4),
+            "speedup": round(_median_ratio(runs["sequential"], runs["seeking"]), 2),
+            "packets": packet_bound(path, n),
+            "rounds": {k: [round(x, 4) for x in v] for k, v in runs.items()}}
+
+
+def synthetic_720p(work, seconds=10, fps=30, keyint=60):
+    """A 1280x720 clip with B-frames and a keyframe every ``keyint`` frames."""
+    media = _media()
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, (seconds * fps, 3), dtype=np.uint8)
+    return media.write_video(os.path.join(work, "synthetic_720p.mp4"), n_frames=seconds * fps,
+                             fps=fps, size=(1280, 720), audio_freqs=(),
+                             colours=lambda k: palette[k],
+                             x264_params=f"keyint={keyint}:min-keyint={keyint}:scenecut=0:"
+                             "bframes=3")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per ratio")
+    parser.add_argument("--samples", type=int, default=64, help="items per loader round")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shards.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    work = tempfile.mkdtemp(prefix="cavmae_shards_bench_")
+    manifest, videos, source = extracted_manifest(work)
+    report = {
+        "benchmark": "shards", "clips": source, "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg(), "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    report["loader"] = loader_rates(manifest, work, args.samples, args.rounds)
+    for name, row in report["loader"].items():
+        for key in ("files", "shards_flac", "shards_wav"):
+            ratio = row.get(f"ratio_{key}_over_files", 1.0)
+            print(f"loader {name:<19} {key:<12} {row[f'{key}_samples_per_s_per_core']:7.1f}"
+                  f" samples/s/core  ratio to files {ratio:.2f}  workers for 1000/s "
+                  f"{row[f'workers_for_1000_per_s_{key}']}")
+    report["seek"] = {"sample_1280x720": seek_rates(videos["1280x720"], args.rounds),
+                      "synthetic_1280x720_keyint60": seek_rates(synthetic_720p(work), args.rounds)}
+    for name, row in report["seek"].items():
+        print(f"seek {name:<28} sequential {row['sequential_s_per_frame'] * 1000:7.1f} ms  "
+              f"seeking {row['seeking_s_per_frame'] * 1000:7.1f} ms  speedup {row['speedup']:.2f}"
+              f"  (keyframe bound {row['packets']['bound']})")
+    report["load_average_end"] = os.getloadavg()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf8") as handle:
+        json.dump(report, handle, indent=1)
+    print(f"written {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

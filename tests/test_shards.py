@@ -1,0 +1,297 @@
+"""WebDataset shards: the shard tool, the shard data pipeline and the recipes reading them.
+
+* the tool writes shards and an index (counts, sha256), leaves bad samples out (or stops
+  at the first one), and a second run keeps the good shards and rewrites the rest;
+* a shard dataset yields the items of the file dataset, tensor for tensor (training
+  augmentation drawn in the same order, multi-frame evaluation, the skip policy, frames
+  decoded from a clip stored in the shard);
+* two ranks read disjoint samples that together are the epoch, in the same number of steps;
+* a recipe trained and evaluated from shards ends with the weights and results of the same
+  recipe from the manifests (no shuffling, fixed seed), and a pretraining run killed
+  (SIGKILL) mid-epoch resumes without repeating a sample (one test: they share a process);
+* ``torchrun --nnodes 2`` (two launchers, c10d rendezvous on localhost, gloo) trains from
+  shards and its checkpoint loads.
+"""
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from media import tone, write_video, write_wav
+from processes import REPO, kill_group, run, subprocess_env
+from recipe_cli import (
+    AUDIOSET, DECODER, ENCODER, HP, complete_intra_epoch_steps, kill_after_intra_epoch_checkpoint,
+)
+
+pytest.importorskip("webdataset")
+
+from speechbrain_cavmae.checkpoints.original import load_original_checkpoint  # noqa: E402
+from speechbrain_cavmae.data.dataset import SkippedSample, build_dataset  # noqa: E402
+from speechbrain_cavmae.data.manifest import read_manifest, write_manifest  # noqa: E402
+from speechbrain_cavmae.data.shards import ShardLoader, build_shard_dataset  # noqa: E402
+from speechbrain_cavmae.tools.shard import file_sha256, main as shard_main  # noqa: E402
+
+
+def _shard(manifest, out, size, prefix, *extra):
+    assert shard_main([str(manifest), str(out), "--shard_size", str(size), "--prefix", prefix,
+                       *extra]) == 0
+    index = json.loads((Path(out) / f"{prefix}-index.json").read_text())
+    last = len(index["shards"]) - 1
+    return f"{out}/{prefix}-{{000000..{last:06d}}}.tar", index
+
+
+@pytest.fixture(scope="module")
+def shards(toy, tmp_path_factory):
+    """The toy set as shards: train 4 x 16 (2 writer processes), valid / test 2 x 16."""
+    out = tmp_path_factory.mktemp("shards")
+    patterns = {"train": _shard(toy["train"], out, 16, "train", "--num_workers", "2")[0]}
+    for split in ("valid", "test"):
+        patterns[split] = _shard(toy[split], out, 16, split)[0]
+    return patterns
+
+
+def _items_equal(files, shards):
+    assert [x.id if isinstance(x, SkippedSample) else x["id"] for x in files] == \
+        [x.id if isinstance(x, SkippedSample) else x["id"] for x in shards]
+    for a, b in zip(files, shards):
+        if isinstance(a, SkippedSample):
+            assert isinstance(b, SkippedSample) and a.reason == b.reason
+            continue
+        assert set(b) == set(a) | {"position"}
+        for key in a:
+            if key != "id":
+                assert torch.equal(a[key], b[key]), (a["id"], key)
+
+
+def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog):
+    data = dict(list(read_manifest(toy["train"]).items())[:6])
+    # one clip decoded from its video (stored whole in the shard), one without audio file
+    clip = write_video(str(tmp_path / "clip.mp4"), n_frames=30, fps=10, audio_freqs=())
+    wav = write_wav(str(tmp_path / "clip.wav"), tone(440, 3.0, 16000))
+    data["clip"] = {"video_id": "clip", "wav": wav, "video": clip, "labels": []}
+    ids = list(data)
+    data["missing"] = dict(data[ids[0]], video_id="missing", wav=str(tmp_path / "gone.wav"))
+    order = ids[:4] + ["missing"] + ids[4:]  # the bad sample in the second shard
+    manifest = tmp_path / "m.json"
+    write_manifest({k: data[k] for k in order}, manifest, fmt="speechbrain")
+    out = tmp_path / "out"
+
+    with caplog.at_level(logging.ERROR):
+        assert shard_main([str(manifest), str(out), "--shard_size", "3"]) == 1
+    assert "gone.wav: file not found" in caplog.text
+
+    pattern, index = _shard(manifest, out, 3, "train", "--on_bad_sample", "skip",
+                            "--num_workers", "2")
+    assert [s["samples"] for s in index["shards"]] == [3, 2, 2] and index["total"] == 7
+    assert index["bad_samples"] == [{"id": "missing", "file": str(tmp_path / "gone.wav"),
+                                     "problem": "file not found", "shard": "train-000001.tar"}]
+    for entry in index["shards"]:
+        assert file_sha256(out / entry["name"]) == entry["sha256"]
+    import webdataset as wds
+
+    samples = list(wds.tariterators.tarfile_samples([{"url": str(out / "train-000000.tar")}]))
+    first = samples[0]
+    assert json.loads(first["json"])["id"] == ids[0]
+    jpg = Path(data[ids[0]]["video_path"]) / "frame_3" / f"{ids[0]}.jpg"
+    assert first["frame_3.jpg"] == jpg.read_bytes()  # the extracted JPEG, byte for byte
+    last = list(wds.tariterators.tarfile_samples([{"url": str(out / "train-000002.tar")}]))[-1]
+    assert last["video.mp4"] == Path(clip).read_bytes() and "frame_0.jpg" not in last
+
+    # resume: the complete shard is kept, the deleted and the damaged ones are rewritten
+    kept = (out / "train-000000.tar").stat().st_mtime_ns
+    (out / "train-000002.tar").unlink()
+    with open(out / "train-000001.tar", "ab") as handle:
+        handle.write(b"x")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _, again = _shard(manifest, out, 3, "train", "--on_bad_sample", "skip")
+    assert "1 shard(s) already complete, 2 to write" in caplog.text
+    assert (out / "train-000000.tar").stat().st_mtime_ns == kept
+    assert again["shards"] == index["shards"] and again["bad_samples"] == index["bad_samples"]
+    with pytest.raises(ValueError, match="written from another manifest or with other settings"):
+        shard_main([str(manifest), str(out), "--shard_size", "4"])
+
+    # the clip stored in the shard decodes to the frames of the file
+    cfg = {"image_size": 64, "audio_length": 96, "multi_frame": True}
+    files = build_dataset(manifest, None, cfg, train=False, counter=None)
+    shard_set = build_shard_dataset(pattern, None, cfg, train=False)
+    good = [files[i] for i in range(len(files)) if files.data_ids[i] != "missing"]
+    _items_equal(good, list(shard_set))
+    # the same with WAV audio in the shards
+    wavs, index = _shard(manifest, out, 3, "wavs", "--on_bad_sample", "skip",
+                         "--audio_format", "wav")
+    assert index["config"]["audio_format"] == "wav"
+    _items_equal(good, list(build_shard_dataset(wavs, None, cfg, train=False)))
+
+
+def test_shard_items_equal_file_items(toy, shards, tmp_path):
+    # training (random frame, SpecAugment, noise) draws the same numbers in the same order
+    train_cfg = {"image_size": 64, "audio_length": 96, "freqm": 8, "timem": 8, "noise": True}
+    files = build_dataset(toy["train"], toy["label_csv"], train_cfg, train=True)
+    shard_set = build_shard_dataset(shards["train"], toy["label_csv"], train_cfg, train=True)
+    torch.manual_seed(3)
+    expected = [files[i] for i in range(len(files))]
+    torch.manual_seed(3)
+    _items_equal(expected, list(shard_set))
+    # multi-frame evaluation, and the skip policy: a label missing from the label CSV
+    labels = (Path(toy["label_csv"]).read_text().splitlines())
+    fewer = tmp_path / "labels.csv"
+    fewer.write_text("\n".join(labels[:-1]) + "\n")
+    eval_cfg = {"image_size": 64, "audio_length": 96, "multi_frame": True,
+                "on_bad_sample": "skip"}
+    files = build_dataset(toy["test"], fewer, eval_cfg, train=False)
+    shard_set = build_shard_dataset(shards["test"], fewer, eval_cfg, train=False)
+    expected = [files[i] for i in range(len(files))]
+    got = list(shard_set)
+    skipped = [x for x in got if isinstance(x, SkippedSample)]
+    assert skipped and shard_set.bad_samples.count == files.bad_samples.count == len(skipped)
+    assert all(s.position.startswith("test-00000") for s in skipped)
+    assert "not in label CSV" in skipped[0].reason
+    _items_equal(expected, got)
+
+
+def _epoch_ids(loader):
+    batches = list(loader)
+    return [list(b.id) for b in batches]
+
+
+def test_two_ranks_read_disjoint_halves_of_each_epoch(toy, shards, tmp_path):
+    cfg = {"image_size": 64, "audio_length": 96}
+    everything = set(read_manifest(toy["train"]))
+    loaders = [ShardLoader(build_shard_dataset(shards["train"], None, cfg, True, shuffle=True,
+                                               shuffle_buffer=8, seed=1, rank=r, world_size=2),
+                           batch_size=8, num_workers=workers)
+               for r, workers in ((0, 2), (1, 0))]
+    for epoch in (1, 2):
+        assert len(loaders[0]) == len(loaders[1]) == 4
+        halves = [_epoch_ids(loader) for loader in loaders]
+        assert [len(h) for h in halves] == [4, 4] and all(len(b) == 8 for h in halves for b in h)
+        sets = [{i for b in h for i in b} for h in halves]
+        assert len(sets[0]) == len(sets[1]) == 32 and not sets[0] & sets[1]
+        assert sets[0] | sets[1] == everything, epoch
+        assert all(loader.epoch == epoch for loader in loaders)
+    # 5 shards for 2 ranks (13 13 13 13 12): both run the same number of steps, apart
+    uneven, _ = _shard(toy["train"], tmp_path, 13, "train")
+    loaders = [ShardLoader(build_shard_dataset(uneven, None, cfg, True, rank=r, world_size=2),
+                           batch_size=8) for r in (0, 1)]
+    halves = [_epoch_ids(loader) for loader in loaders]
+    assert len(halves[0]) == len(halves[1]) == len(loaders[0]) == 4
+    assert not {i for b in halves[0] for i in b} & {i for b in halves[1] for i in b}
+
+
+TINY = [*ENCODER, "--batch_size", "8", "--number_of_epochs", "1", "--shuffle", "False"]
+
+
+def _traced(out, rank=0):
+    """``{(epoch, step): ids}`` of ``rank_trace`` (a step traced again keeps the later)."""
+    lines = (out / "ranks" / f"rank{rank}_ids.txt").read_text().splitlines()
+    return {tuple(map(int, line.split()[:2])): line.split()[2:] for line in lines}
+
+
+def _pretrain_from_shards(shards, out, *extra):
+    """One epoch of pretraining (4 steps of 16), shuffled shards and buffers of 8."""
+    return [AUDIOSET, str(HP / "cavmae.yaml"), "--train_shards", shards["train"],
+            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", "16",
+            "--number_of_epochs", "1", "--shuffle_buffer", "8", "--rank_trace", "True", *extra]
+
+
+@pytest.mark.slow
+def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shards, tmp_path):
+    """Two checks sharing one recipe process (the start-up of a recipe costs seconds):
+
+    * fine-tuning (SpecAugment and noise on, no shuffling, one epoch) then multi-frame
+      evaluation from shards gets the inputs of the run from the manifests, hence the same
+      weights and test results, bit for bit (same operations in the same order);
+    * a pretraining run from shards killed with SIGKILL after an intra-epoch checkpoint
+      resumes and trains on every sample of the epoch exactly once.
+    """
+    resumed = tmp_path / "resumed"
+    pretrain = _pretrain_from_shards(shards, resumed, "--ckpt_interval_minutes", "0",
+                                     "--ckpt_interval_steps", "1")
+    kill_after_intra_epoch_checkpoint(pretrain, resumed / "save", min_step=2)
+    on_disk = max(complete_intra_epoch_steps(resumed / "save").values())
+
+    common = [AUDIOSET, str(HP / "cavmae_ft.yaml"), "--label_csv", toy["label_csv"], *TINY,
+              "--freqm", "8", "--timem", "8", "--noise", "True", "--mixup", "0",
+              "--multi_frame_eval", "True"]
+    plan = [
+        {"argv": [*common, "--output_folder", str(tmp_path / "files"), "--train_data",
+                  toy["train"], "--valid_data", toy["valid"], "--test_data", toy["test"]]},
+        {"argv": [*common, "--output_folder", str(tmp_path / "shards"), "--train_shards",
+                  shards["train"], "--valid_shards", shards["valid"], "--test_shards",
+                  shards["test"]]},
+        {"argv": pretrain},  # the same command line again: it resumes
+    ]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    run([REPO / "tests" / "recipe_chain.py", tmp_path / "plan.json"])
+
+    files, from_shards = (json.loads((tmp_path / k / "test_results.json").read_text())
+                          for k in ("files", "shards"))
+    assert len(files["per_frame"]) == 10
+    assert from_shards == files
+    weights = torch.load(tmp_path / "shards" / "finetuned.pth", weights_only=True)
+    for key, value in torch.load(tmp_path / "files" / "finetuned.pth", weights_only=True).items():
+        assert torch.equal(weights[key], value), key
+
+    assert f"epoch 1 resumed: {16 * on_disk} samples already trained on are left out, " \
+        f"{4 - on_disk} batches to go" in (resumed / "log.txt").read_text()
+    # steps 1..k of the killed run, k+1..4 of the resumed one (a step traced by both keeps
+    # the resumed run's line): every sample exactly once
+    batches = _traced(resumed)
+    assert sorted(batches) == [(1, s) for s in range(1, 5)]
+    assert sorted(i for ids in batches.values() for i in ids) == \
+        sorted(read_manifest(toy["train"]))
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
+    """Two torchrun launchers (one process each) rendezvous on localhost as two nodes."""
+    out = tmp_path / "2nodes"
+    port = _free_port()
+    args = _pretrain_from_shards(shards, out, "--distributed_backend", "gloo", "--device", "cpu")
+    procs = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+               "--nproc_per_node", "1", "--node_rank", str(node), "--rdzv_backend", "c10d",
+               "--rdzv_endpoint", f"localhost:{port}", "--rdzv_id", "shards-test", *args]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, start_new_session=True))
+    try:
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill_group(p)
+                p.wait()
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-5000:]
+    # each node trained on its own two shards: 2 steps of 16 samples, together the epoch
+    halves = [_traced(out, rank) for rank in (0, 1)]
+    assert [sorted(h) for h in halves] == [[(1, 1), (1, 2)]] * 2
+    ids = [{i for b in h.values() for i in b} for h in halves]
+    assert not ids[0] & ids[1] and ids[0] | ids[1] == set(read_manifest(toy["train"]))
+    ranks = [torch.load(out / "ranks" / f"rank{r}.pth", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    # the checkpoint loads
+    model = load_original_checkpoint(str(out / "pretrained.pth"), num_heads=2,
+                                     decoder_num_heads=2)
+    ckpt = next((out / "save").glob("CKPT+*/model.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert not model.load_state_dict(state, strict=True).missing_keys
+    assert all(torch.equal(state[k], ranks[0][k]) for k in state)
+    # its loader position, gathered from both nodes: the whole epoch, every shard read
+    position = json.loads((ckpt.parent / "shard_position.ckpt").read_text())
+    assert position == {"epoch": 1, "consumed": {f"train-{i:06d}.tar": "all" for i in range(4)}}

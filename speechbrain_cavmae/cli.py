@@ -38,6 +38,8 @@ COMMANDS = {
                 "manifests from a folder of videos, or AudioSet / VGGSound metadata"),
     "extract": ("speechbrain_cavmae.tools.extract",
                 "pre-extract 16 kHz audio and frames from videos"),
+    "shard": ("speechbrain_cavmae.tools.shard",
+              "WebDataset tar shards of a manifest, with an index"),
     "validate": ("speechbrain_cavmae.tools.validate",
                  "decode every sample of a manifest and report the bad ones"),
     "stats": ("speechbrain_cavmae.tools.stats", "fbank mean and std of a manifest"),

@@ -28,8 +28,8 @@ SHARED = {
     "--output": {"convert", "embed", "retrieval", "inpaint", "extract", "balance", "toy"},
     "--device": {"classify", "embed", "retrieval", "inpaint"},
     "--batch_size": {"embed", "retrieval", "inpaint"},
-    "--num_workers": {"embed", "retrieval", "extract", "validate", "stats"},
-    "--label_csv": {"convert", "validate", "balance"},
+    "--num_workers": {"embed", "retrieval", "extract", "validate", "stats", "shard"},
+    "--label_csv": {"convert", "validate", "balance", "shard"},
 }
 #: Former spellings: accepted, never shown.
 FORMER = ("--checkpoint", "--data", "--out_dir", "--out", "--jobs", "--top-k", "--n-train",

@@ -31,11 +31,12 @@ from recipe_cli import (
 
 pytest.importorskip("webdataset")
 
-from speechbrain_cavmae.checkpoints.original import load_original_checkpoint  # noqa: E402
+from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint  # noqa: E402
 from speechbrain_cavmae.data.dataset import SkippedSample, build_dataset  # noqa: E402
 from speechbrain_cavmae.data.manifest import read_manifest, write_manifest  # noqa: E402
 from speechbrain_cavmae.data.shards import ShardLoader, build_shard_dataset  # noqa: E402
-from speechbrain_cavmae.tools.shard import file_sha256, main as shard_main  # noqa: E402
+from speechbrain_cavmae.data.shard_writer import file_sha256  # noqa: E402
+from speechbrain_cavmae.tools.shard import main as shard_main  # noqa: E402
 
 
 def _shard(manifest, out, size, prefix, *extra):
@@ -69,7 +70,7 @@ def _items_equal(files, shards):
                 assert torch.equal(a[key], b[key]), (a["id"], key)
 
 
-def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog):
+def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog, capsys):
     data = dict(list(read_manifest(toy["train"]).items())[:6])
     # one clip decoded from its video (stored whole in the shard), one without audio file
     clip = write_video(str(tmp_path / "clip.mp4"), n_frames=30, fps=10, audio_freqs=())
@@ -82,9 +83,8 @@ def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog):
     write_manifest({k: data[k] for k in order}, manifest, fmt="speechbrain")
     out = tmp_path / "out"
 
-    with caplog.at_level(logging.ERROR):
-        assert shard_main([str(manifest), str(out), "--shard_size", "3"]) == 1
-    assert "gone.wav: file not found" in caplog.text
+    assert shard_main([str(manifest), str(out), "--shard_size", "3"]) == 1
+    assert "gone.wav: file not found" in capsys.readouterr().err
 
     pattern, index = _shard(manifest, out, 3, "train", "--on_bad_sample", "skip",
                             "--num_workers", "2")
@@ -114,8 +114,9 @@ def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog):
     assert "1 shard(s) already complete, 2 to write" in caplog.text
     assert (out / "train-000000.tar").stat().st_mtime_ns == kept
     assert again["shards"] == index["shards"] and again["bad_samples"] == index["bad_samples"]
+    assert shard_main([str(manifest), str(out), "--shard_size", "4"]) == 1  # exit 1 ...
     with pytest.raises(ValueError, match="written from another manifest or with other settings"):
-        shard_main([str(manifest), str(out), "--shard_size", "4"])
+        shard_main([str(manifest), str(out), "--shard_size", "4", "--debug"])  # ... or raise
 
     # the clip stored in the shard decodes to the frames of the file
     cfg = {"image_size": 64, "audio_length": 96, "multi_frame": True}

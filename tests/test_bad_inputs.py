@@ -22,6 +22,7 @@ import pytest
 import torch
 from media import tone, write_frames, write_label_csv, write_original_manifest, write_video
 from media import write_wav
+from processes import REPO, import_script
 from recipe_cli import DECODER, ENCODER, HP
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
@@ -39,7 +40,9 @@ from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 from speechbrain_cavmae.inference import AudioVisualClassifier
 from speechbrain_cavmae.tools import convert, extract, validate
 from speechbrain_cavmae.training.brains import EmptyEpochError, NonFiniteLossError
-from speechbrain_cavmae.training.recipe import load_pretrained, run_recipe
+from speechbrain_cavmae.training.recipe import load_pretrained
+
+AUDIOSET_RECIPE = import_script(REPO / "recipes" / "AudioSet" / "train.py")
 
 MIDS = ["/m/a", "/m/b", "/m/c", "/m/d"]
 ARCH = dict(img_size=32, audio_length=32, embed_dim=32, modality_specific_depth=1,
@@ -719,7 +722,7 @@ def _recipe(out, train, valid, epochs, *extra):
             "--number_of_epochs", str(epochs), *extra]
     try:
         with restored_logging():
-            run_recipe(args)
+            AUDIOSET_RECIPE.main(args)
     finally:
         log = Path(out, "log.txt")
         text = log.read_text() if log.is_file() else ""

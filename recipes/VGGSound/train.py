@@ -24,7 +24,58 @@ Authors
 
 import sys
 
-from speechbrain_cavmae.training.recipe import run_recipe
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechbrain_cavmae.data.dataset import BadSampleCounter
+from speechbrain_cavmae.training import recipe
+
+
+def main(argv=None):
+    """Train and / or evaluate as the hparams file says; returns the Brain."""
+    # Command line: the hparams file, run options (--precision, --test_only, ...) and
+    # overrides of top-level yaml keys (--train_data, --lr, ...); DDP under torchrun.
+    argv = sys.argv[1:] if argv is None else argv
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    overrides = recipe.complete_overrides(overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
+
+    with open(hparams_file, encoding="utf8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    recipe.check_hparams(hparams)
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    recipe.add_tensorboard(hparams)
+
+    # Datasets from the manifests written by vggsound_prepare.py (or from shards).
+    bad_samples = BadSampleCounter()
+    datasets = recipe.build_datasets(hparams, bad_samples)
+
+    # Initial weights: a model folder, an original CAV-MAE .pth or ImageNet MAE weights.
+    if hparams.get("pretrained_path"):
+        recipe.load_pretrained(hparams["model"], hparams["pretrained_path"],
+                               bool(hparams.get("trust_remote_code", False)))
+
+    # PretrainBrain or FinetuneBrain, by the yaml's task.
+    brain = recipe.make_brain(hparams, run_opts, bad_samples)
+
+    # Training resumes from the last checkpoint of output_folder/save.
+    if not run_opts["test_only"] or "train" in datasets:
+        recipe.fit(brain, hparams, datasets)
+
+    # Evaluation on the test set (multi-frame for fine-tuning with multi_frame_eval).
+    if "test" in datasets:
+        recipe.evaluate(brain, hparams, datasets)
+
+    # The model folder output_folder/model/ (and pretrained.pth / finetuned.pth).
+    recipe.export(brain, hparams, datasets)
+    recipe.leave_process_group()
+    return brain
+
 
 if __name__ == "__main__":
-    run_recipe(sys.argv[1:])
+    main()

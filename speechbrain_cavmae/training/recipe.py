@@ -1,24 +1,25 @@
 """Shared plumbing of the CAV-MAE recipes (``recipes/*/train.py``).
 
-A recipe script is one call to :func:`run_recipe`, which
+A recipe's ``main`` (``recipes/AudioSet/train.py``, ``recipes/VGGSound/train.py``) reads
+like any SpeechBrain recipe's, each step one call into this module:
 
-1. parses the command line with ``speechbrain.parse_arguments`` (the hparams file, run
-   options such as ``--precision``, ``--debug``, ``--ckpt_interval_minutes``, and any
-   ``--key value`` override of a top-level yaml key);
-2. initialises DDP when started by ``torchrun`` and creates the experiment folder;
-3. builds the datasets from the original JSON manifests and label CSV
-   (``train_data``, ``valid_data``, ``test_data``, ``label_csv``) or from WebDataset
-   shards (``train_shards``, ``valid_shards``, ``test_shards``; see ``docs/scale.md``);
-4. loads the initial weights from ``pretrained_path`` (:func:`load_pretrained`: a model
-   folder, an original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
-5. dispatches on the yaml's ``task`` (``pretrain`` or ``finetune``) to
-   :class:`~speechbrain_cavmae.training.brains.PretrainBrain` or
-   :class:`~speechbrain_cavmae.training.brains.FinetuneBrain`, trains (resuming from the last
-   checkpoint), evaluates, and exports the final model as a model folder
-   ``output_folder/model/`` (:func:`export_model_folder`: ``hyperparams.yaml``,
-   ``model.ckpt``, ``label_encoder.txt``, loadable by ``from_hparams`` and every tool)
-   and, for compatibility, as a bare state dict ``output_folder/<task>ed.pth``
-   (``pretrained.pth`` / ``finetuned.pth``).
+1. ``speechbrain.parse_arguments`` (the hparams file, run options such as ``--precision``,
+   ``--debug``, ``--ckpt_interval_minutes``, and ``--key value`` overrides of top-level
+   yaml keys), :func:`complete_overrides`, ``ddp_init_group`` (torchrun);
+2. ``load_hyperpyyaml``, :func:`check_hparams`, ``create_experiment_directory``,
+   :func:`add_tensorboard`;
+3. :func:`build_datasets`: from the original JSON manifests and label CSV (``train_data``,
+   ``valid_data``, ``test_data``, ``label_csv``) or from WebDataset shards
+   (``train_shards``...; see ``docs/scale.md``);
+4. :func:`load_pretrained`: the initial weights of ``pretrained_path`` (a model folder, an
+   original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
+5. :func:`make_brain`: :class:`~speechbrain_cavmae.training.brains.PretrainBrain` or
+   :class:`~speechbrain_cavmae.training.brains.FinetuneBrain` by the yaml's ``task``;
+6. :func:`fit` (resuming from the last checkpoint) and :func:`evaluate`;
+7. :func:`export`: the model folder ``output_folder/model/`` (``hyperparams.yaml``,
+   ``model.ckpt``, ``label_encoder.txt``, loadable by ``from_hparams`` and every tool) and,
+   for compatibility, the bare state dict ``output_folder/pretrained.pth`` /
+   ``finetuned.pth``; then :func:`leave_process_group`.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -467,44 +468,17 @@ def check_hparams(hparams):
             )
 
 
-def run_recipe(argv=None):
-    """Run a CAV-MAE recipe from command-line arguments (``sys.argv[1:]`` by default).
-
-    Returns
-    -------
-    Brain
-        The trained brain (its ``results`` hold the evaluation results).
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    overrides = complete_overrides(overrides)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    check_hparams(hparams)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-    add_tensorboard(hparams)
-
-    counter = BadSampleCounter()
-    datasets = build_datasets(hparams, counter)
-    if "train" not in datasets and not run_opts["test_only"]:
-        raise ValueError("no training data: pass --train_data or --train_shards (or --test_only)")
-
-    if hparams.get("pretrained_path"):
-        load_pretrained(hparams["model"], hparams["pretrained_path"],
-                        bool(hparams.get("trust_remote_code", False)))
-
+def make_brain(hparams, run_opts, counter=None):
+    """The Brain of the yaml's ``task`` (``pretrain``: :class:`PretrainBrain`, ``finetune``:
+    :class:`FinetuneBrain`) with its modules, optimizer class and checkpointer; the
+    checkpointer also recovers the random state, so a resumed run continues the same
+    sequence of random numbers."""
     if "sorting" not in hparams:
         # Under DDP, SpeechBrain's DistributedSampler shuffles unless ``sorting`` is set
         # to something else than "random"; follow the training loader's ``shuffle``.
         shuffle = (hparams.get("train_dataloader_opts") or {}).get("shuffle", False)
         hparams["sorting"] = "random" if shuffle else "ascending"
-    brain_class = TASKS[hparams["task"]]
-    brain = brain_class(
+    brain = TASKS[hparams["task"]](
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
@@ -515,33 +489,48 @@ def run_recipe(argv=None):
     if brain.checkpointer is not None:
         # optional: checkpoints written before it was added still load
         brain.checkpointer.add_recoverable("random_state", RandomState(), optional_load=True)
-    if "train" in datasets:
-        train_opts = loader_kwargs(hparams, "train_dataloader_opts", datasets, brain.device)
-        valid_opts = loader_kwargs(hparams, "valid_dataloader_opts", device=brain.device)
-        brain.fit(
-            brain.hparams.epoch_counter,
-            data_source(datasets["train"], train_opts, brain.checkpointer),
-            data_source(datasets["valid"], valid_opts) if "valid" in datasets else None,
-            train_loader_kwargs=train_opts,
-            valid_loader_kwargs=valid_opts,
-        )
-    if "test" in datasets:
-        key = {"min_key": "loss"} if hparams["task"] == "pretrain" else {}
-        test_opts = loader_kwargs(hparams, "test_dataloader_opts", device=brain.device)
-        brain.evaluate(
-            data_source(datasets["test"], test_opts),
-            test_loader_kwargs=test_opts,
-            **key,
-        )
-    export_name = "pretrained.pth" if hparams["task"] == "pretrain" else "finetuned.pth"
+    return brain
+
+
+def fit(brain, hparams, datasets):
+    """``brain.fit`` on ``datasets["train"]`` (validating on ``datasets["valid"]`` when
+    there is one) with the yaml's loader options."""
+    if "train" not in datasets:
+        raise ValueError("no training data: pass --train_data or --train_shards (or --test_only)")
+    train_opts = loader_kwargs(hparams, "train_dataloader_opts", datasets, brain.device)
+    valid_opts = loader_kwargs(hparams, "valid_dataloader_opts", device=brain.device)
+    brain.fit(
+        brain.hparams.epoch_counter,
+        data_source(datasets["train"], train_opts, brain.checkpointer),
+        data_source(datasets["valid"], valid_opts) if "valid" in datasets else None,
+        train_loader_kwargs=train_opts,
+        valid_loader_kwargs=valid_opts,
+    )
+
+
+def evaluate(brain, hparams, datasets):
+    """``brain.evaluate`` on ``datasets["test"]`` (the lowest-loss checkpoint of a
+    pretraining run, the last one of a fine-tuning run, whose weights are averaged)."""
+    key = {"min_key": "loss"} if hparams["task"] == "pretrain" else {}
+    test_opts = loader_kwargs(hparams, "test_dataloader_opts", device=brain.device)
+    return brain.evaluate(data_source(datasets["test"], test_opts),
+                          test_loader_kwargs=test_opts, **key)
+
+
+def export(brain, hparams, datasets):
+    """On the main process: the model folder ``output_folder/model/`` and the bare state
+    dict ``output_folder/pretrained.pth`` / ``finetuned.pth``."""
+    name = "pretrained.pth" if hparams["task"] == "pretrain" else "finetuned.pth"
     run_on_main(export_model, args=[brain.modules.model,
-                                    os.path.join(hparams["output_folder"], export_name)])
+                                    os.path.join(hparams["output_folder"], name)])
     run_on_main(export_model_folder, args=[brain.modules.model, hparams, datasets])
+
+
+def leave_process_group():
+    """Leave the DDP process group cleanly (exiting with it alive can abort, with gloo)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # Leave the process group cleanly: exiting with it alive can abort (gloo).
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return brain
 
 
 __all__ = [
@@ -557,5 +546,9 @@ __all__ = [
     "export_model_folder",
     "load_pretrained",
     "loader_kwargs",
-    "run_recipe",
+    "evaluate",
+    "export",
+    "fit",
+    "leave_process_group",
+    "make_brain",
 ]

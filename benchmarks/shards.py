@@ -83,7 +83,7 @@ def loader_rates(manifest, work, n, rounds):
     FLAC and with WAV audio, the ratios shards / files and the workers for 1000/s}."""
     from speechbrain_cavmae.data.dataset import build_dataset
     from speechbrain_cavmae.data.shards import build_shard_dataset
-    from speechbrain_cavmae.tools.shard import shard_manifest
+    from speechbrain_cavmae.data.shard_writer import shard_manifest
 
     patterns = {}
     for fmt in ("flac", "wav"):

@@ -443,8 +443,8 @@ def build_shard_dataset(pattern, label_csv=None, config=None, train=True, counte
     Example
     -------
     >>> import tempfile
-    >>> from speechbrain_cavmae.tools.toy import generate_toy_dataset
-    >>> from speechbrain_cavmae.tools.shard import shard_manifest
+    >>> from speechbrain_cavmae.data.toy import generate_toy_dataset
+    >>> from speechbrain_cavmae.data.shard_writer import shard_manifest
     >>> root = tempfile.mkdtemp()
     >>> toy = generate_toy_dataset(root, n_train=6, n_valid=2, n_test=2, n_classes=2)
     >>> _ = shard_manifest(toy["train"], root + "/shards", shard_size=4)

@@ -481,6 +481,7 @@ class CAVMAEBrain(sb.Brain):
         more non-finite losses in the epoch than ``nonfinite_patience``)."""
         counts, self._stage_counts = self._stage_counts, {"batches": 0, "nonfinite": 0,
                                                           "finite": 0}
+        counts = self.summed_over_processes(counts)
         skipped = 0
         if self.bad_sample_counter is not None:
             skipped = self.bad_sample_counter.log_epoch(epoch, stage.name.lower())
@@ -490,7 +491,7 @@ class CAVMAEBrain(sb.Brain):
                 f"{name}: every sample was skipped ({skipped} bad sample(s), listed in the "
                 "warnings above), so there is nothing to "
                 + ("train on" if stage == sb.Stage.TRAIN else "evaluate")
-                + "; fix or remove them (python -m speechbrain_cavmae.validate MANIFEST)")
+                + "; fix or remove them (cavmae validate --manifest MANIFEST)")
         if stage == sb.Stage.TRAIN:
             self.check_weights(f"at the end of {name}")
             patience = getattr(self, "nonfinite_patience", 3)
@@ -504,6 +505,24 @@ class CAVMAEBrain(sb.Brain):
             raise NonFiniteLossError(
                 f"{name}: {counts['nonfinite']} of {counts['nonfinite'] + counts['finite']} "
                 "batch losses were NaN or infinite; nothing is saved or exported")
+
+    def summed_over_processes(self, counts):
+        """``counts`` (a dict of ints) summed over the DDP processes, so that every process
+        takes the same end-of-stage decision (a process that stopped alone would leave the
+        others waiting); unchanged in a single process.
+
+        Example
+        -------
+        >>> CAVMAEBrain.summed_over_processes(None, {"batches": 3})
+        {'batches': 3}
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return counts
+        keys = sorted(counts)
+        device = "cpu" if torch.distributed.get_backend() == "gloo" else self.device
+        total = torch.tensor([counts[k] for k in keys], dtype=torch.long, device=device)
+        torch.distributed.all_reduce(total)
+        return dict(zip(keys, total.tolist()))
 
     def log_validation(self, epoch, stats):
         """Log the epoch's train and validation statistics and append them to the history."""

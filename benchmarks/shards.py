@@ -21,7 +21,8 @@ the rounds of the round's ratio; rates are medians over the rounds.
 
 Usage::
 
-    python -m benchmarks.shards [--rounds 3] [--samples 64] [--out results/shards.json]
+    python -m benchmarks.shards [--rounds 3] [--samples 64] [--only {loader,seek}]
+                                [--out results/shards.json]
 """
 
 import argparse
@@ -126,7 +127,10 @@ def loader_rates(manifest, work, n, rounds):
 
 def packet_bound(path, n=10):
     """Packets decoded per training frame, sequentially vs with seeking (mean over the ten
-    frames): the ratio seeking can reach at most, set by the keyframe spacing."""
+    frames): the ratio seeking can reach at most, set by the keyframe spacing
+    (``bound``), and the one when only reference frames and the wanted frame are decoded
+    (``bound_references``: the reference frames are those a sequential decode with
+    ``skip_frame = "NONREF"`` outputs)."""
     import av
 
     from speechbrain_cavmae.data.frames import _count_and_rate, _PacketIndex, sample_frame_indices
@@ -135,12 +139,26 @@ def packet_bound(path, n=10):
         count, fps = _count_and_rate(container, path)
         stream = container.streams.video[0]
         index = _PacketIndex(container, stream)
+    references = set()
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        for packet in container.demux(stream):
+            copy = None  # the flush packet
+            if packet.size:  # a copy without the edit list's discard mark: output it too
+                copy = av.Packet(bytes(packet))
+                copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+            references.update(frame.pts for frame in stream.codec_context.decode(copy))
+    is_reference = [pts in references for pts in index.pts]
     frames = sample_frame_indices(count, fps, n)
     sequential = sum(index.frames[k][1] + 1 for k in frames)
     seeking = sum(index.frames[k][1] + 1 - index.start_for(k) for k in frames)
+    needed = sum(sum(is_reference[index.start_for(k):index.frames[k][1]]) + 1 for k in frames)
     return {"keyframes": len(index.keys), "packets": len(index.pts),
-            "sequential": sequential / n, "seeking": seeking / n,
-            "bound": round(sequential / seeking, 2)}
+            "reference_packets": sum(is_reference),
+            "sequential": sequential / n, "seeking": seeking / n, "references": needed / n,
+            "bound": round(sequential / seeking, 2),
+            "bound_references": round(sequential / needed, 2)}
 
 
 def seek_rates(path, rounds, n=10):
@@ -182,29 +200,38 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per ratio")
     parser.add_argument("--samples", type=int, default=64, help="items per loader round")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shards.json"))
+    parser.add_argument("--only", choices=("loader", "seek"),
+                        help="measure one part only (default: both)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     work = tempfile.mkdtemp(prefix="cavmae_shards_bench_")
-    manifest, videos, source = extracted_manifest(work)
+    if args.only == "seek":
+        videos, source = clips(work)
+    else:
+        manifest, videos, source = extracted_manifest(work)
     report = {
         "benchmark": "shards", "clips": source, "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average_start": os.getloadavg(), "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    report["loader"] = loader_rates(manifest, work, args.samples, args.rounds)
-    for name, row in report["loader"].items():
+    if args.only != "seek":
+        report["loader"] = loader_rates(manifest, work, args.samples, args.rounds)
+    for name, row in report.get("loader", {}).items():
         for key in ("files", "shards_flac", "shards_wav"):
             ratio = row.get(f"ratio_{key}_over_files", 1.0)
             print(f"loader {name:<19} {key:<12} {row[f'{key}_samples_per_s_per_core']:7.1f}"
                   f" samples/s/core  ratio to files {ratio:.2f}  workers for 1000/s "
                   f"{row[f'workers_for_1000_per_s_{key}']}")
-    report["seek"] = {"sample_1280x720": seek_rates(videos["1280x720"], args.rounds),
-                      "synthetic_1280x720_keyint60": seek_rates(synthetic_720p(work), args.rounds)}
-    for name, row in report["seek"].items():
+    if args.only != "loader":
+        report["seek"] = {
+            "sample_1280x720": seek_rates(videos["1280x720"], args.rounds),
+            "synthetic_1280x720_keyint60": seek_rates(synthetic_720p(work), args.rounds)}
+    for name, row in report.get("seek", {}).items():
         print(f"seek {name:<28} sequential {row['sequential_s_per_frame'] * 1000:7.1f} ms  "
               f"seeking {row['seeking_s_per_frame'] * 1000:7.1f} ms  speedup {row['speedup']:.2f}"
-              f"  (keyframe bound {row['packets']['bound']})")
+              f"  (keyframe bound {row['packets']['bound']}, reference frames bound "
+              f"{row['packets']['bound_references']})")
     report["load_average_end"] = os.getloadavg()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf8") as handle:

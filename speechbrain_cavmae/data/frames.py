@@ -180,10 +180,25 @@ class _PacketIndex:
 
 
 def _decode_with_seeks(container, stream, index, frame_ids):
-    """{frame id: rgb array} decoding from the keyframe before each wanted frame."""
+    """{frame id: rgb array} decoding from the keyframe before each wanted frame.
+
+    Packets whose frame is not wanted are decoded with ``skip_frame = "NONREF"``: the
+    decoder drops them when no other frame refers to them (non-reference B-frames), and
+    decodes every reference frame as usual, so the wanted frames keep their exact pixels.
+    Once every wanted packet has been fed, the decoder is drained instead of being fed
+    further packets only to push the last wanted frame out of its reordering buffer.
+    """
     wanted = {index.frames[k][0]: k for k in frame_ids}
+    last_fed = {k: index.frames[k][1] for k in wanted.values()}  # decode position
+    context = stream.codec_context
     got = {}
     position = None  # decode position of the next packet fed to the decoder
+
+    def keep(frames):
+        for frame in frames:
+            if frame.pts in wanted and wanted[frame.pts] not in got:
+                got[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
+
     for k in sorted(set(frame_ids), key=index.start_for):
         if k in got:
             continue
@@ -198,13 +213,17 @@ def _decode_with_seeks(container, stream, index, frame_ids):
                 position = start
             if packet.size or packet.pts is not None:
                 position += 1
-            for frame in packet.decode():
-                if frame.pts in wanted and wanted[frame.pts] not in got:
-                    got[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
+            context.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
+            keep(packet.decode())
             if k in got:
+                break
+            if all(k2 in got or last_fed[k2] < position for k2 in last_fed):
+                keep(context.decode(None))  # drain: every wanted packet has been fed
+                position = None  # a drained decoder takes packets again after a seek only
                 break
         if k not in got:
             raise _NoIndex(f"frame {k} (pts {index.frames[k][0]}) was not output")
+    context.skip_frame = "DEFAULT"
     return got
 
 

@@ -41,12 +41,12 @@ import io
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
+from speechbrain_cavmae.data.pool import process_pool
 from speechbrain_cavmae.data.frames import extracted_frame_path, load_extracted_frame, load_video_frames
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 from speechbrain_cavmae.data.shards import INDEX_FORMAT, INDEX_SUFFIX, _webdataset
@@ -261,7 +261,7 @@ def shard_manifest(manifest, out_dir, shard_size=1000, prefix="train", num_worke
         for job in jobs:
             done(write_shard(job))
     else:
-        with ProcessPoolExecutor(num_workers, initializer=_init, initargs=init) as pool:
+        with process_pool(num_workers, initializer=_init, initargs=init) as pool:
             for result in pool.map(write_shard, jobs):
                 done(result)
     order = {sid: i for i, sid in enumerate(data)}

@@ -30,9 +30,9 @@ CAV-MAE JSON (``wav`` and ``video_path`` pointing into OUT, no labels).
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 
 from speechbrain_cavmae.data.prepare import VIDEO_EXTS
+from speechbrain_cavmae.data.pool import process_pool
 from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def run(args):
     tasks = [(v, args.output, args.n_frames, channel, args.image_size) for v in videos]
     results = []
     if args.num_workers > 1:
-        with ProcessPoolExecutor(args.num_workers) as pool:
+        with process_pool(args.num_workers) as pool:
             jobs = pool.map(_extract_star, tasks, chunksize=4)
             for res in common.progress(jobs, args, total=len(tasks), desc="extract"):
                 results.append(res)

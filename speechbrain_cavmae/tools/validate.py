@@ -19,10 +19,10 @@ manifest that cannot be read or has no entries is an error. Problems are printed
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 
 from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest, unlabelled_entries
+from speechbrain_cavmae.data.pool import process_pool
 from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ def validate(manifest, label_csv=None, config=None, jobs=1, progress=None):
         return problems
     chunks = [ids[i::jobs * 4] for i in range(jobs * 4)]
     problems = []
-    with ProcessPoolExecutor(jobs, initializer=_init, initargs=(data, cfg, table, os.fspath(manifest))) as pool:
+    with process_pool(jobs, initializer=_init,
+                      initargs=(data, cfg, table, os.fspath(manifest))) as pool:
         for found in progress(pool.map(_check_chunk, chunks), total=len(chunks)):
             problems += found
     order = {sid: i for i, sid in enumerate(ids)}

@@ -52,10 +52,11 @@ def check_model_source(source):
     Example
     -------
     >>> check_model_source("speechbrain/some-model")
-    >>> check_model_source("./no/such/folder")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: ./no/such/folder: no such model folder (nor a model-hub id owner/name)
+    >>> try:
+    ...     check_model_source("./no/such/folder")
+    ... except FileNotFoundError as err:
+    ...     print(err)
+    ./no/such/folder: no such model folder (nor a model-hub id owner/name)
     """
     if os.path.exists(source):
         return

@@ -157,3 +157,12 @@ def test_python_dash_m_forms_still_run(tmp_path):
     assert (tmp_path / "toy" / "train.json").is_file(), proc.stdout
     proc = run(["-m", "speechbrain_cavmae.convert", "--help"])
     assert proc.stdout.startswith("usage: python -m speechbrain_cavmae.convert")
+
+
+def test_convert_defaults_are_the_fbank_constants():
+    """``cavmae convert`` repeats AudioSet's fbank statistics so that its ``--help`` needs no
+    torch; they must stay those of ``data/fbank.py``."""
+    from speechbrain_cavmae.data import fbank
+    from speechbrain_cavmae.tools import convert
+
+    assert (convert.DEFAULT_MEAN, convert.DEFAULT_STD) == (fbank.DEFAULT_MEAN, fbank.DEFAULT_STD)

@@ -82,10 +82,10 @@ def probe_streams(path):
         raise BadSampleError(path, "file not found")
     if os.path.splitext(path)[1].lower() in SOUNDFILE_EXTS:
         return True, False
-    import av
+    from .data.containers import open_container
 
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             return bool(container.streams.audio), bool(container.streams.video)
     except Exception as exc:
         raise BadSampleError(path, f"cannot open container ({exc})") from exc

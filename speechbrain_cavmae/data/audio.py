@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from .containers import open_container
 from .errors import BadSampleError
 
 logger = logging.getLogger(__name__)
@@ -172,11 +173,7 @@ def _frame_to_float(frame):
 def _read_container(path, name=None):
     name = name or path
     try:
-        import av
-    except ImportError as exc:  # pragma: no cover - av is a declared dependency
-        raise BadSampleError(name, "reading audio from a video container needs PyAV (pip install av)") from exc
-    try:
-        container = av.open(path)
+        container = open_container(path)
     except Exception as exc:
         raise BadSampleError(name, f"cannot open container ({exc})") from exc
     with container:
@@ -267,10 +264,8 @@ def audio_info(path):
         except Exception as exc:
             raise BadSampleError(path, f"cannot decode audio ({exc})") from exc
         return info.samplerate, info.channels, info.frames / float(info.samplerate)
-    import av
-
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             if not container.streams.audio:
                 raise BadSampleError(path, "no audio track")
             stream = container.streams.audio[0]

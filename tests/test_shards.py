@@ -5,6 +5,7 @@
 * a shard dataset yields the items of the file dataset, tensor for tensor (training
   augmentation drawn in the same order, multi-frame evaluation, the skip policy, frames
   decoded from a clip stored in the shard);
+* ``file://``, ``pipe:`` and ``http://`` shard URLs give the items of local paths;
 * two ranks read disjoint samples that together are the epoch, in the same number of steps;
 * a recipe trained and evaluated from shards ends with the weights and results of the same
   recipe from the manifests (no shuffling, fixed seed), and a pretraining run killed
@@ -13,11 +14,15 @@
   shards and its checkpoint loads.
 """
 
+import functools
+import http.server
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -155,6 +160,36 @@ def test_shard_items_equal_file_items(toy, shards, tmp_path):
     assert all(s.position.startswith("test-00000") for s in skipped)
     assert "not in label CSV" in skipped[0].reason
     _items_equal(expected, got)
+
+
+@pytest.mark.parametrize("scheme", ["file", "pipe", "http"])
+def test_shards_stream_from_urls(toy, shards, scheme):
+    """``file://``, ``pipe:`` (the index comes from the same command with the index's name)
+    and ``http://`` (a local server; WebDataset fetches with curl) give the local items."""
+    cfg = {"image_size": 64, "audio_length": 96}
+    local = shards["valid"]
+    folder, name = local.rsplit("/", 1)
+    if scheme == "file":
+        pattern = "file://" + local
+    elif scheme == "pipe":
+        pattern = f"pipe:dd if={local} status=none"  # the name is not the last word
+    else:
+        if shutil.which("curl") is None:
+            pytest.skip("WebDataset reads http:// shards with curl, which is not installed")
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        pattern = f"http://127.0.0.1:{server.server_port}/{name}"
+    try:
+        expected = list(build_shard_dataset(local, None, cfg, train=False))
+        streamed = build_shard_dataset(pattern, None, cfg, train=False)
+        got = list(streamed)
+        assert len(streamed) == len(expected) == 32
+        assert [x["position"] for x in got] == [x["position"] for x in expected]
+        _items_equal([{k: v for k, v in x.items() if k != "position"} for x in expected], got)
+    finally:
+        if scheme == "http":
+            server.shutdown()
 
 
 def _epoch_ids(loader):

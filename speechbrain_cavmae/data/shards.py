@@ -37,6 +37,8 @@ Example
 ['shards/train-000000.tar', 'shards/train-000001.tar', 'shards/train-000002.tar']
 >>> index_path_for("shards/train-000001.tar")
 'shards/train-index.json'
+>>> index_path_for("pipe:aws s3 cp s3://bucket/av/train-000001.tar -")
+'pipe:aws s3 cp s3://bucket/av/train-index.json -'
 """
 
 import io
@@ -45,6 +47,7 @@ import logging
 import math
 import os
 import random
+import re
 
 import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
@@ -99,20 +102,40 @@ def expand_shards(pattern):
     return urls
 
 
+_SHARD_FILE = re.compile(r"[^/\\\s'\"]+-\d+\.tar")
+
+
 def shard_name(url):
-    """A shard's file name (its key in the index)."""
+    """A shard's file name (its key in the index).
+
+    In a ``pipe:`` URL (a command that writes the shard to its output, e.g.
+    ``pipe:aws s3 cp s3://bucket/train-000003.tar -``) the name is the command's
+    ``<prefix>-<digits>.tar`` word.
+    """
+    if url.startswith("pipe:"):
+        names = _SHARD_FILE.findall(url)
+        if len(names) != 1:
+            raise ValueError(f"{url!r}: a pipe: shard URL must name one <prefix>-NNNNNN.tar file")
+        return names[0]
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def index_path_for(url):
-    """``<folder>/<prefix>-index.json`` of a shard ``<folder>/<prefix>-NNNNNN.tar``."""
+    """``<folder>/<prefix>-index.json`` of a shard ``<folder>/<prefix>-NNNNNN.tar``.
+
+    A ``pipe:`` URL gives the same command with the shard's file name replaced by the
+    index's, so the command that streams a shard also streams its index.
+    """
+    if url.startswith("pipe:"):
+        name = shard_name(url)
+        return url.replace(name, name.rsplit("-", 1)[0] + INDEX_SUFFIX)
     folder, _, name = url.rstrip("/").rpartition("/")
     prefix = name.rsplit("-", 1)[0]
     return f"{folder}/{prefix}{INDEX_SUFFIX}" if folder else prefix + INDEX_SUFFIX
 
 
 def _open(url, mode="rb"):
-    if "://" in url and not url.startswith("file://"):
+    if url.startswith("pipe:") or ("://" in url and not url.startswith("file://")):
         return _webdataset().gopen(url, mode)
     return open(url.removeprefix("file://"), mode)
 

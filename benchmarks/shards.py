@@ -14,10 +14,13 @@ the rounds of the round's ratio; rates are medians over the rounds.
   linearly, one core each). The files are in the page cache: this compares CPU cost, not
   the file-system load that shards remove.
 * ``seek``: one frame of the ten of a training sample (``load_video_frames(indices=[i])``
-  for each i), decoded with seeking vs sequentially from the start (``seek=False``, the
-  decoder before seeking), on the 1280x720 sample clip and on a generated 1280x720 clip
-  with a keyframe every 2 s; the ratio sequential / seeking time, and the bound set by the
-  keyframe spacing (packets decoded sequentially / with seeking, from the packet index).
+  for each i), decoded with seeking vs sequentially from the start (``seek=False``:
+  ``speedup``), and vs the decoder before issue 17 (sequential, with a container probe
+  that decodes the first frames: ``speedup_vs_before``), on the 1280x720 sample clip and
+  on that clip re-encoded with a keyframe every 30, 60, 120 and 250 frames (the same
+  pictures, with the keyframe spacing as the one variable); with the bounds set by the
+  keyframe spacing and by the reference frames (packets decoded sequentially / with
+  seeking, from the packet index).
 
 Usage::
 
@@ -26,6 +29,7 @@ Usage::
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -161,38 +165,55 @@ def packet_bound(path, n=10):
             "bound_references": round(sequential / needed, 2)}
 
 
+@contextlib.contextmanager
+def _plain_open():
+    """Containers opened as before issue 17: the stream probe decodes the first frames."""
+    from speechbrain_cavmae.data import containers
+
+    shipped = containers.PROBE_OPTIONS
+    containers.PROBE_OPTIONS = {}
+    try:
+        yield
+    finally:
+        containers.PROBE_OPTIONS = shipped
+
+
 def seek_rates(path, rounds, n=10):
-    """Seconds per training frame (one of ten), seeking vs sequential."""
+    """Seconds per training frame (one of ten): seeking, sequential decoding, and the
+    decoder before issue 17 (sequential, and a probe that decodes frames)."""
     from speechbrain_cavmae.data.frames import load_video_frames
 
     load_video_frames(path, indices=[0])  # warm-up
-    runs = {"sequential": [], "seeking": []}
+    cases = {"before": (False, _plain_open), "sequential": (False, contextlib.nullcontext),
+             "seeking": (True, contextlib.nullcontext)}
+    runs = {key: [] for key in cases}
     for _ in range(rounds):
-        for key, seek in (("sequential", False), ("seeking", True)):
-            start = time.perf_counter()
-            for i in range(n):
-                load_video_frames(path, n, indices=[i], seek=seek)
-            runs[key].append((time.perf_counter() - start) / n)
+        for key, (seek, opening) in cases.items():
+            with opening():
+                start = time.perf_counter()
+                for i in range(n):
+                    load_video_frames(path, n, indices=[i], seek=seek)
+                runs[key].append((time.perf_counter() - start) / n)
     med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
-    return {"sequential_s_per_frame": round(med["sequential"], 4),
+    return {"before_s_per_frame": round(med["before"], 4),
+            "sequential_s_per_frame": round(med["sequential"], 4),
             "seeking_s_per_frame": round(med["seeking"], 4),
             "speedup": round(_median_ratio(runs["sequential"], runs["seeking"]), 2),
+            "speedup_vs_before": round(_median_ratio(runs["before"], runs["seeking"]), 2),
             "packets": packet_bound(path, n),
             "rounds": {k: [round(x, 4) for x in v] for k, v in runs.items()}}
 
 
-def synthetic_720p(work, seconds=10, fps=30, keyint=60):
-    """A 1280x720 clip with B-frames and a keyframe every ``keyint`` frames."""
-    media = _media()
-    import numpy as np
+def reencoded_720p(work, source, keyint):
+    """``source`` (the 1280x720 sample clip, real content) re-encoded with libx264
+    (``veryfast``, crf 23, 3 B-frames) with a keyframe every ``keyint`` frames and no
+    scene-cut keyframes: the same pictures, with the keyframe spacing as the one variable."""
+    params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=3"
+    return _media().transcode(source, os.path.join(work, f"reencoded_720p_keyint{keyint}.mp4"),
+                              options={"preset": "veryfast", "crf": "23", "x264-params": params})
 
-    rng = np.random.default_rng(0)
-    palette = rng.integers(0, 256, (seconds * fps, 3), dtype=np.uint8)
-    return media.write_video(os.path.join(work, "synthetic_720p.mp4"), n_frames=seconds * fps,
-                             fps=fps, size=(1280, 720), audio_freqs=(),
-                             colours=lambda k: palette[k],
-                             x264_params=f"keyint={keyint}:min-keyint={keyint}:scenecut=0:"
-                             "bframes=3")
+
+KEYINTS = (30, 60, 120, 250)  # 1 s, 2 s, 4 s, x264's default maximum (8.3 s at 29.97 fps)
 
 
 def main(argv=None):
@@ -224,12 +245,14 @@ def main(argv=None):
                   f" samples/s/core  ratio to files {ratio:.2f}  workers for 1000/s "
                   f"{row[f'workers_for_1000_per_s_{key}']}")
     if args.only != "loader":
-        report["seek"] = {
-            "sample_1280x720": seek_rates(videos["1280x720"], args.rounds),
-            "synthetic_1280x720_keyint60": seek_rates(synthetic_720p(work), args.rounds)}
+        report["seek"] = {"sample_1280x720": seek_rates(videos["1280x720"], args.rounds)}
+        for keyint in KEYINTS:
+            path = reencoded_720p(work, videos["1280x720"], keyint)
+            report["seek"][f"reencoded_1280x720_keyint{keyint}"] = seek_rates(path, args.rounds)
     for name, row in report.get("seek", {}).items():
-        print(f"seek {name:<28} sequential {row['sequential_s_per_frame'] * 1000:7.1f} ms  "
+        print(f"seek {name:<34} sequential {row['sequential_s_per_frame'] * 1000:7.1f} ms  "
               f"seeking {row['seeking_s_per_frame'] * 1000:7.1f} ms  speedup {row['speedup']:.2f}"
+              f" (vs before issue 17: {row['speedup_vs_before']:.2f})"
               f"  (keyframe bound {row['packets']['bound']}, reference frames bound "
               f"{row['packets']['bound_references']})")
     report["load_average_end"] = os.getloadavg()

@@ -92,6 +92,37 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     return path
 
 
+def transcode(source, path, codec="libx264", options=None, fmt=None):
+    """The video track of ``source`` re-encoded into ``path`` (yuv420p, the same size and
+    rate, no audio): the same pictures in another codec, container or keyframe spacing.
+
+    Arguments
+    ---------
+    source, path : str
+    codec : str
+        Encoder, e.g. ``"libx264"``, ``"mpeg4"``, ``"libvpx-vp9"``.
+    options : dict, optional
+        Encoder options, e.g. ``{"x264-params": "keyint=30:bframes=3"}``.
+    fmt : str, optional
+        Container format (default: from the file name).
+    """
+    import av
+
+    with av.open(source) as inp, av.open(path, "w", format=fmt) as out:
+        src = inp.streams.video[0]
+        dst = out.add_stream(codec, rate=src.average_rate)
+        dst.width, dst.height = src.codec_context.width, src.codec_context.height
+        dst.pix_fmt = "yuv420p"
+        dst.options = dict(options or {})
+        for frame in inp.decode(src):
+            fresh = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+            for packet in dst.encode(fresh):
+                out.mux(packet)
+        for packet in dst.encode():
+            out.mux(packet)
+    return path
+
+
 def write_vfr_video(path, durations_ms, size=(64, 48)):
     """Write a variable frame rate mp4 (h264, no audio): frame ``k`` (:func:`index_colour`)
     lasts ``durations_ms[k]`` milliseconds."""

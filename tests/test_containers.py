@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from media import REAL_CLIPS, SHARED_SAMPLES, write_video
+from media import REAL_CLIPS, SHARED_SAMPLES, transcode, write_video
 from speechbrain_cavmae.data.containers import open_container
 
 GENERATED = {  # name: (container format, video codec, encoder options)
@@ -25,22 +25,6 @@ GENERATED = {  # name: (container format, video codec, encoder options)
     "clip.avi": ("avi", "mpeg4", {"bf": "2", "g": "8"}),
     "clip.webm": ("webm", "libvpx-vp9", {"g": "8"}),
 }
-
-
-def _transcode(source, path, fmt, codec, options):
-    """The video track of ``source`` re-encoded into ``fmt`` / ``codec`` (no audio)."""
-    with av.open(source) as inp, av.open(path, "w", format=fmt) as out:
-        src = inp.streams.video[0]
-        dst = out.add_stream(codec, rate=src.average_rate)
-        dst.width, dst.height, dst.pix_fmt = src.codec_context.width, src.codec_context.height, "yuv420p"
-        dst.options = options
-        for frame in inp.decode(src):
-            fresh = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
-            for packet in dst.encode(fresh):
-                out.mux(packet)
-        for packet in dst.encode():
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +37,7 @@ def clips(tmp_path_factory):
             av.codec.Codec(codec, "w")
         except Exception:  # e.g. a PyAV build without libvpx
             continue
-        out[name] = _transcode(source, str(d / name), fmt, codec, options)
+        out[name] = transcode(source, str(d / name), codec, options, fmt)
     if os.path.isdir(SHARED_SAMPLES):
         out.update({clip: os.path.join(SHARED_SAMPLES, clip) for clip in REAL_CLIPS})
     return out

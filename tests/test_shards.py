@@ -15,7 +15,6 @@
 
 import json
 import logging
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import torch
 
 from media import tone, write_video, write_wav
-from processes import REPO, kill_group, run, subprocess_env
+from processes import REPO, free_port, kill_group, run, subprocess_env
 from recipe_cli import (
     AUDIOSET, DECODER, ENCODER, HP, complete_intra_epoch_steps, kill_after_intra_epoch_checkpoint,
 )
@@ -250,17 +249,11 @@ def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shard
         sorted(read_manifest(toy["train"]))
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
     """Two torchrun launchers (one process each) rendezvous on localhost as two nodes."""
     out = tmp_path / "2nodes"
-    port = _free_port()
+    port = free_port()
     args = _pretrain_from_shards(shards, out, "--distributed_backend", "gloo", "--device", "cpu")
     procs = []
     for node in (0, 1):

@@ -15,6 +15,7 @@
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +33,12 @@ pytest.importorskip("webdataset")
 
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint  # noqa: E402
 from speechbrain_cavmae.data.dataset import SkippedSample, build_dataset  # noqa: E402
+from speechbrain_cavmae.data.errors import ManifestError  # noqa: E402
 from speechbrain_cavmae.data.manifest import read_manifest, write_manifest  # noqa: E402
 from speechbrain_cavmae.data.shards import ShardLoader, build_shard_dataset  # noqa: E402
 from speechbrain_cavmae.data.shard_writer import file_sha256  # noqa: E402
 from speechbrain_cavmae.tools.shard import main as shard_main  # noqa: E402
+from speechbrain_cavmae.training.recipe import build_datasets  # noqa: E402
 
 
 def _shard(manifest, out, size, prefix, *extra):
@@ -154,6 +157,40 @@ def test_shard_items_equal_file_items(toy, shards, tmp_path):
     assert all(s.position.startswith("test-00000") for s in skipped)
     assert "not in label CSV" in skipped[0].reason
     _items_equal(expected, got)
+
+
+def test_fine_tuning_refuses_shards_without_labels(toy, tmp_path):
+    """Samples without labels (a misspelled ``labels`` field) are refused as in a manifest:
+    from the index before reading, naming the sample and the manifest entry's fields; for
+    shards whose index does not record it (an older version), at the sample, naming its
+    JSON member and fields. Pretraining reads them."""
+    data = json.loads(Path(toy["train"]).read_text())
+    data["data"] = data["data"][:3]
+    item = data["data"][1]
+    item["lables"] = item.pop("labels")
+    manifest = Path(toy["train"]).with_name("unlabelled.json")  # the clips' paths are relative
+    manifest.write_text(json.dumps(data))
+    pattern, index = _shard(manifest, tmp_path, 2, "train")
+    assert [s["unlabelled"] for s in index["shards"]] == [1, 0]
+    sid = item["video_id"]
+    fields = "no labels (its fields: lables, video_id, video_path, wav); fine-tuning needs a " \
+        "non-empty 'labels' field"
+    cfg = {"image_size": 64, "audio_length": 96}
+    with pytest.raises(ManifestError, match=re.escape(
+            f"{tmp_path}/train-index.json: 1 of 3 samples of the shards have no labels: shard "
+            f"train-000000.tar, sample '{sid}' (key 000000001): {fields}")):
+        build_datasets({"task": "finetune", "label_csv": toy["label_csv"], "train_shards": pattern,
+                        "valid_shards": pattern})
+    assert len(list(build_shard_dataset(pattern, toy["label_csv"], cfg, require_labels=False))) == 3
+
+    for entry in index["shards"]:  # as written before the index recorded it
+        del entry["unlabelled"]
+    (tmp_path / "train-index.json").write_text(json.dumps(index))
+    data = build_shard_dataset(pattern, toy["label_csv"], dict(cfg, on_bad_sample="skip"))
+    with pytest.raises(ManifestError, match=re.escape(
+            f"{tmp_path}/train-000000.tar:000000001.json: sample '{sid}': no labels (its fields: "
+            "id, video_id); fine-tuning needs a non-empty 'labels' field")):
+        list(data)
 
 
 def _epoch_ids(loader):

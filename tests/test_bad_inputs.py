@@ -740,7 +740,8 @@ def _checkpoint_epochs(out):
 
 def test_recipe_faults(toy, tmp_path, one_thread):
     """Three pretraining runs share an output folder: a good epoch; a truncated
-    ``history.json`` is set aside and the next epoch goes on; a diverged epoch (overflowing
+    ``history.json`` is set aside and the next epoch goes on (resumed with another ``--lr``,
+    which is reported and not used); a diverged epoch (overflowing
     losses, no validation set) stops before anything is saved or exported. A fourth run, whose every training sample
     is bad under ``on_bad_sample: skip``, stops with a clear error and writes nothing."""
     here = Path(toy["train"]).parent
@@ -753,10 +754,16 @@ def test_recipe_faults(toy, tmp_path, one_thread):
     cut = history.read_text()[:40]
     history.write_text(cut)  # a crash of an older version, say
 
-    log = _recipe(out, train, valid, 2)
+    # resumed with another --lr: the checkpoint's rate goes on, with a warning naming both
+    log = _recipe(out, train, valid, 2, "--lr", "0.001")
     assert re.search(re.escape(str(history)) + r" is not a readable history .*moved it to "
                      + re.escape(str(history)) + r"\.corrupt", log)
-    assert [h["epoch"] for h in json.loads(history.read_text())] == [2]
+    assert re.search(r"the learning rates asked for \(lr 0\.001\) differ from the base rates of "
+                     r"the resumed checkpoint .*save/CKPT\+[^ ]+ \(lr 0\.0002\): the run goes on "
+                     r"with the checkpoint's \(lr 0\.0002\).* To train with lr 0\.001, start a new "
+                     r"run in another --output_folder", log), log[-3000:]
+    # step 2 of the 4 warm-up steps: half the checkpoint's base rate
+    assert [(h["epoch"], h["lr"]) for h in json.loads(history.read_text())] == [(2, 0.0001)]
     assert (out / "history.json.corrupt").read_text() == cut
     checkpoints = _checkpoint_epochs(out)
     assert max(checkpoints) == 2

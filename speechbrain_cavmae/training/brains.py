@@ -30,6 +30,7 @@ Authors
 
 import json
 import logging
+import math
 import os
 import time
 
@@ -299,6 +300,59 @@ class CAVMAEBrain(sb.Brain):
             logger.info("rank_trace: saved this process's weights to %s", path)
         return result
 
+    def init_optimizers(self):
+        """SpeechBrain's optimizer over every trainable parameter; its rates are recorded
+        (see :meth:`check_resumed_rates`)."""
+        super().init_optimizers()
+        self.requested_lrs = self.current_lrs()
+
+    def on_fit_start(self):
+        """SpeechBrain's start of ``fit`` (optimizers, then the latest checkpoint), then
+        :meth:`check_resumed_rates`."""
+        self.requested_lrs = None
+        super().on_fit_start()
+        self.check_resumed_rates()
+
+    def check_resumed_rates(self):
+        """Warn when the resumed checkpoint's learning rates differ from the hparams'.
+
+        As SpeechBrain's schedulers do (``WarmAndExpDecayLRSchedule``, ``NewBobScheduler``,
+        ``LinearWarmupScheduler`` restore their rate), a run resumed from its checkpoint
+        goes on with the base rates of its learning-rate scheduler (and the optimizer's
+        state), whatever ``--lr`` / ``--head_lr`` say now. The rates asked for are never
+        dropped silently: the warning names both, the one used, and how to train with the
+        new ones (a new output folder, starting from the checkpoint's weights).
+
+        Returns
+        -------
+        list of float or None
+            The checkpoint's base rates when they differ from the requested ones.
+        """
+        scheduler = self.hp("lr_scheduler")
+        requested = getattr(self, "requested_lrs", None)
+        if scheduler is None or not requested or self.checkpointer is None:
+            return None
+        restored = getattr(scheduler, "base_lrs", None)
+        # a checkpoint taken before the first step holds no base rates: the optimizer's are
+        restored = list(restored) if restored is not None else self.current_lrs()
+        if len(restored) == len(requested) and all(
+                math.isclose(a, b, rel_tol=1e-9) for a, b in zip(restored, requested)):
+            return None
+        ckpt = self.checkpointer.find_checkpoint()
+        where = ckpt.path if ckpt is not None else self.checkpointer.checkpoints_dir
+        names = [g.get("name", "lr") for g in self.optimizer.param_groups]
+
+        def rates(values):
+            return ", ".join(f"{n} {v:g}" for n, v in zip(names, values))
+
+        logger.warning(
+            "the learning rates asked for (%s) differ from the base rates of the resumed "
+            "checkpoint %s (%s): the run goes on with the checkpoint's (%s), as a resumed "
+            "SpeechBrain run continues its schedule. To train with %s, start a new run in "
+            "another --output_folder (--pretrained_path %s starts it from these weights)",
+            rates(requested), where, rates(restored), rates(restored), rates(requested), where)
+        return restored
+
     def rank_trace_path(self, suffix):
         """``output_folder/ranks/rank<r><suffix>`` of the hparam ``rank_trace`` (for DDP
         debugging): every process (not only the main one) writes ``rank<r>_ids.txt``, one
@@ -506,7 +560,8 @@ class CAVMAEBrain(sb.Brain):
                 f"training diverged: {len(bad)} weight tensor(s) are NaN or infinite {when} "
                 f"(e.g. {bad[:3]}); nothing is saved or exported (the last checkpoint in "
                 f"{self.hparams.output_folder} has finite weights): lower the learning rate "
-                "or check the data")
+                "(in a new --output_folder: a resumed run keeps its checkpoint's rates) or "
+                "check the data")
 
     def check_stage(self, stage, epoch):
         """End-of-stage checks, before anything is logged, saved or exported: log (and reset)
@@ -555,6 +610,7 @@ class CAVMAEBrain(sb.Brain):
                     f"training diverged: {counts['nonfinite']} of "
                     f"{counts['nonfinite'] + counts['finite']} training losses of {name} were "
                     "NaN or infinite; nothing is saved or exported: lower the learning rate "
+                    "(in a new --output_folder: a resumed run keeps its checkpoint's rates) "
                     "or check the data")
         elif counts["nonfinite"]:
             raise NonFiniteLossError(
@@ -787,6 +843,7 @@ class FinetuneBrain(CAVMAEBrain):
         groups.append({"params": head, "lr": hp.lr * hp.head_lr, "name": "head"})
         self.optimizer = self.opt_class(groups)
         self.optimizers_dict = {"optimizer": self.optimizer}
+        self.requested_lrs = self.current_lrs()
         logger.info(
             "optimizer: %d backbone tensors at lr %g, %d head tensors at lr %g",
             len(base), hp.lr, len(head), hp.lr * hp.head_lr,

@@ -7,8 +7,11 @@ never keeps running in the background of the rest of the suite.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +107,63 @@ def torchrun(args, nproc=2, timeout=600, check=True, env=None):
     """
     return run(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 *args], timeout=timeout, check=check, env=env)
+
+
+def free_port():
+    """A TCP port free at the time of the call (for a rendezvous on localhost)."""
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def run_ranks(args, nproc=2, timeout=600):
+    """Run ``python *args`` as ``nproc`` DDP processes started directly (no torchrun), with
+    the ``RANK`` / ``WORLD_SIZE`` / ``MASTER_PORT``... variables torchrun would set; returns
+    one ``CompletedProcess`` per rank, whatever their exit status.
+
+    Unlike under torchrun, whose agent stops the other processes as soon as one fails, each
+    process ends on its own: a test can check that every rank stopped with its own error.
+    The output goes to files (a full pipe would block a process, and with it the others).
+    When they are not all done within ``timeout`` s (a hang), every process group is killed
+    and ``subprocess.TimeoutExpired`` is raised with the end of each rank's stderr.
+    """
+    cmd = [sys.executable, *map(str, args)]
+    port = str(free_port())
+    procs, files = [], []
+    try:
+        for rank in range(nproc):
+            env = subprocess_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
+                                 LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
+                                 MASTER_PORT=port)
+            out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+            files.append((out, err))
+            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err,
+                                          text=True, start_new_session=True))
+        deadline = time.monotonic() + timeout
+        hung = False
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                hung = True
+                break
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                kill_group(proc)
+                proc.wait()
+        texts = []
+        for out, err in files:
+            out.seek(0)
+            err.seek(0)
+            texts.append((out.read(), err.read()))
+            out.close()
+            err.close()
+    if hung:
+        stderr = "\n".join(f"--- rank {r}:\n{err[-5000:]}" for r, (_, err) in enumerate(texts))
+        raise subprocess.TimeoutExpired(cmd, timeout, stderr=stderr)
+    return [subprocess.CompletedProcess(cmd, p.returncode, out, err)
+            for p, (out, err) in zip(procs, texts)]
 
 
 def import_script(path):

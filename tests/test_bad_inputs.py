@@ -6,7 +6,8 @@ the file and the problem), a counted skip under ``on_bad_sample: skip``, or a co
 result. Everything is in-process with tiny models (embed 32, one block each, 4 heads, 32 px,
 32 fbank frames); the faults that need a training run (an epoch whose every sample is
 skipped, non-finite losses, a truncated ``history.json``) share the recipe runs of
-:func:`test_recipe_faults`.
+:func:`test_recipe_faults`. One two-process DDP run (the only subprocess) checks that a
+process whose every training sample is skipped stops both processes with the same error.
 """
 
 import contextlib
@@ -22,7 +23,7 @@ import pytest
 import torch
 from media import tone, write_frames, write_label_csv, write_original_manifest, write_video
 from media import write_wav
-from processes import REPO, import_script
+from processes import REPO, import_script, run_ranks
 from recipe_cli import DECODER, ENCODER, HP
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
@@ -739,7 +740,8 @@ def _checkpoint_epochs(out):
 
 def test_recipe_faults(toy, tmp_path, one_thread):
     """Three pretraining runs share an output folder: a good epoch; a truncated
-    ``history.json`` is set aside and the next epoch goes on; a diverged epoch (overflowing
+    ``history.json`` is set aside and the next epoch goes on (resumed with another ``--lr``,
+    which is reported and not used); a diverged epoch (overflowing
     losses, no validation set) stops before anything is saved or exported. A fourth run, whose every training sample
     is bad under ``on_bad_sample: skip``, stops with a clear error and writes nothing."""
     here = Path(toy["train"]).parent
@@ -752,10 +754,16 @@ def test_recipe_faults(toy, tmp_path, one_thread):
     cut = history.read_text()[:40]
     history.write_text(cut)  # a crash of an older version, say
 
-    log = _recipe(out, train, valid, 2)
+    # resumed with another --lr: the checkpoint's rate goes on, with a warning naming both
+    log = _recipe(out, train, valid, 2, "--lr", "0.001")
     assert re.search(re.escape(str(history)) + r" is not a readable history .*moved it to "
                      + re.escape(str(history)) + r"\.corrupt", log)
-    assert [h["epoch"] for h in json.loads(history.read_text())] == [2]
+    assert re.search(r"the learning rates asked for \(lr 0\.001\) differ from the base rates of "
+                     r"the resumed checkpoint .*save/CKPT\+[^ ]+ \(lr 0\.0002\): the run goes on "
+                     r"with the checkpoint's \(lr 0\.0002\).* To train with lr 0\.001, start a new "
+                     r"run in another --output_folder", log), log[-3000:]
+    # step 2 of the 4 warm-up steps: half the checkpoint's base rate
+    assert [(h["epoch"], h["lr"]) for h in json.loads(history.read_text())] == [(2, 0.0001)]
     assert (out / "history.json.corrupt").read_text() == cut
     checkpoints = _checkpoint_epochs(out)
     assert max(checkpoints) == 2
@@ -782,3 +790,37 @@ def test_recipe_faults(toy, tmp_path, one_thread):
     for name in ("pretrained.pth", "model", "test_results.json", "history.json"):
         assert not (skipped / name).exists(), name
     assert _checkpoint_epochs(skipped) == []
+
+
+@pytest.mark.slow
+def test_ddp_process_without_good_samples_stops_every_process(toy, tmp_path):
+    """Two DDP processes (started directly, gloo on CPU), the whole share of process 1 bad
+    under ``on_bad_sample: skip``: the processes agree on each step, so process 0 does not
+    wait forever in the backward pass for process 1; every step is skipped on both, and
+    both stop with the same :class:`EmptyEpochError` (totals summed over the processes)
+    and write nothing."""
+    here = Path(toy["train"]).parent
+    bad = _subset(toy["train"], 8, here / "ddp_half_bad.json")
+    data = json.loads(Path(bad).read_text())
+    for item in data["data"][1::2]:  # without shuffling, process r reads the clips r::2
+        item["wav"] += ".missing"
+    Path(bad).write_text(json.dumps(data))
+    out = tmp_path / "ddp_bad"
+    args = [REPO / "recipes" / "AudioSet" / "train.py", HP / "cavmae.yaml", "--train_data", bad,
+            "--output_folder", out, *ENCODER, *DECODER, "--batch_size", "2",
+            "--number_of_epochs", "1", "--shuffle", "False", "--on_bad_sample", "skip",
+            "--distributed_backend", "gloo", "--device", "cpu"]
+    ranks = run_ranks(args, nproc=2)
+    message = ("EmptyEpochError: train epoch 1: no training step ran: in every step the whole "
+               "batch of at least one DDP process was skipped (4 bad sample(s) over all "
+               "processes, listed in the warnings), and the processes step together, so the "
+               "other processes' 4 good sample(s) were left out with them")
+    for rank, proc in enumerate(ranks):
+        text = proc.stdout + proc.stderr  # the main process logs to stdout
+        assert proc.returncode != 0 and message in text, (rank, text[-3000:])
+    logs = [proc.stdout + proc.stderr for proc in ranks]
+    assert logs[0].count("good sample(s) of this process left out") == 2
+    assert logs[1].count("every sample of a training batch was skipped") == 2
+    for name in ("pretrained.pth", "model", "test_results.json", "history.json"):
+        assert not (out / name).exists(), name
+    assert _checkpoint_epochs(out) == []

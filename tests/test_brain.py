@@ -288,6 +288,54 @@ def test_deferred_loss_check_keeps_speechbrain_nonfinite_patience(value, raises)
         assert brain.nonfinite_count == 0
 
 
+class _Batch:
+    def __init__(self, x):
+        self.x, self.batchsize = x, x.shape[0]
+
+
+def test_ddp_step_is_skipped_by_every_process_when_one_has_no_batch(caplog):
+    """Under DDP with the skip policy, a step in which another process's batch was skipped
+    whole is skipped here too (no forward, backward or optimizer step), its good samples
+    counted as left out; the epoch goes on with the other steps. The other process is
+    stood for by the sum over the processes, which adds its missing batch at step 2."""
+    from speechbrain_cavmae.training.brains import CAVMAEBrain
+
+    class PartnerMissesStep2(CAVMAEBrain):
+        stepped = []
+
+        def summed_over_processes(self, counts):
+            if "missing" in counts and self.step == 2:
+                return {"missing": counts["missing"] + 1}
+            return counts
+
+        def compute_forward(self, batch, stage):
+            return self.modules.model(batch.x)
+
+        def compute_objectives(self, predictions, batch, stage):
+            return predictions.pow(2).mean()
+
+        def optimizers_step(self):
+            self.stepped.append(self.step)
+            super().optimizers_step()
+
+        def on_stage_end(self, stage, stage_loss, epoch=None):
+            self.check_stage(stage, epoch)
+
+    brain = PartnerMissesStep2(
+        modules={"model": torch.nn.Linear(1, 1)}, hparams={"on_bad_sample": "skip"},
+        opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+        run_opts={"device": "cpu", "noprogressbar": True})
+    batches = [_Batch(torch.ones(2, 1)) for _ in range(3)]
+    with caplog.at_level("WARNING"):
+        brain.fit(range(1, 2), torch.utils.data.DataLoader(batches, batch_size=None))
+    assert brain.stepped == [1, 3]
+    assert "training step 2: 1 other process(es) had no good sample in their batch, so every " \
+        "process skips the step (DDP processes step together): 2 good sample(s) of this " \
+        "process left out" in caplog.text
+    assert "train epoch 1: 2 good sample(s) left out with the steps in which another DDP " \
+        "process had no good sample" in caplog.text
+
+
 def test_loader_kwargs_pin_memory_on_cuda_only_unless_set():
     from speechbrain_cavmae.training.recipe import loader_kwargs
 

@@ -18,8 +18,8 @@ import functools
 import http.server
 import json
 import logging
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from media import tone, write_video, write_wav
-from processes import REPO, kill_group, run, subprocess_env
+from processes import REPO, free_port, kill_group, run, subprocess_env
 from recipe_cli import (
     AUDIOSET, DECODER, ENCODER, HP, complete_intra_epoch_steps, kill_after_intra_epoch_checkpoint,
 )
@@ -38,10 +38,12 @@ pytest.importorskip("webdataset")
 
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint  # noqa: E402
 from speechbrain_cavmae.data.dataset import SkippedSample, build_dataset  # noqa: E402
+from speechbrain_cavmae.data.errors import ManifestError  # noqa: E402
 from speechbrain_cavmae.data.manifest import read_manifest, write_manifest  # noqa: E402
 from speechbrain_cavmae.data.shards import ShardLoader, build_shard_dataset  # noqa: E402
 from speechbrain_cavmae.data.shard_writer import file_sha256  # noqa: E402
 from speechbrain_cavmae.tools.shard import main as shard_main  # noqa: E402
+from speechbrain_cavmae.training.recipe import build_datasets  # noqa: E402
 
 
 def _shard(manifest, out, size, prefix, *extra):
@@ -192,6 +194,40 @@ def test_shards_stream_from_urls(toy, shards, scheme):
             server.shutdown()
 
 
+def test_fine_tuning_refuses_shards_without_labels(toy, tmp_path):
+    """Samples without labels (a misspelled ``labels`` field) are refused as in a manifest:
+    from the index before reading, naming the sample and the manifest entry's fields; for
+    shards whose index does not record it (an older version), at the sample, naming its
+    JSON member and fields. Pretraining reads them."""
+    data = json.loads(Path(toy["train"]).read_text())
+    data["data"] = data["data"][:3]
+    item = data["data"][1]
+    item["lables"] = item.pop("labels")
+    manifest = Path(toy["train"]).with_name("unlabelled.json")  # the clips' paths are relative
+    manifest.write_text(json.dumps(data))
+    pattern, index = _shard(manifest, tmp_path, 2, "train")
+    assert [s["unlabelled"] for s in index["shards"]] == [1, 0]
+    sid = item["video_id"]
+    fields = "no labels (its fields: lables, video_id, video_path, wav); fine-tuning needs a " \
+        "non-empty 'labels' field"
+    cfg = {"image_size": 64, "audio_length": 96}
+    with pytest.raises(ManifestError, match=re.escape(
+            f"{tmp_path}/train-index.json: 1 of 3 samples of the shards have no labels: shard "
+            f"train-000000.tar, sample '{sid}' (key 000000001): {fields}")):
+        build_datasets({"task": "finetune", "label_csv": toy["label_csv"], "train_shards": pattern,
+                        "valid_shards": pattern})
+    assert len(list(build_shard_dataset(pattern, toy["label_csv"], cfg, require_labels=False))) == 3
+
+    for entry in index["shards"]:  # as written before the index recorded it
+        del entry["unlabelled"]
+    (tmp_path / "train-index.json").write_text(json.dumps(index))
+    data = build_shard_dataset(pattern, toy["label_csv"], dict(cfg, on_bad_sample="skip"))
+    with pytest.raises(ManifestError, match=re.escape(
+            f"{tmp_path}/train-000000.tar:000000001.json: sample '{sid}': no labels (its fields: "
+            "id, video_id); fine-tuning needs a non-empty 'labels' field")):
+        list(data)
+
+
 def _epoch_ids(loader):
     batches = list(loader)
     return [list(b.id) for b in batches]
@@ -285,17 +321,11 @@ def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shard
         sorted(read_manifest(toy["train"]))
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
     """Two torchrun launchers (one process each) rendezvous on localhost as two nodes."""
     out = tmp_path / "2nodes"
-    port = _free_port()
+    port = free_port()
     args = _pretrain_from_shards(shards, out, "--distributed_backend", "gloo", "--device", "cpu")
     procs = []
     for node in (0, 1):

@@ -22,11 +22,13 @@ manifest positions (``%09d``). This is the tar layout of SpeechBrain's
 here each shard is written by one process in full).
 
 ``OUT_DIR/<prefix>-index.json`` lists every shard's sample count and sha256, the total,
-the configuration and the bad samples; it is rewritten after every finished shard. A
-shard is written as ``<name>.partial`` and renamed when complete, so a killed run leaves
-no truncated shard; run the same command again to resume: shards listed in the index
-whose file still has the listed checksum are kept. ``--num_workers`` processes write
-whole shards in parallel.
+the configuration and the bad samples, and for each shard how many of its samples have no
+labels (``unlabelled``, with the first one's id, key and manifest fields: fine-tuning from
+the shards refuses them before it starts, as it refuses such manifest entries). The index
+is rewritten after every finished shard. A shard is written as ``<name>.partial`` and
+renamed when complete, so a killed run leaves no truncated shard; run the same command
+again to resume: shards listed in the index whose file still has the listed checksum are
+kept. ``--num_workers`` processes write whole shards in parallel.
 
 Bad samples (a missing or undecodable file, a clip shorter than 25 ms, a label missing
 from ``--label_csv``) are reported as ``validate`` reports them, with the file and the
@@ -48,7 +50,7 @@ from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.pool import process_pool
 from speechbrain_cavmae.data.frames import extracted_frame_path, load_extracted_frame, load_video_frames
-from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
+from speechbrain_cavmae.data.manifest import LabelTable, read_manifest, unlabelled_entries
 from speechbrain_cavmae.data.shards import INDEX_FORMAT, INDEX_SUFFIX, _webdataset
 
 logger = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ def write_shard(job):
     loader = _STATE["loader"]
     wds = _webdataset()
     partial = path + ".partial"
-    bad, count = [], 0
+    bad, count, unlabelled = [], 0, []
     with open(partial, "wb") as stream:
         writer = wds.TarWriter(stream, encoder=False, mtime=0)  # an int: no pax headers
         for key, sid in samples:
@@ -147,10 +149,15 @@ def write_shard(job):
                 continue
             writer.write({"__key__": key, **fields})
             count += 1
+            unlabelled += [(key, sid, reason)
+                           for sid, reason in unlabelled_entries({sid: loader.data[sid]})]
         writer.close()
     os.replace(partial, path)
     entry = {"name": os.path.basename(path), "samples": count, "sha256": file_sha256(path),
-             "bad": len(bad)}
+             "bad": len(bad), "unlabelled": len(unlabelled)}
+    if unlabelled:
+        key, sid, reason = unlabelled[0]
+        entry["unlabelled_example"] = {"id": sid, "key": key, "problem": reason}
     return entry, bad
 
 

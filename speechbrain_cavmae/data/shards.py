@@ -62,7 +62,7 @@ from .dataset import (
     output_keys,
     resolve_config,
 )
-from .errors import BadSampleError
+from .errors import BadSampleError, ManifestError
 from .frames import decode_image
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ class ShardIndex:
         self.content = content
         self.path = path
         self.config = content.get("config", {})
-        self.counts = {s["name"]: int(s["samples"]) for s in content["shards"]}
+        self.entries = {s["name"]: s for s in content["shards"]}
+        self.counts = {name: int(s["samples"]) for name, s in self.entries.items()}
 
     @classmethod
     def read(cls, path):
@@ -190,6 +191,34 @@ class ShardIndex:
         """Samples in shard ``url``."""
         return self.counts[shard_name(url)]
 
+    def check_labelled(self, urls):
+        """Raise :class:`~speechbrain_cavmae.data.errors.ManifestError` naming the index, the
+        shards and their first samples without labels when the index says that samples of
+        ``urls`` have none (what fine-tuning cannot use; the reason lists the manifest
+        entry's fields, so that a misspelled ``labels`` shows).
+
+        Returns
+        -------
+        bool
+            True when the index recorded it for every shard, False when it did not (shards
+            written by an older version): each sample is then checked as it is read.
+        """
+        entries = [self.entries[shard_name(u)] for u in urls]
+        if any("unlabelled" not in e for e in entries):
+            return False
+        bad = [e for e in entries if e["unlabelled"]]
+        if bad:
+            details = "; ".join(
+                f"shard {e['name']}, sample {e['unlabelled_example']['id']!r} (key "
+                f"{e['unlabelled_example']['key']}): {e['unlabelled_example']['problem']}"
+                for e in bad[:3])
+            more = f" (and {len(bad) - 3} more shards)" if len(bad) > 3 else ""
+            raise ManifestError(
+                self.path, f"{sum(e['unlabelled'] for e in bad)} of "
+                f"{sum(e['samples'] for e in entries)} samples of the shards have no labels: "
+                f"{details}{more}; write the shards from a manifest whose entries have labels")
+        return True
+
 
 class ShardSampleLoader(AVSampleLoader):
     """:class:`~speechbrain_cavmae.data.dataset.AVSampleLoader` reading a shard sample's
@@ -197,9 +226,26 @@ class ShardSampleLoader(AVSampleLoader):
     ``id``, ``video_id``, ``labels``, ``position``); ``self.pool`` holds the records mixup
     partners are drawn from (the shuffle buffer)."""
 
-    def __init__(self, config, train, label_table=None, source="<shards>"):
+    def __init__(self, config, train, label_table=None, source="<shards>",
+                 require_labels=False):
         super().__init__({}, config, train, label_table, source)
         self.pool = []
+        self.require_labels = require_labels
+
+    def check_labels(self, sid):
+        """As for files, and with ``require_labels`` (fine-tuning) the sample must have a
+        label: one without is a :class:`~speechbrain_cavmae.data.errors.ManifestError`
+        naming its JSON member and fields, whatever the bad-sample policy (as a manifest
+        entry without labels; the index normally reports it before reading starts)."""
+        record = self.data[sid]
+        if self.require_labels and not record["labels"]:
+            meta = json.loads(record["json"])
+            fields = ", ".join(sorted(k for k in meta if meta[k] not in (None, "", [])))
+            raise ManifestError(self.member(sid, "json"), f"sample {sid!r}: no labels (its "
+                                f"fields: {fields}); fine-tuning needs a non-empty 'labels' "
+                                "field: write the shards from a manifest whose entries have "
+                                "labels")
+        super().check_labels(sid)
 
     def member(self, sid, field):
         """``<shard>:<key>.<field>``: the tar member, as named in errors."""
@@ -442,7 +488,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
 def build_shard_dataset(pattern, label_csv=None, config=None, train=True, counter=None,
                         shuffle=False, shuffle_buffer=1000, seed=0, split_ranks=None,
-                        rank=None, world_size=None):
+                        rank=None, world_size=None, require_labels=None):
     """The shard counterpart of :func:`~speechbrain_cavmae.data.dataset.build_dataset`.
 
     Arguments
@@ -458,10 +504,19 @@ def build_shard_dataset(pattern, label_csv=None, config=None, train=True, counte
         Split the shards across DDP processes (default: when ``train``).
     rank, world_size : int, optional
         Override the DDP rank and world size.
+    require_labels : bool, optional
+        Every sample must have at least one label (default: when a label table is given;
+        the recipes require them for fine-tuning only): checked in the index before
+        reading (:meth:`ShardIndex.check_labelled`) and on each sample as it is read.
 
     Returns
     -------
     ShardDataset
+
+    Raises
+    ------
+    ManifestError
+        With ``require_labels``, samples without labels.
 
     Example
     -------
@@ -489,8 +544,11 @@ def build_shard_dataset(pattern, label_csv=None, config=None, train=True, counte
             "--audio_channel accordingly"
         )
     table = label_table(label_csv)
+    labelled = table is not None if require_labels is None else bool(require_labels)
+    if labelled:
+        index.check_labelled(urls)
     loader = ShardSampleLoader(cfg, train, table, os.fspath(pattern) if isinstance(pattern, str)
-                               else "<shards>")
+                               else "<shards>", require_labels=labelled)
     dataset = ShardDataset(
         urls, index, loader, output_keys(cfg, train, table), cfg["on_bad_sample"], counter,
         shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,

@@ -14,7 +14,9 @@
 Both brains read the inputs of :func:`speechbrain_cavmae.data.dataset.build_dataset`
 batches (``fbank`` or, with ``features_on_device``, ``wav`` turned into normalised Kaldi
 fbank on the training device), call the learning-rate scheduler at every optimizer step,
-and skip batches whose every sample was dropped by ``on_bad_sample: skip``.
+and skip batches whose every sample was dropped by ``on_bad_sample: skip`` (under DDP, every
+process skips a training step in which any process's batch was dropped: see
+:meth:`CAVMAEBrain.fit_batch`).
 
 Expected hparams (see ``hparams/cavmae.yaml`` and ``hparams/cavmae_ft.yaml``):
 ``model``, ``lr_scheduler`` (:class:`~speechbrain_cavmae.training.schedules.WarmupStepDecay`),
@@ -28,6 +30,7 @@ Authors
 
 import json
 import logging
+import math
 import os
 import time
 
@@ -275,8 +278,15 @@ class CAVMAEBrain(sb.Brain):
         self.validates = True
         self._clock = None
         self._loss_to_check = False
-        self._stage_counts = {"batches": 0, "nonfinite": 0, "finite": 0}
+        self._stage_counts = self.new_stage_counts()
         self._skipped_batch = False
+
+    @staticmethod
+    def new_stage_counts():
+        """The zeroed counts of a stage, decided on at its end (see :meth:`check_stage`):
+        batches run, finite and non-finite losses, and good samples left out because
+        another DDP process had no good sample in the same step (see :meth:`fit_batch`)."""
+        return {"batches": 0, "nonfinite": 0, "finite": 0, "left_out": 0}
 
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         """``Brain.fit``; without a validation set each epoch is logged and checkpointed
@@ -289,6 +299,59 @@ class CAVMAEBrain(sb.Brain):
             torch.save(self.model.state_dict(), path)
             logger.info("rank_trace: saved this process's weights to %s", path)
         return result
+
+    def init_optimizers(self):
+        """SpeechBrain's optimizer over every trainable parameter; its rates are recorded
+        (see :meth:`check_resumed_rates`)."""
+        super().init_optimizers()
+        self.requested_lrs = self.current_lrs()
+
+    def on_fit_start(self):
+        """SpeechBrain's start of ``fit`` (optimizers, then the latest checkpoint), then
+        :meth:`check_resumed_rates`."""
+        self.requested_lrs = None
+        super().on_fit_start()
+        self.check_resumed_rates()
+
+    def check_resumed_rates(self):
+        """Warn when the resumed checkpoint's learning rates differ from the hparams'.
+
+        As SpeechBrain's schedulers do (``WarmAndExpDecayLRSchedule``, ``NewBobScheduler``,
+        ``LinearWarmupScheduler`` restore their rate), a run resumed from its checkpoint
+        goes on with the base rates of its learning-rate scheduler (and the optimizer's
+        state), whatever ``--lr`` / ``--head_lr`` say now. The rates asked for are never
+        dropped silently: the warning names both, the one used, and how to train with the
+        new ones (a new output folder, starting from the checkpoint's weights).
+
+        Returns
+        -------
+        list of float or None
+            The checkpoint's base rates when they differ from the requested ones.
+        """
+        scheduler = self.hp("lr_scheduler")
+        requested = getattr(self, "requested_lrs", None)
+        if scheduler is None or not requested or self.checkpointer is None:
+            return None
+        restored = getattr(scheduler, "base_lrs", None)
+        # a checkpoint taken before the first step holds no base rates: the optimizer's are
+        restored = list(restored) if restored is not None else self.current_lrs()
+        if len(restored) == len(requested) and all(
+                math.isclose(a, b, rel_tol=1e-9) for a, b in zip(restored, requested)):
+            return None
+        ckpt = self.checkpointer.find_checkpoint()
+        where = ckpt.path if ckpt is not None else self.checkpointer.checkpoints_dir
+        names = [g.get("name", "lr") for g in self.optimizer.param_groups]
+
+        def rates(values):
+            return ", ".join(f"{n} {v:g}" for n, v in zip(names, values))
+
+        logger.warning(
+            "the learning rates asked for (%s) differ from the base rates of the resumed "
+            "checkpoint %s (%s): the run goes on with the checkpoint's (%s), as a resumed "
+            "SpeechBrain run continues its schedule. To train with %s, start a new run in "
+            "another --output_folder (--pretrained_path %s starts it from these weights)",
+            rates(requested), where, rates(restored), rates(restored), rates(requested), where)
+        return restored
 
     def rank_trace_path(self, suffix):
         """``output_folder/ranks/rank<r><suffix>`` of the hparam ``rank_trace`` (for DDP
@@ -360,7 +423,7 @@ class CAVMAEBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         """Record the epoch and start the throughput clock of a training stage."""
-        self._stage_counts = {"batches": 0, "nonfinite": 0, "finite": 0}
+        self._stage_counts = self.new_stage_counts()
         self._skipped_batch = False
         if stage == sb.Stage.TRAIN:
             if epoch is not None:
@@ -440,13 +503,39 @@ class CAVMAEBrain(sb.Brain):
         return super().update_average(loss, avg_loss)
 
     def fit_batch(self, batch):
-        """Train on one batch; a batch whose every sample was skipped is ignored."""
+        """Train on one batch; a batch whose every sample was skipped is ignored.
+
+        Under DDP the processes step together (the gradients are averaged in the backward
+        pass), so with ``on_bad_sample: skip`` they first agree on each step (one small
+        ``all_reduce``): when the batch of any process was skipped whole, every process
+        skips the step, and the good samples of the others are left out, logged and counted
+        (:meth:`check_stage` reports them). Without the agreement the processes with a
+        batch would wait forever in the backward pass for the one without.
+        """
+        without = self.processes_without_batch(batch is None)
         if batch is None:
             logger.warning("every sample of a training batch was skipped")
+        elif without:
+            logger.warning(
+                "training step %d: %d other process(es) had no good sample in their batch, so "
+                "every process skips the step (DDP processes step together): %d good "
+                "sample(s) of this process left out", self.step, without, batch.batchsize)
+            self._stage_counts["left_out"] += batch.batchsize
+        if without or batch is None:
             self._skipped_batch = True
             return torch.tensor(float("nan"))
         self._stage_counts["batches"] += 1
         return super().fit_batch(batch)
+
+    def processes_without_batch(self, missing):
+        """The number of DDP processes whose training batch of this step was skipped whole
+        (``missing`` says whether this one's was): 0 or 1 in a single process, and without
+        ``on_bad_sample: skip`` (no batch is ever skipped, so the processes need not agree)."""
+        policy = (self.hp("data_config") or {}).get("on_bad_sample",
+                                                     self.hp("on_bad_sample", "raise"))
+        if policy != "skip":
+            return int(missing)
+        return self.summed_over_processes({"missing": int(missing)})["missing"]
 
     def evaluate_batch(self, batch, stage):
         """Evaluate one batch; a batch whose every sample was skipped is ignored."""
@@ -471,27 +560,48 @@ class CAVMAEBrain(sb.Brain):
                 f"training diverged: {len(bad)} weight tensor(s) are NaN or infinite {when} "
                 f"(e.g. {bad[:3]}); nothing is saved or exported (the last checkpoint in "
                 f"{self.hparams.output_folder} has finite weights): lower the learning rate "
-                "or check the data")
+                "(in a new --output_folder: a resumed run keeps its checkpoint's rates) or "
+                "check the data")
 
     def check_stage(self, stage, epoch):
         """End-of-stage checks, before anything is logged, saved or exported: log (and reset)
         the samples skipped by ``on_bad_sample: skip``; raise :class:`EmptyEpochError` when
-        every batch was skipped and :class:`NonFiniteLossError` when a validation or test
-        loss was not finite, or training diverged (weights not finite, no finite loss, or
-        more non-finite losses in the epoch than ``nonfinite_patience``)."""
-        counts, self._stage_counts = self._stage_counts, {"batches": 0, "nonfinite": 0,
-                                                          "finite": 0}
-        counts = self.summed_over_processes(counts)
+        no batch was run and :class:`NonFiniteLossError` when a validation or test loss was
+        not finite, or training diverged (weights not finite, no finite loss, or more
+        non-finite losses in the epoch than ``nonfinite_patience``).
+
+        Under DDP the counts are summed over the processes (:meth:`summed_over_processes`),
+        so that every process takes the same decision and reports the same totals: the
+        training samples skipped in all processes (each reads its own share), and the good
+        samples left out with the steps some process had no batch for (:meth:`fit_batch`).
+        Validation and test sets are read whole by every process: their skipped samples are
+        this process's."""
+        counts, self._stage_counts = self._stage_counts, self.new_stage_counts()
         skipped = 0
         if self.bad_sample_counter is not None:
             skipped = self.bad_sample_counter.log_epoch(epoch, stage.name.lower())
+        counts["skipped"] = skipped
+        counts = self.summed_over_processes(counts)
+        if stage == sb.Stage.TRAIN:
+            skipped = counts["skipped"]
         name = stage.name.lower() + (f" epoch {epoch}" if epoch is not None else "")
+        left_out = counts["left_out"]
+        if counts["batches"] == 0 and left_out:
+            raise EmptyEpochError(
+                f"{name}: no training step ran: in every step the whole batch of at least one "
+                f"DDP process was skipped ({skipped} bad sample(s) over all processes, listed "
+                f"in the warnings), and the processes step together, so the other processes' "
+                f"{left_out} good sample(s) were left out with them; fix or remove the bad "
+                "samples (cavmae validate --manifest MANIFEST)")
         if counts["batches"] == 0:
             raise EmptyEpochError(
                 f"{name}: every sample was skipped ({skipped} bad sample(s), listed in the "
                 "warnings above), so there is nothing to "
                 + ("train on" if stage == sb.Stage.TRAIN else "evaluate")
                 + "; fix or remove them (cavmae validate --manifest MANIFEST)")
+        if left_out:
+            logger.warning("%s: %d good sample(s) left out with the steps in which another DDP "
+                           "process had no good sample", name, left_out)
         if stage == sb.Stage.TRAIN:
             self.check_weights(f"at the end of {name}")
             patience = getattr(self, "nonfinite_patience", 3)
@@ -500,6 +610,7 @@ class CAVMAEBrain(sb.Brain):
                     f"training diverged: {counts['nonfinite']} of "
                     f"{counts['nonfinite'] + counts['finite']} training losses of {name} were "
                     "NaN or infinite; nothing is saved or exported: lower the learning rate "
+                    "(in a new --output_folder: a resumed run keeps its checkpoint's rates) "
                     "or check the data")
         elif counts["nonfinite"]:
             raise NonFiniteLossError(
@@ -732,6 +843,7 @@ class FinetuneBrain(CAVMAEBrain):
         groups.append({"params": head, "lr": hp.lr * hp.head_lr, "name": "head"})
         self.optimizer = self.opt_class(groups)
         self.optimizers_dict = {"optimizer": self.optimizer}
+        self.requested_lrs = self.current_lrs()
         logger.info(
             "optimizer: %d backbone tensors at lr %g, %d head tensors at lr %g",
             len(base), hp.lr, len(head), hp.lr * hp.head_lr,

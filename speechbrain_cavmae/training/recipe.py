@@ -349,7 +349,8 @@ def build_datasets(hparams, counter=None):
         shuffle = train and (hparams.get("train_dataloader_opts") or {}).get("shuffle", False)
         out[split] = build_shard_dataset(
             where, table, cfg, train, counter, shuffle=shuffle,
-            shuffle_buffer=hparams.get("shuffle_buffer", 1000), seed=hparams.get("seed", 0))
+            shuffle_buffer=hparams.get("shuffle_buffer", 1000), seed=hparams.get("seed", 0),
+            require_labels=labelled)
     out["label_table"] = table
     return out
 

@@ -5,6 +5,7 @@ frames) keeps each recipe run to seconds. The ``toy`` fixture (``conftest.py``) 
 generated data set, 4 classes, 64 training, 32 validation and 32 test clips.
 """
 
+import json
 import math
 import re
 import signal
@@ -17,6 +18,8 @@ from processes import REPO, kill_group, subprocess_env
 AUDIOSET = str(REPO / "recipes" / "AudioSet" / "train.py")
 VGGSOUND = str(REPO / "recipes" / "VGGSound" / "train.py")
 HP = REPO / "hparams"
+#: Runs several recipe command lines in one process (see its docstring).
+CHAIN = REPO / "tests" / "recipe_chain.py"
 
 ENCODER = [
     "--embed_dim", "32", "--modality_specific_depth", "1", "--num_heads", "2",
@@ -31,6 +34,13 @@ NO_AUG = ["--mixup", "0", "--freqm", "0", "--timem", "0", "--noise", "False",
 
 def all_finite(stats):
     return all(math.isfinite(v) for v in stats.values() if isinstance(v, (int, float)))
+
+
+def write_plan(path, plan):
+    """Write the plan of ``recipe_chain.py`` (paths as strings); returns ``path``."""
+    path.write_text(json.dumps([{k: ([str(a) for a in v] if k == "argv" else v)
+                                 for k, v in entry.items()} for entry in plan], default=str))
+    return path
 
 
 def data_args(toy, labels=True, test=True):

@@ -27,19 +27,10 @@ import torch
 
 from processes import REPO, run, torchrun
 from recipe_cli import (
-    AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, complete_intra_epoch_steps, data_args,
-    kill_after_intra_epoch_checkpoint, pretrain_args,
+    AUDIOSET, CHAIN, DECODER, ENCODER, HP, NO_AUG, all_finite, complete_intra_epoch_steps,
+    data_args, kill_after_intra_epoch_checkpoint, pretrain_args, write_plan,
 )
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
-
-CHAIN = REPO / "tests" / "recipe_chain.py"
-
-
-def _plan_file(path, plan):
-    path.write_text(json.dumps([{k: ([str(a) for a in v] if k == "argv" else v)
-                                 for k, v in entry.items()} for entry in plan], default=str))
-    return path
-
 
 def _resumable_pretraining(toy, out):
     """Pretraining that checkpoints every step and traces its batches (``rank_trace``)."""
@@ -111,7 +102,7 @@ def runs(toy, tmp_path_factory):
         {"argv": [*_audio_only_finetune_args(toy, out / "pretrain"), "--output_folder",
                   out / "single_ft", "--batch_size", "16"]},
     ]
-    run([CHAIN, _plan_file(out / "plan.json", plan)])
+    run([CHAIN, write_plan(out / "plan.json", plan)])
     return {"out": out, "killed": killed}
 
 
@@ -134,7 +125,7 @@ def ddp_runs(runs, toy):
                   out / "ddp_ft", "--batch_size", "8", "--distributed_backend", "gloo",
                   "--device", "cpu"]},
     ]
-    proc = torchrun([CHAIN, _plan_file(out / "ddp_plan.json", plan)])
+    proc = torchrun([CHAIN, write_plan(out / "ddp_plan.json", plan)])
     return {"out": out, "stderr": proc.stderr}
 
 

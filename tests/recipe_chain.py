@@ -7,11 +7,13 @@ Usage (by the end-to-end tests)::
         tests/recipe_chain.py PLAN.json
 
 ``PLAN.json`` is a list of runs, each ``{"argv": [script, arg, ...], "probe": path,
-"remove_before": [path, ...], "copy_after": [[src, dst], ...]}`` (all but ``argv``
-optional). Each run executes the recipe *script* itself (``runpy``, as ``__main__``, with
+"wait_for": path, "remove_before": [path, ...], "copy_after": [[src, dst], ...]}`` (all but
+``argv`` optional). Each run executes the recipe *script* itself (``runpy``, as ``__main__``, with
 ``sys.argv`` set to ``argv``), exactly as ``python script arg ...`` would, but without
 paying the start-up of torch and SpeechBrain (seconds) once per run.
 
+``wait_for`` holds the run back until the file exists and says ``go`` (another process,
+run alongside, has done what this run needs; the chain stops when it says anything else);
 ``remove_before`` deletes files before the run (a result that the run must write anew);
 ``copy_after`` copies files or folders after it (the state between two runs that share an
 output folder, for the test to compare with the state after the second).
@@ -35,6 +37,7 @@ import runpy
 import shutil
 import socket
 import sys
+import time
 from datetime import timedelta
 
 import torch
@@ -69,6 +72,18 @@ def _own_store(index):
     os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"
 
 
+def _wait_for(path, timeout=600):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"recipe_chain: {path} did not appear within {timeout} s")
+        time.sleep(0.05)
+    with open(path, encoding="utf8") as handle:
+        said = handle.read().strip()
+    if said != "go":
+        raise SystemExit(f"recipe_chain: {path} says {said!r}, not 'go': stopping")
+
+
 def _copy(src, dst):
     if os.path.isdir(src):
         shutil.copytree(src, dst)
@@ -82,6 +97,8 @@ def main(plan_path):
     for index, run in enumerate(plan):
         if index and AGENT_STORE:
             _own_store(index)
+        if run.get("wait_for"):
+            _wait_for(run["wait_for"])
         for path in run.get("remove_before", []):
             os.remove(path)
         counts = handle = None

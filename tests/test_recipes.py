@@ -27,8 +27,8 @@ import torch
 
 from processes import REPO, run, torchrun
 from recipe_cli import (
-    AUDIOSET, CHAIN, DECODER, ENCODER, HP, NO_AUG, all_finite, complete_intra_epoch_steps,
-    data_args, kill_after_intra_epoch_checkpoint, pretrain_args, write_plan,
+    AUDIOSET, CHAIN, DECODER, ENCODER, HP, NO_AUG, all_finite, chain_while_killing, data_args,
+    pretrain_args, write_plan,
 )
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
 
@@ -62,26 +62,21 @@ def _audio_only_finetune_args(toy, pretrained):
 
 @pytest.fixture(scope="module")
 def runs(toy, tmp_path_factory):
-    """The single-process runs of this module, in order, in one process (after the run
-    that is killed mid-epoch, in a process of its own):
+    """The single-process runs of this module, in order, in one process (alongside it, the
+    run that is killed mid-epoch, in a process of its own):
 
     * ``pretrain``: AudioSet pretraining, 2 epochs, checkpoints every step;
     * ``noval``: pretraining without validation, run twice (``noval_run1``: its files
       after the first run);
     * ``ft``: fine-tuning from ``pretrain`` (``ft_run1_results.json``: its test results),
       then evaluation only from its checkpoints (a new ``ft/test_results.json``);
-    * ``resumed``: the command line of ``pretrain`` again in the killed run's folder;
+    * ``resumed``: the command line of ``pretrain`` again in the killed run's folder (once
+      that run is killed);
     * ``single_ft``: audio-only fine-tuning on one process, 16 clips a batch (the
       reference of the DDP fine-tuning).
     """
     out = tmp_path_factory.mktemp("recipes")
     resumed = out / "resumed"
-    # Kill in the first epoch once a step > 1 is checkpointed, so that the restored state
-    # holds several steps of running sums.
-    kill_after_intra_epoch_checkpoint(_resumable_pretraining(toy, resumed), resumed / "save",
-                                      min_step=2)
-    killed = {"history": (resumed / "history.json").exists(),
-              "on_disk": complete_intra_epoch_steps(resumed / "save")}
     noval, ft = out / "noval", out / "ft"
     (out / "noval_run1").mkdir()
     plan = [
@@ -98,12 +93,17 @@ def runs(toy, tmp_path_factory):
         # Evaluation only, from the saved checkpoints (no --train_data needed): it must
         # write the test results anew.
         {"argv": _eval_only_args(toy, ft), "remove_before": [ft / "test_results.json"]},
-        {"argv": _resumable_pretraining(toy, resumed)},  # the same command line: it resumes
+        # the same command line again, once the run alongside has been killed: it resumes
+        {"argv": _resumable_pretraining(toy, resumed), "wait_for": out / "killed"},
         {"argv": [*_audio_only_finetune_args(toy, out / "pretrain"), "--output_folder",
                   out / "single_ft", "--batch_size", "16"]},
     ]
-    run([CHAIN, write_plan(out / "plan.json", plan)])
-    return {"out": out, "killed": killed}
+    # Alongside the chain, the run killed mid-epoch: killed in the first epoch once a step
+    # > 1 is checkpointed, so that the restored state holds several steps of running sums.
+    on_disk, history = chain_while_killing(
+        write_plan(out / "plan.json", plan), _resumable_pretraining(toy, resumed),
+        resumed / "save", out / "killed", min_step=2)
+    return {"out": out, "killed": {"history": history, "on_disk": on_disk}}
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,23 @@ frames) keeps each recipe run to seconds. The ``toy`` fixture (``conftest.py``) 
 generated data set, 4 classes, 64 training, 32 validation and 32 test clips.
 """
 
+import json
 import math
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from processes import REPO, kill_group, subprocess_env
+from processes import REPO, kill_group, run, subprocess_env
 
 AUDIOSET = str(REPO / "recipes" / "AudioSet" / "train.py")
 VGGSOUND = str(REPO / "recipes" / "VGGSound" / "train.py")
 HP = REPO / "hparams"
+#: Runs several recipe command lines in one process (see its docstring).
+CHAIN = REPO / "tests" / "recipe_chain.py"
 
 ENCODER = [
     "--embed_dim", "32", "--modality_specific_depth", "1", "--num_heads", "2",
@@ -31,6 +36,13 @@ NO_AUG = ["--mixup", "0", "--freqm", "0", "--timem", "0", "--noise", "False",
 
 def all_finite(stats):
     return all(math.isfinite(v) for v in stats.values() if isinstance(v, (int, float)))
+
+
+def write_plan(path, plan):
+    """Write the plan of ``recipe_chain.py`` (paths as strings); returns ``path``."""
+    path.write_text(json.dumps([{k: ([str(a) for a in v] if k == "argv" else v)
+                                 for k, v in entry.items()} for entry in plan], default=str))
+    return path
 
 
 def data_args(toy, labels=True, test=True):
@@ -90,4 +102,29 @@ def kill_after_intra_epoch_checkpoint(args, save, min_step=2, timeout=300):
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
     assert killed, "no intra-epoch checkpoint was written"
+    return killed
+
+
+def chain_while_killing(plan_path, killed_args, save, marker, min_step=2):
+    """Run ``recipe_chain.py`` on ``plan_path`` while, alongside (one more core busy, no
+    start-up to wait for), ``killed_args`` is run and SIGKILLed by
+    :func:`kill_after_intra_epoch_checkpoint`; ``marker`` then says ``go`` (``abort`` when
+    the kill failed): the plan's entry with ``"wait_for": marker`` (the resumption) starts
+    only then. Returns the complete intra-epoch checkpoints in ``save`` after the kill
+    (``{name: step}``) and whether the killed run had written its ``history.json`` (the
+    output folder is the parent of ``save``).
+    """
+    killed = None
+    with ThreadPoolExecutor(1) as pool:
+        chain = pool.submit(run, [CHAIN, plan_path])
+        try:
+            kill_after_intra_epoch_checkpoint(killed_args, save, min_step=min_step)
+            killed = (complete_intra_epoch_steps(save),
+                      (save.parent / "history.json").exists())
+        finally:
+            partial = f"{marker}.partial"
+            with open(partial, "w", encoding="utf8") as handle:
+                handle.write("go" if killed is not None else "abort")
+            os.replace(partial, marker)
+        chain.result()
     return killed

@@ -17,7 +17,7 @@ import pytest
 import torch
 from media import REAL_CLIPS, SHARED_SAMPLES
 from processes import run
-from recipe_cli import AUDIOSET, HP, NO_AUG
+from recipe_cli import AUDIOSET, CHAIN, HP, NO_AUG, write_plan
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, CAVMAEAudioEncoder
 from speechbrain_cavmae.tools import extract_features as fx
@@ -55,21 +55,25 @@ def _subset(manifest, n, out):
 
 @pytest.fixture(scope="module")
 def runs(toy, tmp_path_factory):
-    """A pretraining run, then a fine-tuning run initialised from its output folder."""
+    """A pretraining run, then a fine-tuning run initialised from its output folder (one
+    process: ``recipe_chain.py``)."""
     root = tmp_path_factory.mktemp("model_folder")
     # next to the toy manifests: their media paths are relative to the manifest
     here = Path(toy["train"]).parent
     train = _subset(toy["train"], 8, here / "model_folder_train.json")
     valid = _subset(toy["valid"], 4, here / "model_folder_valid.json")
-    pre = root / "pretrain"
-    run([AUDIOSET, HP / "cavmae.yaml", "--train_data", train, "--output_folder", pre,
-         *MODEL_ARGS, "--decoder_embed_dim", "32", "--decoder_depth", "1",
-         "--decoder_num_heads", "4"])
-    ft = root / "finetune"
-    # --pretrained_path is the pretraining run's output folder: its model folder is read
-    run([AUDIOSET, HP / "cavmae_ft.yaml", "--train_data", train, "--valid_data", valid,
-         "--label_csv", toy["label_csv"], "--output_folder", ft, "--pretrained_path", pre,
-         *MODEL_ARGS, *NO_AUG, "--multi_frame_eval", "False", "--weight_averaging", "False"])
+    pre, ft = root / "pretrain", root / "finetune"
+    plan = [
+        {"argv": [AUDIOSET, HP / "cavmae.yaml", "--train_data", train, "--output_folder", pre,
+                  *MODEL_ARGS, "--decoder_embed_dim", "32", "--decoder_depth", "1",
+                  "--decoder_num_heads", "4"]},
+        # --pretrained_path is the pretraining run's output folder: its model folder is read
+        {"argv": [AUDIOSET, HP / "cavmae_ft.yaml", "--train_data", train, "--valid_data", valid,
+                  "--label_csv", toy["label_csv"], "--output_folder", ft, "--pretrained_path",
+                  pre, *MODEL_ARGS, *NO_AUG, "--multi_frame_eval", "False",
+                  "--weight_averaging", "False"]},
+    ]
+    run([CHAIN, write_plan(root / "plan.json", plan)])
     return {"root": root, "pre": pre, "ft": ft, "valid": valid, "toy": toy}
 
 

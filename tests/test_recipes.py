@@ -1,19 +1,25 @@
 """End-to-end tests of the recipes through their real command line, on a tiny toy dataset.
 
-Each test runs ``python recipes/<Dataset>/train.py hparams/<file>.yaml ...`` in a
-subprocess with a tiny model (embed_dim 32, one modality-specific layer, 64 px frames,
-96 fbank frames): AudioSet pretraining, fine-tuning from that checkpoint (which must beat
-chance on the held-out split), evaluation only (VGGSound, bf16 and the missing-modality
-modes are in ``test_recipe_paths.py``); a run killed with SIGKILL in the middle of an epoch and resumed, which must
-end as the uninterrupted run; and two-process DDP runs (torchrun, gloo on CPU), whose
-processes must end with the same weights after training on disjoint halves of each
+Each test checks ``python recipes/<Dataset>/train.py hparams/<file>.yaml ...`` runs with a
+tiny model (embed_dim 32, one modality-specific layer, 64 px frames, 96 fbank frames):
+AudioSet pretraining, fine-tuning from that checkpoint (which must beat chance on the
+held-out split), evaluation only (VGGSound, bf16 and the missing-modality modes are in
+``test_recipe_paths.py``); a run killed with SIGKILL in the middle of an epoch and resumed,
+which must end as the uninterrupted run; and two-process DDP runs (torchrun, gloo on CPU),
+whose processes must end with the same weights after training on disjoint halves of each
 epoch, fine-tuning with the weights of one process on the same global batches.
+
+The start-up of torch and SpeechBrain costs seconds a process, so the runs share
+processes (``recipe_chain.py``: the real scripts and command lines, one after the other):
+the single-process runs one process (``runs``), the two DDP runs one ``torchrun``
+(``ddp_runs``); only the run killed mid-epoch has a process of its own. The pretraining run
+of ``runs`` is also the uninterrupted reference of the resumption test (it checkpoints
+every step and traces its batches).
 """
 
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,17 +27,106 @@ import torch
 
 from processes import REPO, run, torchrun
 from recipe_cli import (
-    AUDIOSET, DECODER, ENCODER, HP, NO_AUG, all_finite, complete_intra_epoch_steps, data_args,
-    kill_after_intra_epoch_checkpoint, pretrain_args,
+    AUDIOSET, CHAIN, DECODER, ENCODER, HP, NO_AUG, all_finite, chain_while_killing, data_args,
+    pretrain_args, write_plan,
 )
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
 
+def _resumable_pretraining(toy, out):
+    """Pretraining that checkpoints every step and traces its batches (``rank_trace``)."""
+    return pretrain_args(toy, out, epochs=2, extra=[
+        "--ckpt_interval_minutes", "0", "--ckpt_interval_steps", "1", "--rank_trace", "True"])
+
+
+def _noval_args(toy, out):
+    return [AUDIOSET, str(HP / "cavmae.yaml"), "--train_data", toy["test"], "--output_folder",
+            str(out), *ENCODER, *DECODER, "--batch_size", "4", "--number_of_epochs", "2"]
+
+
+def _finetune_args(toy, out):
+    return [AUDIOSET, str(HP / "cavmae_ft.yaml"), *data_args(toy), "--output_folder",
+            str(out), *ENCODER, "--batch_size", "4"]
+
+
+def _eval_only_args(toy, out):
+    return [AUDIOSET, str(HP / "cavmae_ft.yaml"), "--valid_data", toy["valid"],
+            "--test_data", toy["test"], "--label_csv", toy["label_csv"],
+            "--output_folder", str(out), *ENCODER, "--batch_size", "4", "--test_only"]
+
+
+def _audio_only_finetune_args(toy, pretrained):
+    return [AUDIOSET, str(HP / "cavmae_ft_audioonly.yaml"), *data_args(toy, test=False),
+            "--pretrained_path", str(pretrained / "pretrained.pth"), *ENCODER, *NO_AUG,
+            "--number_of_epochs", "2", "--shuffle", "False", "--rank_trace", "True"]
+
 
 @pytest.fixture(scope="module")
-def pretrained(toy, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain")
-    run(pretrain_args(toy, out))
-    return out
+def runs(toy, tmp_path_factory):
+    """The single-process runs of this module, in order, in one process (alongside it, the
+    run that is killed mid-epoch, in a process of its own):
+
+    * ``pretrain``: AudioSet pretraining, 2 epochs, checkpoints every step;
+    * ``noval``: pretraining without validation, run twice (``noval_run1``: its files
+      after the first run);
+    * ``ft``: fine-tuning from ``pretrain`` (``ft_run1_results.json``: its test results),
+      then evaluation only from its checkpoints (a new ``ft/test_results.json``);
+    * ``resumed``: the command line of ``pretrain`` again in the killed run's folder (once
+      that run is killed);
+    * ``single_ft``: audio-only fine-tuning on one process, 16 clips a batch (the
+      reference of the DDP fine-tuning).
+    """
+    out = tmp_path_factory.mktemp("recipes")
+    resumed = out / "resumed"
+    noval, ft = out / "noval", out / "ft"
+    (out / "noval_run1").mkdir()
+    plan = [
+        {"argv": _resumable_pretraining(toy, out / "pretrain")},
+        {"argv": _noval_args(toy, noval),
+         "copy_after": [[noval / name, out / "noval_run1" / name]
+                        for name in ("history.json", "train_log.txt", "save")]},
+        {"argv": _noval_args(toy, noval)},  # finds the finished epochs: trains no more
+        {"argv": [*_finetune_args(toy, ft), "--pretrained_path",
+                  out / "pretrain" / "pretrained.pth", *NO_AUG,
+                  "--number_of_epochs", "16", "--lr", "1e-3", "--head_lr", "10",
+                  "--lrscheduler_start", "12", "--wa_start", "13", "--wa_end", "16"],
+         "copy_after": [[ft / "test_results.json", out / "ft_run1_results.json"]]},
+        # Evaluation only, from the saved checkpoints (no --train_data needed): it must
+        # write the test results anew.
+        {"argv": _eval_only_args(toy, ft), "remove_before": [ft / "test_results.json"]},
+        # the same command line again, once the run alongside has been killed: it resumes
+        {"argv": _resumable_pretraining(toy, resumed), "wait_for": out / "killed"},
+        {"argv": [*_audio_only_finetune_args(toy, out / "pretrain"), "--output_folder",
+                  out / "single_ft", "--batch_size", "16"]},
+    ]
+    # Alongside the chain, the run killed mid-epoch: killed in the first epoch once a step
+    # > 1 is checkpointed, so that the restored state holds several steps of running sums.
+    on_disk, history = chain_while_killing(
+        write_plan(out / "plan.json", plan), _resumable_pretraining(toy, resumed),
+        resumed / "save", out / "killed", min_step=2)
+    return {"out": out, "killed": {"history": history, "on_disk": on_disk}}
+
+
+@pytest.fixture(scope="module")
+def pretrained(runs):
+    return runs["out"] / "pretrain"
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(runs, toy):
+    """The two DDP runs in one ``torchrun`` (2 processes, gloo on CPU): ``ddp``, one epoch
+    of pretraining from ``pretrain``; ``ddp_ft``, audio-only fine-tuning, 8 clips a batch
+    on each process (the runs of ``single_ft`` split in two)."""
+    out, pretrained = runs["out"], runs["out"] / "pretrain"
+    plan = [
+        {"argv": pretrain_args(toy, out / "ddp", epochs=1, extra=[
+            "--pretrained_path", str(pretrained / "pretrained.pth"), "--rank_trace", "True",
+            "--distributed_backend", "gloo", "--device", "cpu"])},
+        {"argv": [*_audio_only_finetune_args(toy, pretrained), "--output_folder",
+                  out / "ddp_ft", "--batch_size", "8", "--distributed_backend", "gloo",
+                  "--device", "cpu"]},
+    ]
+    proc = torchrun([CHAIN, write_plan(out / "ddp_plan.json", plan)])
+    return {"out": out, "stderr": proc.stderr}
 
 
 @pytest.mark.slow
@@ -56,35 +151,26 @@ def test_audioset_pretraining_logs_losses_and_retrieval(pretrained):
     assert model.encoder.audio_length == 96
 
 
-def test_pretraining_without_validation_logs_and_checkpoints_each_epoch(toy, tmp_path):
-    out = tmp_path / "noval"
-    args = [AUDIOSET, str(HP / "cavmae.yaml"), "--train_data", toy["test"], "--output_folder",
-            str(out), *ENCODER, *DECODER, "--batch_size", "4", "--number_of_epochs", "2"]
-    run(args)
-    history = json.loads((out / "history.json").read_text())
+def test_pretraining_without_validation_logs_and_checkpoints_each_epoch(runs):
+    out, first = runs["out"] / "noval", runs["out"] / "noval_run1"  # after the first run
+    history = json.loads((first / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(h["valid"] is None and math.isfinite(h["train"]["loss"]) for h in history)
     assert all(h["train"]["samples_per_s"] > 0 for h in history)  # 8 steps, 5 warm-up
-    ckpts = [p for p in (out / "save").iterdir() if p.name.startswith("CKPT")]
+    ckpts = sorted(p.name for p in (first / "save").iterdir() if p.name.startswith("CKPT"))
     assert len(ckpts) == 1, ckpts  # the newest end-of-epoch checkpoint is kept
-    meta = (ckpts[0] / "CKPT.yaml").read_text()
+    meta = (first / "save" / ckpts[0] / "CKPT.yaml").read_text()
     assert "epoch: 2" in meta and "end-of-epoch: true" in meta
-    # a rerun finds the finished epochs in the checkpoint and trains no more
-    log_before = (out / "train_log.txt").read_text()
-    run(args)
-    assert [p for p in (out / "save").iterdir() if p.name.startswith("CKPT")] == ckpts
-    assert (out / "train_log.txt").read_text() == log_before
+    # the rerun found the finished epochs in the checkpoint and trained no more
+    assert sorted(p.name for p in (out / "save").iterdir() if p.name.startswith("CKPT")) \
+        == ckpts
+    assert (out / "train_log.txt").read_text() == (first / "train_log.txt").read_text()
 
 
 @pytest.mark.slow
-def test_audioset_finetuning_beats_chance_then_evaluates(pretrained, toy, tmp_path):
-    out = tmp_path / "ft"
-    common = [AUDIOSET, str(HP / "cavmae_ft.yaml"), *data_args(toy), "--output_folder",
-              str(out), *ENCODER, "--batch_size", "4"]
-    run([*common, "--pretrained_path", str(pretrained / "pretrained.pth"), *NO_AUG,
-         "--number_of_epochs", "16", "--lr", "1e-3", "--head_lr", "10",
-         "--lrscheduler_start", "12", "--wa_start", "13", "--wa_end", "16"])
-    results = json.loads((out / "test_results.json").read_text())
+def test_audioset_finetuning_beats_chance_then_evaluates(runs):
+    out = runs["out"] / "ft"
+    results = json.loads((runs["out"] / "ft_run1_results.json").read_text())
     assert results["weights"] == "average of 4 epoch(s)"
     assert len(results["per_frame"]) == 10
     for stats in [results["single_frame"], results["multi_frame"], *results["per_frame"]]:
@@ -96,12 +182,8 @@ def test_audioset_finetuning_beats_chance_then_evaluates(pretrained, toy, tmp_pa
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 16 and history[-1]["lr_head"] == pytest.approx(
         history[-1]["lr"] * 10)
-    # Evaluation only, from the saved checkpoints: the same numbers.
-    (out / "test_results.json").unlink()
-    eval_only = [AUDIOSET, str(HP / "cavmae_ft.yaml"), "--valid_data", toy["valid"],
-                 "--test_data", toy["test"], "--label_csv", toy["label_csv"],
-                 "--output_folder", str(out), *ENCODER, "--batch_size", "4"]
-    run([*eval_only, "--test_only"])  # no --train_data needed
+    # Evaluation only, from the saved checkpoints (the chain removed the training run's
+    # test_results.json before it): the same numbers.
     again = json.loads((out / "test_results.json").read_text())
     assert again["multi_frame"] == pytest.approx(multi)
     assert again["weights"] == results["weights"]
@@ -123,7 +205,7 @@ def _flat_numbers(history):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(toy, tmp_path):
+def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(runs):
     """A pretraining run killed (SIGKILL) right after an intra-epoch checkpoint and then
     restarted ends exactly as the same command line run without interruption: same
     batches (the dataloader position), same masks and noise (the random generators are
@@ -135,27 +217,16 @@ def test_resume_after_sigkill_mid_epoch_equals_uninterrupted_run(toy, tmp_path):
     a JSON round trip of the logged numbers could change, far below the effect of a
     single different mask or batch.
     """
-    def args(out):
-        return pretrain_args(toy, out, epochs=2, extra=[
-            "--ckpt_interval_minutes", "0", "--ckpt_interval_steps", "1",
-            "--rank_trace", "True"])
-
-    out = tmp_path / "resumed"
-    # Kill in the first epoch once a step > 1 is checkpointed, so that the restored state
-    # holds several steps of running sums.
-    kill_after_intra_epoch_checkpoint(args(out), out / "save", min_step=2)
-    assert not (out / "history.json").exists()  # killed in the first epoch
-    on_disk = complete_intra_epoch_steps(out / "save")
-    # Restart with the same command line: it resumes from the newest mid-epoch checkpoint.
-    proc = run(args(out))
-    log = proc.stderr + (out / "log.txt").read_text()
+    out, ref = runs["out"] / "resumed", runs["out"] / "pretrain"  # ``runs``: the command lines
+    assert not runs["killed"]["history"]  # killed in the first epoch
+    on_disk = runs["killed"]["on_disk"]
+    # The restart with the same command line resumed from the newest mid-epoch checkpoint.
+    log = (out / "log.txt").read_text()
     loaded = re.findall(r"Loading a checkpoint from (\S+)", log)
     assert loaded and Path(loaded[0]).name in on_disk, (loaded, on_disk)
     step = on_disk[Path(loaded[0]).name]
     assert 2 <= step < 8, step  # 8 steps an epoch
 
-    ref = tmp_path / "uninterrupted"
-    run(args(ref))
     # the same batches, in the same order, before and after the restart
     batches = _traced_batches(ref)
     assert sorted(batches) == [(e, s) for e in (1, 2) for s in range(1, 9)]
@@ -202,7 +273,7 @@ def _max_change(after, before, keys):
 
 
 @pytest.mark.slow
-def test_ddp_two_process_cpu_pretraining(pretrained, toy, tmp_path):
+def test_ddp_two_process_cpu_pretraining(ddp_runs, pretrained, toy):
     """Two processes (torchrun, gloo on CPU) end with the same weights, and each trains on
     its own half of the epoch.
 
@@ -211,12 +282,8 @@ def test_ddp_two_process_cpu_pretraining(pretrained, toy, tmp_path):
     batch (as the original, whose loss is computed inside the model on each DataParallel
     replica's part of the batch), so 2 x 8 has other negatives than 1 x 16.
     """
-    out = tmp_path / "ddp"
-    args = pretrain_args(toy, out, epochs=1, extra=[
-        "--pretrained_path", str(pretrained / "pretrained.pth"), "--rank_trace", "True",
-        "--distributed_backend", "gloo", "--device", "cpu"])
-    proc = torchrun(args)
-    assert "Traceback" not in proc.stderr
+    out = ddp_runs["out"] / "ddp"
+    assert "Traceback" not in ddp_runs["stderr"]
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and all_finite(history[0]["valid"])
     weights, batches = _rank_outputs(out, 2)
@@ -244,7 +311,7 @@ def test_ddp_two_process_cpu_pretraining(pretrained, toy, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_process_cpu_audio_only_finetuning_equals_single_process(
-        pretrained, toy, tmp_path):
+        ddp_runs, pretrained, toy):
     """Fine-tuning on 2 processes x 8 clips (torchrun, gloo on CPU) ends with the weights
     of one process x 16 clips, the same global batches.
 
@@ -262,13 +329,7 @@ def test_ddp_two_process_cpu_audio_only_finetuning_equals_single_process(
     noise (~1e-6 apart between the runs). Not checked: the 1 / world_size scale of the
     averaged gradients (Adam's update does not depend on the gradient's scale).
     """
-    common = [AUDIOSET, str(HP / "cavmae_ft_audioonly.yaml"), *data_args(toy, test=False),
-              "--pretrained_path", str(pretrained / "pretrained.pth"), *ENCODER, *NO_AUG,
-              "--number_of_epochs", "2", "--shuffle", "False", "--rank_trace", "True"]
-    ddp, single = tmp_path / "ddp_ft", tmp_path / "single_ft"
-    torchrun([*common, "--output_folder", str(ddp), "--batch_size", "8",
-              "--distributed_backend", "gloo", "--device", "cpu"])
-    run([*common, "--output_folder", str(single), "--batch_size", "16"])
+    ddp, single = ddp_runs["out"] / "ddp_ft", ddp_runs["out"] / "single_ft"
 
     results = json.loads((ddp / "test_results.json").read_text())
     assert all_finite(results["single_frame"]) and "per_frame" not in results

@@ -29,10 +29,8 @@ import pytest
 import torch
 
 from media import tone, write_video, write_wav
-from processes import REPO, free_port, kill_group, run, subprocess_env
-from recipe_cli import (
-    AUDIOSET, DECODER, ENCODER, HP, complete_intra_epoch_steps, kill_after_intra_epoch_checkpoint,
-)
+from processes import REPO, free_port, kill_group, subprocess_env
+from recipe_cli import AUDIOSET, DECODER, ENCODER, HP, chain_while_killing
 
 pytest.importorskip("webdataset")
 
@@ -56,11 +54,15 @@ def _shard(manifest, out, size, prefix, *extra):
 
 @pytest.fixture(scope="module")
 def shards(toy, tmp_path_factory):
-    """The toy set as shards: train 4 x 16 (2 writer processes), valid / test 2 x 16."""
+    """The toy set as shards: train 4 x 16, valid / test 2 x 16, written in this process.
+
+    Writer processes (``--num_workers 2``, each a fresh interpreter: seconds of start-up)
+    are checked by ``test_shard_tool_index_bad_samples_and_resume``, whose shards written
+    by two processes and rewritten by one have the same sha256.
+    """
     out = tmp_path_factory.mktemp("shards")
-    patterns = {"train": _shard(toy["train"], out, 16, "train", "--num_workers", "2")[0]}
-    for split in ("valid", "test"):
-        patterns[split] = _shard(toy[split], out, 16, split)[0]
+    patterns = {split: _shard(toy[split], out, 16, split)[0]
+                for split in ("train", "valid", "test")}
     return patterns
 
 
@@ -275,7 +277,8 @@ def _pretrain_from_shards(shards, out, *extra):
 
 @pytest.mark.slow
 def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shards, tmp_path):
-    """Two checks sharing one recipe process (the start-up of a recipe costs seconds):
+    """Two checks sharing one recipe process (the start-up of a recipe costs seconds; the
+    run to kill runs alongside it):
 
     * fine-tuning (SpecAugment and noise on, no shuffling, one epoch) then multi-frame
       evaluation from shards gets the inputs of the run from the manifests, hence the same
@@ -286,9 +289,6 @@ def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shard
     resumed = tmp_path / "resumed"
     pretrain = _pretrain_from_shards(shards, resumed, "--ckpt_interval_minutes", "0",
                                      "--ckpt_interval_steps", "1")
-    kill_after_intra_epoch_checkpoint(pretrain, resumed / "save", min_step=2)
-    on_disk = max(complete_intra_epoch_steps(resumed / "save").values())
-
     common = [AUDIOSET, str(HP / "cavmae_ft.yaml"), "--label_csv", toy["label_csv"], *TINY,
               "--freqm", "8", "--timem", "8", "--noise", "True", "--mixup", "0",
               "--multi_frame_eval", "True"]
@@ -298,10 +298,13 @@ def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shard
         {"argv": [*common, "--output_folder", str(tmp_path / "shards"), "--train_shards",
                   shards["train"], "--valid_shards", shards["valid"], "--test_shards",
                   shards["test"]]},
-        {"argv": pretrain},  # the same command line again: it resumes
+        # the same command line again, once the run alongside has been killed: it resumes
+        {"argv": pretrain, "wait_for": str(tmp_path / "killed")},
     ]
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    run([REPO / "tests" / "recipe_chain.py", tmp_path / "plan.json"])
+    killed, _ = chain_while_killing(tmp_path / "plan.json", pretrain, resumed / "save",
+                                    tmp_path / "killed", min_step=2)
+    on_disk = max(killed.values())
 
     files, from_shards = (json.loads((tmp_path / k / "test_results.json").read_text())
                           for k in ("files", "shards"))

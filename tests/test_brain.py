@@ -1,6 +1,7 @@
 """Unit tests of the Brain classes, the schedules and the recipe helpers (in-process)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import speechbrain as sb
@@ -238,6 +239,28 @@ def test_atomic_checkpointer_ignores_unfinished_checkpoints(tmp_path):
     found = ckpt.recover_if_possible()
     assert found.path == saved.path and not broken.exists()
     assert model.weight.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_atomic_checkpointer_processes_list_the_same_checkpoints(tmp_path):
+    """Two DDP processes (gloo), three ``save_and_keep_only`` of an ``AtomicCheckpointer``
+    whose last saver runs on both and writes slowly on the main one (as ``ShardLoader``
+    does, see ``tests/ddp_checkpointer.py``). The other process must not list the
+    checkpoints before the new one is published: it would see one fewer, delete nothing
+    and wait in a barrier while the main one deletes (a broadcast), a hang that stopped a
+    two-node run resumed after a kill."""
+    from processes import run_ranks
+
+    ranks = run_ranks([Path(__file__).resolve().parent / "ddp_checkpointer.py", tmp_path])
+    for rank, proc in enumerate(ranks):
+        assert proc.returncode == 0, (rank, proc.stderr[-3000:])
+    views = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert views[0] == views[1]
+    listed, left = views[0]["listed"], views[0]["left"]
+    # each deletion began with the checkpoint just saved listed, and the one before it
+    assert [len(names) for names in listed] == [1, 2, 2], listed
+    assert listed[1][0] == listed[0][0] and listed[2][0] == listed[1][1]
+    assert left == [listed[2][1]] == sorted(p.name for p in (tmp_path / "save").iterdir())
 
 
 def test_features_on_device_match_the_dataset_fbank(toy, tmp_path):

@@ -1,6 +1,7 @@
 """Unit tests of the Brain classes, the schedules and the recipe helpers (in-process)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,47 @@ def test_ddp_step_is_skipped_by_every_process_when_one_has_no_batch(caplog):
         "process left out" in caplog.text
     assert "train epoch 1: 2 good sample(s) left out with the steps in which another DDP " \
         "process had no good sample" in caplog.text
+
+
+def test_epoch_resumed_after_its_last_step_is_not_empty(tmp_path):
+    """A run killed after the intra-epoch checkpoint of its epoch's last step, before the
+    end-of-epoch one, resumes with no batch left (``ShardLoader``: "0 batches to go", here
+    an empty loader). The counts of the interrupted epoch are part of the checkpoint, so
+    the resumed epoch is not an empty one (``EmptyEpochError``); without a checkpoint an
+    empty epoch still is."""
+    from speechbrain_cavmae.training.brains import CAVMAEBrain, EmptyEpochError
+    from speechbrain_cavmae.training.recipe import AtomicCheckpointer
+
+    class Checked(CAVMAEBrain):
+        def compute_forward(self, batch, stage):
+            return self.modules.model(batch.x)
+
+        def compute_objectives(self, predictions, batch, stage):
+            return predictions.pow(2).mean()
+
+        def on_stage_end(self, stage, stage_loss, epoch=None):
+            self.check_stage(stage, epoch)
+
+    def brain():
+        model = torch.nn.Linear(1, 1)
+        return Checked(modules={"model": model}, hparams={},
+                       opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+                       checkpointer=AtomicCheckpointer(tmp_path / "save", {"model": model}),
+                       run_opts={"device": "cpu", "noprogressbar": True,
+                                 "ckpt_interval_minutes": 0, "ckpt_interval_steps": 1})
+
+    def loader(n):
+        return torch.utils.data.DataLoader([_Batch(torch.ones(2, 1))] * n, batch_size=None)
+
+    brain().fit(range(1, 2), loader(3))  # no end-of-epoch checkpoint: that of step 3 stays
+    (ckpt,) = (tmp_path / "save").iterdir()
+    assert json.loads((ckpt / "epoch_counts.ckpt").read_text())["batches"] == 3
+    resumed = brain()
+    resumed.fit(range(1, 2), loader(0))
+    assert resumed.step == 0  # the epoch ended (SpeechBrain resets the step)
+    shutil.rmtree(tmp_path / "save")
+    with pytest.raises(EmptyEpochError, match="train epoch 1: every sample was skipped"):
+        brain().fit(range(1, 2), loader(0))
 
 
 def test_loader_kwargs_pin_memory_on_cuda_only_unless_set():

@@ -347,7 +347,8 @@ def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
                                  "--ckpt_interval_steps", "1", batch_size=8)
     killed = kill_all_after_intra_epoch_checkpoint(_two_launchers(args), out / "save")
     on_disk = max(killed.values())
-    assert 2 <= on_disk < 4, killed  # each node: 2 shards of 16, 4 steps of 8
+    # each node: 2 shards of 16, 4 steps of 8 (after step 4's checkpoint: 0 steps to go)
+    assert 2 <= on_disk <= 4, killed
     traces = [out / "ranks" / f"rank{rank}_ids.txt" for rank in (0, 1)]
     before = [len(t.read_text().splitlines()) for t in traces]
 

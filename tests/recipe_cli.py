@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -83,26 +84,46 @@ def kill_after_intra_epoch_checkpoint(args, save, min_step=2, timeout=300):
 
     Kills the whole process group when no such checkpoint comes within ``timeout`` s.
     """
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return kill_all_after_intra_epoch_checkpoint([args], save, min_step, timeout)
+
+
+def kill_all_after_intra_epoch_checkpoint(commands, save, min_step=2, timeout=300):
+    """Start every ``python *args`` of ``commands`` together (each in a process group of
+    its own: the launchers of a multi-node run) and SIGKILL all of them, their process
+    groups and every descendant (torchrun's workers), once a complete intra-epoch
+    checkpoint of step ``min_step`` or later is in ``save``; returns the complete ones left
+    after the kill (``{name: step}``). Every process is killed when none comes within
+    ``timeout`` s, and the call then fails with the end of each command's stderr.
+    """
+    procs, errs = [], []
     killed = {}
-    deadline = time.time() + timeout
     try:
-        while time.time() < deadline and proc.poll() is None:
+        for args in commands:
+            errs.append(tempfile.TemporaryFile("w+"))  # read at the end: a pipe could fill
+            procs.append(subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO,
+                                          env=subprocess_env(), stdout=subprocess.DEVNULL,
+                                          stderr=errs[-1], text=True, start_new_session=True))
+        deadline = time.time() + timeout
+        while time.time() < deadline and all(p.poll() is None for p in procs):
             done = complete_intra_epoch_steps(save)
             if done and max(done.values()) >= min_step:
-                proc.send_signal(signal.SIGKILL)
                 killed = done
                 break
             time.sleep(0.01)
     finally:
-        if proc.poll() is None and not killed:
-            kill_group(proc)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
-    assert killed, "no intra-epoch checkpoint was written"
-    return killed
+        for proc in procs:
+            if proc.poll() is None:
+                kill_group(proc)
+        for proc in procs:
+            proc.wait(timeout=60)
+        stderr = []
+        for err in errs:
+            err.seek(0)
+            stderr.append(err.read()[-3000:])
+            err.close()
+    assert all(p.returncode == -signal.SIGKILL for p in procs), "\n".join(stderr)
+    assert killed, "no intra-epoch checkpoint was written\n" + "\n".join(stderr)
+    return complete_intra_epoch_steps(save)  # as left by the kill (a later one may be in)
 
 
 def chain_while_killing(plan_path, killed_args, save, marker, min_step=2):

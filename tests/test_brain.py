@@ -1,6 +1,8 @@
 """Unit tests of the Brain classes, the schedules and the recipe helpers (in-process)."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import speechbrain as sb
@@ -240,6 +242,28 @@ def test_atomic_checkpointer_ignores_unfinished_checkpoints(tmp_path):
     assert model.weight.abs().sum() > 0
 
 
+@pytest.mark.slow
+def test_atomic_checkpointer_processes_list_the_same_checkpoints(tmp_path):
+    """Two DDP processes (gloo), three ``save_and_keep_only`` of an ``AtomicCheckpointer``
+    whose last saver runs on both and writes slowly on the main one (as ``ShardLoader``
+    does, see ``tests/ddp_checkpointer.py``). The other process must not list the
+    checkpoints before the new one is published: it would see one fewer, delete nothing
+    and wait in a barrier while the main one deletes (a broadcast), a hang that stopped a
+    two-node run resumed after a kill."""
+    from processes import run_ranks
+
+    ranks = run_ranks([Path(__file__).resolve().parent / "ddp_checkpointer.py", tmp_path])
+    for rank, proc in enumerate(ranks):
+        assert proc.returncode == 0, (rank, proc.stderr[-3000:])
+    views = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert views[0] == views[1]
+    listed, left = views[0]["listed"], views[0]["left"]
+    # each deletion began with the checkpoint just saved listed, and the one before it
+    assert [len(names) for names in listed] == [1, 2, 2], listed
+    assert listed[1][0] == listed[0][0] and listed[2][0] == listed[1][1]
+    assert left == [listed[2][1]] == sorted(p.name for p in (tmp_path / "save").iterdir())
+
+
 def test_features_on_device_match_the_dataset_fbank(toy, tmp_path):
     brain = make_brain(tmp_path)
     cfg = {"audio_length": 64, "image_size": 32}
@@ -334,6 +358,47 @@ def test_ddp_step_is_skipped_by_every_process_when_one_has_no_batch(caplog):
         "process left out" in caplog.text
     assert "train epoch 1: 2 good sample(s) left out with the steps in which another DDP " \
         "process had no good sample" in caplog.text
+
+
+def test_epoch_resumed_after_its_last_step_is_not_empty(tmp_path):
+    """A run killed after the intra-epoch checkpoint of its epoch's last step, before the
+    end-of-epoch one, resumes with no batch left (``ShardLoader``: "0 batches to go", here
+    an empty loader). The counts of the interrupted epoch are part of the checkpoint, so
+    the resumed epoch is not an empty one (``EmptyEpochError``); without a checkpoint an
+    empty epoch still is."""
+    from speechbrain_cavmae.training.brains import CAVMAEBrain, EmptyEpochError
+    from speechbrain_cavmae.training.recipe import AtomicCheckpointer
+
+    class Checked(CAVMAEBrain):
+        def compute_forward(self, batch, stage):
+            return self.modules.model(batch.x)
+
+        def compute_objectives(self, predictions, batch, stage):
+            return predictions.pow(2).mean()
+
+        def on_stage_end(self, stage, stage_loss, epoch=None):
+            self.check_stage(stage, epoch)
+
+    def brain():
+        model = torch.nn.Linear(1, 1)
+        return Checked(modules={"model": model}, hparams={},
+                       opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+                       checkpointer=AtomicCheckpointer(tmp_path / "save", {"model": model}),
+                       run_opts={"device": "cpu", "noprogressbar": True,
+                                 "ckpt_interval_minutes": 0, "ckpt_interval_steps": 1})
+
+    def loader(n):
+        return torch.utils.data.DataLoader([_Batch(torch.ones(2, 1))] * n, batch_size=None)
+
+    brain().fit(range(1, 2), loader(3))  # no end-of-epoch checkpoint: that of step 3 stays
+    (ckpt,) = (tmp_path / "save").iterdir()
+    assert json.loads((ckpt / "epoch_counts.ckpt").read_text())["batches"] == 3
+    resumed = brain()
+    resumed.fit(range(1, 2), loader(0))
+    assert resumed.step == 0  # the epoch ended (SpeechBrain resets the step)
+    shutil.rmtree(tmp_path / "save")
+    with pytest.raises(EmptyEpochError, match="train epoch 1: every sample was skipped"):
+        brain().fit(range(1, 2), loader(0))
 
 
 def test_loader_kwargs_pin_memory_on_cuda_only_unless_set():

@@ -11,7 +11,8 @@
   recipe from the manifests (no shuffling, fixed seed), and a pretraining run killed
   (SIGKILL) mid-epoch resumes without repeating a sample (one test: they share a process);
 * ``torchrun --nnodes 2`` (two launchers, c10d rendezvous on localhost, gloo) trains from
-  shards and its checkpoint loads.
+  shards, killed (SIGKILL, both launchers and their workers) mid-epoch and relaunched: the
+  resumed epoch trains on every sample exactly once, and its checkpoint loads.
 """
 
 import functools
@@ -30,7 +31,9 @@ import torch
 
 from media import tone, write_video, write_wav
 from processes import REPO, free_port, kill_group, subprocess_env
-from recipe_cli import AUDIOSET, DECODER, ENCODER, HP, chain_while_killing
+from recipe_cli import (
+    AUDIOSET, DECODER, ENCODER, HP, chain_while_killing, kill_all_after_intra_epoch_checkpoint,
+)
 
 pytest.importorskip("webdataset")
 
@@ -268,10 +271,10 @@ def _traced(out, rank=0):
     return {tuple(map(int, line.split()[:2])): line.split()[2:] for line in lines}
 
 
-def _pretrain_from_shards(shards, out, *extra):
+def _pretrain_from_shards(shards, out, *extra, batch_size=16):
     """One epoch of pretraining (4 steps of 16), shuffled shards and buffers of 8."""
     return [AUDIOSET, str(HP / "cavmae.yaml"), "--train_shards", shards["train"],
-            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", "16",
+            "--output_folder", str(out), *ENCODER, *DECODER, "--batch_size", str(batch_size),
             "--number_of_epochs", "1", "--shuffle_buffer", "8", "--rank_trace", "True", *extra]
 
 
@@ -324,18 +327,34 @@ def test_recipes_from_shards_equal_manifests_and_resume_after_sigkill(toy, shard
         sorted(read_manifest(toy["train"]))
 
 
+def _two_launchers(args):
+    """Command lines of two torchrun launchers as two nodes (``--nnodes 2``, one process
+    each, c10d rendezvous on a free localhost port) running ``python *args``."""
+    port = free_port()
+    return [["-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+             "--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_endpoint",
+             f"localhost:{port}", "--rdzv_id", "shards-test", *args] for node in (0, 1)]
+
+
 @pytest.mark.slow
 def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
-    """Two torchrun launchers (one process each) rendezvous on localhost as two nodes."""
+    """Two torchrun launchers (one process each) rendezvous on localhost as two nodes. The
+    first pair is killed (SIGKILL, every process of both) after an intra-epoch checkpoint;
+    the same two commands resume the epoch, and neither lose nor repeat a sample."""
     out = tmp_path / "2nodes"
-    port = free_port()
-    args = _pretrain_from_shards(shards, out, "--distributed_backend", "gloo", "--device", "cpu")
+    args = _pretrain_from_shards(shards, out, "--distributed_backend", "gloo", "--device",
+                                 "cpu", "--ckpt_interval_minutes", "0",
+                                 "--ckpt_interval_steps", "1", batch_size=8)
+    killed = kill_all_after_intra_epoch_checkpoint(_two_launchers(args), out / "save")
+    on_disk = max(killed.values())
+    # each node: 2 shards of 16, 4 steps of 8 (after step 4's checkpoint: 0 steps to go)
+    assert 2 <= on_disk <= 4, killed
+    traces = [out / "ranks" / f"rank{rank}_ids.txt" for rank in (0, 1)]
+    before = [len(t.read_text().splitlines()) for t in traces]
+
     procs = []
-    for node in (0, 1):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-               "--nproc_per_node", "1", "--node_rank", str(node), "--rdzv_backend", "c10d",
-               "--rdzv_endpoint", f"localhost:{port}", "--rdzv_id", "shards-test", *args]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(),
+    for cmd in _two_launchers(args):
+        procs.append(subprocess.Popen([sys.executable, *cmd], cwd=REPO, env=subprocess_env(),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, start_new_session=True))
     try:
@@ -347,20 +366,45 @@ def test_two_node_torchrun_from_shards(toy, shards, tmp_path):
                 p.wait()
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-5000:]
-    # each node trained on its own two shards: 2 steps of 16 samples, together the epoch
+
+    # the relaunch resumed from the newest checkpoint left by the kill (the one before it
+    # may not be deleted yet), the samples of its first steps (both nodes') left out
+    log = (out / "log.txt").read_text()
+    loaded = re.findall(r"Loading a checkpoint from (\S+)", log)
+    assert [Path(c).name for c in loaded] == [max(killed, key=killed.get)], (loaded, killed)
+    assert f"epoch 1 resumed: {2 * 8 * on_disk} samples already trained on are left out, " \
+        f"{4 - on_disk} batches to go" in log
+    # Trained on: steps 1..k of the killed run (k: the checkpoint; its later steps were
+    # lost with it) and the steps of the resumed run, which are k+1..4. Together they are
+    # the epoch, every sample exactly once. The bound of docs/scale.md (about
+    # 1 + shuffle_buffer / shard_size shards per worker) is on what is *read* again: the
+    # shards partly consumed at the checkpoint, whose samples already trained on are
+    # skipped as they are read; no sample is *trained on* twice, shuffled or not.
+    trained = []
+    for rank, trace in enumerate(traces):
+        lines = [line.split() for line in trace.read_text().splitlines()]
+        first = [line for line in lines[:before[rank]] if int(line[1]) <= on_disk]
+        again = lines[before[rank]:]
+        assert [(int(x[0]), int(x[1])) for x in first + again] == \
+            [(1, s) for s in range(1, 5)], rank
+        trained.append([i for line in first + again for i in line[2:]])
+    assert sorted(trained[0] + trained[1]) == sorted(read_manifest(toy["train"]))
+    # each node trained on its own two shards, in 4 steps of 8: the final pass agrees
     halves = [_traced(out, rank) for rank in (0, 1)]
-    assert [sorted(h) for h in halves] == [[(1, 1), (1, 2)]] * 2
+    assert [sorted(h) for h in halves] == [[(1, s) for s in range(1, 5)]] * 2
     ids = [{i for b in h.values() for i in b} for h in halves]
     assert not ids[0] & ids[1] and ids[0] | ids[1] == set(read_manifest(toy["train"]))
+    assert ids == [set(t) for t in trained]
     ranks = [torch.load(out / "ranks" / f"rank{r}.pth", weights_only=True) for r in (0, 1)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     # the checkpoint loads
     model = load_original_checkpoint(str(out / "pretrained.pth"), num_heads=2,
                                      decoder_num_heads=2)
-    ckpt = next((out / "save").glob("CKPT+*/model.ckpt"))
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    ckpts = list((out / "save").glob("CKPT+*/model.ckpt"))
+    assert len(ckpts) == 1, ckpts  # the end of the epoch: the intra-epoch ones are deleted
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
     assert not model.load_state_dict(state, strict=True).missing_keys
     assert all(torch.equal(state[k], ranks[0][k]) for k in state)
     # its loader position, gathered from both nodes: the whole epoch, every shard read
-    position = json.loads((ckpt.parent / "shard_position.ckpt").read_text())
+    position = json.loads((ckpts[0].parent / "shard_position.ckpt").read_text())
     assert position == {"epoch": 1, "consumed": {f"train-{i:06d}.tar": "all" for i in range(4)}}

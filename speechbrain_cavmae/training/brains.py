@@ -265,6 +265,48 @@ class RunningSums:
         self._resumed = True
 
 
+@register_checkpoint_hooks
+class EpochCounts:
+    """The counts of an interrupted training epoch (batches run, finite and non-finite
+    losses, good samples left out: see :meth:`CAVMAEBrain.new_stage_counts`), summed over
+    the DDP processes, checkpointed with it. A run resumed from an intra-epoch checkpoint
+    starts its training stage from them, so the end-of-stage checks cover the whole epoch:
+    an epoch resumed after its last step (killed before its end-of-epoch checkpoint) has no
+    batch left to run, and is not empty.
+
+    Example
+    -------
+    >>> counts = EpochCounts()
+    >>> counts.counts = {"batches": 4}
+    >>> counts.take() is None  # nothing restored
+    True
+    """
+
+    def __init__(self):
+        self.counts = {}
+        self.restored = None
+
+    def take(self):
+        """The restored counts, once (``None`` when none were restored)."""
+        restored, self.restored = self.restored, None
+        return restored
+
+    @mark_as_saver
+    def save(self, path):
+        """Save the counts."""
+        with open(path, "w", encoding="utf8") as handle:
+            json.dump(self.counts, handle)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore the counts of an interrupted epoch (an end-of-epoch checkpoint's epoch
+        is over: nothing to restore)."""
+        if end_of_epoch:
+            return
+        with open(path, encoding="utf8") as handle:
+            self.restored = {k: int(v) for k, v in json.load(handle).items()}
+
+
 class CAVMAEBrain(sb.Brain):
     """Shared input handling, scheduling and result writing of the CAV-MAE brains."""
 
@@ -280,6 +322,10 @@ class CAVMAEBrain(sb.Brain):
         self._loss_to_check = False
         self._stage_counts = self.new_stage_counts()
         self._skipped_batch = False
+        self.epoch_counts = EpochCounts()  # checkpointed: the counts of an interrupted epoch
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("epoch_counts", self.epoch_counts,
+                                              optional_load=True)
 
     @staticmethod
     def new_stage_counts():
@@ -422,10 +468,15 @@ class CAVMAEBrain(sb.Brain):
                 scheduler(self.optimizer, self.epoch)
 
     def on_stage_start(self, stage, epoch=None):
-        """Record the epoch and start the throughput clock of a training stage."""
+        """Record the epoch and start the throughput clock of a training stage; a training
+        stage resumed from an intra-epoch checkpoint starts from its counts (the main
+        process holds them: the checks sum the counts over the processes)."""
         self._stage_counts = self.new_stage_counts()
         self._skipped_batch = False
         if stage == sb.Stage.TRAIN:
+            restored = self.epoch_counts.take()
+            if restored and if_main_process():
+                self._stage_counts.update(restored)
             if epoch is not None:
                 self.epoch = epoch
             self.start_clock()
@@ -548,8 +599,10 @@ class CAVMAEBrain(sb.Brain):
 
     def _save_intra_epoch_ckpt(self):
         """SpeechBrain's intra-epoch checkpoint, refused when the weights are not finite
-        (a resumed run would start from them)."""
+        (a resumed run would start from them), with the epoch's counts (:class:`EpochCounts`;
+        every process calls it)."""
         self.check_weights("before an intra-epoch checkpoint")
+        self.epoch_counts.counts = self.summed_over_processes(self._stage_counts)
         super()._save_intra_epoch_ckpt()
 
     def check_weights(self, when):
@@ -982,6 +1035,7 @@ class FinetuneBrain(CAVMAEBrain):
 __all__ = [
     "CAVMAEBrain",
     "EmptyEpochError",
+    "EpochCounts",
     "NonFiniteLossError",
     "FinetuneBrain",
     "PretrainBrain",

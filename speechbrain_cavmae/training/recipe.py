@@ -45,7 +45,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 
 from speechbrain_cavmae.training.brains import FinetuneBrain, PretrainBrain, unwrap
 from speechbrain_cavmae.checkpoints.loader import (
@@ -85,6 +85,14 @@ class AtomicCheckpointer(Checkpointer):
     after every file is saved. Unfinished checkpoint folders are invisible to recovery
     and removed by the main process.
 
+    Under DDP every process waits until the main one has published the meta file:
+    ``save_and_keep_only`` goes on with ``delete_checkpoints``, where each process lists
+    the checkpoints and the main one deletes the old ones, one collective call each. A
+    process that listed them before the new meta file appeared would see one checkpoint
+    fewer, delete nothing, and wait in a barrier while the main process waits in a
+    broadcast: a hang (it hung a two-node run resumed after a kill, at its first
+    intra-epoch checkpoint after the one it resumed from).
+
     Arguments are those of :class:`speechbrain.utils.checkpoints.Checkpointer`.
     """
 
@@ -103,6 +111,7 @@ class AtomicCheckpointer(Checkpointer):
         pending = self._pending_meta
         if pending is not None and pending.exists():
             os.replace(pending, pending.with_name(METAFNAME))
+        ddp_barrier()  # the new checkpoint is visible to every process from here on
         return ckpt
 
     def remove_unfinished(self):

@@ -6,11 +6,12 @@ about 14 ms of keyframe decoding, a tenth of a seeking frame decode (and paid ag
 only the audio track of the clip is wanted). :func:`open_container` asks the probe to skip
 video frames (``skip_frame=all``). The option applies to the probe alone: the decoders
 PyAV builds afterwards are fresh contexts with the default ``skip_frame``, so decoded
-frames, samples and timestamps are those of a plain ``av.open`` (checked frame by frame
-and sample by sample on mp4, mkv, webm, mpeg-ts, raw h264 and avi files; the decoders of
-audio codecs ignore the option). ``tests/test_frame_reference.py`` compares the package's
-frames with a plain ``av.open`` decode. With libav's own logging switched on, the probe
-logs that the video pixel format is not known yet.
+frames, samples and timestamps are those of a plain ``av.open`` (the decoders of audio
+codecs ignore the option). ``tests/test_containers.py`` checks this frame by frame and
+sample by sample on mp4, Matroska, MPEG-TS, raw H.264, AVI and WebM files and the real
+clips, and ``tests/test_frame_reference.py`` compares the package's frames with a plain
+``av.open`` decode. With libav's own logging switched on, the probe logs that the video
+pixel format is not known yet.
 
 Example
 -------

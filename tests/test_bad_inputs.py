@@ -11,6 +11,7 @@ process whose every training sample is skipped stops both processes with the sam
 """
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from media import write_wav
 from processes import REPO, import_script, run_ranks
 from recipe_cli import DECODER, ENCODER, HP
 
-from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
+from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, cli
 from speechbrain_cavmae.checkpoints.loader import (
     NonFiniteWeightError,
     load_encoder_weights,
@@ -39,7 +40,8 @@ from speechbrain_cavmae.data.dataset import BadSampleCounter, SkippedSample, bui
 from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 from speechbrain_cavmae.inference import AudioVisualClassifier
-from speechbrain_cavmae.tools import convert, extract, validate
+from speechbrain_cavmae.settings import SettingError
+from speechbrain_cavmae.tools import classify, convert, extract, validate
 from speechbrain_cavmae.training.brains import EmptyEpochError, NonFiniteLossError
 from speechbrain_cavmae.training.recipe import load_pretrained
 
@@ -675,6 +677,143 @@ def extract_same_file_name_in_two_folders(env):
     expect_error(ValueError, r"2 videos share the id 'clip': " + esc(videos / "a" / "clip.mp4")
                  + ", " + esc(videos / "b" / "clip.mp4"), extract.main, [*args, "--debug"])
     assert not out.exists()
+
+
+# --- numbers and manifest encodings (issue 24)
+@contextlib.contextmanager
+def _logged(name):
+    """The messages logged by logger ``name`` (and its children) inside the block."""
+    messages = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    log = logging.getLogger(name)
+    level, log.level = log.level, logging.DEBUG
+    log.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _usage_error(main, argv, pattern):
+    """``main(argv)`` ends as argparse's usage errors do (exit 2), ``pattern`` on stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2, err.getvalue()
+    assert re.search(pattern, err.getvalue()), err.getvalue()
+
+
+@case
+def numbers_embed_fbank_stats(env):
+    m = manifest(env, "embed_stats", [entry(wav=env["files"]["good"], video_path=env["frames"])])
+    out = env["dir"] / "embed_stats_out"
+    argv = ["embed", "--model", str(env["dir"] / "clf"), "--manifest", m, "--output", str(out)]
+    for flag, value, rule in [("--dataset_std", "0", r"a finite number > 0 \(it divides"),
+                              ("--dataset_std", "inf", r"a finite number > 0"),
+                              ("--dataset_mean", "nan", r"a finite number, got nan")]:
+        _usage_error(cli.main, [*argv, flag, value], f"error: {flag} must be {rule}")
+        assert not out.exists()  # nothing read, nothing written
+
+
+@case
+def numbers_classify_negative_top_k(env):
+    argv = [env["files"]["good"], "--model", str(env["dir"] / "clf")]
+    for value in ("-2", "0"):
+        _usage_error(classify.main, [*argv, "--top_k", value],
+                     rf"error: --top_k must be an integer >= 1, got {value}")
+
+
+def _recipe_argv(env, hparams, *extra):
+    """A tiny recipe run whose training manifest does not exist: the checks must stop it
+    before anything is read (else FileNotFoundError)."""
+    task = ["--label_csv", env["labels"]] if "_ft" in hparams else DECODER
+    return [str(HP / hparams), "--train_data", str(env["dir"] / "not_read.json"),
+            "--valid_data", str(env["dir"] / "not_read.json"), *task, "--output_folder",
+            str(env["dir"] / "numbers_run"), *ENCODER, *extra]
+
+
+@case
+def numbers_recipe_overrides(env):
+    for hparams, flag, value, pattern in [
+        ("cavmae.yaml", "--dataset_std", ".inf", r"got inf"),
+        ("cavmae.yaml", "--dataset_std", "0", r"\(it divides the fbank\), got 0"),
+        ("cavmae.yaml", "--dataset_mean", "nan", r"a finite number, got 'nan' \(a string\)"),
+        ("cavmae.yaml", "--lr", "nan", r"a finite number >= 0, got 'nan' \(a string\)"),
+        ("cavmae.yaml", "--masking_ratio", "1.5", r"a finite number in \[0, 1\), got 1\.5"),
+        ("cavmae.yaml", "--patch_size", "nan", r"an integer >= 1, got 'nan'"),
+        ("cavmae.yaml", "--shared_depth", "-1", r"an integer >= 0, got -1"),
+        ("cavmae.yaml", "--max_grad_norm", "-1", r"reverses the gradients\), got -1"),
+        ("cavmae_ft.yaml", "--head_lr", "inf", r"head_lr x lr\), got 'inf' \(a string\)"),
+        ("cavmae_ft.yaml", "--batch_size", "-4", r"an integer >= 1, got -4"),
+    ]:
+        with restored_logging():
+            expect_error(SettingError, "^" + re.escape(flag) + " must be .*" + pattern,
+                         AUDIOSET_RECIPE.main, _recipe_argv(env, hparams, flag, value))
+        assert not (env["dir"] / "numbers_run").exists()  # nothing built or written
+
+
+@case
+def numbers_recipe_yaml_key(env):
+    path = env["dir"] / "bad_std.yaml"
+    path.write_text((HP / "cavmae.yaml").read_text().replace("dataset_std: 4.4849",
+                                                              "dataset_std: 0.0"))
+    argv = _recipe_argv(env, "cavmae.yaml")
+    argv[0] = str(path)
+    expect_error(SettingError, r"^dataset_std \(in " + esc(path) + r"\) must be a finite "
+                 r"number > 0", AUDIOSET_RECIPE.main, argv)
+
+
+@case
+def numbers_recipe_zero_lr_warns_and_goes_on(env):
+    for hparams, flag, message in [("cavmae.yaml", "--lr", "lr is 0: nothing will be learned"),
+                                   ("cavmae_ft.yaml", "--head_lr",
+                                    "head_lr is 0: the classification head will not be")]:
+        with restored_logging(), _logged("speechbrain_cavmae.settings") as messages:
+            expect_error(FileNotFoundError, r"not_read\.json: manifest not found",
+                         AUDIOSET_RECIPE.main, _recipe_argv(env, hparams, flag, "0"))
+        assert any(message in text for text in messages), messages
+    shutil.rmtree(env["dir"] / "numbers_run")
+
+
+def _bom_copy(path, name):
+    target = Path(path).with_name(name)
+    target.write_bytes(b"\xef\xbb\xbf" + Path(path).read_bytes())
+    return target
+
+
+@case
+def manifest_byte_order_mark(env):
+    frames, good = env["frames"], env["files"]["good"]
+    original = Path(manifest(env, "nobom", [entry(wav=good, video_path=frames)]))
+    sb_json = env["dir"] / "nobom_sb.json"
+    sb_json.write_text(json.dumps({"ok": {"wav": good, "video_path": frames, "labels": "/m/a"}}))
+    csv_path = env["dir"] / "nobom.csv"
+    csv_path.write_text(f"ID,wav,video_path,labels\nok,{good},{frames},/m/a\n")
+    for path in (original, sb_json, csv_path):
+        bom = _bom_copy(path, "bom_" + path.name)
+        assert read_manifest(bom) == read_manifest(path), path
+        assert build_dataset(str(bom), env["labels"], CONFIG, train=False)[0]["labels"].sum() == 1
+    table = LabelTable.from_csv(_bom_copy(env["labels"], "bom_labels.csv"))
+    assert table.mids == MIDS
+
+
+@case
+def manifest_speechbrain_json_duplicate_key(env):
+    path = env["dir"] / "sb_dups.json"
+    good, frames = env["files"]["good"], env["frames"]
+    path.write_text('{"ok": {"wav": "%s", "video_path": "%s", "labels": "/m/a"},\n'
+                    ' "ok": {"wav": "%s", "video_path": "%s", "labels": "/m/b"}}'
+                    % (good, frames, good, frames))
+    with _logged("speechbrain_cavmae.data.manifest") as messages:
+        data = read_manifest(path)
+    assert list(data) == ["ok", "ok#2"]
+    assert [data[k]["labels"] for k in data] == [["/m/a"], ["/m/b"]]  # the first one kept
+    assert data["ok#2"]["video_id"] == "ok"  # its frames are frame_k/ok.jpg
+    assert messages == [f"{path}: duplicate id 'ok' renamed 'ok#2'"]
+    assert validate.validate(str(path), env["labels"], CONFIG) == [
+        ("ok#2", str(path), "duplicate id 'ok'")]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

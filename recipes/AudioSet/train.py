@@ -38,6 +38,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     overrides = recipe.complete_overrides(overrides)
+    recipe.check_numbers(hparams_file, overrides, run_opts)  # before anything is built
     sb.utils.distributed.ddp_init_group(run_opts)
 
     with open(hparams_file, encoding="utf8") as fin:

@@ -79,7 +79,7 @@ class LabelTable:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: label CSV not found")
-        with open(path, newline="", encoding="utf8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # a BOM is dropped
             reader = csv.DictReader(handle)
             missing = {"index", "mid"} - set(reader.fieldnames or [])
             if missing:
@@ -173,8 +173,18 @@ def _unique_id(sample_id, data, source):
     return f"{sample_id}#{k}"
 
 
+class _JSONObject(dict):
+    """A parsed JSON object that keeps its ``pairs`` when a key is repeated (a ``dict``
+    keeps only the last value: :func:`read_speechbrain_json` renames the others)."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        self.pairs = pairs if len(self) < len(pairs) else None
+
+
 def load_json_manifest(json_path):
-    """The parsed content of a JSON manifest, checked to be a JSON object.
+    """The parsed content of a JSON manifest, checked to be a JSON object (UTF-8, a byte
+    order mark allowed).
 
     Raises
     ------
@@ -199,7 +209,7 @@ def load_json_manifest(json_path):
     if not raw.strip():
         raise ManifestError(json_path, f"empty manifest ({len(raw)} bytes)")
     try:
-        content = json.loads(raw.decode("utf8"))
+        content = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_JSONObject)
     except UnicodeDecodeError as exc:
         raise ManifestError(json_path, f"not UTF-8 text ({exc})") from None
     except json.JSONDecodeError as exc:
@@ -239,15 +249,26 @@ def read_original_manifest(json_path):
 
 
 def read_speechbrain_json(json_path, replacements=None):
-    """Read a SpeechBrain-style ``{id: {...}}`` JSON manifest."""
+    """Read a SpeechBrain-style ``{id: {...}}`` JSON manifest.
+
+    A repeated id keeps every entry: the later ones are renamed ``id#2``, ``id#3``... with a
+    warning, as by the other readers (:mod:`speechbrain_cavmae.tools.validate` reports them).
+    """
     json_path = os.fspath(json_path)
     content = load_json_manifest(json_path)
     root = os.path.dirname(os.path.abspath(json_path))
-    for key, value in content.items():
+    pairs = content.pairs or list(content.items())
+    for key, value in pairs:
         if not isinstance(value, dict):
             raise ManifestError(json_path, f"entry {key!r} is a {type(value).__name__}, not an "
                                 "object")
-    return {str(k): _normalise(str(k), v, root, replacements) for k, v in content.items()}
+    data = {}
+    for key, value in pairs:
+        sample_id = _unique_id(str(key), data, json_path)
+        data[sample_id] = _normalise(str(key), value, root, replacements)  # video_id: key
+        if sample_id != str(key):
+            data[sample_id]["duplicate_of"] = str(key)
+    return data
 
 
 def read_speechbrain_csv(csv_path, replacements=None):
@@ -255,14 +276,14 @@ def read_speechbrain_csv(csv_path, replacements=None):
     csv_path = os.fspath(csv_path)
     root = os.path.dirname(os.path.abspath(csv_path))
     data = {}
-    with open(csv_path, newline="", encoding="utf8") as handle:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # a BOM is dropped
         reader = csv.DictReader(handle, skipinitialspace=True)
         if "ID" not in (reader.fieldnames or []):
             raise ManifestError(csv_path, "CSV manifest needs an 'ID' column")
         for row in reader:
             raw_id = row.pop("ID")
             sample_id = _unique_id(raw_id, data, csv_path)
-            data[sample_id] = _normalise(sample_id, row, root, replacements)
+            data[sample_id] = _normalise(raw_id, row, root, replacements)  # video_id: ID
             if sample_id != raw_id:
                 data[sample_id]["duplicate_of"] = raw_id
     return data

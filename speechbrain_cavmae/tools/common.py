@@ -32,6 +32,8 @@ import logging
 import os
 import sys
 
+from speechbrain_cavmae.settings import SettingError, check_settings
+
 logger = logging.getLogger(__name__)
 
 #: Optional dependencies: module -> what to install.
@@ -237,7 +239,9 @@ def _error_types():
 def execute(run, args, parser):
     """Run ``run(args)`` with the shared logging and error handling; return the exit status.
 
-    A :class:`UsageError` ends as argparse's usage errors do (status 2). Data, file and
+    Numeric flags are checked first (:mod:`speechbrain_cavmae.settings`: ``--dataset_std 0``,
+    ``--top_k -2``...). A :class:`UsageError` or a number out of its range ends as argparse's
+    usage errors do (status 2), before anything is read. Data, file and
     model problems print one line (``error: ...``) and return 1; ``--debug`` re-raises them.
     A missing optional dependency names the ``pip install`` that provides it.
     """
@@ -245,8 +249,9 @@ def execute(run, args, parser):
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         check_required(args)
+        check_settings(vars(args), prefix="--")
         status = run(args)
-    except UsageError as exc:
+    except (UsageError, SettingError) as exc:
         parser.error(str(exc))
     except ImportError as exc:
         hint = missing_extra(exc)

@@ -5,7 +5,9 @@ like any SpeechBrain recipe's, each step one call into this module:
 
 1. ``speechbrain.parse_arguments`` (the hparams file, run options such as ``--precision``,
    ``--debug``, ``--ckpt_interval_minutes``, and ``--key value`` overrides of top-level
-   yaml keys), :func:`complete_overrides`, ``ddp_init_group`` (torchrun);
+   yaml keys), :func:`complete_overrides`, :func:`check_numbers` (every number of the
+   yaml, the overrides and the run options, before anything is built or read),
+   ``ddp_init_group`` (torchrun);
 2. ``load_hyperpyyaml``, :func:`check_hparams`, ``create_experiment_directory``,
    :func:`add_tensorboard`;
 3. :func:`build_datasets`: from the original JSON manifests and label CSV (``train_data``,
@@ -60,6 +62,7 @@ from speechbrain_cavmae.data import balance
 from speechbrain_cavmae.data.files import atomic_torch_save
 from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
 from speechbrain_cavmae.data.manifest import LabelTable
+from speechbrain_cavmae.settings import check_settings, learning_rate_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -464,6 +467,56 @@ def complete_overrides(overrides):
     return overrides
 
 
+def _untagged_values(mapping):
+    """The entries of a round-trip-loaded yaml mapping that carry no tag (``!new:``,
+    ``!name:``, ``!apply:``...: objects, not numbers)."""
+    return {key: value for key, value in mapping.items()
+            if getattr(getattr(value, "tag", None), "value", None) is None}
+
+
+def check_numbers(hparams_file, overrides=None, run_opts=None):
+    """Check every number of a run against :data:`speechbrain_cavmae.settings.RULES` before
+    anything is built or read: the top-level keys of ``hparams_file`` with ``overrides``
+    applied and references resolved (as ``load_hyperpyyaml`` will see them, but with
+    nothing constructed), and the run options given on the command line
+    (``--max_grad_norm``...). A learning rate of 0 is logged as a warning.
+
+    Raises
+    ------
+    speechbrain_cavmae.settings.SettingError
+        The first value out of its range, named as the flag (``--lr``) when it was given on
+        the command line, else as the key of ``hparams_file``.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "hp.yaml")
+    >>> _ = open(path, "w").write("lr: 0.001\\nmodel: !new:collections.Counter\\n  a: 1\\n")
+    >>> check_numbers(path, "lr: 1e-4")
+    >>> try:
+    ...     check_numbers(path, "lr: nan")
+    ... except ValueError as err:
+    ...     print(err)
+    --lr must be a finite number >= 0, got 'nan' (a string)
+    """
+    from hyperpyyaml import resolve_references
+    from ruamel.yaml import YAML
+
+    given = overrides if isinstance(overrides, dict) else yaml.safe_load(overrides or "")
+    given = given or {}
+    with open(hparams_file, encoding="utf8") as handle:
+        resolved = resolve_references(handle, overrides)
+    values = _untagged_values(YAML().load(resolved) or {})
+    for key, value in values.items():
+        flag = key in given
+        check_settings({key: value}, prefix="--" if flag else "",
+                       suffix="" if flag else f" (in {hparams_file})")
+    if run_opts is not None:
+        for key in getattr(run_opts, "overridden_args", ()) or ():
+            check_settings({key: run_opts[key]}, prefix="--")
+    learning_rate_warnings(values)
+
+
 def check_hparams(hparams):
     """Consistency checks with clear messages."""
     task = hparams.get("task")
@@ -549,6 +602,7 @@ __all__ = [
     "RandomState",
     "average_state_dict_files",
     "build_datasets",
+    "check_numbers",
     "class_balanced_weights",
     "data_source",
     "data_config",

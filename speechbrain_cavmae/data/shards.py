@@ -26,13 +26,15 @@ comes out of the tar, so a sample is checked in full before it is handed on:
   :class:`~speechbrain_cavmae.data.errors.BadSampleError` naming the member
   (``<shard>:<key>.<field>``), raised or counted and skipped as ``on_bad_sample`` says;
 * a shard that is not the one the index lists (a member not in the list, a sample
-  description ``<key>.json`` that differs, members missing, none of its samples matching,
-  or a whole-file sha256 that differs although every member matched) stops the run with a
-  :class:`ShardError` naming the shard, whatever ``on_bad_sample`` says; a replaced shard
-  is refused at its first sample, before any of it is used.
+  description ``<key>.json`` that differs, members missing, or none of its samples
+  matching) stops the run with a :class:`ShardError` naming the shard, whatever
+  ``on_bad_sample`` says; a replaced shard is refused at its first sample, before any of
+  it is used.
 
-Shards whose index has no ``members_sha256`` (written by an older version) are only checked
-as a whole, against the index's sha256, when their end is reached, after their samples were
+Every byte of a member is hashed once; tar headers are checked through the member names
+and sizes only (their other fields do not reach training). Shards whose index has no
+``members_sha256`` (written by an older version) are hashed as a whole while they are read
+and checked against the index's sha256 when their end is reached, after their samples were
 used (a warning says so when the data set is built); rerunning the same ``cavmae shard``
 command adds the member lists (reading each shard once, checked against the index).
 
@@ -186,19 +188,21 @@ def format_member_digests(digests):
 
 
 class HashingReader(io.RawIOBase):
-    """A read-only stream that hashes (sha256) every byte read through it."""
+    """A read-only stream that hashes (sha256) every byte read through it (with
+    ``hashing=False``, only reads)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, hashing=True):
         super().__init__()
         self.stream = stream
-        self.digest = hashlib.sha256()
+        self.digest = hashlib.sha256() if hashing else None
 
     def readable(self):
         return True
 
     def read(self, size=-1):
         data = self.stream.read(size)
-        self.digest.update(data)
+        if self.digest is not None:
+            self.digest.update(data)
         return data
 
     def readinto(self, buffer):
@@ -207,20 +211,21 @@ class HashingReader(io.RawIOBase):
         return len(data)
 
     def drain(self, chunk=1 << 20):
-        """Read (and hash) what is left; returns the hex sha256 of the whole stream."""
+        """Read (and hash) what is left; returns the hex sha256 of the whole stream (None
+        when not hashing)."""
         while self.read(chunk):
             pass
-        return self.digest.hexdigest()
+        return None if self.digest is None else self.digest.hexdigest()
 
 
 @contextlib.contextmanager
-def open_shard(url):
+def open_shard(url, hashing=True):
     """A :class:`HashingReader` of shard ``url`` (any URL of :func:`_open`). On a clean exit
     the stream is closed (a ``pipe:`` command that failed raises); after an error or an
     early stop it is closed quietly."""
     raw = _open(url)
     try:
-        yield HashingReader(raw)
+        yield HashingReader(raw, hashing)
     except BaseException:
         with contextlib.suppress(Exception):
             raw.close()
@@ -321,7 +326,8 @@ class ShardCheck:
             f"{self.list_path}; {_rewrite_hint(self.url)}"))
 
     def finish(self, file_sha256, samples):
-        """After the whole shard (``samples`` read, ``file_sha256`` of its bytes)."""
+        """After the whole shard (``samples`` read; ``file_sha256`` of its bytes, computed
+        only for a shard without a member list, whose only check it is)."""
         if self.digests is not None:
             missing = sorted(set(self.digests) - self.seen)
             if missing:
@@ -332,8 +338,9 @@ class ShardCheck:
                 raise ShardError(f"{self.url}: none of its {samples} samples matches its member "
                                  f"list {self.list_path}: the shard is not the one "
                                  f"{self.index_path} lists; {_rewrite_hint(self.url)}")
+            return
         expected = self.entry.get("sha256")
-        if expected and file_sha256 != expected and not self.bad_keys:
+        if expected and file_sha256 != expected:
             raise ShardError(f"{self.url}: its sha256 {file_sha256} differs from the "
                              f"{expected} of {self.index_path}: the shard is not the one the "
                              f"index lists (replaced, damaged or from another manifest); "
@@ -637,7 +644,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             seen = 0
             try:
                 check = ShardCheck(url, self.index.entry(url), self.index.path)
-                with open_shard(url) as stream:
+                with open_shard(url, hashing=check.digests is None) as stream:
                     files = check.members(shard_members(stream))
                     for sample in wds.tariterators.group_by_keys(files):
                         seen += 1

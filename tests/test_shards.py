@@ -289,7 +289,9 @@ def test_replaced_shard_is_refused_by_name(toy, tmp_path):
         data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample=policy), train=False)
         items, err = _read_until_error(data)
         assert isinstance(err, ShardError)
-        assert str(err).startswith(f"{shard}: ") and "is not the one" in str(err)
+        assert str(err).startswith(f"{shard}: the description of sample 000000002 "
+                                   "(000000002.json) differs from the one ") and \
+            f"the shard is not the one {tmp_path}/a/train-index.json lists" in str(err)
         assert [x["position"] for x in items] == ["train-000000.tar/000000000",
                                                    "train-000000.tar/000000001"]
         assert data.bad_samples.count == 0

@@ -312,6 +312,7 @@ def test_flipped_jpeg_bytes_are_bad_samples(toy, tmp_path, caplog, scheme):
     pattern, _ = _subset_shards(toy, "train", 4, tmp_path, "four")
     shard = str(tmp_path / "train-000000.tar")
     damaged = _flip_frames(shard, "000000001")
+    kept = (tmp_path / "train-000001.tar").read_bytes()
     assert len(damaged) == 10
     if scheme == "pipe":
         pattern, shard = f"pipe:cat {pattern}", f"pipe:cat {shard}"
@@ -327,6 +328,15 @@ def test_flipped_jpeg_bytes_are_bad_samples(toy, tmp_path, caplog, scheme):
     skipped = [x for x in items if isinstance(x, SkippedSample)]
     assert len(items) == 4 and data.bad_samples.count == len(skipped) == 1
     assert skipped[0].path == err.path and skipped[0].position == "train-000000.tar/000000001"
+    # a shard none of whose samples matches its member list is refused at its end
+    _flip_frames(str(tmp_path / "train-000001.tar"))
+    data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="skip"), train=False)
+    items, refused = _read_until_error(data)
+    assert isinstance(refused, ShardError) and str(refused).startswith(
+        f"{shard.replace('000000.tar', '000001.tar')}: none of its 2 samples matches its "
+        "member list")
+    assert data.bad_samples.count == 3 and len(items) == 4
+    (tmp_path / "train-000001.tar").write_bytes(kept)
     # in training, a damaged sample is not used as a mixup partner either
     train = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="skip", mixup=1.0),
                                 train=True, shuffle=True, shuffle_buffer=4)

@@ -28,8 +28,8 @@ comes out of the tar, so a sample is checked in full before it is handed on:
 * a shard that is not the one the index lists (a member not in the list, a sample
   description ``<key>.json`` that differs, members missing, or none of its samples
   matching) stops the run with a :class:`ShardError` naming the shard, whatever
-  ``on_bad_sample`` says; a replaced shard is refused at its first sample, before any of
-  it is used.
+  ``on_bad_sample`` says; a shard from another manifest is refused at its first sample
+  (whose description differs), before any of it is used.
 
 Every byte of a member is hashed once; tar headers are checked through the member names
 and sizes only (their other fields do not reach training). Shards whose index has no
@@ -61,6 +61,8 @@ Example
 'shards/train-index.json'
 >>> index_path_for("pipe:aws s3 cp s3://bucket/av/train-000001.tar -")
 'pipe:aws s3 cp s3://bucket/av/train-index.json -'
+>>> members_path_for("pipe:aws s3 cp s3://bucket/av/train-000001.tar -")
+'pipe:aws s3 cp s3://bucket/av/train-000001.members.sha256 -'
 """
 
 import contextlib

@@ -21,10 +21,17 @@ the rounds of the round's ratio; rates are medians over the rounds.
   pictures, with the keyframe spacing as the one variable); with the bounds set by the
   keyframe spacing and by the reference frames (packets decoded sequentially / with
   seeking, from the packet index).
+* ``verify``: the cost of checking shards as they are read (``<shard>.members.sha256`` and
+  the whole-file sha256, see ``speechbrain_cavmae/data/shards.py``), with vs without the
+  checks (the without side: the same reader with hashing and checks switched off in this
+  process, as the reader was before them), FLAC shards of the manifest of ``loader``: the
+  records alone (tar reading and hashing: MB per second, the ratio verified / unverified)
+  and the training items per core (CPU fbank, the ratio), in CPU time of the process (the
+  main figures) and in wall time.
 
 Usage::
 
-    python -m benchmarks.shards [--rounds 3] [--samples 64] [--only {loader,seek}]
+    python -m benchmarks.shards [--rounds 3] [--samples 64] [--only {loader,seek,verify}]
                                 [--out results/shards.json]
 """
 
@@ -129,6 +136,86 @@ def loader_rates(manifest, work, n, rounds):
     return out
 
 
+@contextlib.contextmanager
+def _unverified():
+    """Shards read without their checks (no hashing, no member list) in this process."""
+    from speechbrain_cavmae.data import shards
+
+    class Unchecked(shards.ShardCheck):
+        def read_list(self):
+            return None
+
+        def finish(self, file_sha256, samples):
+            pass
+
+    check, read = shards.ShardCheck, shards.HashingReader.read
+    shards.ShardCheck = Unchecked
+    shards.HashingReader.read = lambda self, size=-1: self.stream.read(size)
+    try:
+        yield
+    finally:
+        shards.ShardCheck, shards.HashingReader.read = check, read
+
+
+def verify_rates(manifest, work, n, rounds, passes=5):
+    """Reading shards with vs without their checks, in CPU seconds of this process (what
+    a loader worker spends; less sensitive than wall time to other jobs on the machine):
+    the records alone (MB of shard files per CPU second, all shards ``passes`` times per
+    round) and training items per CPU second; interleaved rounds. Wall-time rates are
+    recorded too."""
+    from speechbrain_cavmae.data.shards import build_shard_dataset
+    from speechbrain_cavmae.data.shard_writer import shard_manifest
+
+    folder = os.path.join(work, "shards_verify")
+    index = shard_manifest(manifest, folder, shard_size=8)
+    last = len(index["shards"]) - 1
+    pattern = os.path.join(folder, f"train-{{000000..{last:06d}}}.tar")
+    data = build_shard_dataset(pattern, None, {}, train=True, shuffle=True, shuffle_buffer=100)
+    megabytes = sum(os.path.getsize(os.path.join(folder, s["name"]))
+                    for s in index["shards"]) / 1e6
+    cases = {"verified": contextlib.nullcontext, "unverified": _unverified}
+    runs = {f"{part}_{clock}": {key: [] for key in cases}
+            for part in ("records", "items") for clock in ("cpu", "wall")}
+
+    def timed(part, key, amount, work_):
+        cpu, wall = time.process_time(), time.perf_counter()
+        work_()
+        runs[f"{part}_cpu"][key].append(amount / (time.process_time() - cpu))
+        runs[f"{part}_wall"][key].append(amount / (time.perf_counter() - wall))
+
+    def read_records():
+        for _ in range(passes):
+            for _ in data.records(data.urls):
+                pass
+
+    def read_items():
+        count = 0
+        while count < n:
+            for _ in data:
+                count += 1
+                if count == n:
+                    break
+
+    for _ in range(rounds):
+        for key, checks in cases.items():
+            with checks():
+                for _ in data.records(data.urls):  # warm-up: page cache
+                    pass
+                timed("records", key, passes * megabytes, read_records)
+                timed("items", key, n, read_items)
+    out = {"shards": len(index["shards"]), "samples": index["total"],
+           "megabytes": round(megabytes, 1), "passes": passes, "items_per_round": n}
+    for name, row in runs.items():
+        out[name] = {k: round(sorted(v)[len(v) // 2], 1) for k, v in row.items()}
+        out[f"ratio_{name}_verified_over_unverified"] = round(
+            _median_ratio(row["verified"], row["unverified"]), 3)
+    out["units"] = {"records": "MB of shard files per second", "items": "training items "
+                    "per second (CPU fbank, one core)"}
+    out["rounds"] = {name: {k: [round(x, 1) for x in v] for k, v in row.items()}
+                     for name, row in runs.items()}
+    return out
+
+
 def packet_bound(path, n=10):
     """Packets decoded per training frame, sequentially vs with seeking (mean over the ten
     frames): the ratio seeking can reach at most, set by the keyframe spacing
@@ -221,8 +308,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per ratio")
     parser.add_argument("--samples", type=int, default=64, help="items per loader round")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shards.json"))
-    parser.add_argument("--only", choices=("loader", "seek"),
-                        help="measure one part only (default: both)")
+    parser.add_argument("--only", choices=("loader", "seek", "verify"),
+                        help="measure one part only (default: loader and seek)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     work = tempfile.mkdtemp(prefix="cavmae_shards_bench_")
@@ -236,15 +323,20 @@ def main(argv=None):
         "load_average_start": os.getloadavg(), "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    if args.only != "seek":
+    if args.only is None or args.only == "loader":
         report["loader"] = loader_rates(manifest, work, args.samples, args.rounds)
+    if args.only == "verify":
+        row = report["verify"] = verify_rates(manifest, work, args.samples, args.rounds)
+        for name in ("records_cpu", "items_cpu", "records_wall", "items_wall"):
+            print(f"verify {name:<13} {row[name]}  ratio verified / unverified "
+                  f"{row[f'ratio_{name}_verified_over_unverified']:.3f}")
     for name, row in report.get("loader", {}).items():
         for key in ("files", "shards_flac", "shards_wav"):
             ratio = row.get(f"ratio_{key}_over_files", 1.0)
             print(f"loader {name:<19} {key:<12} {row[f'{key}_samples_per_s_per_core']:7.1f}"
                   f" samples/s/core  ratio to files {ratio:.2f}  workers for 1000/s "
                   f"{row[f'workers_for_1000_per_s_{key}']}")
-    if args.only != "loader":
+    if args.only in (None, "seek"):
         report["seek"] = {"sample_1280x720": seek_rates(videos["1280x720"], args.rounds)}
         for keyint in KEYINTS:
             path = reencoded_720p(work, videos["1280x720"], keyint)

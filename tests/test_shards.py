@@ -6,6 +6,10 @@
   augmentation drawn in the same order, multi-frame evaluation, the skip policy, frames
   decoded from a clip stored in the shard);
 * ``file://``, ``pipe:`` and ``http://`` shard URLs give the items of local paths;
+* shards are verified as they are read: a replaced shard is refused by name before any of
+  its samples is used, a damaged member makes its sample a bad sample (raised or counted),
+  and shards written without member lists are checked as a whole at their end (with a
+  warning) until a rerun of the shard tool adds the lists;
 * two ranks read disjoint samples that together are the epoch, in the same number of steps;
 * a recipe trained and evaluated from shards ends with the weights and results of the same
   recipe from the manifests (no shuffling, fixed seed), and a pretraining run killed
@@ -39,9 +43,13 @@ pytest.importorskip("webdataset")
 
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint  # noqa: E402
 from speechbrain_cavmae.data.dataset import SkippedSample, build_dataset  # noqa: E402
-from speechbrain_cavmae.data.errors import ManifestError  # noqa: E402
+from speechbrain_cavmae.data.errors import BadSampleError, ManifestError  # noqa: E402
 from speechbrain_cavmae.data.manifest import read_manifest, write_manifest  # noqa: E402
-from speechbrain_cavmae.data.shards import ShardLoader, build_shard_dataset  # noqa: E402
+from speechbrain_cavmae.data.shards import (  # noqa: E402
+    ShardError,
+    ShardLoader,
+    build_shard_dataset,
+)
 from speechbrain_cavmae.data.shard_writer import file_sha256  # noqa: E402
 from speechbrain_cavmae.tools.shard import main as shard_main  # noqa: E402
 from speechbrain_cavmae.training.recipe import build_datasets  # noqa: E402
@@ -231,6 +239,154 @@ def test_fine_tuning_refuses_shards_without_labels(toy, tmp_path):
             f"{tmp_path}/train-000000.tar:000000001.json: sample '{sid}': no labels (its fields: "
             "id, video_id); fine-tuning needs a non-empty 'labels' field")):
         list(data)
+
+
+def _subset_shards(toy, split, n, out, name):
+    """The first ``n`` samples of a toy split, written as shards of 2 (prefix train)."""
+    data = json.loads(Path(toy[split]).read_text())
+    data["data"] = data["data"][:n]
+    manifest = Path(toy[split]).with_name(f"{name}.json")  # the clips' paths are relative
+    manifest.write_text(json.dumps(data))
+    return _shard(manifest, out, 2, "train")
+
+
+def _flip_frames(shard, key=None):
+    """Flip one byte in the middle of every frame JPEG of ``shard`` (of sample ``key``
+    only, if given); returns the damaged members."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        members = [m for m in tar.getmembers() if ".frame_" in m.name
+                   and (key is None or m.name.startswith(key + "."))]
+    raw = bytearray(Path(shard).read_bytes())
+    for m in members:
+        raw[m.offset_data + m.size // 2] ^= 0x01
+    Path(shard).write_bytes(bytes(raw))
+    return [m.name for m in members]
+
+
+def _read_until_error(dataset):
+    """Items read before the error, and the error."""
+    items = []
+    with pytest.raises((ShardError, BadSampleError)) as info:
+        for item in dataset:
+            items.append(item)
+    return items, info.value
+
+
+CFG = {"image_size": 64, "audio_length": 96}
+
+
+def test_replaced_shard_is_refused_by_name(toy, tmp_path):
+    """A shard from another manifest copied over ``train-000001.tar`` stops the run with a
+    ShardError naming it, before any of its samples is used, whatever ``on_bad_sample``
+    says; the same when its member list is copied too."""
+    pattern, _ = _subset_shards(toy, "train", 4, tmp_path / "a", "four")
+    _subset_shards(toy, "valid", 4, tmp_path / "b", "other")
+    shutil.copy(tmp_path / "b" / "train-000001.tar", tmp_path / "a" / "train-000001.tar")
+    shard = tmp_path / "a" / "train-000001.tar"
+    for policy in ("raise", "skip"):
+        data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample=policy), train=False)
+        items, err = _read_until_error(data)
+        assert isinstance(err, ShardError)
+        assert str(err).startswith(f"{shard}: the description of sample 000000002 "
+                                   "(000000002.json) differs from the one ") and \
+            f"the shard is not the one {tmp_path}/a/train-index.json lists" in str(err)
+        assert [x["position"] for x in items] == ["train-000000.tar/000000000",
+                                                   "train-000000.tar/000000001"]
+        assert data.bad_samples.count == 0
+    shutil.copy(tmp_path / "b" / "train-000001.members.sha256",
+                tmp_path / "a" / "train-000001.members.sha256")
+    data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="skip"), train=False)
+    items, err = _read_until_error(data)
+    assert isinstance(err, ShardError) and len(items) == 2
+    assert str(err).startswith(f"{shard}: its member list {tmp_path}/a/train-000001.members."
+                               "sha256 differs from the one")
+
+
+@pytest.mark.parametrize("scheme", ["local", "pipe"])
+def test_flipped_jpeg_bytes_are_bad_samples(toy, tmp_path, caplog, scheme):
+    """One flipped byte in each frame JPEG of a sample: a BadSampleError naming the member
+    and the reason, or a counted skip; the shard's other samples are read (from a local
+    path or a ``pipe:`` command alike)."""
+    pattern, _ = _subset_shards(toy, "train", 4, tmp_path, "four")
+    shard = str(tmp_path / "train-000000.tar")
+    damaged = _flip_frames(shard, "000000001")
+    kept = (tmp_path / "train-000001.tar").read_bytes()
+    assert len(damaged) == 10
+    if scheme == "pipe":
+        pattern, shard = f"pipe:cat {pattern}", f"pipe:cat {shard}"
+    data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="raise"), train=False)
+    items, err = _read_until_error(data)
+    assert isinstance(err, BadSampleError) and len(items) == 1
+    assert err.path == f"{shard}:000000001.frame_0.jpg"
+    listed = shard.replace(".tar", ".members.sha256")
+    assert err.reason.startswith(f"damaged: its bytes differ from the sha256 in {listed}; "
+                                 "rewrite it")
+    data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="skip"), train=False)
+    items = list(data)
+    skipped = [x for x in items if isinstance(x, SkippedSample)]
+    assert len(items) == 4 and data.bad_samples.count == len(skipped) == 1
+    assert skipped[0].path == err.path and skipped[0].position == "train-000000.tar/000000001"
+    # a shard none of whose samples matches its member list is refused at its end
+    _flip_frames(str(tmp_path / "train-000001.tar"))
+    data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="skip"), train=False)
+    items, refused = _read_until_error(data)
+    assert isinstance(refused, ShardError) and str(refused).startswith(
+        f"{shard.replace('000000.tar', '000001.tar')}: none of its 2 samples matches its "
+        "member list")
+    assert data.bad_samples.count == 3 and len(items) == 4
+    (tmp_path / "train-000001.tar").write_bytes(kept)
+    # in training, a damaged sample is not used as a mixup partner either
+    train = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="skip", mixup=1.0),
+                                train=True, shuffle=True, shuffle_buffer=4)
+    assert sum(isinstance(x, SkippedSample) for x in train) == 1
+    good, bad = list(train.records(train.urls))[:2]
+    train.loader.pool = [bad]  # the only partner to draw
+    with caplog.at_level(logging.WARNING):
+        item = train.item(good)
+    assert item["id"] == good["id"]
+    assert f"mixup partner unusable, drawing another: sample {bad['id']!r}: {err.path}: " \
+        "damaged" in caplog.text
+
+
+def test_shards_without_member_lists(toy, tmp_path, caplog):
+    """Shards written before the member lists: a warning that their samples are not
+    checked before use; each shard is checked as a whole at its end (a flipped byte stops
+    the run there, naming the shard, from a local path or a ``pipe:`` command); rerunning
+    the shard tool adds the lists without rewriting the shards, and rewrites a damaged one."""
+    pattern, index = _subset_shards(toy, "train", 4, tmp_path, "four")
+    for entry in index["shards"]:  # as written by an older version
+        del entry["members_sha256"]
+        (tmp_path / entry["name"].replace(".tar", ".members.sha256")).unlink()
+    (tmp_path / "train-index.json").write_text(json.dumps(index))
+    with caplog.at_level(logging.WARNING):
+        data = build_shard_dataset(pattern, None, CFG, train=False)
+    assert f"{tmp_path}/train-index.json: 2 of 2 shards (e.g. train-000000.tar) were written " \
+        "without a member list" in caplog.text
+    assert len(list(data)) == 4
+    shard = tmp_path / "train-000001.tar"
+    kept = shard.read_bytes()
+    _flip_frames(shard, "000000002")
+    for prefix in ("", "pipe:cat "):
+        data = build_shard_dataset(prefix + pattern, None, dict(CFG, on_bad_sample="skip"),
+                                   train=False)
+        items, err = _read_until_error(data)
+        assert isinstance(err, ShardError) and len(items) == 4  # used before the end
+        assert str(err).startswith(f"{prefix}{shard}: its sha256 ") and \
+            f"of {prefix}{tmp_path}/train-index.json" in str(err)
+    shard.write_bytes(kept)
+    mtime = (tmp_path / "train-000000.tar").stat().st_mtime_ns
+    manifest = Path(toy["train"]).with_name("four.json")
+    _, again = _shard(manifest, tmp_path, 2, "train")
+    assert (tmp_path / "train-000000.tar").stat().st_mtime_ns == mtime
+    assert all("members_sha256" in e for e in again["shards"])
+    assert [(tmp_path / e["name"].replace(".tar", ".members.sha256")).is_file()
+            for e in again["shards"]] == [True, True]
+    _flip_frames(shard, "000000002")
+    data = build_shard_dataset(pattern, None, dict(CFG, on_bad_sample="skip"), train=False)
+    assert data.bad_samples.count == 0 and len(list(data)) == 4
+    assert data.bad_samples.count == 1
 
 
 def _epoch_ids(loader):

@@ -21,14 +21,21 @@ manifest positions (``%09d``). This is the tar layout of SpeechBrain's
 ``create_wds_shards.py`` (webdataset's ``TarWriter``, which its ``ShardWriter`` wraps;
 here each shard is written by one process in full).
 
-``OUT_DIR/<prefix>-index.json`` lists every shard's sample count and sha256, the total,
+Next to each shard, ``<prefix>-NNNNNN.members.sha256`` lists the sha256 of each of its tar
+members (``sha256sum`` format, in tar order), with which the reader checks every sample
+before it is used (:mod:`speechbrain_cavmae.data.shards`).
+
+``OUT_DIR/<prefix>-index.json`` lists every shard's sample count, sha256 and the sha256 of
+its member list (``members_sha256``), the total,
 the configuration and the bad samples, and for each shard how many of its samples have no
 labels (``unlabelled``, with the first one's id, key and manifest fields: fine-tuning from
 the shards refuses them before it starts, as it refuses such manifest entries). The index
 is rewritten after every finished shard. A shard is written as ``<name>.partial`` and
 renamed when complete, so a killed run leaves no truncated shard; run the same command
 again to resume: shards listed in the index whose file still has the listed checksum are
-kept. ``--num_workers`` processes write whole shards in parallel.
+kept (and given a member list when they were written without one: shards written by an
+older version get theirs this way, each read once and checked against the index's sha256).
+``--num_workers`` processes write whole shards in parallel.
 
 Bad samples (a missing or undecodable file, a clip shorter than 25 ms, a label missing
 from ``--label_csv``) are reported as ``validate`` reports them, with the file and the
@@ -43,15 +50,25 @@ import io
 import json
 import logging
 import os
+import tarfile
 
 import numpy as np
 
 from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
+from speechbrain_cavmae.data.files import atomic_write_text
 from speechbrain_cavmae.data.pool import process_pool
 from speechbrain_cavmae.data.frames import extracted_frame_path, load_extracted_frame, load_video_frames
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest, unlabelled_entries
-from speechbrain_cavmae.data.shards import INDEX_FORMAT, INDEX_SUFFIX, _webdataset
+from speechbrain_cavmae.data.shards import (
+    INDEX_FORMAT,
+    INDEX_SUFFIX,
+    _webdataset,
+    format_member_digests,
+    member_digests,
+    members_path_for,
+    sha256_hex,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +82,14 @@ def file_sha256(path, chunk=1 << 20):
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_member_list(shard_path, digests):
+    """Write ``<shard>.members.sha256`` (``[(member name, hex sha256)]``) atomically next to
+    the shard; returns the list's own sha256 (the index's ``members_sha256``)."""
+    text = format_member_digests(digests)
+    atomic_write_text(members_path_for(shard_path), text)
+    return sha256_hex(text.encode("utf8"))
 
 
 def encode_audio(wav, sample_rate, audio_format="flac"):
@@ -132,7 +157,7 @@ def write_shard(job):
     loader = _STATE["loader"]
     wds = _webdataset()
     partial = path + ".partial"
-    bad, count, unlabelled = [], 0, []
+    bad, count, unlabelled, digests = [], 0, [], []
     with open(partial, "wb") as stream:
         writer = wds.TarWriter(stream, encoder=False, mtime=0)  # an int: no pax headers
         for key, sid in samples:
@@ -148,13 +173,15 @@ def write_shard(job):
                 bad.append((sid, err.path, err.reason))
                 continue
             writer.write({"__key__": key, **fields})
+            digests += [(f"{key}.{field}", sha256_hex(fields[field])) for field in sorted(fields)]
             count += 1
             unlabelled += [(key, sid, reason)
                            for sid, reason in unlabelled_entries({sid: loader.data[sid]})]
         writer.close()
+    members = write_member_list(path, digests)
     os.replace(partial, path)
     entry = {"name": os.path.basename(path), "samples": count, "sha256": file_sha256(path),
-             "bad": len(bad), "unlabelled": len(unlabelled)}
+             "members_sha256": members, "bad": len(bad), "unlabelled": len(unlabelled)}
     if unlabelled:
         key, sid, reason = unlabelled[0]
         entry["unlabelled_example"] = {"id": sid, "key": key, "problem": reason}
@@ -208,7 +235,8 @@ def finished_shards(index_path, header):
     kept, names = {}, set()
     for entry in old.get("shards", []):
         path = os.path.join(folder, entry["name"])
-        if os.path.isfile(path) and file_sha256(path) == entry["sha256"]:
+        entry = checked_entry(path, entry)
+        if entry is not None:
             kept[entry["name"]] = entry
             names.add(entry["name"])
         else:
@@ -216,6 +244,27 @@ def finished_shards(index_path, header):
     bad = [(b["id"], b["file"], b["problem"], b["shard"]) for b in old.get("bad_samples", [])
            if b.get("shard") in names]
     return kept, bad
+
+
+def checked_entry(path, entry):
+    """The index entry of a finished shard whose file still has the listed sha256 (with
+    a member list, written from the shard when missing, outdated or not in the entry), or
+    None."""
+    if not os.path.isfile(path):
+        return None
+    listed = members_path_for(path)
+    if (entry.get("members_sha256") and os.path.isfile(listed)
+            and file_sha256(listed) == entry["members_sha256"]):
+        return entry if file_sha256(path) == entry["sha256"] else None
+    try:
+        digests, sha256 = member_digests(path)
+    except (OSError, tarfile.TarError) as exc:  # an unreadable shard is rewritten
+        logger.warning("%s: cannot read it (%s)", path, exc)
+        return None
+    if sha256 != entry["sha256"]:
+        return None
+    logger.info("%s: member list written (the shard has the index's sha256)", listed)
+    return dict(entry, members_sha256=write_member_list(path, digests))
 
 
 def shard_manifest(manifest, out_dir, shard_size=1000, prefix="train", num_workers=1,

@@ -16,6 +16,28 @@ JPEG files, byte for byte) or ``video.<ext>`` (the clip itself, decoded on the f
 Next to the shards, ``<prefix>-index.json`` lists each shard's sample count and sha256;
 it defines the epoch.
 
+Verification. Next to each shard ``<prefix>-NNNNNN.tar``, ``<prefix>-NNNNNN.members.sha256``
+lists the sha256 of each of its tar members (``sha256sum`` format); the index records that
+file's sha256. A shard is read as one stream (local file, ``file://``, ``pipe:``,
+``http://``) that is hashed as it is read (no second read), and each member is hashed as it
+comes out of the tar, so a sample is checked in full before it is handed on:
+
+* a member whose bytes differ from the list makes its sample a
+  :class:`~speechbrain_cavmae.data.errors.BadSampleError` naming the member
+  (``<shard>:<key>.<field>``), raised or counted and skipped as ``on_bad_sample`` says;
+* a shard that is not the one the index lists (a member not in the list, a sample
+  description ``<key>.json`` that differs, members missing, or none of its samples
+  matching) stops the run with a :class:`ShardError` naming the shard, whatever
+  ``on_bad_sample`` says; a shard from another manifest is refused at its first sample
+  (whose description differs), before any of it is used.
+
+Every byte of a member is hashed once; tar headers are checked through the member names
+and sizes only (their other fields do not reach training). Shards whose index has no
+``members_sha256`` (written by an older version) are hashed as a whole while they are read
+and checked against the index's sha256 when their end is reached, after their samples were
+used (a warning says so when the data set is built); rerunning the same ``cavmae shard``
+command adds the member lists (reading each shard once, checked against the index).
+
 Splitting. Every epoch the shard list is shuffled with ``seed + epoch`` (the same on
 every process), process ``r`` of ``R`` takes shards ``r, r + R, ...`` and DataLoader
 worker ``w`` of ``W`` every ``W``-th of those; each worker streams its shards through a
@@ -39,8 +61,12 @@ Example
 'shards/train-index.json'
 >>> index_path_for("pipe:aws s3 cp s3://bucket/av/train-000001.tar -")
 'pipe:aws s3 cp s3://bucket/av/train-index.json -'
+>>> members_path_for("pipe:aws s3 cp s3://bucket/av/train-000001.tar -")
+'pipe:aws s3 cp s3://bucket/av/train-000001.members.sha256 -'
 """
 
+import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -69,6 +95,8 @@ logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = "speechbrain-cavmae-shards/1"
 INDEX_SUFFIX = "-index.json"
+#: ``<prefix>-NNNNNN.members.sha256``: the sha256 of each tar member of a shard.
+MEMBERS_SUFFIX = ".members.sha256"
 #: Marks a shard whose every sample was consumed (in the saved progress of an epoch).
 ALL = "all"
 #: The audio members a shard sample may have (``--audio_format`` of the shard tool).
@@ -134,10 +162,191 @@ def index_path_for(url):
     return f"{folder}/{prefix}{INDEX_SUFFIX}" if folder else prefix + INDEX_SUFFIX
 
 
+def members_path_for(url):
+    """``<folder>/<prefix>-NNNNNN.members.sha256`` of a shard ``<folder>/<prefix>-NNNNNN.tar``
+    (for a ``pipe:`` URL, the same command with the shard's file name replaced)."""
+    name = shard_name(url)
+    members = name.removesuffix(".tar") + MEMBERS_SUFFIX
+    if url.startswith("pipe:"):
+        return url.replace(name, members)
+    folder = url.rstrip("/").rpartition("/")[0]
+    return f"{folder}/{members}" if folder else members
+
+
 def _open(url, mode="rb"):
     if url.startswith("pipe:") or ("://" in url and not url.startswith("file://")):
         return _webdataset().gopen(url, mode)
     return open(url.removeprefix("file://"), mode)
+
+
+def sha256_hex(data):
+    """Hex sha256 of ``data`` (bytes)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def format_member_digests(digests):
+    """``sha256sum`` lines of ``[(member name, hex sha256)]``."""
+    return "".join(f"{digest}  {name}\n" for name, digest in digests)
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only stream that hashes (sha256) every byte read through it (with
+    ``hashing=False``, only reads)."""
+
+    def __init__(self, stream, hashing=True):
+        super().__init__()
+        self.stream = stream
+        self.digest = hashlib.sha256() if hashing else None
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        data = self.stream.read(size)
+        if self.digest is not None:
+            self.digest.update(data)
+        return data
+
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def drain(self, chunk=1 << 20):
+        """Read (and hash) what is left; returns the hex sha256 of the whole stream (None
+        when not hashing)."""
+        while self.read(chunk):
+            pass
+        return None if self.digest is None else self.digest.hexdigest()
+
+
+@contextlib.contextmanager
+def open_shard(url, hashing=True):
+    """A :class:`HashingReader` of shard ``url`` (any URL of :func:`_open`). On a clean exit
+    the stream is closed (a ``pipe:`` command that failed raises); after an error or an
+    early stop it is closed quietly."""
+    raw = _open(url)
+    try:
+        yield HashingReader(raw, hashing)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            raw.close()
+        raise
+    raw.close()
+
+
+def shard_members(stream):
+    """``{"fname", "data"}`` of each tar member of an open shard stream, in tar order."""
+    return _webdataset().tariterators.tar_file_iterator(stream)
+
+
+def member_digests(url):
+    """``([(member name, hex sha256)], hex sha256 of the file)`` of a shard, read once (to
+    add the member lists to shards written before them)."""
+    with open_shard(url) as stream:
+        digests = [(f["fname"], sha256_hex(f["data"])) for f in shard_members(stream)]
+        return digests, stream.drain()
+
+
+def _rewrite_hint(url):
+    return ("rewrite it: rerun the cavmae shard command that wrote it (shards whose "
+            f"checksum differs are rewritten) or copy the original {shard_name(url)}")
+
+
+class ShardCheck:
+    """Checks the members of one shard as they are read against its index entry.
+
+    :meth:`members` passes the tar members on, hashing each; a member whose sha256 differs
+    from the shard's member list marks its sample as damaged (:attr:`damaged`, key ->
+    :class:`~speechbrain_cavmae.data.errors.BadSampleError`); a shard that is not the one
+    the index lists raises :class:`ShardError`. :meth:`finish` checks the whole shard.
+
+    Arguments
+    ---------
+    url : str
+        The shard.
+    entry : dict
+        Its index entry (``name``, ``samples``, ``sha256``, optional ``members_sha256``).
+    index_path : str
+        The index (for messages).
+    """
+
+    def __init__(self, url, entry, index_path):
+        self.url = url
+        self.entry = entry
+        self.index_path = index_path
+        self.list_path = members_path_for(url)
+        self.digests = self.read_list() if "members_sha256" in entry else None
+        self.damaged = {}
+        self.bad_keys = set()
+        self.seen = set()
+
+    def read_list(self):
+        """The member list ``{name: hex sha256}``, checked against the index."""
+        try:
+            with _open(self.list_path) as handle:
+                data = handle.read()
+        except Exception as exc:
+            raise ShardError(f"{self.url}: cannot read its member list {self.list_path} "
+                             f"({exc}); copy it with the shard") from exc
+        if sha256_hex(data) != self.entry["members_sha256"]:
+            raise ShardError(f"{self.url}: its member list {self.list_path} differs from the "
+                             f"one {self.index_path} lists (sha256); {_rewrite_hint(self.url)}")
+        digests = {}
+        for line in data.decode("utf8").splitlines():
+            digest, _, name = line.partition("  ")
+            digests[name] = digest
+        return digests
+
+    def members(self, files):
+        """Pass the tar members ``files`` on (with ``__url__``), checking each."""
+        for item in files:
+            item["__url__"] = self.url
+            if self.digests is not None:
+                self.check(item["fname"], item["data"])
+            yield item
+
+    def check(self, name, data):
+        expected = self.digests.get(name)
+        if expected is None:
+            raise ShardError(f"{self.url}: member {name} is not in its member list "
+                             f"{self.list_path}: the shard is not the one {self.index_path} "
+                             f"lists (replaced, or from another manifest); "
+                             f"{_rewrite_hint(self.url)}")
+        self.seen.add(name)
+        if sha256_hex(data) == expected:
+            return
+        key, _, field = name.partition(".")
+        if field == "json":
+            raise ShardError(f"{self.url}: the description of sample {key} ({name}) differs "
+                             f"from the one {self.list_path} lists: the shard is not the one "
+                             f"{self.index_path} lists (replaced, or from another manifest); "
+                             f"{_rewrite_hint(self.url)}")
+        self.bad_keys.add(key)
+        self.damaged.setdefault(key, BadSampleError(
+            f"{self.url}:{name}", f"damaged: its bytes differ from the sha256 in "
+            f"{self.list_path}; {_rewrite_hint(self.url)}"))
+
+    def finish(self, file_sha256, samples):
+        """After the whole shard (``samples`` read; ``file_sha256`` of its bytes, computed
+        only for a shard without a member list, whose only check it is)."""
+        if self.digests is not None:
+            missing = sorted(set(self.digests) - self.seen)
+            if missing:
+                raise ShardError(f"{self.url}: {len(missing)} member(s) of its member list "
+                                 f"{self.list_path} are missing, e.g. {missing[0]}; "
+                                 f"{_rewrite_hint(self.url)}")
+            if samples and len(self.bad_keys) == samples:
+                raise ShardError(f"{self.url}: none of its {samples} samples matches its member "
+                                 f"list {self.list_path}: the shard is not the one "
+                                 f"{self.index_path} lists; {_rewrite_hint(self.url)}")
+            return
+        expected = self.entry.get("sha256")
+        if expected and file_sha256 != expected:
+            raise ShardError(f"{self.url}: its sha256 {file_sha256} differs from the "
+                             f"{expected} of {self.index_path}: the shard is not the one the "
+                             f"index lists (replaced, damaged or from another manifest); "
+                             f"{_rewrite_hint(self.url)}")
 
 
 class ShardIndex:
@@ -191,6 +400,23 @@ class ShardIndex:
         """Samples in shard ``url``."""
         return self.counts[shard_name(url)]
 
+    def entry(self, url):
+        """The index entry of shard ``url``."""
+        return self.entries[shard_name(url)]
+
+    def warn_unverified(self, urls):
+        """Log a warning when shards of ``urls`` have no member list (written by an older
+        version): they are checked only as a whole, at their end. Returns their number."""
+        old = [u for u in urls if "members_sha256" not in self.entry(u)]
+        if old:
+            logger.warning(
+                "%s: %d of %d shards (e.g. %s) were written without a member list "
+                "(<shard>.members.sha256): their samples are not checked before they are used, "
+                "each shard only as a whole at its end (against the index's sha256); rerun the "
+                "cavmae shard command that wrote them to add the lists", self.path, len(old),
+                len(urls), shard_name(old[0]))
+        return len(old)
+
     def check_labelled(self, urls):
         """Raise :class:`~speechbrain_cavmae.data.errors.ManifestError` naming the index, the
         shards and their first samples without labels when the index says that samples of
@@ -236,8 +462,12 @@ class ShardSampleLoader(AVSampleLoader):
         """As for files, and with ``require_labels`` (fine-tuning) the sample must have a
         label: one without is a :class:`~speechbrain_cavmae.data.errors.ManifestError`
         naming its JSON member and fields, whatever the bad-sample policy (as a manifest
-        entry without labels; the index normally reports it before reading starts)."""
+        entry without labels; the index normally reports it before reading starts). A
+        record that failed its checks (a damaged member, no usable description) raises its
+        error here, so that it is not used as a mixup partner either."""
         record = self.data[sid]
+        if "error" in record:
+            raise record["error"]
         if self.require_labels and not record["labels"]:
             meta = json.loads(record["json"])
             fields = ", ".join(sorted(k for k in meta if meta[k] not in (None, "", [])))
@@ -406,7 +636,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
     # ------------------------------------------------------------------ reading
     def records(self, urls):
         """The records of ``urls`` in order, without the consumed ones; checks each
-        shard's sample count against the index."""
+        shard against its index entry as it is read (see the module docstring): a record
+        whose sample failed has an ``error``."""
         wds = _webdataset()
         for url in urls:
             done = self.consumed.get(shard_name(url), ())
@@ -414,10 +645,19 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 continue
             seen = 0
             try:
-                for sample in wds.tariterators.tarfile_samples([{"url": url}]):
-                    seen += 1
-                    if sample["__key__"] not in done:
-                        yield self.record(sample, url)
+                check = ShardCheck(url, self.index.entry(url), self.index.path)
+                with open_shard(url, hashing=check.digests is None) as stream:
+                    files = check.members(shard_members(stream))
+                    for sample in wds.tariterators.group_by_keys(files):
+                        seen += 1
+                        key = sample["__key__"]
+                        damaged = check.damaged.pop(key, None)
+                        if key not in done:
+                            record = self.record(sample, url)
+                            if damaged is not None:
+                                record["error"] = damaged
+                            yield record
+                    file_sha256 = stream.drain()
             except (ShardError, GeneratorExit):
                 raise
             except Exception as exc:
@@ -425,6 +665,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             if seen != self.index.count(url):
                 raise ShardError(f"{url}: {seen} samples, but {self.index.path} lists "
                                  f"{self.index.count(url)}; rewrite the shard")
+            check.finish(file_sha256, seen)
 
     @staticmethod
     def record(sample, url):
@@ -536,6 +777,7 @@ def build_shard_dataset(pattern, label_csv=None, config=None, train=True, counte
     cfg = resolve_config(config, train)
     urls = expand_shards(pattern)
     index = ShardIndex.for_urls(urls)
+    index.warn_unverified(urls)
     written = index.config
     if "audio_channel" in written and written["audio_channel"] != cfg["audio_channel"]:
         raise ValueError(
@@ -685,13 +927,16 @@ register_checkpoint_hooks(ShardLoader, save_on_main_only=False)
 __all__ = [
     "ALL",
     "INDEX_FORMAT",
+    "MEMBERS_SUFFIX",
     "ShardDataset",
     "ShardError",
     "ShardIndex",
     "ShardLoader",
+    "ShardCheck",
     "ShardSampleLoader",
     "build_shard_dataset",
     "expand_shards",
     "index_path_for",
+    "members_path_for",
     "shard_name",
 ]

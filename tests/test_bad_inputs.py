@@ -800,6 +800,26 @@ def manifest_byte_order_mark(env):
 
 
 @case
+def other_user_csvs_byte_order_mark(env):
+    """AudioSet / VGGSound metadata, a video label CSV and a weight file read past a BOM."""
+    from speechbrain_cavmae.data.prepare import read_audioset_segments, read_vggsound_csv
+    from speechbrain_cavmae.tools.prepare_videos import read_video_labels
+    from speechbrain_cavmae.training.recipe import read_weight_file
+
+    d = env["dir"]
+    for name, text, read in [
+        ("segments.csv", '# YTID, start_seconds, end_seconds, positive_labels\n'
+                         'abc, 30.000, 40.000, "/m/a,/m/b"\n', read_audioset_segments),
+        ("vggsound.csv", "abc,30,dog barking,train\n", read_vggsound_csv),
+        ("video_labels.csv", "clip1,/m/a\n", read_video_labels),
+        ("weights.csv", "0.5\n1.5\n", lambda p: read_weight_file(p, 2).tolist()),
+    ]:
+        plain = d / f"nobom_{name}"
+        plain.write_text(text, encoding="utf8")
+        assert read(_bom_copy(plain, f"bom_{name}")) == read(plain), name
+
+
+@case
 def manifest_speechbrain_json_duplicate_key(env):
     path = env["dir"] / "sb_dups.json"
     good, frames = env["files"]["good"], env["frames"]

@@ -92,7 +92,7 @@ def write_prepared(entries, missing, output, listed):
 def read_audioset_segments(path):
     """Rows ``(ytid, start, end, [labels])`` of an AudioSet segment CSV."""
     rows = []
-    with open(path, newline="", encoding="utf8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a BOM is dropped
         lines = (line for line in handle if line.strip() and not line.startswith("#"))
         for i, row in enumerate(csv.reader(lines, skipinitialspace=True)):
             if len(row) < 4:
@@ -131,7 +131,7 @@ def prepare_audioset(segments, clips_dir, output, frames_dir=None, label_csv=Non
 def read_vggsound_csv(path):
     """Rows ``(ytid, start, label, split)``."""
     rows = []
-    with open(path, newline="", encoding="utf8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a BOM is dropped
         for i, row in enumerate(csv.reader(handle)):
             if not row or not "".join(row).strip():
                 continue

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 def read_video_labels(path):
     """video_id -> list of labels from a labels CSV or AudioSet segment list."""
     out = {}
-    with open(path, newline="", encoding="utf8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a BOM is dropped
         for row in csv.reader(handle, skipinitialspace=True):
             if not row or row[0].startswith("#") or row[0] in ("video_id", "YTID", "ID"):
                 continue

@@ -314,7 +314,7 @@ def class_balanced_weights(dataset, table):
 
 def read_weight_file(path, n):
     """Per-clip sampling weights from the original ``*_weight.csv`` (one number per line)."""
-    with open(path, newline="", encoding="utf8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a BOM is dropped
         values = [float(row[0]) for row in csv.reader(handle) if row]
     if len(values) != n:
         raise ValueError(f"{path}: {len(values)} weights for {n} training clips")

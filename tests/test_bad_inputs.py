@@ -721,10 +721,10 @@ def validate_num_workers_above_the_cpus(env):
     m = manifest(env, "workers", [entry(wav=env["files"]["good"], video_path=env["frames"])])
     _InlinePool.sizes = []
     with pytest.MonkeyPatch.context() as patch, _logged(pool.__name__) as records:
-        patch.setattr(pool, "available_cpus", lambda: 2)
+        patch.setattr(pool, "available_cpus", lambda: 2, raising=False)
         patch.setattr(pool, "ProcessPoolExecutor", _InlinePool)
-        patch.setattr(pool, "_WARNED", set())
-        patch.setattr(pool, "exit_with_parent", lambda pid: None)  # in-process "workers"
+        patch.setattr(pool, "_WARNED", set(), raising=False)
+        patch.setattr(pool, "exit_with_parent", lambda pid: None, raising=False)  # in-process
         assert validate.main(["--manifest", m, "--num_workers", "64", "--no_progress"]) == 0
     assert _InlinePool.sizes == [2]
     messages = [r.getMessage() for r in records]

@@ -64,6 +64,7 @@ from speechbrain_cavmae.data.manifest import LabelTable
 from speechbrain_cavmae.data.pool import cap_workers
 from speechbrain_cavmae.training.ckpt_files import CheckpointFileError, file_error, named_hooks
 from speechbrain_cavmae.training.lock import lock_output_folder
+from speechbrain_cavmae.training.lock import release as release_output_folders
 
 logger = logging.getLogger(__name__)
 
@@ -562,10 +563,13 @@ def export(brain, hparams, datasets):
 
 
 def leave_process_group():
-    """Leave the DDP process group cleanly (exiting with it alive can abort, with gloo)."""
+    """Leave the DDP process group cleanly (exiting with it alive can abort, with gloo),
+    and release the output folder's lock (:func:`lock_output_folder`; a run that ends in
+    an error releases it when its process exits)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    release_output_folders()
 
 
 __all__ = [

@@ -88,6 +88,24 @@ def test_cgroup_quota_lowers_the_cpus(monkeypatch):
     assert pool.available_cpus() == 2
 
 
+def test_loaders_lower_num_workers(tmp_path, monkeypatch):
+    """The recipes' DataLoaders (``num_workers: 64`` in the yaml) and ``embed`` /
+    ``retrieval``'s loader get the CPUs available (2 here)."""
+    from speechbrain_cavmae.tools.inputs import eval_loader
+    from speechbrain_cavmae.training.recipe import loader_kwargs
+
+    monkeypatch.setattr(pool, "available_cpus", lambda: 2)
+    hparams = {"seed": 0, "train_dataloader_opts": {"num_workers": 64},
+               "valid_dataloader_opts": {"num_workers": 0}}
+    assert loader_kwargs(hparams, "train_dataloader_opts")["num_workers"] == 2
+    assert loader_kwargs(hparams, "valid_dataloader_opts")["num_workers"] == 0
+    video = write_video(str(tmp_path / "clip.mp4"), n_frames=20, fps=10, size=(48, 32))
+    manifest = write_original_manifest(str(tmp_path / "m.json"), [
+        {"video_id": "a", "wav": video, "video": video, "labels": ""}])
+    loader = eval_loader(manifest, CAVMAEClassifier(2, **ARCH), num_workers=64)
+    assert loader.num_workers == 2
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to list processes")
 def test_shard_workers_end_when_the_tool_is_killed(tmp_path):
     """``cavmae shard --num_workers 2`` SIGKILLed while its pool works: its spawned

@@ -19,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from media import write_frames, write_label_csv, write_original_manifest, write_video
 from processes import REPO, descendants, kill_group, run, run_ranks, subprocess_env
 from recipe_cli import DECODER, ENCODER, HP

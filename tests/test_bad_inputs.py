@@ -834,6 +834,156 @@ def manifest_speechbrain_json_duplicate_key(env):
     assert messages == [f"{path}: duplicate id 'ok' renamed 'ok#2'"]
     assert validate.validate(str(path), env["labels"], CONFIG) == [
         ("ok#2", str(path), "duplicate id 'ok'")]
+# --- processes and files (issue 24)
+class _InlinePool:
+    """Stands for ``ProcessPoolExecutor``: records its size, runs the work in-process."""
+
+    sizes = []
+
+    def __init__(self, max_workers, mp_context=None, initializer=None, initargs=()):
+        self.sizes.append(max_workers)
+        self.initializer, self.initargs = initializer, initargs
+
+    def __enter__(self):
+        if self.initializer is not None:
+            self.initializer(*self.initargs)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, func, *iterables, chunksize=1):
+        return map(func, *iterables)
+
+
+@case
+def validate_num_workers_above_the_cpus(env):
+    """``validate --num_workers 64`` on 2 CPUs starts 2 workers, with one warning (before:
+    64 processes of about 300 MB each)."""
+    from speechbrain_cavmae.data import pool
+
+    m = manifest(env, "workers", [entry(wav=env["files"]["good"], video_path=env["frames"])])
+    _InlinePool.sizes = []
+    with pytest.MonkeyPatch.context() as patch, _logged(pool.__name__) as messages:
+        patch.setattr(pool, "available_cpus", lambda: 2, raising=False)
+        patch.setattr(pool, "ProcessPoolExecutor", _InlinePool)
+        patch.setattr(pool, "_WARNED", set(), raising=False)
+        patch.setattr(pool, "exit_with_parent", lambda pid: None, raising=False)  # in-process
+        assert validate.main(["--manifest", m, "--num_workers", "64", "--no_progress"]) == 0
+    assert _InlinePool.sizes == [2]
+    assert messages == ["--num_workers 64 is more than the 2 CPU(s) available to this "
+                        "process: using 2 worker processes"], messages
+
+
+@case
+def output_folder_in_use_by_a_live_run(env):
+    """A recipe run on an output folder whose lock names a live process of this host is
+    refused before it writes anything (before: the two runs raced, one resumed the other's
+    checkpoint under its own seed)."""
+    import socket
+
+    from speechbrain_cavmae.training.lock import LOCK_NAME, OutputFolderLocked
+
+    out = env["dir"] / "locked_run"
+    out.mkdir()
+    live = os.getppid()  # the process that started this test: alive
+    lock = {"host": socket.gethostname(), "pid": live, "created": 0}
+    (out / LOCK_NAME).write_text(json.dumps(lock))
+    args = [str(HP / "cavmae.yaml"), "--train_data", str(env["dir"] / "never_read.json"),
+            "--output_folder", str(out), *ENCODER, *DECODER, "--seed", "7"]
+    expect_error(OutputFolderLocked, rf"{esc(out)} is in use by process {live} on host "
+                 rf"{esc(socket.gethostname())} .*\(lock file {esc(out / LOCK_NAME)}\)",
+                 AUDIOSET_RECIPE.main, args)
+    # nothing written but the (empty) checkpoint folder that building the yaml makes
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [LOCK_NAME, "save"]
+    assert json.loads((out / LOCK_NAME).read_text()) == lock
+
+
+def _checkpointer(folder):
+    from speechbrain_cavmae.training.recipe import AtomicCheckpointer
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return AtomicCheckpointer(str(folder), recoverables={"model": model,
+                                                         "optimizer": optimizer})
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+@case
+def checkpoint_with_a_pickle_in_optimizer_ckpt(env):
+    """A pickle in a checkpoint's ``optimizer.ckpt``: resuming stops with one line naming
+    the file (before: an ``UnpicklingError`` traceback without it), and runs nothing."""
+    from speechbrain_cavmae.training.ckpt_files import CheckpointFileError
+
+    folder = env["dir"] / "pickled_ckpt"
+    ckpt = _checkpointer(folder).save_checkpoint()
+    bad = ckpt.path / "optimizer.ckpt"
+    torch.save({"state": _RunsCode()}, bad)
+    err = expect_error(CheckpointFileError, rf"^cannot read the checkpoint file {esc(bad)}: "
+                       r"UnpicklingError: .*remove this checkpoint folder",
+                       _checkpointer(folder).recover_if_possible)
+    assert "\n" not in str(err) and err.path == str(bad)
+
+
+@case
+def checkpoint_save_on_a_full_disk(env):
+    """A full disk while a checkpoint is saved: one line naming the file and the cause,
+    whether the writer keeps the errno or not (torch's ``basic_ios::clear: iostream
+    error``); the unfinished checkpoint is removed, the previous one stays."""
+    import errno
+
+    from speechbrain_cavmae.training.ckpt_files import CheckpointFileError
+
+    folder = env["dir"] / "full_disk_ckpt"
+    checkpointer = _checkpointer(folder)
+    first = checkpointer.save_checkpoint()
+    real_save = torch.save
+
+    def full(message):
+        def save(obj, path, *args, **kwargs):
+            if str(path).endswith("optimizer.ckpt"):
+                raise message
+            return real_save(obj, path, *args, **kwargs)
+        return save
+
+    for raised, free in ((OSError(errno.ENOSPC, "No space left on device"), None),
+                         (RuntimeError("basic_ios::clear: iostream error"), 0)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch, "save", full(raised))
+            if free is not None:
+                patch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(
+                    10 ** 9, 10 ** 9, free))
+            err = expect_error(CheckpointFileError, r"^cannot write the checkpoint file "
+                               + esc(folder) + r"/CKPT\+[^/]+/optimizer\.ckpt: No space left "
+                               r"on device( \(0 bytes free\))?$", checkpointer.save_checkpoint)
+        assert not Path(err.path).parent.exists()
+        assert [c.path for c in checkpointer.list_checkpoints()] == [first.path]
+
+
+@case
+def history_json_on_a_full_disk(env):
+    """``history.json`` (any atomic write) on a full disk: an ``OSError`` naming the file
+    and the cause; the previous file is intact."""
+    import errno
+
+    from speechbrain_cavmae.data import files
+
+    path = env["dir"] / "history.json"
+    files.atomic_write_json(path, [{"epoch": 1}])
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files.os, "fsync", full)
+        expect_error(OSError, r"^\[Errno 28\] No space left on device: '" + esc(path) + "'$",
+                     files.atomic_write_json, path, [{"epoch": 2}])
+    assert json.loads(path.read_text()) == [{"epoch": 1}]
+    assert [p.name for p in env["dir"].glob(".history.json*")] == []
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -45,6 +45,8 @@ def main(argv=None):
         hparams = load_hyperpyyaml(fin, overrides)
     recipe.check_hparams(hparams)
 
+    # One run per output folder: refused while another live run holds its lock.
+    recipe.lock_output_folder(hparams["output_folder"])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -17,6 +17,7 @@ import torch
 
 from .dataset import AVSampleLoader, resolve_config
 from .errors import BadSampleError
+from .pool import cap_workers
 from .manifest import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def fbank_stats(manifest, config=None, max_samples=None, jobs=0, batch_size=8, p
         ids = [ids[i] for i in torch.randperm(len(ids), generator=g)[:max_samples].tolist()]
     loader = AVSampleLoader(data, cfg, False, None, os.fspath(manifest))
     batches = torch.utils.data.DataLoader(
-        _FbankOnly(loader, ids), batch_size=batch_size, num_workers=jobs, collate_fn=_collect
+        _FbankOnly(loader, ids), batch_size=batch_size, num_workers=cap_workers(jobs),
+        collate_fn=_collect
     )
     means, stds = [], []
     for feats in (progress(batches) if progress else batches):

@@ -32,7 +32,7 @@ import os
 import sys
 
 from speechbrain_cavmae.data.prepare import VIDEO_EXTS
-from speechbrain_cavmae.data.pool import process_pool
+from speechbrain_cavmae.data.pool import cap_workers, process_pool
 from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
@@ -208,8 +208,9 @@ def run(args):
     channel = None if args.mix else args.channel
     tasks = [(v, args.output, args.n_frames, channel, args.image_size) for v in videos]
     results = []
-    if args.num_workers > 1:
-        with process_pool(args.num_workers) as pool:
+    workers = cap_workers(args.num_workers)
+    if workers > 1:
+        with process_pool(workers) as pool:
             jobs = pool.map(_extract_star, tasks, chunksize=4)
             for res in common.progress(jobs, args, total=len(tasks), desc="extract"):
                 results.append(res)

@@ -52,7 +52,10 @@ def eval_loader(manifest, model, batch_size=32, num_workers=0, config=None,
     audio_length, image_size = model_geometry(model)
     cfg = {"audio_length": audio_length, "image_size": image_size, "multi_frame": multi_frame}
     cfg.update(config or {})
+    from speechbrain_cavmae.data.pool import cap_workers
+
     dataset = build_dataset(manifest, None, cfg, train=False)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_av
+        dataset, batch_size=batch_size, num_workers=cap_workers(num_workers),
+        collate_fn=collate_av
     )

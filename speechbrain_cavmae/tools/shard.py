@@ -49,6 +49,7 @@ LOG_LEVEL = "INFO"
 def run(args):
     """Write the shards; 1 when a bad sample stopped it (``--on_bad_sample raise``)."""
     from speechbrain_cavmae.data.errors import BadSampleError
+    from speechbrain_cavmae.data.pool import cap_workers
     from speechbrain_cavmae.data.shard_writer import INDEX_SUFFIX, shard_manifest
     from speechbrain_cavmae.tools.validate import format_table
 
@@ -58,8 +59,8 @@ def run(args):
               "n_frames": args.n_frames}
     try:
         index = shard_manifest(args.manifest, args.output, args.shard_size, args.prefix,
-                               max(args.num_workers, 1), args.on_bad_sample, config,
-                               args.label_csv, args.audio_format)
+                               cap_workers(max(args.num_workers, 1)), args.on_bad_sample,
+                               config, args.label_csv, args.audio_format)
     except BadSampleError as err:
         print(f"error: bad sample (pass --on_bad_sample skip to leave such samples out): "
               f"{err}", file=sys.stderr)

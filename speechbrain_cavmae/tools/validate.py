@@ -22,7 +22,7 @@ import sys
 
 from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest, unlabelled_entries
-from speechbrain_cavmae.data.pool import process_pool
+from speechbrain_cavmae.data.pool import cap_workers, process_pool
 from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ def validate(manifest, label_csv=None, config=None, jobs=1, progress=None):
         raise ManifestError(manifest, "manifest has no entries")
     table = LabelTable.from_csv(label_csv) if label_csv else None
     ids = list(data)
+    jobs = cap_workers(jobs)
     if jobs <= 1:
         _init(data, cfg, table, os.fspath(manifest))
         problems = []

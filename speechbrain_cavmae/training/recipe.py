@@ -8,8 +8,9 @@ like any SpeechBrain recipe's, each step one call into this module:
    yaml keys), :func:`complete_overrides`, :func:`check_numbers` (every number of the
    yaml, the overrides and the run options, before anything is built or read),
    ``ddp_init_group`` (torchrun);
-2. ``load_hyperpyyaml``, :func:`check_hparams`, ``create_experiment_directory``,
-   :func:`add_tensorboard`;
+2. ``load_hyperpyyaml``, :func:`check_hparams`, :func:`lock_output_folder` (one run per
+   output folder, see :mod:`speechbrain_cavmae.training.lock`),
+   ``create_experiment_directory``, :func:`add_tensorboard`;
 3. :func:`build_datasets`: from the original JSON manifests and label CSV (``train_data``,
    ``valid_data``, ``test_data``, ``label_csv``) or from WebDataset shards
    (``train_shards``...; see ``docs/scale.md``);
@@ -63,6 +64,10 @@ from speechbrain_cavmae.data.files import atomic_torch_save
 from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
 from speechbrain_cavmae.data.manifest import LabelTable
 from speechbrain_cavmae.settings import check_settings, learning_rate_warnings
+from speechbrain_cavmae.data.pool import cap_workers
+from speechbrain_cavmae.training.ckpt_files import CheckpointFileError, file_error, named_hooks
+from speechbrain_cavmae.training.lock import lock_output_folder
+from speechbrain_cavmae.training.lock import release as release_output_folders
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +101,10 @@ class AtomicCheckpointer(Checkpointer):
     broadcast: a hang (it hung a two-node run resumed after a kill, at its first
     intra-epoch checkpoint after the one it resumed from).
 
+    A file that cannot be written (a full disk) or read (a damaged ``optimizer.ckpt``)
+    raises :class:`~speechbrain_cavmae.training.ckpt_files.CheckpointFileError` naming it
+    and the cause; the unfinished checkpoint folder of a failed save is removed.
+
     Arguments are those of :class:`speechbrain.utils.checkpoints.Checkpointer`.
     """
 
@@ -104,18 +113,33 @@ class AtomicCheckpointer(Checkpointer):
     def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):
         pending = pathlib.Path(fpath).with_name(self.PARTIAL)
         self._pending_meta = pending
-        return super()._save_checkpoint_metafile(pending, meta_to_include, end_of_epoch)
+        try:
+            return super()._save_checkpoint_metafile(pending, meta_to_include, end_of_epoch)
+        except OSError as exc:
+            raise file_error(exc, pending, save=True) from exc
 
     def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):
         """Save as the parent class, then publish the meta file."""
         self._pending_meta = None
-        ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name,
-                                       verbosity=verbosity)
-        pending = self._pending_meta
-        if pending is not None and pending.exists():
-            os.replace(pending, pending.with_name(METAFNAME))
+        try:
+            with named_hooks(self, save=True):
+                ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch,
+                                               name=name, verbosity=verbosity)
+            pending = self._pending_meta
+            if pending is not None and pending.exists():
+                os.replace(pending, pending.with_name(METAFNAME))
+        except CheckpointFileError:
+            pending = self._pending_meta
+            if pending is not None and if_main_process():
+                shutil.rmtree(pending.parent, ignore_errors=True)  # unfinished: free it
+            raise
         ddp_barrier()  # the new checkpoint is visible to every process from here on
         return ckpt
+
+    def load_checkpoint(self, checkpoint):
+        """Load as the parent class; a file that cannot be read is named."""
+        with named_hooks(self, save=False):
+            return super().load_checkpoint(checkpoint)
 
     def remove_unfinished(self):
         """Remove checkpoint folders whose saving never finished (main process only)."""
@@ -398,6 +422,8 @@ def loader_kwargs(hparams, key, datasets=None, device="cpu"):
     the data) would draw its masks and augmentations from a shifted global stream.
     """
     opts = dict(hparams.get(key) or {})
+    if opts.get("num_workers"):
+        opts["num_workers"] = cap_workers(opts["num_workers"])
     opts.setdefault("collate_fn", collate_av)
     opts.setdefault("pin_memory", str(device).startswith("cuda"))
     if key.startswith("train"):
@@ -590,10 +616,13 @@ def export(brain, hparams, datasets):
 
 
 def leave_process_group():
-    """Leave the DDP process group cleanly (exiting with it alive can abort, with gloo)."""
+    """Leave the DDP process group cleanly (exiting with it alive can abort, with gloo),
+    and release the output folder's lock (:func:`lock_output_folder`; a run that ends in
+    an error releases it when its process exits)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    release_output_folders()
 
 
 __all__ = [
@@ -610,6 +639,7 @@ __all__ = [
     "export_model_folder",
     "load_pretrained",
     "loader_kwargs",
+    "lock_output_folder",
     "evaluate",
     "export",
     "fit",

@@ -56,7 +56,7 @@ Output
 ``pooling="mean"``: ``[batch, 1, dim]`` mean over valid tokens; ``pooling="time"``:
 ``[batch, time_patches, dim]`` averaged over the frequency bands, one step per 16 frames
 of the input (rounded up; a 1 s clip gives 7 steps, at most ``audio_length / 16`` with
-``long_audio="crop"``), so that the relative lengths ``lens`` still apply to it;
+``long_audio="crop"``; with ``"window"`` the windows' steps up to the input's end), so that the relative lengths ``lens`` still apply to it;
 ``pooling="none"``: all tokens ``[batch, tokens, dim]`` in the model's (frequency-major)
 order. With ``mask_padding=False`` and ``short_audio="pad"`` the padding is part of the
 signal and the output always has ``audio_length / 16`` steps.
@@ -336,6 +336,13 @@ class CAVMAEAudioInput(nn.Module):
             feats = _pad_time(feats, target, pad)
         return feats, n_valid.clamp(max=target), 1
 
+    def input_frames(self, x):
+        """Fbank frames of the input ``x`` (its padded batch length) before any padding,
+        cropping or windowing."""
+        if x.dim() == 3:
+            return x.shape[1]
+        return int(self.compute_fbank.num_frames(x.shape[1]))
+
     def time_positions(self, frames):
         """How the encoder places ``frames`` fbank frames of :meth:`forward`'s output in
         time (``time_positions`` of ``StreamEncoder.embed_audio``): ``"first"`` for a
@@ -562,10 +569,11 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
         """
         tokens, mask, n_win, rows = self.audio_tokens(x, lens)
         if n_win > 1:
-            if self.pooling == "time":
+            if self.pooling == "time":  # the windows' steps up to the input's end
                 bw, length, dim = tokens.shape
                 tokens = tokens.reshape(bw, rows, length // rows, dim).mean(dim=1)
-                return tokens.reshape(bw // n_win, -1, dim)
+                steps = -(-self.audio_input.input_frames(x) // self.encoder.patch_size)
+                return tokens.reshape(bw // n_win, -1, dim)[:, :steps]
             batch = tokens.shape[0] // n_win
             tokens = tokens.reshape(batch, -1, tokens.shape[-1])
             mask = mask.reshape(batch, -1)

@@ -16,9 +16,10 @@ SpeechBrain's Google Speech Commands recipe: 1-s clips as 128-bin fbank features
 
 Two tasks: ``train`` (forward + backward of the pooled output, the encoder in train mode,
 as fine-tuning in a recipe) and ``infer`` (forward under ``torch.no_grad``, eval mode).
-The variants of a task run interleaved (A B A B ...) in one process, so a busy machine
-slows them alike (each encoder first runs one untimed inference call): per round, the ratio of each variant's time to ``interpolate``'s is the
-robust figure; the seconds are medians. Prints a table and writes one JSON file.
+Each encoder first runs one untimed inference call. The variants of a task run
+interleaved (A B A B ...) in one process, so a busy machine slows them alike: per round,
+the ratio of each variant's time to ``interpolate``'s is the robust figure; the seconds
+are medians. Logs the medians and writes one JSON file (after each task).
 """
 
 import argparse

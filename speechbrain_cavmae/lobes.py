@@ -32,7 +32,12 @@ valid frames, the choice for other front ends such as ``speechbrain.lobes.featur
 
 The model was pretrained on ``audio_length = 1024`` frames (10.24 s). Other lengths:
 
-* ``short_audio="pad"`` (default, as the original): pad to ``audio_length`` frames;
+* ``short_audio="pad"`` (default, as the original): as if padded to ``audio_length``
+  frames, the positions of the real frames kept. With ``mask_padding`` the padding beyond
+  the input's own length (rounded up to a whole patch) is not computed: the shorter
+  input takes the first time columns of the positional embedding, and since the padding
+  is masked out of attention its tokens are those of the input padded to
+  ``audio_length`` (tested); without ``mask_padding`` it is padded to ``audio_length``;
   ``short_audio="interpolate"``: pad only to the next multiple of 16 frames and interpolate
   the positional embedding along time to that length;
 * ``long_audio="crop"`` (default, as the original): keep the first ``audio_length``
@@ -49,9 +54,12 @@ marked by ``lens``) are removed from the attention keys and from the mean poolin
 Output
 ------
 ``pooling="mean"``: ``[batch, 1, dim]`` mean over valid tokens; ``pooling="time"``:
-``[batch, time_patches, dim]`` averaged over the frequency bands (a time sequence whose
-relative lengths are still ``lens``); ``pooling="none"``: all tokens ``[batch, tokens,
-dim]`` in the model's (frequency-major) order.
+``[batch, time_patches, dim]`` averaged over the frequency bands, one step per 16 frames
+of the input (rounded up; a 1 s clip gives 7 steps, at most ``audio_length / 16`` with
+``long_audio="crop"``; with ``"window"`` the windows' steps up to the input's end), so that the relative lengths ``lens`` still apply to it;
+``pooling="none"``: all tokens ``[batch, tokens, dim]`` in the model's (frequency-major)
+order. With ``mask_padding=False`` and ``short_audio="pad"`` the padding is part of the
+signal and the output always has ``audio_length / 16`` steps.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -214,6 +222,11 @@ class CAVMAEAudioInput(nn.Module):
         Value of padded frames; default: that of a zero log-mel frame after the dataset
         normalisation (as the original) for waveforms and ``"dataset"`` features, 0 for
         the other features.
+    trim_padding : bool
+        With ``short_audio="pad"``, pad only to a whole number of patches, not to
+        ``audio_length``: for an encoder that masks the padding out of attention and gives
+        the shorter input the first columns of its positional embedding
+        (:meth:`time_positions`), whose tokens of the real frames are then the same.
 
     Example
     -------
@@ -225,7 +238,8 @@ class CAVMAEAudioInput(nn.Module):
 
     def __init__(self, audio_length=1024, n_mels=128, patch_size=16, long_audio="crop",
                  short_audio="pad", feature_norm="none", sample_rate=16000,
-                 dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, pad_value=None):
+                 dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, pad_value=None,
+                 trim_padding=False):
         super().__init__()
         _check("long_audio", long_audio, LONG_AUDIO)
         _check("short_audio", short_audio, SHORT_AUDIO)
@@ -239,6 +253,7 @@ class CAVMAEAudioInput(nn.Module):
         self.dataset_mean = dataset_mean
         self.dataset_std = dataset_std
         self.pad_value = pad_value
+        self.trim_padding = trim_padding
         self.compute_fbank = KaldiFbank(sample_rate=sample_rate, n_mels=n_mels,
                                         audio_length=None, dataset_mean=dataset_mean,
                                         dataset_std=dataset_std)
@@ -311,7 +326,7 @@ class CAVMAEAudioInput(nn.Module):
             return feats, n_valid, n_win
         if frames > length and self.long_audio == "crop":
             target = length
-        elif frames < length and self.short_audio == "pad":
+        elif frames < length and self.short_audio == "pad" and not self.trim_padding:
             target = length
         else:
             target = math.ceil(frames / self.patch_size) * self.patch_size
@@ -320,6 +335,22 @@ class CAVMAEAudioInput(nn.Module):
         else:
             feats = _pad_time(feats, target, pad)
         return feats, n_valid.clamp(max=target), 1
+
+    def input_frames(self, x):
+        """Fbank frames of the input ``x`` (its padded batch length) before any padding,
+        cropping or windowing."""
+        if x.dim() == 3:
+            return x.shape[1]
+        return int(self.compute_fbank.num_frames(x.shape[1]))
+
+    def time_positions(self, frames):
+        """How the encoder places ``frames`` fbank frames of :meth:`forward`'s output in
+        time (``time_positions`` of ``StreamEncoder.embed_audio``): ``"first"`` for a
+        shorter input that stands for one padded to ``audio_length``, else
+        ``"interpolate"`` (a no-op at the nominal length)."""
+        if self.short_audio == "pad" and frames <= self.audio_length:
+            return "first"
+        return "interpolate"
 
 
 def _pad_time(feats, target, value):
@@ -435,7 +466,8 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
     short_audio : str
         ``"pad"`` (default) or ``"interpolate"``.
     mask_padding : bool
-        Remove patches that only cover padding from attention and pooling.
+        Remove patches that only cover padding from attention and pooling; with
+        ``short_audio="pad"`` the padding beyond the input's length is then not computed.
     feature_norm : str
         For feature input: ``"none"``, ``"dataset"`` or ``"utterance"``.
     sample_rate : int, optional
@@ -493,6 +525,7 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
             dataset_mean=dataset_mean,
             dataset_std=dataset_std,
             pad_value=pad_value,
+            trim_padding=mask_padding,
         )
 
     def audio_tokens(self, x, lens=None):
@@ -510,7 +543,8 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
         cols = fbank.shape[1] // enc.patch_size
         mask = audio_token_mask(n_valid, rows, cols, enc.patch_size)
         attn_mask = _key_mask(mask) if self.mask_padding else None
-        tokens = enc.encode_audio(fbank, attn_mask=attn_mask)
+        tokens = enc.encode_audio(fbank, attn_mask=attn_mask,
+                                  time_positions=self.audio_input.time_positions(fbank.shape[1]))
         if not self.mask_padding:
             mask = torch.ones_like(mask)
             if n_win > 1:  # whole windows of padding are still left out
@@ -535,10 +569,11 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
         """
         tokens, mask, n_win, rows = self.audio_tokens(x, lens)
         if n_win > 1:
-            if self.pooling == "time":
+            if self.pooling == "time":  # the windows' steps up to the input's end
                 bw, length, dim = tokens.shape
                 tokens = tokens.reshape(bw, rows, length // rows, dim).mean(dim=1)
-                return tokens.reshape(bw // n_win, -1, dim)
+                steps = -(-self.audio_input.input_frames(x) // self.encoder.patch_size)
+                return tokens.reshape(bw // n_win, -1, dim)[:, :steps]
             batch = tokens.shape[0] // n_win
             tokens = tokens.reshape(batch, -1, tokens.shape[-1])
             mask = mask.reshape(batch, -1)
@@ -638,7 +673,8 @@ class CAVMAEJointEncoder(CAVMAEAudioEncoder):
         if not self.mask_padding:
             a_mask = torch.ones_like(a_mask)
         a_attn = _key_mask(a_mask) if self.mask_padding else None
-        a = enc.forward_audio_branch(enc.embed_audio(fbank), attn_mask=a_attn)
+        a = enc.embed_audio(fbank, self.audio_input.time_positions(fbank.shape[1]))
+        a = enc.forward_audio_branch(a, attn_mask=a_attn)
         flat, n, valid = self._prepare_frames(frames)
         v = enc.forward_visual_branch(enc.embed_visual(flat))
         batch = a.shape[0]

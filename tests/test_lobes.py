@@ -20,6 +20,7 @@ from speechbrain_cavmae.lobes import (
     CAVMAEVisualEncoder,
     _key_mask,
     audio_token_mask,
+    masked_mean,
 )
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
@@ -127,26 +128,29 @@ def test_waveforms_of_any_length(seconds):
         emb = encoder(wav)
     assert emb.shape == (1, 1, 32)
     fbank, n_valid, n_win = encoder.audio_input(wav)
-    assert fbank.shape == (1, 1024, 128) and n_win == 1
     assert n_valid.item() == min(KaldiFbank().num_frames(seconds * SR), 1024)
+    cols = -(-n_valid.item() // 16)
+    # the padding to 1024 frames is masked: only whole patches of the input are computed
+    assert fbank.shape == (1, 16 * cols, 128) and n_win == 1
     # masking the padding = running the encoder on the patches that cover valid frames only
     enc = encoder.encoder
-    cols = -(-n_valid.item() // 16)
+    padded = torch.cat([fbank, torch.full((1, 1024 - 16 * cols, 128), PAD)], dim=1)
     with torch.no_grad():
-        tokens = enc.embed_audio(fbank).reshape(1, 8, 64, 32)[:, :, :cols].reshape(1, -1, 32)
+        tokens = enc.embed_audio(padded).reshape(1, 8, 64, 32)[:, :, :cols].reshape(1, -1, 32)
         expected = enc.forward_shared(enc.forward_audio_branch(tokens), "a").mean(dim=1)
     torch.testing.assert_close(emb[:, 0], expected, atol=1e-5, rtol=0)
 
 
 def test_five_seconds_documented_behaviour():
-    """5 s: padded to 1024 frames; patches covering only padding are masked out."""
+    """5 s: as if padded to 1024 frames, the patches covering only padding masked out (and
+    not computed: the fbank is padded to 512 frames, a whole number of patches)."""
     torch.manual_seed(0)
     encoder = CAVMAEAudioEncoder(audio_length=1024, **TINY).eval()
     wav = torch.randn(1, 5 * SR)
     fbank, n_valid, _ = encoder.audio_input(wav)
-    assert fbank.shape == (1, 1024, 128) and n_valid.item() == 498
+    assert fbank.shape == (1, 512, 128) and n_valid.item() == 498
     pad = (0.0 + 5.081) / 4.4849  # a zero log-mel frame after normalisation, as the original
-    assert torch.allclose(fbank[0, 498:], torch.full((526, 128), pad))
+    assert torch.allclose(fbank[0, 498:], torch.full((14, 128), pad))
     mask = audio_token_mask(n_valid, 8, 64, 16)
     assert mask.sum().item() == 8 * 32  # 32 of 64 time columns are valid
     with torch.no_grad():
@@ -190,7 +194,7 @@ def test_long_audio_policies():
     assert shapes["window", "none"] == (1, 3 * 512, 32)
     assert shapes["interpolate", "none"] == (1, 8 * 188, 32)
     assert shapes["crop", "time"] == (1, 64, 32)
-    assert shapes["window", "time"] == (1, 192, 32)
+    assert shapes["window", "time"] == (1, 188, 32)  # the 3 windows' steps to frame 2998
     assert all(shapes[p, "mean"] == (1, 1, 32) for p in ("crop", "window", "interpolate"))
     feats = KaldiFbank(audio_length=None)(wav)
     assert feats.shape[1] == 2998
@@ -212,7 +216,7 @@ def test_long_audio_policies():
         torch.testing.assert_close(out[policy, "mean"], tokens.mean(dim=(1, 2))[:, None], **close)
     per_window = out["window", "none"].reshape(3, 8, 64, 32)
     torch.testing.assert_close(out["window", "time"],
-                               per_window.mean(dim=1).reshape(1, 192, 32), **close)
+                               per_window.mean(dim=1).reshape(1, 192, 32)[:, :188], **close)
     # "mean" over the windows leaves out the 4 columns of the last one that only cover
     # padding (950 valid frames = 59.4 columns)
     valid = torch.cat([per_window[0].reshape(-1, 32), per_window[1].reshape(-1, 32),
@@ -500,3 +504,147 @@ def test_two_process_ddp_esc50_shaped_training(tmp_path):
         for key in final0:
             assert torch.equal(final0[key], final1[key]), (module, key)
             assert not torch.equal(final0[key], init[key]), (module, key, "did not train")
+
+
+# --- short_audio="pad": only the real tokens are computed; time steps follow the input
+
+
+def pad_encoder(**kwargs):
+    torch.manual_seed(0)
+    enc = CAVMAEAudioEncoder(audio_length=1024, **TINY, **kwargs)
+    return perturb(enc).eval()
+
+
+def padded_to_nominal(encoder, x, lens=None):
+    """What short_audio="pad" computed before it stopped computing the padding: the input's
+    fbank padded to 1024 frames, the patches that only cover padding masked out of
+    attention -> tokens [batch, 8 bands, 64 steps, dim] and the valid steps per clip."""
+    feats, n_valid, pad = encoder.audio_input.features(x, lens)
+    padded = torch.cat([feats, torch.full((feats.shape[0], 1024 - feats.shape[1], 128), pad)],
+                       dim=1)
+    mask = audio_token_mask(n_valid, 8, 64, 16)
+    with torch.no_grad():
+        tokens = encoder.encoder.encode_audio(padded, attn_mask=_key_mask(mask))
+    return tokens.reshape(x.shape[0], 8, 64, -1), (n_valid + 15) // 16
+
+
+def count_audio_tokens(encoder):
+    """Forward hook recording the tokens the first audio block computes."""
+    seen = []
+    encoder.encoder.blocks_a[0].register_forward_hook(
+        lambda module, args, out: seen.append(out.shape[1]))
+    return seen
+
+
+@pytest.mark.parametrize("seconds,steps", [(1, 7), (2, 13), (5, 32)])
+def test_pad_computes_only_the_real_tokens_with_the_same_values(seconds, steps):
+    """1 s (98 frames), 2 s (198), 5 s (498) with short_audio="pad": the blocks see the
+    8 x ceil(frames / 16) tokens of the real frames only, and those tokens equal the ones
+    computed with the clip padded to 1024 frames and the padding masked (as before)."""
+    wav = torch.randn(1, seconds * SR, generator=torch.Generator().manual_seed(seconds))
+    enc = pad_encoder(pooling="none")
+    seen = count_audio_tokens(enc)
+    with torch.no_grad():
+        out = enc(wav)
+    assert seen == [8 * steps]
+    assert out.shape == (1, 8 * steps, 32)
+    ref, valid = padded_to_nominal(enc, wav)
+    assert valid.tolist() == [steps]
+    torch.testing.assert_close(out.reshape(1, 8, steps, 32), ref[:, :, :steps],
+                               atol=1e-5, rtol=0)
+
+
+def test_time_pooling_with_pad_equals_the_unpadded_clip_and_statistics_pooling():
+    """pooling="time" on a 2 s clip: 13 steps (198 frames), each the mean over the 8 bands
+    of the tokens the padded computation gave; SpeechBrain's StatisticsPooling with the
+    clip's lens equals pooling="mean" (the issue: 0.62 apart when 64 steps came back)."""
+    from speechbrain.nnet.pooling import StatisticsPooling
+
+    wav = torch.randn(1, 2 * SR, generator=torch.Generator().manual_seed(2))
+    time_enc = pad_encoder(pooling="time")
+    mean_enc = pad_encoder(pooling="mean")
+    with torch.no_grad():
+        steps = time_enc(wav)
+        mean = mean_enc(wav)
+    assert steps.shape == (1, 13, 32)
+    ref, _ = padded_to_nominal(time_enc, wav)
+    torch.testing.assert_close(steps, ref[:, :, :13].mean(dim=1), atol=1e-5, rtol=0)
+    stats = StatisticsPooling(return_std=False)(steps, torch.ones(1))
+    # StatisticsPooling adds up to 9e-5 of noise (its eps) to the mean
+    torch.testing.assert_close(stats, mean, atol=1e-4, rtol=0)
+
+
+def test_time_steps_follow_the_input_length_and_lens_apply():
+    """Features of 1 s .. 20 s give ceil(frames / 16) steps (at most 64 with "crop"); in a
+    padded batch whose lens cover whole patches (192 frames, lens 1 and 0.5), StatisticsPooling
+    with the lens equals pooling="mean" clip by clip."""
+    from speechbrain.nnet.pooling import StatisticsPooling
+
+    enc = pad_encoder(pooling="time")
+    for frames, steps in ((98, 7), (100, 7), (112, 7), (198, 13), (1000, 63), (2000, 64)):
+        with torch.no_grad():
+            assert enc(torch.randn(1, frames, 128)).shape == (1, steps, 32), frames
+    feats, lens = torch.randn(2, 192, 128), torch.tensor([1.0, 0.5])
+    mean_enc = pad_encoder(pooling="mean")
+    with torch.no_grad():
+        steps = enc(feats, lens)
+        mean = mean_enc(feats, lens)
+    assert steps.shape == (2, 12, 32)
+    stats = StatisticsPooling(return_std=False)(steps, lens)
+    torch.testing.assert_close(stats, mean, atol=1e-4, rtol=0)  # its noise, as above
+
+
+def test_a_batch_of_mixed_lengths_equals_each_clip_alone():
+    """SpeechBrain's padded batch (waveforms of 2 s, 1 s and 0.4 s zero-padded to 2 s, with
+    relative lens): each clip's real steps and its mean equal the clip run alone, the
+    output has the batch's 13 steps, and the audio blocks computed 8 x 13 tokens per clip
+    (the padding within the batch is masked, not computed separately)."""
+    gen = torch.Generator().manual_seed(3)
+    lengths = [2 * SR, SR, int(0.4 * SR)]
+    clips = [torch.randn(n, generator=gen) for n in lengths]
+    batch = torch.zeros(3, 2 * SR)
+    for i, clip in enumerate(clips):
+        batch[i, :clip.numel()] = clip
+    lens = torch.tensor(lengths, dtype=torch.float) / (2 * SR)
+    enc = pad_encoder()
+    seen = count_audio_tokens(enc)
+    for pooling in ("time", "mean", "none"):
+        enc.pooling = pooling
+        seen.clear()
+        with torch.no_grad():
+            together = enc(batch, lens)
+            alone = [enc(clip[None]) for clip in clips]
+        assert seen[0] == 8 * 13
+        steps = [a.shape[1] for a in alone]
+        if pooling == "time":
+            assert together.shape == (3, 13, 32) and steps == [13, 7, 3]
+        for i, one in enumerate(alone):
+            if pooling == "none":  # frequency-major: compare the bands' first steps
+                n = steps[i] // 8
+                got = together[i].reshape(8, 13, 32)[:, :n].reshape(1, -1, 32)
+            else:
+                got = together[i:i + 1, :steps[i]]
+            torch.testing.assert_close(got, one, atol=1e-5, rtol=0)
+
+
+def test_joint_encoder_pad_computes_only_the_real_audio_tokens():
+    """The joint encoder's audio side: a 1 s clip's 56 audio tokens are computed (not 512)
+    and its output equals the computation with the clip padded to 1024 frames."""
+    torch.manual_seed(0)
+    joint = perturb(CAVMAEJointEncoder(audio_length=1024, **TINY)).eval()
+    seen = count_audio_tokens(joint)
+    feats, frames = torch.randn(2, 98, 128), torch.randn(2, 2, 3, 32, 32)
+    with torch.no_grad():
+        out = joint(feats, frames=frames)
+        enc = joint.encoder
+        padded = torch.cat([feats, torch.zeros(2, 1024 - 98, 128)], dim=1)
+        a_mask = audio_token_mask(torch.tensor([98, 98]), 8, 64, 16)
+        a = enc.forward_audio_branch(enc.embed_audio(padded), attn_mask=_key_mask(a_mask))
+        ref = []
+        for i in range(2):
+            v = enc.forward_visual_branch(enc.embed_visual(frames[:, i]))
+            mask = torch.cat([a_mask, torch.ones(2, v.shape[1], dtype=torch.bool)], dim=1)
+            tokens = enc.forward_shared(torch.cat([a, v], dim=1), attn_mask=_key_mask(mask))
+            ref.append(masked_mean(tokens, mask))
+    assert seen[0] == 8 * 7  # the lobe's call (then the reference's 512)
+    torch.testing.assert_close(out[:, 0], torch.stack(ref, 1).mean(dim=1), atol=1e-5, rtol=0)

@@ -27,7 +27,11 @@ from speechbrain_cavmae.model.block import SharedBlock, vit_block
 from speechbrain_cavmae.model.masking import random_masking, structured_noise
 from speechbrain_cavmae.model.modes import get_mode
 from speechbrain_cavmae.model.patch_embed import AudioPatchEmbed, ImagePatchEmbed
-from speechbrain_cavmae.model.pos_embed import resize_time_pos_embed, sincos_2d
+from speechbrain_cavmae.model.pos_embed import (
+    first_time_columns,
+    resize_time_pos_embed,
+    sincos_2d,
+)
 
 
 #: Final LayerNorm of each stream (``None``: joint).
@@ -176,16 +180,32 @@ class StreamEncoder(nn.Module):
         self.patch_embed_a.num_patches = rows * (audio_length // self.patch_size)
 
     # ---------------------------------------------------------------- embedding
-    def embed_audio(self, audio):
+    def embed_audio(self, audio, time_positions="interpolate"):
         """``[batch, frames, n_mels]`` fbank -> ``[batch, La, dim]`` tokens with embeddings.
 
-        Inputs shorter or longer than the nominal length use the positional embedding
-        interpolated along time.
+        Arguments
+        ---------
+        audio : torch.Tensor
+            Fbank; any multiple of ``patch_size`` frames.
+        time_positions : str
+            For an input of another length than the nominal one: ``"interpolate"`` (the
+            positional embedding interpolated along time), or ``"first"`` (shorter inputs
+            only: the embedding's first time columns, i.e. the tokens of the input padded
+            to the nominal length without those of the padding; with the padding masked
+            out of attention the outputs are the same, see ``short_audio="pad"`` in
+            :mod:`speechbrain_cavmae.lobes`).
         """
         x = self.patch_embed_a(audio)
         pos = self.pos_embed_a
         if x.shape[1] != pos.shape[1]:
-            pos = resize_time_pos_embed(pos, self.audio_grid[0], x.shape[1] // self.audio_grid[0])
+            rows = self.audio_grid[0]
+            if time_positions == "first":
+                pos = first_time_columns(pos, rows, x.shape[1] // rows)
+            elif time_positions == "interpolate":
+                pos = resize_time_pos_embed(pos, rows, x.shape[1] // rows)
+            else:
+                raise ValueError(f"time_positions={time_positions!r}; expected 'interpolate' "
+                                 "or 'first'")
         return x + pos + self.modality_a
 
     def embed_visual(self, image):
@@ -229,9 +249,11 @@ class StreamEncoder(nn.Module):
             x = blk(x, modality, attn_mask=attn_mask)
         return getattr(self, STREAM_NORMS[modality])(x)
 
-    def encode_audio(self, audio, attn_mask=None):
-        """Unmasked audio-only stream: ``[batch, frames, n_mels]`` -> ``[batch, La, dim]``."""
-        a = self.forward_audio_branch(self.embed_audio(audio), attn_mask=attn_mask)
+    def encode_audio(self, audio, attn_mask=None, time_positions="interpolate"):
+        """Unmasked audio-only stream: ``[batch, frames, n_mels]`` -> ``[batch, La, dim]``
+        (``time_positions``: see :meth:`embed_audio`)."""
+        a = self.forward_audio_branch(self.embed_audio(audio, time_positions),
+                                      attn_mask=attn_mask)
         return self.forward_shared(a, "a", attn_mask=attn_mask)
 
     def encode_visual(self, image):

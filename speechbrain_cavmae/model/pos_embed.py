@@ -115,3 +115,28 @@ def resize_time_pos_embed(pos_embed, grid_h, new_grid_w):
         grid.double(), size=(grid_h, new_grid_w), mode="bilinear", align_corners=False
     )
     return grid.permute(0, 2, 3, 1).reshape(1, grid_h * new_grid_w, dim).to(pos_embed.dtype)
+
+
+def first_time_columns(pos_embed, grid_h, new_grid_w):
+    """The first ``new_grid_w`` time columns of a ``[1, grid_h * grid_w, dim]`` audio
+    positional embedding (frequency-major), ``[1, grid_h * new_grid_w, dim]``.
+
+    The positions of an input padded at the end to the nominal length, less those of the
+    padding: with the padding masked out of attention, the tokens of the real frames are
+    the same whether the padding is computed or not.
+
+    Example
+    -------
+    >>> pe = sincos_2d(16, 8, 64).unsqueeze(0)
+    >>> short = first_time_columns(pe, 8, 7)
+    >>> short.shape, torch.equal(short[0, 7], pe[0, 64])
+    (torch.Size([1, 56, 16]), True)
+    """
+    _, n, dim = pos_embed.shape
+    if n % grid_h:
+        raise ValueError(f"{n} positions do not form {grid_h} frequency rows")
+    grid_w = n // grid_h
+    if new_grid_w > grid_w:
+        raise ValueError(f"{new_grid_w} time columns asked of a {grid_w}-column embedding")
+    grid = pos_embed.reshape(1, grid_h, grid_w, dim)[:, :, :new_grid_w]
+    return grid.reshape(1, grid_h * new_grid_w, dim)

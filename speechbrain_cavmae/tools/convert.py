@@ -22,6 +22,14 @@ writes
   from ``--label_csv``'s ``display_name`` column, else ``class_<index>``) and, with
   ``--label_csv``, ``OUT_DIR/labels.csv`` (``index,mid,display_name``) for fine-tuned models.
 
+Settings that are not given are those the source records: a model folder's, or for a
+recipe run's ``finetuned.pth`` / ``pretrained.pth`` / ``save/CKPT+...`` the run's model
+folder's (``<output_folder>/model/``: fbank statistics, frames, heads, loss, labels,
+``norm_pix_loss``); an original ``.pth`` gets the original release's (AudioSet's fbank
+statistics, 10 frames); weights of ours without a folder need ``--dataset_mean`` /
+``--dataset_std``. A pretraining checkpoint's ``--norm_pix`` / ``--no_norm_pix`` is
+recorded for ``cavmae inpaint`` (unknown, ``null``, without them).
+
 The folder is written by :func:`speechbrain_cavmae.checkpoints.model_folder.write_model_folder`, as
 the recipes write ``<output_folder>/model/``.
 
@@ -68,11 +76,11 @@ def recorded_settings(source):
     return None, {}
 
 
-def input_settings(source, fmt, given):
+def input_settings(source, fmt, given, recorded=None):
     """The input pipeline and training settings to record for ``source``: ``given`` (the
-    flags; ``None`` values are not given), else those recorded beside it
-    (:func:`recorded_settings`), else for an original ``.pth`` the original's
-    (AudioSet's fbank statistics, 10 frames, channel 0; logged).
+    flags; ``None`` values are not given), else those ``recorded`` beside it (the settings
+    of :func:`recorded_settings`), else for an original ``.pth`` the original's (AudioSet's
+    fbank statistics, 10 frames; logged).
 
     Raises
     ------
@@ -80,14 +88,12 @@ def input_settings(source, fmt, given):
         Weights of ours without a model folder and no ``--dataset_mean`` /
         ``--dataset_std``: the statistics they were trained with cannot be known.
     """
-    folder, recorded = recorded_settings(source)
+    recorded = recorded or {}
     out = {}
     for key, value in given.items():
         if value is None and recorded.get(key) is not None:
             value = recorded[key]
         out[key] = value
-    if folder is not None:
-        logger.info("input settings from the model folder %s", folder)
     missing = [k for k in ("dataset_mean", "dataset_std") if out.get(k) is None]
     if missing and fmt != "original":
         raise ValueError(
@@ -123,7 +129,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         ``index,mid,display_name`` CSV of the classes (e.g. ``class_labels_indices_as.csv``).
     num_heads, decoder_num_heads : int, optional
         Attention heads (not stored in checkpoints): required unless the widths are the
-        released 768 (12 heads) / 512 (16 decoder heads).
+        released 768 (12 heads) / 512 (16 decoder heads) or a model folder records them
+        (see ``dataset_mean``).
     mode : str
         Default inference mode, one of ``MODES`` (the mode the model was fine-tuned for).
     score_activation : str
@@ -157,7 +164,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         Summary: ``kind``, ``num_classes``, ``num_params``, ``files``, ``config``.
     """
     from speechbrain_cavmae.checkpoints import loader
-    from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
+    from speechbrain_cavmae.checkpoints.model_folder import LABEL_CSV_FILE, write_model_folder
 
     check_mode(mode)
     source = os.fspath(checkpoint)
@@ -172,9 +179,16 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     if "head.fc.weight" not in state and "decoder.embed.weight" not in state:
         raise ValueError(f"{source}: has neither a classification head nor a decoder; "
                          "only fine-tuned or pretrained CAV-MAE checkpoints can be converted")
+    folder, recorded = recorded_settings(source)
+    if folder is not None:
+        logger.info("settings not given are those recorded by the model folder %s", folder)
+        if label_csv is None and os.path.isfile(os.path.join(folder, LABEL_CSV_FILE)):
+            label_csv = os.path.join(folder, LABEL_CSV_FILE)
+        num_heads = num_heads or recorded["model"].get("num_heads")
+        decoder_num_heads = decoder_num_heads or recorded["model"].get("decoder_num_heads")
     settings = input_settings(source, fmt, {
         "dataset_mean": dataset_mean, "dataset_std": dataset_std, "n_frames": n_frames,
-        "loss": loss, "norm_pix_loss": norm_pix_loss})
+        "loss": loss, "norm_pix_loss": norm_pix_loss}, recorded)
     settings["audio_channel"] = audio_channel
     overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,

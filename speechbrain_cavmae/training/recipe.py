@@ -205,12 +205,24 @@ def load_pretrained(model, path, trust_remote_code=False):
     allow-list of :mod:`speechbrain_cavmae.checkpoints.trust` unless ``trust_remote_code``
     (the hparam ``trust_remote_code: True``).
 
+    The log names the architecture and, for a model folder, says it is the folder's (the
+    recipes read it with :func:`architecture_overrides`).
+
     Returns
     -------
     dict
         ``loaded`` (keys copied), ``ignored`` (keys of the file not used), ``missing``
         (keys of the model left at their initialisation).
     """
+    from speechbrain_cavmae.checkpoints.loader import folder_of, model_config
+
+    cfg = model_config(model)
+    sizes = ", ".join(f"{key}={cfg[name]}" for key, name in FOLDER_SIZES.items() if name in cfg)
+    folder = folder_of(path) if isinstance(path, (str, os.PathLike)) else None
+    if folder is not None:
+        logger.info("architecture from the model folder %s: %s", folder, sizes)
+    else:
+        logger.info("initialising the model (%s) from %s", sizes, path)
     return load_into(model, path, trust_remote_code=trust_remote_code)
 
 
@@ -548,9 +560,6 @@ def architecture_overrides(hparams, overrides):
                 f"--{key} {overrides[key]} disagrees with the model folder {folder} "
                 f"(--pretrained_path), which records {key} {value}: drop --{key} (the "
                 "sizes are read from the folder)")
-    if taken:
-        logger.info("architecture from the model folder %s: %s", folder,
-                    ", ".join(f"{k}={v}" for k, v in taken.items()))
     return taken
 
 

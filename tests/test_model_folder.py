@@ -79,7 +79,7 @@ def runs(toy, tmp_path_factory):
                   "--pretrained_path", pre, "--num_workers", "0", "--noprogressbar",
                   "--batch_size", "4", "--number_of_epochs", "1", *NO_AUG,
                   "--multi_frame_eval", "False", "--dataset_mean", "-4.5",
-                  "--dataset_std", "3.5"]},
+                  "--dataset_std", "3.5", "--wa_start", "1", "--wa_end", "1"]},
     ]
     run([CHAIN, write_plan(root / "plan.json", plan)])
     return {"root": root, "pre": pre, "ft": ft, "nosize": nosize, "valid": valid, "toy": toy}
@@ -145,6 +145,16 @@ def test_finetuning_from_a_pretraining_folder_takes_its_sizes(runs):
         assert line in text, line
     log = (runs["nosize"] / "log.txt").read_text()
     assert "architecture from the model folder " + str(runs["pre"] / "model") in log
+
+
+def test_the_test_log_names_the_weights_it_reports(runs):
+    """The averaged model's test line says so (not "Epoch loaded: 1", the last epoch)."""
+    test_lines = [line for line in (runs["nosize"] / "train_log.txt").read_text().splitlines()
+                  if "test " in line]
+    assert len(test_lines) == 1 and test_lines[0].startswith(
+        "weights: average of 1 epoch(s) - test "), test_lines
+    results = json.loads((runs["nosize"] / "test_results.json").read_text())
+    assert results["weights"] == "average of 1 epoch(s)"
 
 
 def test_converting_a_runs_pth_records_the_runs_settings(runs, tmp_path):

@@ -364,7 +364,7 @@ def plain_yaml(stream):
 
     Example
     -------
-    >>> plain_yaml("a: 1\nm: !new:x.Y\n    b: !ref <a>\nc: !PLACEHOLDER")
+    >>> plain_yaml("a: 1\\nm: !new:x.Y\\n    b: !ref <a>\\nc: !PLACEHOLDER")
     {'a': 1, 'm': {'b': '<a>'}, 'c': None}
     """
     import yaml

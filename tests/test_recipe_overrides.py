@@ -104,3 +104,11 @@ def test_audio_length_may_differ_from_the_folder(pretraining_folder, labels, tmp
                            tmp_path / "run")
     assert model_config(brain.modules.model)["audio_length"] == 96
     recipe.load_pretrained(brain.modules.model, hparams["pretrained_path"])
+
+
+@pytest.mark.parametrize("yaml_path", YAMLS, ids=lambda p: p.name)
+def test_yamls_name_the_commands_that_exist(yaml_path):
+    """The shards are written by ``cavmae shard`` (the yamls named a module path)."""
+    text = yaml_path.read_text()
+    assert "python -m speechbrain_cavmae.tools.shard" not in text
+    assert "written by `cavmae shard`" in text

@@ -43,6 +43,7 @@ from speechbrain_cavmae.inference import AudioVisualClassifier
 from speechbrain_cavmae.settings import SettingError
 from speechbrain_cavmae.tools import classify, convert, extract, validate
 from speechbrain_cavmae.training.brains import EmptyEpochError, NonFiniteLossError
+from speechbrain_cavmae.training import recipe
 from speechbrain_cavmae.training.recipe import load_pretrained
 
 AUDIOSET_RECIPE = import_script(REPO / "recipes" / "AudioSet" / "train.py")
@@ -984,6 +985,86 @@ def history_json_on_a_full_disk(env):
                      files.atomic_write_json, path, [{"epoch": 2}])
     assert json.loads(path.read_text()) == [{"epoch": 1}]
     assert [p.name for p in env["dir"].glob(".history.json*")] == []
+# --- fine-tuning from a model folder (issue 24)
+def _recipe_usage_error(env, argv, pattern):
+    """``recipes/AudioSet/train.py ARGV`` stops with a UsageError matching ``pattern``, and
+    run as a script with one line on stderr and exit status 2."""
+    import runpy
+    import sys
+
+    base = ["--output_folder", str(env["dir"] / "usage_run"), "--label_csv", env["labels"]]
+    expect_error(recipe.UsageError, pattern, AUDIOSET_RECIPE.main, [*argv, *base])
+    script = str(REPO / "recipes" / "AudioSet" / "train.py")
+    saved, err = sys.argv, io.StringIO()
+    sys.argv = [script, *argv, *base]
+    try:
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = saved
+    assert info.value.code == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]), lines
+
+
+@case
+def recipe_size_flag_disagrees_with_pretrained_folder(env):
+    folder = env["dir"] / "pre"  # num_heads 4
+    _recipe_usage_error(
+        env, [str(HP / "cavmae_ft.yaml"), "--pretrained_path", str(folder), "--num_heads", "2"],
+        r"--num_heads 2 disagrees with the model folder " + esc(folder)
+        + r" \(--pretrained_path\), which records num_heads 4: drop --num_heads")
+
+
+@case
+def recipe_unknown_override(env):
+    _recipe_usage_error(
+        env, [str(HP / "cavmae_ft.yaml"), "--decoder_embd_dim", "32"],
+        r"--decoder_embd_dim: .*cavmae_ft.yaml has no key 'decoder_embd_dim' "
+        r"\(did you mean --decoder_embed_dim")
+
+
+@case
+def recipe_time_mask_wider_than_input(env):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log = logging.getLogger("speechbrain_cavmae.training.recipe")
+    log.addHandler(handler)
+    try:
+        recipe.check_hparams({"task": "pretrain", "timem": 192, "audio_length": 128,
+                              "freqm": 48, "n_mels": 128})
+    finally:
+        log.removeHandler(handler)
+    said = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and said[0].startswith(
+        "timem 192 is not narrower than audio_length 128: a SpecAugment mask can hide the "
+        "whole input; pass --timem 25 or less"), said
+
+
+@case
+def inpaint_model_without_norm_pix_record(env):
+    from speechbrain_cavmae.tools.inpaint import resolve_norm_pix
+
+    for source in (env["dir"] / "pre", env["dir"] / "pre.pth"):  # converted-like, bare
+        expect_error(ValueError, esc(source) + r": does not record whether the model was "
+                     r"trained with the norm-pix loss .*pass --norm_pix .* or --no_norm_pix",
+                     resolve_norm_pix, str(source))
+        assert resolve_norm_pix(str(source), False) is False
+    folder = env["dir"] / "pre_normpix"
+    write_model_folder(env["pre"], str(folder), norm_pix_loss=True)
+    assert resolve_norm_pix(str(folder)) is True
+    expect_error(ValueError, r"--no_norm_pix disagrees with " + esc(folder)
+                 + r", which records norm_pix_loss: True", resolve_norm_pix, str(folder), False)
+
+
+@case
+def convert_weights_without_recorded_statistics(env):
+    expect_error(ValueError, esc(env["dir"] / "pre.pth") + r": no model folder records the "
+                 r"fbank statistics .*pass --dataset_mean and pass --dataset_std",
+                 convert.convert, str(env["dir"] / "pre.pth"), env["dir"] / "conv_nostats",
+                 num_heads=4, decoder_num_heads=4)
+    assert not (env["dir"] / "conv_nostats").exists()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -409,3 +409,30 @@ def test_loader_kwargs_pin_memory_on_cuda_only_unless_set():
     assert loader_kwargs(hp, "train_dataloader_opts", device="cpu")["pin_memory"] is False
     assert loader_kwargs(hp, "valid_dataloader_opts", device="cuda:0")["pin_memory"] is False
     assert loader_kwargs(hp, "train_dataloader_opts")["collate_fn"] is collate_av
+
+
+def test_warns_when_the_averaged_model_is_worse_than_the_best_epoch(caplog):
+    """Weight averaging reports the average; when it scores below the best epoch's
+    checkpoint on the validation data (no separate test set), a warning names both and
+    the flag that reports the best instead."""
+    import logging
+    from types import SimpleNamespace
+
+    from speechbrain_cavmae.training.brains import FinetuneBrain
+
+    best = SimpleNamespace(meta={"acc@1": 0.67, "epoch": 4})
+    brain = SimpleNamespace(
+        hparams=SimpleNamespace(test_data=None, test_shards=None), main_metric="acc@1",
+        checkpointer=SimpleNamespace(find_checkpoint=lambda max_key: best))
+    with caplog.at_level(logging.WARNING):
+        FinetuneBrain.compare_with_best_epoch(brain, {"acc@1": 0.33})
+        FinetuneBrain.compare_with_best_epoch(brain, {"acc@1": 0.70})
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["the weight-averaged model (the one reported and exported) scores acc@1 "
+                    "0.3300 on the validation data, below the best epoch's checkpoint "
+                    "(epoch 4: 0.6700); --weight_averaging False reports and exports the best "
+                    "checkpoint instead"]
+    caplog.clear()
+    brain.hparams.test_data = "other.json"  # another set: not comparable, nothing said
+    FinetuneBrain.compare_with_best_epoch(brain, {"acc@1": 0.33})
+    assert not caplog.records

@@ -62,7 +62,7 @@ def runs(toy, tmp_path_factory):
     here = Path(toy["train"]).parent
     train = _subset(toy["train"], 8, here / "model_folder_train.json")
     valid = _subset(toy["valid"], 4, here / "model_folder_valid.json")
-    pre, ft = root / "pretrain", root / "finetune"
+    pre, ft, nosize = root / "pretrain", root / "finetune", root / "ft_nosize"
     plan = [
         {"argv": [AUDIOSET, HP / "cavmae.yaml", "--train_data", train, "--output_folder", pre,
                   *MODEL_ARGS, "--decoder_embed_dim", "32", "--decoder_depth", "1",
@@ -72,9 +72,17 @@ def runs(toy, tmp_path_factory):
                   "--label_csv", toy["label_csv"], "--output_folder", ft, "--pretrained_path",
                   pre, *MODEL_ARGS, *NO_AUG, "--multi_frame_eval", "False",
                   "--weight_averaging", "False"]},
+        # the same with no size flag at all: the sizes are the model folder's; statistics
+        # of its own (recorded by its folder, read back by convert of its finetuned.pth)
+        {"argv": [AUDIOSET, HP / "cavmae_ft.yaml", "--train_data", train, "--valid_data", valid,
+                  "--label_csv", toy["label_csv"], "--output_folder", nosize,
+                  "--pretrained_path", pre, "--num_workers", "0", "--noprogressbar",
+                  "--batch_size", "4", "--number_of_epochs", "1", *NO_AUG,
+                  "--multi_frame_eval", "False", "--dataset_mean", "-4.5",
+                  "--dataset_std", "3.5", "--wa_start", "1", "--wa_end", "1"]},
     ]
     run([CHAIN, write_plan(root / "plan.json", plan)])
-    return {"root": root, "pre": pre, "ft": ft, "valid": valid, "toy": toy}
+    return {"root": root, "pre": pre, "ft": ft, "nosize": nosize, "valid": valid, "toy": toy}
 
 
 def inputs(n=2):
@@ -126,6 +134,63 @@ def folders(runs):
             "recipe finetune": ("finetune", runs["ft"] / "model"),
             "convert pretrain": ("pretrain", root / "conv_pre"),
             "convert finetune": ("finetune", root / "conv_ft")}
+
+
+def test_finetuning_from_a_pretraining_folder_takes_its_sizes(runs):
+    """Fine-tuning with ``--pretrained_path`` a pretraining run and no size flag builds the
+    folder's architecture (the yaml's is ViT-B at 224 px and 1024 frames)."""
+    text = (runs["nosize"] / "model" / "hyperparams.yaml").read_text()
+    for line in ("num_heads: 4", "embed_dim: 64", "modality_specific_depth: 1",
+                 "audio_length: 96", "image_size: 64", "dataset_mean: -4.5", "loss: \"BCE\""):
+        assert line in text, line
+    log = (runs["nosize"] / "log.txt").read_text()
+    assert "architecture from the model folder " + str(runs["pre"] / "model") in log
+
+
+def test_the_test_log_names_the_weights_it_reports(runs):
+    """The averaged model's test line says so (not "Epoch loaded: 1", the last epoch)."""
+    test_lines = [line for line in (runs["nosize"] / "train_log.txt").read_text().splitlines()
+                  if "test " in line]
+    assert len(test_lines) == 1 and test_lines[0].startswith(
+        "weights: average of 1 epoch(s) - test "), test_lines
+    results = json.loads((runs["nosize"] / "test_results.json").read_text())
+    assert results["weights"] == "average of 1 epoch(s)"
+
+
+def test_converting_a_runs_pth_records_the_runs_settings(runs, tmp_path):
+    """``convert`` of a run's ``finetuned.pth`` / ``pretrained.pth`` with no flag records
+    the run's statistics, heads, loss, labels and ``norm_pix_loss``, not AudioSet's
+    defaults; the words of the folder name the flags that exist."""
+    summary = convert(runs["nosize"] / "finetuned.pth", tmp_path / "ft")
+    text = (tmp_path / "ft" / "hyperparams.yaml").read_text()
+    for line in ("dataset_mean: -4.5", "dataset_std: 3.5", "num_heads: 4", "loss: \"BCE\""):
+        assert line in text, line
+    assert "--checkpoint" not in text and "(--model)" in text
+    assert (tmp_path / "ft" / "labels.csv").exists() and summary["num_classes"] == N_CLASSES
+    convert(runs["pre"] / "pretrained.pth", tmp_path / "pre")
+    text = (tmp_path / "pre" / "hyperparams.yaml").read_text()
+    assert "norm_pix_loss: true" in text and "decoder_num_heads: 4" in text
+    # a classifier converted without --loss: the comment says it is not recorded
+    convert(runs["ft"] / "finetuned.pth", tmp_path / "noloss", loss=None,
+            dataset_mean=-5.0, dataset_std=4.0)
+    text = (tmp_path / "noloss" / "hyperparams.yaml").read_text()
+    assert "null: pretraining" not in text
+
+
+def test_inpaint_reads_norm_pix_loss_from_a_recipe_folder(runs, tmp_path, capsys):
+    """A pretraining run's folder records ``norm_pix_loss: true`` (the yaml trains with it);
+    ``cavmae inpaint`` uses it without a flag and refuses a flag that disagrees."""
+    from speechbrain_cavmae.tools.inpaint import resolve_norm_pix
+
+    assert "norm_pix_loss: true" in (runs["pre"] / "model" / "hyperparams.yaml").read_text()
+    assert resolve_norm_pix(str(runs["pre"])) is True
+    args = ["inpaint", "--model", str(runs["pre"]), "--manifest", runs["valid"],
+            "--num_clips", "1", "--output", str(tmp_path), "--device", "cpu"]
+    assert cavmae(args) == 0
+    assert len(list(tmp_path.glob("*.png"))) == 1
+    capsys.readouterr()
+    assert cavmae([*args, "--no_norm_pix"]) == 1
+    assert "--no_norm_pix disagrees with" in capsys.readouterr().err
 
 
 def test_run_folders_describe_the_model(runs):

@@ -124,7 +124,7 @@ def test_inpaint_cli_writes_figures(setup, tmp_path, capsys):
     # a data problem: one line naming it, exit status 1 (a traceback only with --debug)
     old = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
            "--data", setup["toy"]["test"], "--ids", "no_such_clip", "--out_dir",
-           str(tmp_path / "x"), "--device", "cpu"]
+           str(tmp_path / "x"), "--device", "cpu", "--no_norm_pix"]  # a bare .pth: say it
     assert ip.main(old) == 1
     err = capsys.readouterr().err
     assert "no_such_clip" in err and "Traceback" not in err

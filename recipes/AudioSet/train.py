@@ -34,10 +34,11 @@ from speechbrain_cavmae.training import recipe
 def main(argv=None):
     """Train and / or evaluate as the hparams file says; returns the Brain."""
     # Command line: the hparams file, run options (--precision, --test_only, ...) and
-    # overrides of top-level yaml keys (--train_data, --lr, ...); DDP under torchrun.
+    # overrides of top-level yaml keys (--train_data, --lr, ...; the model sizes come from
+    # --pretrained_path when it is a model folder); DDP under torchrun.
     argv = sys.argv[1:] if argv is None else argv
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    overrides = recipe.complete_overrides(overrides)
+    overrides = recipe.complete_overrides(overrides, hparams_file)
     recipe.check_numbers(hparams_file, overrides, run_opts)  # before anything is built
     sb.utils.distributed.ddp_init_group(run_opts)
 
@@ -81,4 +82,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except recipe.UsageError as exc:
+        print(f"{sys.argv[0]}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -103,7 +103,8 @@ def label_names(num_classes, label_csv=None):
 def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
                  score_activation="softmax", n_frames=10, sample_rate=16000,
                  dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, has_labels=True,
-                 audio_channel=0, image_interpolation="bilinear", loss=None):
+                 audio_channel=0, image_interpolation="bilinear", loss=None,
+                 norm_pix_loss=None):
     """The ``hyperparams.yaml`` text of a model folder.
 
     Arguments
@@ -120,6 +121,9 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
     mode, score_activation, n_frames, sample_rate, dataset_mean, dataset_std, has_labels,
     audio_channel, image_interpolation, loss
         Inference, input-pipeline and training settings.
+    norm_pix_loss : bool, optional
+        Pretraining models: whether the reconstruction targets were normalised per patch
+        (``None``: not known, e.g. converted from an original ``.pth``).
 
     Returns
     -------
@@ -137,7 +141,8 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         "# Load with:",
         "#   from speechbrain_cavmae.inference import AudioVisualClassifier",
         "#   model = AudioVisualClassifier.from_hparams(source=<this folder>, savedir=...)",
-        "# or give the folder to any tool (--checkpoint, --pretrained_path, ckpt_path).",
+        "# or give the folder to the cavmae tools (--model), to the recipes",
+        "# (--pretrained_path) or to the drop-in encoders (ckpt_path).",
         "# ############################################################################",
         "",
         "# Folder of model.ckpt and label_encoder.txt: `.` is replaced by the folder (the",
@@ -160,8 +165,23 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         f"image_size: {cfg['img_size']}",
         f"image_interpolation: {image_interpolation}",
         "",
-        "# Training loss (BCE: multi-label, CE: single-label; null: pretraining)",
-        f"loss: {_yaml_scalar(loss)}",
+    ]
+    if kind == "classifier":
+        lines += [
+            "# Training loss (BCE: multi-label, CE: single-label"
+            + ("; null: not recorded, e.g. converted without --loss)" if loss is None else ")"),
+            f"loss: {_yaml_scalar(loss)}",
+        ]
+    else:
+        lines += [
+            "# Pretraining: no classification loss; norm_pix_loss: the reconstruction targets",
+            "# were normalised per patch (`cavmae inpaint` reads it"
+            + ("; null: not recorded, e.g." if norm_pix_loss is None else ")"),
+        ]
+        if norm_pix_loss is None:
+            lines.append("# converted from an original .pth: pass --norm_pix or --no_norm_pix)")
+        lines += ["loss: null", f"norm_pix_loss: {_yaml_scalar(norm_pix_loss)}"]
+    lines += [
         "",
         "# Inference: `mode` for clips with audio and video, `audio_only_mode` for audio",
         "# files, `video_only_mode` for videos without sound; scores are",
@@ -226,7 +246,7 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
 
 
 def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activation="auto",
-                       input_config=None, source=None, check=True):
+                       input_config=None, source=None, check=True, norm_pix_loss=None):
     """Write ``model`` as a model folder ``out_dir`` (see the module docstring).
 
     Arguments
@@ -251,6 +271,9 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
         What the model came from (recorded in a comment).
     check : bool
         Load the written folder back (strictly) and compare its weights.
+    norm_pix_loss : bool, optional
+        Pretraining models: trained with the norm-pix loss (``None``: not known; written
+        as ``null``, and ``cavmae inpaint`` then asks for the flag).
 
     Returns
     -------
@@ -300,6 +323,7 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
         has_labels=kind == "classifier", audio_channel=inp["audio_channel"],
         image_interpolation=inp["image_interpolation"],
         loss=loss if kind == "classifier" else None,
+        norm_pix_loss=None if norm_pix_loss is None else bool(norm_pix_loss),
     )
     files["hparams"] = os.path.join(out_abs, HPARAMS_FILE)
     atomic_write_text(files["hparams"], text)
@@ -328,22 +352,71 @@ def input_config(hparams):
     return {key: values[key] for key in INPUT_KEYS if key in values}
 
 
-def read_input_config(source):
-    """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
-    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. Only
-    the scalar settings are read (no model is built)."""
+class YamlRef(str):
+    """The target of a HyperPyYAML ``!ref <key>``, as :func:`plain_yaml` reads it."""
+
+
+def plain_yaml(stream):
+    """A HyperPyYAML file (text or open file) read as plain data, without building or
+    resolving anything: a tagged mapping (``!new:...``) is its dict, ``!ref <x>`` a
+    :class:`YamlRef`, any other tagged node (``!name:``, ``!apply:``, ``!PLACEHOLDER``)
+    None.
+
+    Example
+    -------
+    >>> plain_yaml("a: 1\\nm: !new:x.Y\\n    b: !ref <a>\\nc: !PLACEHOLDER")
+    {'a': 1, 'm': {'b': '<a>'}, 'c': None}
+    """
     import yaml
 
+    class _Plain(yaml.SafeLoader):
+        """Tags read as plain data."""
+
+    def construct(loader, suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if suffix == "ref" and isinstance(node, yaml.ScalarNode):
+            return YamlRef(node.value.strip())
+        return None
+
+    _Plain.add_multi_constructor("!", construct)
+    return yaml.load(stream, Loader=_Plain) or {}
+
+
+def read_settings(source):
+    """The settings that the model folder ``source`` stands for (a folder, its
+    ``model.ckpt`` or a recipe output folder) records, read without building anything:
+    its top-level scalars (input pipeline, ``loss``, ``norm_pix_loss``...) and, under
+    ``"model"``, the model's constructor arguments (``!ref`` resolved), e.g.
+    ``{"embed_dim": 768, "num_heads": 12, ...}``.
+
+    Returns
+    -------
+    (str, dict) or (None, dict)
+        The folder and its settings; ``(None, {})`` for weights without a folder.
+    """
     from speechbrain_cavmae.checkpoints.loader import folder_of
 
     folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
     if folder is None:
-        return {}
-
-    class _Scalars(yaml.SafeLoader):
-        """Reads the scalars; HyperPyYAML tags (``!new:``, ``!ref``...) become None."""
-
-    _Scalars.add_multi_constructor("!", lambda loader, suffix, node: None)
+        return None, {}
     with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
-        values = yaml.load(handle, Loader=_Scalars)
-    return input_config(values)
+        values = plain_yaml(handle)
+
+    def resolve(value):
+        if isinstance(value, YamlRef) and value.startswith("<") and value.endswith(">"):
+            return values.get(value[1:-1])
+        return value
+
+    settings = {k: v for k, v in values.items() if not isinstance(v, (dict, list, YamlRef))}
+    model = values.get("model")
+    settings["model"] = ({k: resolve(v) for k, v in model.items()}
+                         if isinstance(model, dict) else {})
+    return folder, settings
+
+
+def read_input_config(source):
+    """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
+    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. Only
+    the scalar settings are read (no model is built)."""
+    return input_config(read_settings(source)[1])

@@ -22,6 +22,14 @@ writes
   from ``--label_csv``'s ``display_name`` column, else ``class_<index>``) and, with
   ``--label_csv``, ``OUT_DIR/labels.csv`` (``index,mid,display_name``) for fine-tuned models.
 
+Settings that are not given are those the source records: a model folder's, or for a
+recipe run's ``finetuned.pth`` / ``pretrained.pth`` / ``save/CKPT+...`` the run's model
+folder's (``<output_folder>/model/``: fbank statistics, frames, heads, loss, labels,
+``norm_pix_loss``); an original ``.pth`` gets the original release's (AudioSet's fbank
+statistics, 10 frames); weights of ours without a folder need ``--dataset_mean`` /
+``--dataset_std``. A pretraining checkpoint's ``--norm_pix`` / ``--no_norm_pix`` is
+recorded for ``cavmae inpaint`` (unknown, ``null``, without them).
+
 The folder is written by :func:`speechbrain_cavmae.checkpoints.model_folder.write_model_folder`, as
 the recipes write ``<output_folder>/model/``.
 
@@ -44,10 +52,66 @@ LOG_LEVEL = "INFO"
 logger = logging.getLogger(__name__)
 
 
+#: Run outputs beside which a recipe writes its model folder (``<output_folder>/model/``).
+RUN_EXPORTS = ("pretrained.pth", "finetuned.pth")
+
+
+def recorded_settings(source):
+    """The settings recorded for ``source``: its model folder's, or for a recipe run's
+    ``pretrained.pth`` / ``finetuned.pth`` / ``save/CKPT+...`` the run's model folder's
+    (:func:`speechbrain_cavmae.checkpoints.model_folder.read_settings`); ``(None, {})``
+    when none is found."""
+    from speechbrain_cavmae.checkpoints.model_folder import read_settings
+
+    path = os.path.abspath(os.fspath(source))
+    candidates = [path]
+    if os.path.basename(path) in RUN_EXPORTS:
+        candidates.append(os.path.dirname(path))
+    elif os.path.basename(path).startswith("CKPT+"):
+        candidates.append(os.path.dirname(os.path.dirname(path)))
+    for candidate in candidates:
+        folder, settings = read_settings(candidate)
+        if folder is not None:
+            return folder, settings
+    return None, {}
+
+
+def input_settings(source, fmt, given, recorded=None):
+    """The input pipeline and training settings to record for ``source``: ``given`` (the
+    flags; ``None`` values are not given), else those ``recorded`` beside it (the settings
+    of :func:`recorded_settings`), else for an original ``.pth`` the original's (AudioSet's
+    fbank statistics, 10 frames; logged).
+
+    Raises
+    ------
+    ValueError
+        Weights of ours without a model folder and no ``--dataset_mean`` /
+        ``--dataset_std``: the statistics they were trained with cannot be known.
+    """
+    recorded = recorded or {}
+    out = {}
+    for key, value in given.items():
+        if value is None and recorded.get(key) is not None:
+            value = recorded[key]
+        out[key] = value
+    missing = [k for k in ("dataset_mean", "dataset_std") if out.get(k) is None]
+    if missing and fmt != "original":
+        raise ValueError(
+            f"{source}: no model folder records the fbank statistics it was trained with: "
+            + " and ".join(f"pass --{k}" for k in missing)
+            + " (the dataset_mean / dataset_std of its training run)")
+    for key, default in (("dataset_mean", DEFAULT_MEAN), ("dataset_std", DEFAULT_STD),
+                         ("n_frames", 10)):
+        if out.get(key) is None:
+            out[key] = default
+            logger.info("%s: %s %s (the original release's)", source, key, default)
+    return out
+
+
 def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
             score_activation="auto", audio_length=None, decoder_num_heads=None,
-            n_frames=10, dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, check=True,
-            loss=None, audio_channel=0, trust_remote_code=False):
+            n_frames=None, dataset_mean=None, dataset_std=None, check=True,
+            loss=None, audio_channel=0, trust_remote_code=False, norm_pix_loss=None):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
     The weights are read by :func:`speechbrain_cavmae.checkpoints.loader.load_model` (strict) and
@@ -65,21 +129,29 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         ``index,mid,display_name`` CSV of the classes (e.g. ``class_labels_indices_as.csv``).
     num_heads, decoder_num_heads : int, optional
         Attention heads (not stored in checkpoints): required unless the widths are the
-        released 768 (12 heads) / 512 (16 decoder heads).
+        released 768 (12 heads) / 512 (16 decoder heads) or a model folder records them
+        (see ``dataset_mean``).
     mode : str
         Default inference mode, one of ``MODES`` (the mode the model was fine-tuned for).
     score_activation : str
         ``"auto"``, ``"sigmoid"`` or ``"softmax"``.
     audio_length : int, optional
         Fbank frames; default the checkpoint's (positional embedding interpolated otherwise).
-    n_frames : int
-        Frames per video clip at inference.
-    dataset_mean, dataset_std : float
-        Fbank normalisation statistics of the fine-tuning data.
+    n_frames : int, optional
+        Frames per video clip at inference (default: as recorded, else 10).
+    dataset_mean, dataset_std : float, optional
+        Fbank normalisation statistics of the training data. Default: those recorded by
+        the source's model folder (or, for a run's ``finetuned.pth`` / ``pretrained.pth``
+        / ``save/CKPT+...``, by the run's); for an original ``.pth``, AudioSet's (the
+        original release's); weights of ours without a folder need them.
     check : bool
         Load the written folder back strictly.
     loss : str, optional
-        ``"BCE"`` or ``"CE"``, the fine-tuning loss (decides ``auto`` activation).
+        ``"BCE"`` or ``"CE"``, the fine-tuning loss (decides ``auto`` activation);
+        default: as recorded.
+    norm_pix_loss : bool, optional
+        Pretraining checkpoints: trained with the norm-pix loss (recorded for
+        ``cavmae inpaint``); default: as recorded, else not recorded.
     audio_channel : int or None
         Channel of multichannel audio the model is fed (0, as the original).
     trust_remote_code : bool
@@ -92,7 +164,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         Summary: ``kind``, ``num_classes``, ``num_params``, ``files``, ``config``.
     """
     from speechbrain_cavmae.checkpoints import loader
-    from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
+    from speechbrain_cavmae.checkpoints.model_folder import LABEL_CSV_FILE, write_model_folder
 
     check_mode(mode)
     source = os.fspath(checkpoint)
@@ -107,16 +179,28 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     if "head.fc.weight" not in state and "decoder.embed.weight" not in state:
         raise ValueError(f"{source}: has neither a classification head nor a decoder; "
                          "only fine-tuned or pretrained CAV-MAE checkpoints can be converted")
+    folder, recorded = recorded_settings(source)
+    if folder is not None:
+        logger.info("settings not given are those recorded by the model folder %s", folder)
+        if label_csv is None and os.path.isfile(os.path.join(folder, LABEL_CSV_FILE)):
+            label_csv = os.path.join(folder, LABEL_CSV_FILE)
+        num_heads = num_heads or recorded["model"].get("num_heads")
+        decoder_num_heads = decoder_num_heads or recorded["model"].get("decoder_num_heads")
+    settings = input_settings(source, fmt, {
+        "dataset_mean": dataset_mean, "dataset_std": dataset_std, "n_frames": n_frames,
+        "loss": loss, "norm_pix_loss": norm_pix_loss}, recorded)
+    settings["audio_channel"] = audio_channel
     overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,
                                decoder_num_heads=decoder_num_heads,
                                audio_length=audio_length,
                                trust_remote_code=trust_remote_code, **overrides)
     summary = write_model_folder(
-        model, out_dir, label_csv=label_csv, loss=loss, score_activation=score_activation,
-        input_config={"n_frames": n_frames, "dataset_mean": dataset_mean, "dataset_std": dataset_std,
-                      "audio_channel": audio_channel},
-        source=source, check=check,
+        model, out_dir, label_csv=label_csv, loss=settings["loss"],
+        score_activation=score_activation,
+        input_config={k: settings[k] for k in ("n_frames", "dataset_mean", "dataset_std",
+                                               "audio_channel")},
+        source=source, check=check, norm_pix_loss=settings["norm_pix_loss"],
     )
     summary["num_params"] = sum(p.numel() for p in model.parameters())
     if summary["score_activation"]:
@@ -164,11 +248,22 @@ def add_arguments(parser):
                         help="fine-tuning loss: decides the auto score activation")
     parser.add_argument("--audio_length", type=int, default=None,
                         help="fbank frames (default: the checkpoint's)")
-    parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
-    parser.add_argument("--dataset_mean", type=float, default=DEFAULT_MEAN,
-                        help="fbank normalisation mean the model was trained with")
-    parser.add_argument("--dataset_std", type=float, default=DEFAULT_STD,
-                        help="fbank normalisation std the model was trained with")
+    parser.add_argument("--n_frames", type=int, default=None,
+                        help="video frames per clip (default: as recorded, else 10)")
+    parser.add_argument("--dataset_mean", type=float, default=None,
+                        help="fbank normalisation mean the model was trained with (default: "
+                        "the source's model folder or run's; an original .pth: AudioSet's "
+                        f"{DEFAULT_MEAN})")
+    parser.add_argument("--dataset_std", type=float, default=None,
+                        help="fbank normalisation std the model was trained with (default: "
+                        f"as --dataset_mean; AudioSet's {DEFAULT_STD})")
+    norm = parser.add_mutually_exclusive_group()
+    norm.add_argument("--norm_pix", dest="norm_pix_loss", action="store_const", const=True,
+                      default=None, help="a pretraining checkpoint trained with the norm-pix "
+                      "loss (recorded for cavmae inpaint; the original's released pretrained "
+                      "models but cav-mae-base-nonorm.pth)")
+    norm.add_argument("--no_norm_pix", dest="norm_pix_loss", action="store_const",
+                      const=False, help="a pretraining checkpoint trained without it")
     common.add_trust(parser)
 
 
@@ -181,6 +276,7 @@ def run(args):
         audio_length=args.audio_length, decoder_num_heads=args.decoder_num_heads,
         n_frames=args.n_frames, dataset_mean=args.dataset_mean, dataset_std=args.dataset_std,
         loss=args.loss, trust_remote_code=args.trust_remote_code,
+        norm_pix_loss=args.norm_pix_loss,
     )
     cfg = summary["config"]
     what = (f"{summary['num_classes']}-class classifier" if summary["kind"] == "classifier"

@@ -6,14 +6,18 @@ columns: the input, the masked input (masked patches blanked), and the reconstru
 from a generator seeded with ``--seed``, so figures are reproducible.
 
 Models trained with the norm-pix loss predict each patch normalised to zero mean and
-unit variance; ``--norm_pix`` maps the predictions back with the mean and variance of the
-input patch (for display only). The original released a model trained without it for
-this purpose.
+unit variance; their predictions are mapped back with the mean and variance of the input
+patch (for display only). A model folder written by the pretraining recipe records
+``norm_pix_loss``; for a converted folder or a bare ``.pth`` pass ``--norm_pix`` (the
+original's released pretrained models, e.g. ``cav-mae-scale++.pth``) or ``--no_norm_pix``
+(``cav-mae-base-nonorm.pth``, which the original released for inpainting). A flag that
+disagrees with the folder is an error.
 
 Usage::
 
     cavmae inpaint --model cav-mae-base-nonorm.pth --manifest audioset_eval.json \\
-        --ids clipA,clipB --mask_ratios 0.25,0.5,0.75 --output figures [--seed 0] [--norm_pix]
+        --ids clipA,clipB --mask_ratios 0.25,0.5,0.75 --output figures [--seed 0] \\
+        --no_norm_pix
 
 matplotlib is needed (``pip install 'speechbrain-cavmae[plots]'``); it is checked before
 the model runs.
@@ -74,8 +78,7 @@ def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
 
     from speechbrain_cavmae.model.patchify import unpatchify_audio, unpatchify_image
 
-    if not hasattr(model, "decoder"):
-        raise ValueError("inpainting needs a pretraining checkpoint (with decoder weights)")
+    require_decoder(model)
     gen = torch.Generator().manual_seed(seed)
     n = audio.shape[0]
     enc = model.encoder
@@ -109,6 +112,42 @@ def inpaint(model, audio, image, mask_ratio_a=0.75, mask_ratio_v=0.75, seed=0,
         err = ((pred - tgt) ** 2).mean(-1, keepdim=True)
         result[f"loss_{name}"] = ((err * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1))
     return result
+
+
+def require_decoder(model):
+    """Raise unless ``model`` has a decoder (a pretraining model)."""
+    if not hasattr(model, "decoder"):
+        raise ValueError("inpainting needs a pretraining checkpoint (with decoder weights)")
+
+
+def resolve_norm_pix(source, flag=None):
+    """Whether the model of ``source`` was trained with the norm-pix loss: the
+    ``norm_pix_loss`` its model folder records, else ``flag`` (``--norm_pix``: True,
+    ``--no_norm_pix``: False).
+
+    Raises
+    ------
+    ValueError
+        Neither the folder nor the flag says it (naming both flags), or the flag
+        disagrees with the folder.
+    """
+    from speechbrain_cavmae.checkpoints.model_folder import read_settings
+
+    folder, settings = read_settings(source)
+    recorded = settings.get("norm_pix_loss")
+    if recorded is None:
+        if flag is None:
+            raise ValueError(
+                f"{folder or source}: does not record whether the model was trained with "
+                "the norm-pix loss (a converted or bare checkpoint): pass --norm_pix (the "
+                "original's released pretrained models, e.g. cav-mae-scale++.pth) or "
+                "--no_norm_pix (cav-mae-base-nonorm.pth, released for inpainting)")
+        return bool(flag)
+    if flag is not None and bool(flag) != bool(recorded):
+        raise ValueError(
+            f"--{'norm_pix' if flag else 'no_norm_pix'} disagrees with {folder}, which "
+            f"records norm_pix_loss: {recorded}; drop the flag")
+    return bool(recorded)
 
 
 def _to_rgb(image):
@@ -207,8 +246,13 @@ def add_arguments(parser):
     parser.add_argument("--mask_mode", default="unstructured",
                         choices=("unstructured", "time", "freq", "tf"), help="audio masking")
     parser.add_argument("--seed", type=int, default=0, help="seed of the masks")
-    parser.add_argument("--norm_pix", action="store_true",
-                        help="the model was trained with the norm-pix loss")
+    norm = parser.add_mutually_exclusive_group()
+    norm.add_argument("--norm_pix", action="store_const", const=True, default=None,
+                      help="the model was trained with the norm-pix loss (needed for a "
+                      "converted or bare checkpoint; a model folder of the pretraining "
+                      "recipe records it)")
+    norm.add_argument("--no_norm_pix", dest="norm_pix", action="store_const", const=False,
+                      help="the model was trained without the norm-pix loss")
     parser.add_argument("--batch_size", type=int, default=8, help="clips per batch")
     common.add_device(parser)
     common.add_fbank_stats(parser)
@@ -220,11 +264,13 @@ def run(args):
     import matplotlib  # noqa: F401  (fail before running the model when it is missing)
 
     model = inputs.load_model(args)
+    require_decoder(model)
+    norm_pix = resolve_norm_pix(args.model, args.norm_pix)
     ratios = [float(x) for x in args.mask_ratios.split(",") if x.strip()]
     ids = [x.strip() for x in args.ids.split(",")] if args.ids else None
     paths = run_inpainting(
         model, args.manifest, args.output, ids, args.num_clips, ratios, args.seed,
-        args.norm_pix, common.resolve_device(args.device), args.batch_size,
+        norm_pix, common.resolve_device(args.device), args.batch_size,
         mask_mode=args.mask_mode, config=inputs.input_config(args),
         progress=lambda it: common.progress(it, args, desc="inpaint", unit="batch"),
     )

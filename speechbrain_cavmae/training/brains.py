@@ -1003,12 +1003,33 @@ class FinetuneBrain(CAVMAEBrain):
         if "multi_frame" in results:
             for key, value in results["multi_frame"].items():
                 log_stats[f"multi_frame_{key}"] = value
-        self.hparams.train_logger.log_stats(
-            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-            test_stats=log_stats,
-        )
+        averaged = self.eval_weights.startswith("average")
+        meta = {"weights": self.eval_weights} if averaged else {
+            "Epoch loaded": self.hparams.epoch_counter.current, "weights": self.eval_weights}
+        self.hparams.train_logger.log_stats(stats_meta=meta, test_stats=log_stats)
+        if averaged:
+            self.compare_with_best_epoch(stats)
         self.results = results
         self.write_results(self.hp("test_results_file", "test_results.json"), results)
+
+    def compare_with_best_epoch(self, stats):
+        """Warn when the weight-averaged model scores below the best epoch's checkpoint on
+        the validation data (the test set when ``test_data`` is not given: then the two
+        numbers are comparable). With few clips, averaging epochs that were still learning
+        can be worse; ``--weight_averaging False`` reports and exports the best one."""
+        hp = self.hparams
+        if getattr(hp, "test_data", None) or getattr(hp, "test_shards", None):
+            return
+        best = self.checkpointer.find_checkpoint(max_key=self.main_metric)
+        if best is None or self.main_metric not in best.meta:
+            return
+        key, ours, theirs = self.main_metric, stats[self.main_metric], best.meta[self.main_metric]
+        if ours < theirs:
+            logger.warning(
+                "the weight-averaged model (the one reported and exported) scores %s %.4f on "
+                "the validation data, below the best epoch's checkpoint (epoch %s: %.4f); "
+                "--weight_averaging False reports and exports the best checkpoint instead",
+                key, ours, best.meta.get("epoch"), theirs)
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Load the weight-averaged model if enabled and available, else the best one."""

@@ -232,12 +232,24 @@ def load_pretrained(model, path, trust_remote_code=False):
     allow-list of :mod:`speechbrain_cavmae.checkpoints.trust` unless ``trust_remote_code``
     (the hparam ``trust_remote_code: True``).
 
+    The log names the architecture and, for a model folder, says it is the folder's (the
+    recipes read it with :func:`architecture_overrides`).
+
     Returns
     -------
     dict
         ``loaded`` (keys copied), ``ignored`` (keys of the file not used), ``missing``
         (keys of the model left at their initialisation).
     """
+    from speechbrain_cavmae.checkpoints.loader import folder_of, model_config
+
+    cfg = model_config(model)
+    sizes = ", ".join(f"{key}={cfg[name]}" for key, name in FOLDER_SIZES.items() if name in cfg)
+    folder = folder_of(path) if isinstance(path, (str, os.PathLike)) else None
+    if folder is not None:
+        logger.info("architecture from the model folder %s: %s", folder, sizes)
+    else:
+        logger.info("initialising the model (%s) from %s", sizes, path)
     return load_into(model, path, trust_remote_code=trust_remote_code)
 
 
@@ -290,7 +302,8 @@ def export_model(model, path):
 def export_model_folder(model, hparams, datasets=None):
     """Write the run's model folder ``<output_folder>/model/`` (``hyperparams.yaml``,
     ``model.ckpt``, ``label_encoder.txt``): the model with its architecture, classifier
-    mode, input pipeline (the evaluation data configuration), loss and labels, loadable
+    mode, input pipeline (the evaluation data configuration), loss (fine-tuning) or
+    ``norm_pix_loss`` (pretraining) and labels, loadable
     with ``AudioVisualClassifier.from_hparams`` and by every tool
     (:mod:`speechbrain_cavmae.checkpoints.model_folder`)."""
     if not if_main_process():
@@ -306,6 +319,7 @@ def export_model_folder(model, hparams, datasets=None):
         loss=hparams.get("loss") if hparams["task"] == "finetune" else None,
         input_config={k: v for k, v in cfg.items() if k in keep},
         source=hparams["output_folder"],
+        norm_pix_loss=hparams.get("norm_pix_loss") if hparams["task"] == "pretrain" else None,
     )
     return folder
 
@@ -474,23 +488,136 @@ def add_tensorboard(hparams):
 
 
 # ---------------------------------------------------------------------------- main
-def complete_overrides(overrides):
-    """Add ``num_classes`` (read from ``--label_csv``) to the overrides when not given.
+class UsageError(ValueError):
+    """A command line the recipe cannot run; the message names the flag to change (the
+    recipes' ``main`` prints it as one line and exits with status 2)."""
+
+
+#: Sizes a recipe takes from ``--pretrained_path``'s model folder: recipe yaml key ->
+#: the folder's model argument. ``audio_length`` is a default only (another length is
+#: allowed: the positional embeddings are interpolated in time); the decoder sizes only
+#: for pretraining.
+FOLDER_SIZES = {
+    "image_size": "img_size", "n_mels": "n_mels", "patch_size": "patch_size",
+    "embed_dim": "embed_dim", "modality_specific_depth": "modality_specific_depth",
+    "shared_depth": "shared_depth", "num_heads": "num_heads", "mlp_ratio": "mlp_ratio",
+    "decoder_embed_dim": "decoder_embed_dim", "decoder_depth": "decoder_depth",
+    "decoder_num_heads": "decoder_num_heads", "audio_length": "audio_length",
+}
+DECODER_SIZES = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")
+
+
+def _override_dict(overrides):
+    if isinstance(overrides, dict):
+        return overrides
+    return yaml.safe_load(overrides or "") or {}
+
+
+def _add_overrides(overrides, extra):
+    """``overrides`` (a YAML string or a dict) with the keys of ``extra`` added."""
+    if not extra:
+        return overrides
+    if isinstance(overrides, dict):
+        return dict(overrides, **extra)
+    return (overrides or "") + "".join(f"\n{k}: {v!r}" for k, v in extra.items())
+
+
+def check_override_keys(hparams_file, overrides, keys=None):
+    """Raise :class:`UsageError` for an override (``--key value``) that is not a top-level
+    key of ``hparams_file``, naming it and the closest keys (HyperPyYAML would raise a
+    ``KeyError`` listing every key of the file)."""
+    import difflib
+
+    from speechbrain_cavmae.checkpoints.model_folder import plain_yaml
+
+    if keys is None:
+        with open(hparams_file, encoding="utf8") as handle:
+            keys = list(plain_yaml(handle))
+    for key in _override_dict(overrides):
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            hint = (f"did you mean {', '.join('--' + k for k in close)}?" if close
+                    else "the top-level keys of the file can be overridden")
+            raise UsageError(f"--{key}: {hparams_file} has no key {key!r} ({hint})")
+
+
+def architecture_overrides(hparams, overrides):
+    """The sizes of ``pretrained_path``'s model folder as overrides.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe yaml read as plain data (its top-level keys, ``task`` and
+        ``pretrained_path``).
+    overrides : dict
+        The command line's overrides.
+
+    Returns
+    -------
+    dict
+        ``{key: folder value}`` for each size of :data:`FOLDER_SIZES` the yaml defines and
+        the command line does not give (empty without a folder: an original ``.pth`` or
+        ImageNet weights are loaded into the yaml's sizes, as before).
+
+    Raises
+    ------
+    UsageError
+        A size given on the command line disagrees with the folder (``audio_length``
+        excepted: the audio positions are interpolated).
+    """
+    from speechbrain_cavmae.checkpoints.model_folder import read_settings
+
+    path = overrides.get("pretrained_path", hparams.get("pretrained_path"))
+    if not isinstance(path, (str, os.PathLike)) or not path:
+        return {}
+    folder, settings = read_settings(path)
+    if folder is None:
+        return {}
+    recorded = settings["model"]
+    task = overrides.get("task", hparams.get("task"))
+    taken = {}
+    for key, name in FOLDER_SIZES.items():
+        if key not in hparams or name not in recorded or recorded[name] is None:
+            continue
+        if key in DECODER_SIZES and task != "pretrain":
+            continue  # fine-tuning drops the decoder
+        value = recorded[name]
+        if key not in overrides:
+            taken[key] = value
+        elif overrides[key] != value and key != "audio_length":
+            raise UsageError(
+                f"--{key} {overrides[key]} disagrees with the model folder {folder} "
+                f"(--pretrained_path), which records {key} {value}: drop --{key} (the "
+                "sizes are read from the folder)")
+    return taken
+
+
+def complete_overrides(overrides, hparams_file=None):
+    """Complete the command line's overrides of the yaml's keys.
+
+    * ``num_classes`` is read from ``--label_csv`` when not given;
+    * with ``hparams_file``: an override that is not a top-level key of the file is a
+      :class:`UsageError` (naming close matches), and the architecture is read from
+      ``pretrained_path``'s model folder (:func:`architecture_overrides`).
 
     ``overrides`` is the YAML string of ``speechbrain.parse_arguments`` (kept as a string
     so that hyperpyyaml parses numbers such as ``1e-3`` itself) or a dict.
     """
-    if isinstance(overrides, dict):
-        values = overrides
-    else:
-        values = yaml.safe_load(overrides or "") or {}
-    if values.get("label_csv") and "num_classes" not in values:
-        n = LabelTable.from_csv(values["label_csv"]).num_classes
-        if isinstance(overrides, dict):
-            overrides = dict(overrides, num_classes=n)
-        else:
-            overrides = (overrides or "") + f"\nnum_classes: {n}"
-    return overrides
+    from speechbrain_cavmae.checkpoints.model_folder import plain_yaml
+
+    values = _override_dict(overrides)
+    plain = None
+    if hparams_file is not None:
+        with open(hparams_file, encoding="utf8") as handle:
+            plain = plain_yaml(handle)
+        check_override_keys(hparams_file, values, list(plain))
+    extra = {}
+    if values.get("label_csv") and "num_classes" not in values and (
+            plain is None or "num_classes" in plain):
+        extra["num_classes"] = LabelTable.from_csv(values["label_csv"]).num_classes
+    if plain is not None:
+        extra.update(architecture_overrides(plain, values))
+    return _add_overrides(overrides, extra)
 
 
 def _untagged_values(mapping):
@@ -544,10 +671,19 @@ def check_numbers(hparams_file, overrides=None, run_opts=None):
 
 
 def check_hparams(hparams):
-    """Consistency checks with clear messages."""
+    """Consistency checks with clear messages; a warning for SpecAugment masks as wide as
+    the input (``timem`` >= ``audio_length``, ``freqm`` >= ``n_mels``: a mask can hide the
+    whole spectrogram)."""
     task = hparams.get("task")
     if task not in TASKS:
         raise ValueError(f"hparams 'task' must be one of {sorted(TASKS)}, got {task!r}")
+    for mask, size in (("timem", "audio_length"), ("freqm", "n_mels")):
+        width, extent = hparams.get(mask) or 0, hparams.get(size)
+        if extent and width >= extent:
+            logger.warning(
+                "%s %s is not narrower than %s %s: a SpecAugment mask can hide the whole "
+                "input; pass --%s %d or less (the original: %s)", mask, width, size, extent,
+                mask, extent // 5, "timem 192 of 1024" if mask == "timem" else "freqm 48 of 128")
     if task == "finetune" and hparams.get("label_csv"):
         n = LabelTable.from_csv(hparams["label_csv"]).num_classes
         if n != hparams["num_classes"]:
@@ -629,7 +765,11 @@ __all__ = [
     "AtomicCheckpointer",
     "MultiLogger",
     "RandomState",
+    "UsageError",
+    "architecture_overrides",
     "average_state_dict_files",
+    "check_override_keys",
+    "complete_overrides",
     "build_datasets",
     "check_numbers",
     "class_balanced_weights",

@@ -174,6 +174,26 @@ def write_wav(path, data, rate=16000, subtype="PCM_16"):
     return path
 
 
+def write_long_wav(path, seconds, rate=44100, start=None, data=None):
+    """A mono 16-bit wav of ``seconds`` seconds that costs little to write: ``data`` (float,
+    at ``start`` seconds) and silence elsewhere, the silence after it left as a hole in the
+    file (a sparse file where the file system allows it; zeros when read)."""
+    import struct
+
+    frames = int(round(seconds * rate))
+    size = 2 * frames
+    with open(path, "wb") as handle:
+        handle.write(b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE")
+        handle.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16))
+        handle.write(b"data" + struct.pack("<I", size))
+        if data is not None:
+            pcm = np.round(np.clip(np.asarray(data, np.float64), -1, 1) * 32767).astype("<i2")
+            handle.seek(44 + 2 * int(round(start * rate)))
+            handle.write(pcm.tobytes())
+        handle.truncate(44 + size)
+    return path
+
+
 def write_frames(folder, video_id, n=10, size=224, colours=None):
     """The original layout ``folder/frame_{i}/{video_id}.jpg``."""
     from PIL import Image

@@ -200,7 +200,8 @@ def _count_and_rate(container, path):
 
 
 def video_info(path):
-    """(num_frames, fps, height, width) of a video (PyAV, no decoding)."""
+    """(num_frames, fps, height, width) of a video (PyAV, no decoding); the coded size,
+    before the display rotation that :func:`load_video_frames` applies."""
     with _open_video(path) as container:
         count, fps = _count_and_rate(container, path)
         stream = container.streams.video[0]

@@ -190,6 +190,18 @@ def test_a_long_container_track_is_decoded_only_where_used(tmp_path, frames_read
     assert frames_read["container"] <= source_samples(used, 44100, 16000) + 1024  # + 1 frame
 
 
+def test_a_flac_cut_after_the_window_is_still_refused(tmp_path):
+    """Only the first 0.5 s are used, the file is cut at 40 % of 4 s: its last frame, read
+    by a seek, shows it."""
+    whole = write_wav(str(tmp_path / "whole.flac"), tone(440, 4.0, 16000), 16000)
+    cut = tmp_path / "cut.flac"
+    data = open(whole, "rb").read()
+    cut.write_bytes(data[: int(0.4 * len(data))])
+    assert load_audio(whole, max_samples=8000).numel() == 8000
+    with pytest.raises(BadSampleError, match="truncated audio: the last of the 64000 frames"):
+        load_audio(str(cut), max_samples=8000)
+
+
 # -- frame indices -----------------------------------------------------------
 
 def test_indices_match_original_extractor_spacing():

@@ -180,6 +180,16 @@ class _Rewinding:
         self.handle.seek(self.position)
 
 
+def _last_frame_reads(handle):
+    """Whether the last frame of an open ``soundfile.SoundFile`` reads (a seek, not a read
+    of all that precedes it): the check that a file read only in part is complete."""
+    try:
+        handle.seek(handle.frames - 1)
+        return handle.read(1, dtype="float32", always_2d=True).shape[0] == 1
+    except Exception:  # libsndfile cannot seek into a file cut short
+        return False
+
+
 def _read_soundfile(path, name=None, max_samples=None, sample_rate=None):
     """([channels, samples] float32, rate): all samples, or those that the first
     ``max_samples`` at ``sample_rate`` come from (:func:`source_samples`)."""
@@ -191,18 +201,19 @@ def _read_soundfile(path, name=None, max_samples=None, sample_rate=None):
             declared, sr = handle.frames, handle.samplerate
             frames = source_samples(max_samples, sr, sample_rate)
             data = handle.read(-1 if frames is None else frames, dtype="float32", always_2d=True)
-            if data.shape[0] < declared:  # read the last frame too: is the file complete?
-                handle.seek(declared - 1)
-                if handle.read(1, dtype="float32", always_2d=True).shape[0] < 1:
-                    raise RuntimeError(f"its last frame ({declared - 1}) cannot be read")
+            complete = frames is None or data.shape[0] >= declared or _last_frame_reads(handle)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError
         raise BadSampleError(name, f"cannot decode audio ({exc})") from exc
+    if not complete:
+        raise BadSampleError(
+            name, f"truncated audio: the last of the {declared} frames declared in its header "
+            "cannot be read (re-extract or re-download the file)")
     header = wav_declared_frames(path)
     present = declared  # libsndfile shortens the count of a wav cut short: its header tells
     if header is not None and header > declared:
         declared = header
     if present < declared or data.shape[0] < min(declared, frames or declared):
-        found = present if present < declared and frames is not None else data.shape[0]
+        found = present if present < declared else data.shape[0]
         raise BadSampleError(
             name, f"truncated audio: {found} of the {declared} frames declared in its header "
             "are present (re-extract or re-download the file)")
@@ -296,14 +307,16 @@ def _read_container(path, name=None, max_samples=None, sample_rate=None):
             declared = float(stream.duration * stream.time_base)
         if not decoded:
             raise BadSampleError(name, "audio track has no decodable samples")
-        if declared is not None and not ended and not _end_decodes(container, stream, declared):
-            decoded, ended = _samples_in_track(path), True  # a damaged file: how much is left
+        damaged = declared is not None and not ended and not _end_decodes(container, stream,
+                                                                           declared)
+        channels = len(stream.layout.channels) if not chunks else chunks[0].shape[0]
+    if damaged:  # how much is left of it
+        decoded, ended = _samples_in_track(path), True
     seconds = decoded / float(sr)
     if ended and declared is not None and seconds < declared - _short_tolerance(declared):
         raise BadSampleError(
             name, f"truncated audio track: {seconds:.2f} s decoded of the {declared:.2f} s "
             "its container declares")
-    channels = len(stream.layout.channels) if not chunks else chunks[0].shape[0]
     parts = [np.zeros((channels, max(lead, 0)), np.float32)] + chunks
     data = np.concatenate(parts, axis=1)
     return (data if frames is None else data[:, :frames]), sr

@@ -95,7 +95,8 @@ def source_samples(max_samples, orig_sr, new_sr):
     """Source samples to read for the first ``max_samples`` output samples (``None``: all)."""
     if max_samples is None:
         return None
-    return math.ceil(int(max_samples) * int(orig_sr) / int(new_sr)) + resample_margin(orig_sr, new_sr)
+    needed = math.ceil(int(max_samples) * int(orig_sr) / int(new_sr))
+    return needed + resample_margin(orig_sr, new_sr)
 
 
 def resample(waveform, orig_sr, new_sr):
@@ -252,7 +253,8 @@ def _end_decodes(container, stream, declared):
         container.seek(max(target, start), stream=stream, backward=True)
         for frame in container.decode(stream):
             if frame.pts is not None:
-                end = float((frame.pts - start) * stream.time_base) + frame.samples / frame.sample_rate
+                end = (float((frame.pts - start) * stream.time_base)
+                       + frame.samples / frame.sample_rate)
     except Exception:
         return False
     return end is not None and end >= declared - _short_tolerance(declared)
@@ -363,7 +365,8 @@ def load_audio(path, sample_rate=16000, channel=None, name=None, max_samples=Non
         name = name or path
         if not os.path.isfile(path):
             raise BadSampleError(name, "file not found")
-    reader = _read_soundfile if os.path.splitext(name)[1].lower() in SOUNDFILE_EXTS else _read_container
+    is_audio_file = os.path.splitext(name)[1].lower() in SOUNDFILE_EXTS
+    reader = _read_soundfile if is_audio_file else _read_container
     data, sr = reader(path, name, max_samples, sample_rate)
     if data.shape[1] == 0:
         raise BadSampleError(name, "audio is empty (0 samples)")

@@ -32,7 +32,8 @@ def tone(freq, seconds, rate, amp=0.5):
 
 
 def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
-                audio_rate=44100, audio_seconds=None, colours=None, x264_params=None):
+                audio_rate=44100, audio_seconds=None, colours=None, x264_params=None,
+                audio_start=0.0, rotation=None, picture=None):
     """Write an mp4 (h264 + optional aac).
 
     Arguments
@@ -50,6 +51,14 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     x264_params : str, optional
         libx264 options, e.g. ``"keyint=8:bframes=3:open-gop=1"`` for keyframes every
         8 frames and B-frames (the default preset writes neither).
+    audio_start : float
+        Seconds by which the audio track starts after the video (negative: the video
+        starts ``-audio_start`` seconds after the audio), as timestamps of the container.
+    rotation : float or (float, bool), optional
+        Display matrix of the video track: counter-clockwise degrees, or (degrees, hflip)
+        (``VideoStream.set_display_rotation``); players rotate the pictures by it.
+    picture : callable k -> [height, width, 3] uint8, optional
+        Frame ``k`` as a picture (instead of a solid ``colours(k)``).
     """
     import av
 
@@ -62,15 +71,24 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     vstream.options = {"crf": "10", "preset": "ultrafast"}
     if x264_params:
         vstream.options = {**vstream.options, "x264-params": x264_params}
+    if rotation is not None:
+        degrees, hflip = rotation if isinstance(rotation, tuple) else (rotation, False)
+        vstream.set_display_rotation(degrees, hflip=hflip)
+    video_delay = int(round(max(-audio_start, 0.0) * float(rate)))  # in frames
     astream = None
     if audio_freqs:
         channels = len(audio_freqs)
         astream = container.add_stream("aac", rate=audio_rate)
         astream.layout = "stereo" if channels == 2 else "mono"
     for k in range(n_frames):
-        img = np.empty((height, width, 3), dtype=np.uint8)
-        img[:] = colours(k)
+        if picture is not None:
+            img = np.asarray(picture(k), dtype=np.uint8)
+        else:
+            img = np.empty((height, width, 3), dtype=np.uint8)
+            img[:] = colours(k)
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        if video_delay:
+            frame.pts, frame.time_base = k + video_delay, 1 / rate
         for packet in vstream.encode(frame):
             container.mux(packet)
     for packet in vstream.encode():
@@ -83,7 +101,7 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
             piece = np.ascontiguousarray(data[:, start:start + chunk])
             frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=astream.layout.name)
             frame.sample_rate = audio_rate
-            frame.pts = start
+            frame.pts = start + int(round(max(audio_start, 0.0) * audio_rate))
             for packet in astream.encode(frame):
                 container.mux(packet)
         for packet in astream.encode():
@@ -153,6 +171,26 @@ def write_wav(path, data, rate=16000, subtype="PCM_16"):
     import soundfile
 
     soundfile.write(path, np.asarray(data).T if np.ndim(data) == 2 else data, rate, subtype=subtype)
+    return path
+
+
+def write_long_wav(path, seconds, rate=44100, start=None, data=None):
+    """A mono 16-bit wav of ``seconds`` seconds that costs little to write: ``data`` (float,
+    at ``start`` seconds) and silence elsewhere, the silence after it left as a hole in the
+    file (a sparse file where the file system allows it; zeros when read)."""
+    import struct
+
+    frames = int(round(seconds * rate))
+    size = 2 * frames
+    with open(path, "wb") as handle:
+        handle.write(b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE")
+        handle.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16))
+        handle.write(b"data" + struct.pack("<I", size))
+        if data is not None:
+            pcm = np.round(np.clip(np.asarray(data, np.float64), -1, 1) * 32767).astype("<i2")
+            handle.seek(44 + 2 * int(round(start * rate)))
+            handle.write(pcm.tobytes())
+        handle.truncate(44 + size)
     return path
 
 

@@ -1065,6 +1065,55 @@ def convert_weights_without_recorded_statistics(env):
                  convert.convert, str(env["dir"] / "pre.pth"), env["dir"] / "conv_nostats",
                  num_heads=4, decoder_num_heads=4)
     assert not (env["dir"] / "conv_nostats").exists()
+# --- media as players show them (issue 24)
+def _red_corner(size=(64, 48)):
+    """A black picture whose top-left quadrant is red."""
+    width, height = size
+    img = np.zeros((height, width, 3), dtype=np.uint8)
+    img[: height // 2, : width // 2] = (255, 0, 0)
+    return img
+
+
+@case
+def media_video_rotated_by_its_header(env):
+    """A video whose display matrix rotates it by -90 degrees (a phone's portrait video) is
+    read as players show it: in a dataset item and in ``cavmae extract``'s frames."""
+    from PIL import Image
+
+    video = write_video(str(env["dir"] / "rotated.mp4"), n_frames=20, fps=10, size=(64, 48),
+                        rotation=-90, picture=lambda k: _red_corner())
+    shown = np.ascontiguousarray(np.rot90(_red_corner(), -1))  # 90 degrees clockwise
+    m = manifest(env, "rotated", [entry("rotated", wav=video, video=video)])
+    data = build_dataset(m, env["labels"], CONFIG, train=False)
+    frame = data[0]["frame"]
+    expected = data.loader.video_transform(shown)
+    assert (frame - expected).abs().mean() < 0.1
+    assert (frame - data.loader.video_transform(_red_corner())).abs().mean() > 0.5
+    out = env["dir"] / "rotated_extract"
+    assert extract.extract_one(video, str(out), n_frames=10, size=32)[1] == "done"
+    saved = np.asarray(Image.open(out / "frames" / "frame_0" / "rotated.jpg"), np.int16)
+    wanted = np.asarray(extract.original_frame_image(shown, 32), np.int16)
+    assert np.abs(saved - wanted).mean() < 10
+
+
+@case
+def media_audio_track_starting_late(env):
+    """An audio track that starts 1 s into the container: the sound is where the frames are
+    (1 s of silence first) in a dataset item's fbank and in ``cavmae extract``'s wav."""
+    import soundfile
+
+    video = write_video(str(env["dir"] / "late_audio.mp4"), n_frames=30, fps=10,
+                        size=(48, 32), audio_seconds=1.0, audio_start=1.0)
+    m = manifest(env, "late_audio", [entry("late_audio", wav=video, video=video)])
+    data = build_dataset(m, env["labels"], dict(CONFIG, audio_length=256), train=False)
+    loudest = data[0]["fbank"].max(dim=1).values  # per 10 ms frame
+    silence, sound = loudest[:95], loudest[105:195]
+    assert silence.max() < sound.min() - 1.0, (silence.max(), sound.min())
+    out = env["dir"] / "late_extract"
+    assert extract.extract_one(video, str(out), n_frames=10, size=32)[1] == "done"
+    wav, rate = soundfile.read(str(out / "audio" / "late_audio.wav"))
+    onset = np.flatnonzero(np.abs(wav) > 0.1)[0] / rate
+    assert abs(onset - 1.0) < 0.03, onset
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

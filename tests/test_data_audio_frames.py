@@ -14,10 +14,12 @@ from media import (
     original_extractor_frames,
     tone,
     write_frames,
+    write_long_wav,
     write_video,
     write_wav,
 )
-from speechbrain_cavmae.data.audio import audio_info, load_audio
+from speechbrain_cavmae.data import audio as audio_module
+from speechbrain_cavmae.data.audio import audio_info, load_audio, source_samples
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.frames import (
     IMAGENET_MEAN,
@@ -100,6 +102,104 @@ def test_audio_errors_name_file_and_problem(media, tmp_path, key, reason):
 def test_channel_out_of_range(media):
     with pytest.raises(BadSampleError, match="channel 3 requested but audio has 2"):
         load_audio(media["wav44"], channel=3)
+
+
+# -- the audio on the video's timeline ------------------------------------------
+
+def _tone_span(wav, rate=16000, level=0.1):
+    """(first, last) second where the waveform is louder than ``level``."""
+    loud = np.flatnonzero(np.abs(wav.numpy()) > level)
+    return loud[0] / rate, loud[-1] / rate
+
+
+@pytest.mark.parametrize("audio_start,span", [
+    (2.0, (2.0, 4.0)),   # the audio track starts 2 s after the video: 2 s of silence first
+    (-1.0, (0.0, 1.0)),  # the video starts 1 s after the audio: the audio's first second is cut
+    (0.0, (0.0, 2.0)),
+])
+def test_audio_is_placed_on_the_video_timeline(tmp_path, audio_start, span):
+    path = write_video(str(tmp_path / "clip.mp4"), n_frames=50, fps=10, size=(16, 16),
+                       audio_seconds=2.0, audio_start=audio_start)  # a 2 s tone
+    wav = load_audio(path)
+    first, last = _tone_span(wav)
+    assert abs(first - span[0]) < 0.03 and abs(last - span[1]) < 0.03, (first, last)
+    if audio_start > 0:
+        assert wav[: int(1.9 * 16000)].abs().max() < 1e-3  # silence, not the tone
+    window = load_audio(path, max_samples=3 * 16000)
+    torch.testing.assert_close(window, wav[: 3 * 16000], atol=1e-6, rtol=0)
+
+
+# -- only the samples used are read -----------------------------------------------
+
+@pytest.mark.parametrize("key", ["wav44", "flac", "stereo_mp4", "ntsc_mp4"])
+@pytest.mark.parametrize("max_samples", [1, 4000, 16001, 10 ** 7])
+def test_a_window_is_the_start_of_the_whole(media, key, max_samples):
+    whole = load_audio(media[key], channel=0)
+    window = load_audio(media[key], channel=0, max_samples=max_samples)
+    # the same samples; the resampler's convolution may round a short input differently
+    torch.testing.assert_close(window, whole[:max_samples], atol=1e-6, rtol=0)
+
+
+@pytest.fixture
+def frames_read(monkeypatch):
+    """Counts the source frames that soundfile returns and the container samples converted."""
+    import soundfile
+
+    counts = {"soundfile": 0, "container": 0}
+    read, to_float = soundfile.SoundFile.read, audio_module._frame_to_float
+
+    def counting_read(self, *args, **kwargs):
+        data = read(self, *args, **kwargs)
+        counts["soundfile"] += len(data)
+        return data
+
+    def counting_to_float(frame):
+        counts["container"] += frame.samples
+        return to_float(frame)
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", counting_read)
+    monkeypatch.setattr(audio_module, "_frame_to_float", counting_to_float)
+    return counts
+
+
+def test_a_long_wav_is_read_only_where_used(tmp_path, frames_read):
+    """A 20-minute 44.1 kHz wav (a sparse file): the fbank of a training item reads its first
+    10.26 s (and its last frame, which shows the file is complete), not 52.9 M frames."""
+    from speechbrain_cavmae.data.dataset import build_dataset
+
+    rate, minutes = 44100, 20
+    path = write_long_wav(str(tmp_path / "long.wav"), 60 * minutes, rate, start=5.0,
+                          data=0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate))
+    manifest = tmp_path / "m.json"
+    manifest.write_text('{"a": {"wav": "long.wav", "video_id": "a", "labels": []}}')
+    loader = build_dataset(str(manifest), None, {"frame_source": "video"}).loader
+    used = loader.samples_used()  # 164080 at 16 kHz
+    wav = loader.waveform("a")
+    assert wav.numel() == used
+    assert frames_read["soundfile"] <= source_samples(used, rate, 16000) + 1
+    first, last = _tone_span(wav)
+    assert abs(first - 5.0) < 0.01 and abs(last - 6.0) < 0.01
+
+
+def test_a_long_container_track_is_decoded_only_where_used(tmp_path, frames_read):
+    path = write_video(str(tmp_path / "long.mp4"), n_frames=60, fps=1, size=(16, 16),
+                       audio_freqs=(440.0,), audio_seconds=60.0)
+    used = 3 * 16000
+    wav = load_audio(path, max_samples=used)
+    assert wav.numel() == used
+    assert frames_read["container"] <= source_samples(used, 44100, 16000) + 1024  # + 1 frame
+
+
+def test_a_flac_cut_after_the_window_is_still_refused(tmp_path):
+    """Only the first 0.5 s are used, the file is cut at 40 % of 4 s: its last frame, read
+    by a seek, shows it."""
+    whole = write_wav(str(tmp_path / "whole.flac"), tone(440, 4.0, 16000), 16000)
+    cut = tmp_path / "cut.flac"
+    data = open(whole, "rb").read()
+    cut.write_bytes(data[: int(0.4 * len(data))])
+    assert load_audio(whole, max_samples=8000).numel() == 8000
+    with pytest.raises(BadSampleError, match="truncated audio: the last of the 64000 frames"):
+        load_audio(str(cut), max_samples=8000)
 
 
 # -- frame indices -----------------------------------------------------------

@@ -9,6 +9,7 @@ open GOPs), a variable frame rate clip, and the two real clips of ``../shared``.
 import logging
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,58 @@ def test_seeking_equals_sequential_on_the_real_clips(clip, caplog):
             assert torch.equal(load_video_frames(path, indices=[i])[0], sequential[i]), i
         assert torch.equal(load_video_frames(path), sequential)
     _no_fallback(caplog)
+
+
+# -- the container's display rotation -------------------------------------------------
+
+def _quadrant_picture(k, size=(64, 48)):
+    """A black picture whose top-left quadrant is red: its orientation can be told."""
+    width, height = size
+    img = np.zeros((height, width, 3), dtype=np.uint8)
+    img[: height // 2, : width // 2] = (255, 0, 0)
+    return img
+
+
+# display matrix (counter-clockwise degrees, hflip) -> the picture a player shows
+ROTATIONS = {
+    "cw90": ((-90, False), lambda img: np.rot90(img, -1)),   # a phone's portrait video
+    "ccw90": ((90, False), lambda img: np.rot90(img, 1)),
+    "180": ((180, False), lambda img: img[::-1, ::-1]),
+    "mirror": ((0, True), lambda img: img[:, ::-1]),
+    "cw90_mirror": ((-90, True), lambda img: np.rot90(img, -1)[:, ::-1]),
+}
+
+
+@pytest.mark.parametrize("key", sorted(ROTATIONS))
+def test_frames_are_rotated_as_players_show_them(tmp_path, key):
+    rotation, shown = ROTATIONS[key]
+    path = write_video(str(tmp_path / f"{key}.mp4"), n_frames=40, fps=10, audio_freqs=(),
+                       rotation=rotation, picture=_quadrant_picture,
+                       x264_params="keyint=8:min-keyint=8:scenecut=0:bframes=3")
+    expected = shown(_quadrant_picture(0)).astype(np.int16)
+    for seek in (True, False):
+        frames = load_video_frames(path, n=10, seek=seek)
+        assert frames.shape[2:] == expected.shape[:2], (key, seek)
+        for frame in frames:
+            error = np.abs(frame.permute(1, 2, 0).numpy().astype(np.int16) - expected)
+            assert error.mean() < 4, (key, seek, error.mean())  # the codec's loss only
+
+
+def test_rotate_tag_of_old_ffmpeg_and_odd_angles():
+    """FFmpeg before 5.0 exported the rotation as a ``rotate`` tag (clockwise degrees); an
+    angle that is not a multiple of 90 degrees is an error naming the file."""
+    from types import SimpleNamespace
+
+    from speechbrain_cavmae.data.errors import BadSampleError
+    from speechbrain_cavmae.data.frames import _rotation_matrix, display_matrix, orient
+
+    class Frame(SimpleNamespace):
+        side_data = {}
+
+    matrix = display_matrix(Frame(), SimpleNamespace(metadata={"rotate": "90"}))
+    img = _quadrant_picture(0)
+    assert np.array_equal(orient(img, matrix), np.rot90(img, -1))
+    assert display_matrix(Frame(), SimpleNamespace(metadata={})) is None
+    with pytest.raises(BadSampleError, match="rotates by 45 degrees") as info:
+        orient(img, _rotation_matrix(45), "x.mp4")
+    assert info.value.path == "x.mp4"

@@ -7,6 +7,17 @@ channel is picked, as the original ``sox remix 1`` step did) and the result
 is resampled to ``sample_rate`` with ``torchaudio.functional`` windowed-sinc
 resampling.
 
+Only the part of a file that is used is read: with ``max_samples`` (the samples the fbank
+uses, about 10.26 s), a wav or flac is read from its start up to that point and a container's
+audio track is decoded up to it, plus the few source samples that the resampler's filter
+reaches past it, so the samples kept are those of a whole-file read and the time and memory
+do not depend on the file's length.
+
+A container's audio is placed on its video's timeline, as players and ffmpeg align the
+streams by their start times: sample 0 is the time of the video's first frame, an audio track
+that starts later is preceded by silence, one that starts earlier loses its lead. So the frame
+at second 4 meets the sound of second 4.
+
 Why not decord's ``AudioReader``: with decord 0.6.0 its built-in resampling
 of stereo tracks returns NaN/inf samples and its native-rate output does not
 match FFmpeg's decoded samples. decord is not used at all (frames are decoded
@@ -23,13 +34,14 @@ torch.Size([16000])
 
 import io
 import logging
+import math
 import os
 
 import numpy as np
 import torch
 import torchaudio
 
-from .containers import open_container
+from .containers import audio_lead, open_container
 from .errors import BadSampleError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +53,10 @@ SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64
 #: (codec priming, rounding); anything shorter is a truncated file.
 SHORT_STREAM_TOLERANCE_S = 0.5
 
+#: When only the start of a container's audio track is decoded, its last this many seconds
+#: are decoded too, so that a file cut short is still found.
+TAIL_CHECK_S = 1.0
+
 _RESAMPLERS = {}
 
 _INT_SCALE = {"u8": None, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854775808e18}
@@ -51,6 +67,36 @@ def _resampler(orig, new):
     if key not in _RESAMPLERS:
         _RESAMPLERS[key] = torchaudio.transforms.Resample(orig, new)
     return _RESAMPLERS[key]
+
+
+def resample_margin(orig_sr, new_sr):
+    """Source samples past the last one needed that :func:`resample` reads.
+
+    torchaudio's windowed sinc (``lowpass_filter_width=6``, ``rolloff=0.99``) computes each
+    output sample from the source samples within ``width + orig`` after it (rates divided by
+    their gcd), so resampling a prefix that long gives the very samples of a whole-file
+    resampling (to float rounding: a short input may take another convolution path;
+    ``tests/test_data_audio_frames.py`` checks it).
+
+    Example
+    -------
+    >>> resample_margin(44100, 16000), resample_margin(16000, 16000)
+    (458, 0)
+    """
+    if int(orig_sr) == int(new_sr):
+        return 0
+    g = math.gcd(int(orig_sr), int(new_sr))
+    orig, new = int(orig_sr) // g, int(new_sr) // g
+    width = math.ceil(6 * orig / (min(orig, new) * 0.99))
+    return width + orig
+
+
+def source_samples(max_samples, orig_sr, new_sr):
+    """Source samples to read for the first ``max_samples`` output samples (``None``: all)."""
+    if max_samples is None:
+        return None
+    needed = math.ceil(int(max_samples) * int(orig_sr) / int(new_sr))
+    return needed + resample_margin(orig_sr, new_sr)
 
 
 def resample(waveform, orig_sr, new_sr):
@@ -135,23 +181,43 @@ class _Rewinding:
         self.handle.seek(self.position)
 
 
-def _read_soundfile(path, name=None):
+def _last_frame_reads(handle):
+    """Whether the last frame of an open ``soundfile.SoundFile`` reads (a seek, not a read
+    of all that precedes it): the check that a file read only in part is complete."""
+    try:
+        handle.seek(handle.frames - 1)
+        return handle.read(1, dtype="float32", always_2d=True).shape[0] == 1
+    except Exception:  # libsndfile cannot seek into a file cut short
+        return False
+
+
+def _read_soundfile(path, name=None, max_samples=None, sample_rate=None):
+    """([channels, samples] float32, rate): all samples, or those that the first
+    ``max_samples`` at ``sample_rate`` come from (:func:`source_samples`)."""
     name = name or path
     import soundfile
 
     try:
         with soundfile.SoundFile(path) as handle:
             declared, sr = handle.frames, handle.samplerate
-            data = handle.read(dtype="float32", always_2d=True)
+            frames = source_samples(max_samples, sr, sample_rate)
+            data = handle.read(-1 if frames is None else frames, dtype="float32", always_2d=True)
+            complete = frames is None or data.shape[0] >= declared or _last_frame_reads(handle)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError
         raise BadSampleError(name, f"cannot decode audio ({exc})") from exc
+    if not complete:
+        raise BadSampleError(
+            name, f"truncated audio: the last of the {declared} frames declared in its header "
+            "cannot be read (re-extract or re-download the file)")
     header = wav_declared_frames(path)
+    present = declared  # libsndfile shortens the count of a wav cut short: its header tells
     if header is not None and header > declared:
         declared = header
-    if data.shape[0] < declared:
+    if present < declared or data.shape[0] < min(declared, frames or declared):
+        found = present if present < declared else data.shape[0]
         raise BadSampleError(
-            name, f"truncated audio: {data.shape[0]} of the {declared} frames declared in "
-            "its header are present (re-extract or re-download the file)")
+            name, f"truncated audio: {found} of the {declared} frames declared in its header "
+            "are present (re-extract or re-download the file)")
     return np.ascontiguousarray(data.T), sr
 
 
@@ -170,7 +236,48 @@ def _frame_to_float(frame):
     return arr.astype(np.float32) / np.float32(_INT_SCALE[name])
 
 
-def _read_container(path, name=None):
+def _short_tolerance(declared):
+    return max(SHORT_STREAM_TOLERANCE_S, 0.1 * declared)
+
+
+def _end_decodes(container, stream, declared):
+    """Whether the last second of an audio track that declares ``declared`` seconds decodes.
+
+    A seek near the end and a decode of what follows: a file cut short is found without
+    decoding all of it (a failed seek only answers ``False``).
+    """
+    start = stream.start_time or 0
+    target = start + int((declared - TAIL_CHECK_S) / stream.time_base)
+    end = None
+    try:
+        container.seek(max(target, start), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                end = (float((frame.pts - start) * stream.time_base)
+                       + frame.samples / frame.sample_rate)
+    except Exception:
+        return False
+    return end is not None and end >= declared - _short_tolerance(declared)
+
+
+def _samples_in_track(path):
+    """Samples that the first audio track of ``path`` decodes to, decoding all of it."""
+    if hasattr(path, "seek"):
+        path.seek(0)
+    decoded = 0
+    with open_container(path) as container:
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                decoded += frame.samples
+        except Exception:
+            pass  # counted up to the damage
+    return decoded
+
+
+def _read_container(path, name=None, max_samples=None, sample_rate=None):
+    """([channels, samples] float32, rate) of a container's first audio track, on its video's
+    timeline (:func:`~speechbrain_cavmae.data.containers.audio_lead`): all samples, or those
+    that the first ``max_samples`` at ``sample_rate`` come from, decoding no further."""
     name = name or path
     try:
         container = open_container(path)
@@ -180,30 +287,48 @@ def _read_container(path, name=None):
         if not container.streams.audio:
             raise BadSampleError(name, "no audio track")
         stream = container.streams.audio[0]
-        chunks = []
+        sr = stream.rate or stream.codec_context.sample_rate
+        frames = source_samples(max_samples, sr, sample_rate)
+        lead = audio_lead(container, stream, sr)
+        drop = max(-lead, 0)  # samples before the video's first frame
+        wanted = None if frames is None else max(frames - lead, 0)  # track samples, dropped too
+        chunks, decoded, ended = [], 0, True
         try:
             for frame in container.decode(stream):
-                chunks.append(_frame_to_float(frame))
+                data = _frame_to_float(frame)
+                start, decoded = decoded, decoded + data.shape[1]
+                if decoded > drop:
+                    chunks.append(data[:, max(drop - start, 0):])
+                if wanted is not None and decoded >= wanted and chunks:
+                    ended = False
+                    break
         except Exception as exc:
             raise BadSampleError(name, f"cannot decode audio track ({exc})") from exc
-        sr = stream.rate or stream.codec_context.sample_rate
         declared = None
         if stream.duration is not None and stream.time_base is not None:
             declared = float(stream.duration * stream.time_base)
-    if not chunks:
-        raise BadSampleError(name, "audio track has no decodable samples")
-    data = np.concatenate(chunks, axis=1)
-    decoded = data.shape[1] / float(sr)
-    if declared is not None and decoded < declared - max(SHORT_STREAM_TOLERANCE_S,
-                                                         0.1 * declared):
+        if not decoded:
+            raise BadSampleError(name, "audio track has no decodable samples")
+        damaged = declared is not None and not ended and not _end_decodes(container, stream,
+                                                                           declared)
+        channels = len(stream.layout.channels) if not chunks else chunks[0].shape[0]
+    if damaged:  # how much is left of it
+        decoded, ended = _samples_in_track(path), True
+    seconds = decoded / float(sr)
+    if ended and declared is not None and seconds < declared - _short_tolerance(declared):
         raise BadSampleError(
-            name, f"truncated audio track: {decoded:.2f} s decoded of the {declared:.2f} s "
+            name, f"truncated audio track: {seconds:.2f} s decoded of the {declared:.2f} s "
             "its container declares")
-    return data, sr
+    parts = [np.zeros((channels, max(lead, 0)), np.float32)] + chunks
+    data = np.concatenate(parts, axis=1)
+    return (data if frames is None else data[:, :frames]), sr
 
 
-def load_audio(path, sample_rate=16000, channel=None, name=None):
+def load_audio(path, sample_rate=16000, channel=None, name=None, max_samples=None):
     """Load a mono waveform from an audio file or a video container.
+
+    A container's audio is aligned with its video (silence before a track that starts
+    later, the lead of one that starts earlier dropped); see the module's docstring.
 
     Arguments
     ---------
@@ -216,6 +341,10 @@ def load_audio(path, sample_rate=16000, channel=None, name=None):
         (``0`` is what the original ``sox remix 1`` extraction kept).
     name : str, optional
         With content: its file name (the extension tells the format; errors name it).
+    max_samples : int, optional
+        Return at most the first ``max_samples`` samples (at ``sample_rate``), reading only
+        the part of the file they come from; they equal the first samples of a whole read
+        (to float rounding).
 
     Returns
     -------
@@ -236,16 +365,16 @@ def load_audio(path, sample_rate=16000, channel=None, name=None):
         name = name or path
         if not os.path.isfile(path):
             raise BadSampleError(name, "file not found")
-    if os.path.splitext(name)[1].lower() in SOUNDFILE_EXTS:
-        data, sr = _read_soundfile(path, name)
-    else:
-        data, sr = _read_container(path, name)
+    is_audio_file = os.path.splitext(name)[1].lower() in SOUNDFILE_EXTS
+    reader = _read_soundfile if is_audio_file else _read_container
+    data, sr = reader(path, name, max_samples, sample_rate)
     if data.shape[1] == 0:
         raise BadSampleError(name, "audio is empty (0 samples)")
     mono = torch.from_numpy(np.ascontiguousarray(_to_mono(data, channel, name)))
     if not torch.isfinite(mono).all():
         raise BadSampleError(name, "audio contains NaN or infinite samples")
-    return resample(mono, sr, sample_rate)
+    wav = resample(mono, sr, sample_rate)
+    return wav if max_samples is None else wav[:max_samples]
 
 
 def audio_info(path):

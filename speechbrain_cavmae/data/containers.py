@@ -39,3 +39,43 @@ def open_container(source):
     import av
 
     return av.open(source, options=PROBE_OPTIONS)
+
+
+def _start(stream):
+    """A stream's start time in seconds (a ``Fraction``), or ``None`` when unknown."""
+    if stream.start_time is None or stream.time_base is None:
+        return None
+    return stream.start_time * stream.time_base
+
+
+def audio_lead(container, audio, rate):
+    """Samples of silence that put ``audio`` on the timeline of the container's video.
+
+    Players (and ffmpeg) align streams by their start times; the frames of
+    :mod:`~speechbrain_cavmae.data.frames` are counted from the video's first frame. So the
+    waveform's sample 0 is the video's start: a track starting ``d`` seconds later is
+    preceded by ``round(d * rate)`` samples of silence (a positive lead), one starting
+    earlier loses its first ``round(-d * rate)`` samples (a negative lead). Without a video
+    track (other than an attached cover picture), or when either start time is unknown (raw
+    streams carry none), the streams start together: 0.
+
+    Arguments
+    ---------
+    container : av.container.InputContainer
+    audio : av.audio.stream.AudioStream
+    rate : int
+        The audio track's sampling rate.
+
+    Returns
+    -------
+    int
+    """
+    import av
+
+    video = container.streams.video[0] if container.streams.video else None
+    if video is None or video.disposition & av.stream.Disposition.attached_pic:
+        return 0
+    audio_start, video_start = _start(audio), _start(video)
+    if audio_start is None or video_start is None:
+        return 0
+    return int(round((audio_start - video_start) * int(rate)))

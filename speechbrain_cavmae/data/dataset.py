@@ -249,9 +249,17 @@ class AVSampleLoader:
         """Extracted frame ``k`` (an RGB ``PIL.Image``) of ``frame_source``'s ``where``."""
         return load_extracted_frame(where, self.data[sid]["video_id"], k)
 
-    def waveform(self, sid):
+    def samples_used(self):
+        """Waveform samples that the ``audio_length`` fbank frames cover (from the start)."""
+        rate = self.cfg["sample_rate"]
+        return (self.cfg["audio_length"] - 1) * int(0.010 * rate) + int(0.025 * rate)
+
+    def waveform(self, sid, whole=False):
+        """The waveform's first :meth:`samples_used` samples (only those are read), or all
+        of it with ``whole``."""
         source, name = self.audio_input(sid)
-        wav = load_audio(source, self.cfg["sample_rate"], self.cfg["audio_channel"], name=name)
+        wav = load_audio(source, self.cfg["sample_rate"], self.cfg["audio_channel"], name=name,
+                         max_samples=None if whole else self.samples_used())
         if wav.numel() < int(0.025 * self.cfg["sample_rate"]):
             raise BadSampleError(
                 name, f"clip of {wav.numel()} samples is shorter than one 25 ms frame", sid
@@ -338,10 +346,7 @@ class AVSampleLoader:
         if targets is not None:
             out["labels"] = targets
         if cfg["features_on_device"]:
-            needed = (cfg["audio_length"] - 1) * int(0.010 * cfg["sample_rate"]) + int(
-                0.025 * cfg["sample_rate"]
-            )
-            out["wav"] = wav[:needed]
+            out["wav"] = wav[:self.samples_used()]
         else:
             out["fbank"] = self.fbank(wav, sid)
         return out

@@ -11,6 +11,10 @@ saved are frames ``max(position - 1, 0)``: one frame *before* the nominal
 position, except for the first. :func:`sample_frame_indices` returns those
 decoded indices (``opencv_offset=False`` gives the nominal positions).
 
+Decoded frames are shown as players show them: a display matrix (the container's
+rotation, e.g. of a phone's portrait video) is applied as ffmpeg's and OpenCV's
+autorotation apply it (:func:`displayed_rgb`).
+
 Frames are either decoded from the video with PyAV or read from the
 original pre-extracted layout ``video_path/frame_{i}/{video_id}.jpg`` (224 px
 short side resized with torchvision's default bilinear filter,
@@ -30,6 +34,7 @@ Example
 
 import io
 import logging
+import math
 import os
 
 import numpy as np
@@ -83,6 +88,79 @@ def middle_frame(n=10):
     return int(n / 2)
 
 
+def _rotation_degrees(matrix):
+    """Counter-clockwise degrees of a display matrix (``av_display_rotation_get``), or None."""
+    m = [float(v) / 65536.0 for v in matrix[:6]]
+    scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if scale0 == 0 or scale1 == 0:
+        return None
+    return -math.degrees(math.atan2(m[1] / scale1, m[0] / scale0))
+
+
+def _rotation_matrix(clockwise_degrees):
+    """The display matrix of a clockwise rotation (``av_display_rotation_set``), 16.16."""
+    radians = -math.radians(clockwise_degrees)
+    c, s = math.cos(radians), math.sin(radians)
+    return [round(c * 65536), round(-s * 65536), 0, round(s * 65536), round(c * 65536), 0,
+            0, 0, 1 << 30]
+
+
+def display_matrix(frame, stream):
+    """A decoded frame's display matrix (9 ints, 16.16 fixed point) or None.
+
+    Read from the frame's side data (FFmpeg gives each frame the stream's display matrix),
+    else from the ``rotate`` tag (clockwise degrees) that FFmpeg before 5.0 exported.
+    """
+    side = frame.side_data.get("DISPLAYMATRIX")
+    if side is not None:
+        return [int(v) for v in np.frombuffer(bytes(side), dtype=np.int32)[:9]]
+    rotate = stream.metadata.get("rotate")
+    if rotate:
+        return _rotation_matrix(float(rotate))
+    return None
+
+
+def orient(rgb, matrix, name="<video>"):
+    """``rgb`` [H, W, 3] as displayed under ``matrix`` (see :func:`display_matrix`).
+
+    ffmpeg's autorotation (``fftools``), which OpenCV's FFmpeg backend follows: a rotation
+    of 90, 180 or 270 degrees clockwise (with the mirroring a negative determinant adds), or
+    a vertical flip. Other angles would need interpolation: an error.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> rgb = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, 2)
+    >>> orient(rgb, _rotation_matrix(90))[..., 0].tolist()  # 90 degrees clockwise
+    [[3, 0], [4, 1], [5, 2]]
+    """
+    ccw = _rotation_degrees(matrix)
+    if ccw is None:
+        raise BadSampleError(name, f"degenerate display matrix {list(matrix)}")
+    theta = -round(ccw)
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        out = rgb.transpose(1, 0, 2) if matrix[3] > 0 else np.rot90(rgb, -1)
+    elif abs(theta - 180) < 1:
+        out = rgb[:, ::-1] if matrix[0] < 0 else rgb
+        out = out[::-1] if matrix[4] < 0 else out
+    elif abs(theta - 270) < 1:
+        out = np.rot90(rgb, -1)[::-1] if matrix[3] < 0 else np.rot90(rgb, 1)
+    elif abs(theta) < 1 or abs(theta - 360) < 1:
+        out = rgb[::-1] if matrix[4] < 0 else rgb
+    else:
+        raise BadSampleError(name, f"the display matrix rotates by {theta:g} degrees; only "
+                             "multiples of 90 degrees can be applied")
+    return out if out is rgb else np.ascontiguousarray(out)
+
+
+def displayed_rgb(frame, stream, name="<video>"):
+    """[H, W, 3] uint8 of a decoded frame, oriented as players show it (:func:`orient`)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    matrix = display_matrix(frame, stream)
+    return rgb if matrix is None else orient(rgb, matrix, name)
+
+
 def _open_video(path, name=None):
     """Open ``path`` (a file, or bytes / a binary file object named ``name``) with PyAV."""
     if isinstance(path, (bytes, bytearray, memoryview)):
@@ -122,7 +200,8 @@ def _count_and_rate(container, path):
 
 
 def video_info(path):
-    """(num_frames, fps, height, width) of a video (PyAV, no decoding)."""
+    """(num_frames, fps, height, width) of a video (PyAV, no decoding); the coded size,
+    before the display rotation that :func:`load_video_frames` applies."""
     with _open_video(path) as container:
         count, fps = _count_and_rate(container, path)
         stream = container.streams.video[0]
@@ -178,7 +257,7 @@ class _PacketIndex:
         return keys[-1]
 
 
-def _decode_with_seeks(container, stream, index, frame_ids):
+def _decode_with_seeks(container, stream, index, frame_ids, name):
     """{frame id: rgb array} decoding from the keyframe before each wanted frame.
 
     Packets whose frame is not wanted are decoded with ``skip_frame = "NONREF"``: the
@@ -196,7 +275,7 @@ def _decode_with_seeks(container, stream, index, frame_ids):
     def keep(frames):
         for frame in frames:
             if frame.pts in wanted and wanted[frame.pts] not in got:
-                got[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
+                got[wanted[frame.pts]] = displayed_rgb(frame, stream, name)
 
     for k in sorted(set(frame_ids), key=index.start_for):
         if k in got:
@@ -233,13 +312,13 @@ def _seek_and_decode(container, stream, frame_ids, path):
         index = _PacketIndex(container, stream)
         if max(frame_ids) >= len(index):
             return {}, len(index)
-        return _decode_with_seeks(container, stream, index, frame_ids), len(index)
+        return _decode_with_seeks(container, stream, index, frame_ids, path), len(index)
     except _NoIndex as why:
         logger.debug("%s: decoding sequentially (%s)", path, why)
         return None, 0
 
 
-def _decode_sequentially(container, stream, frame_ids):
+def _decode_sequentially(container, stream, frame_ids, name):
     """{frame id: rgb array} decoding every frame from the start to the last wanted one."""
     wanted = set(frame_ids)
     last = max(frame_ids)
@@ -248,7 +327,7 @@ def _decode_sequentially(container, stream, frame_ids):
     for k, frame in enumerate(container.decode(stream)):
         decoded = k + 1
         if k in wanted:
-            got[k] = frame.to_ndarray(format="rgb24")
+            got[k] = displayed_rgb(frame, stream, name)
         if k >= last:
             break
     return got, decoded
@@ -288,7 +367,7 @@ def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1, seek
     Returns
     -------
     torch.Tensor
-        uint8 [len(indices) or n, 3, H, W].
+        uint8 [len(indices) or n, 3, H, W], H and W as displayed (after the rotation).
     """
     name = name or (os.fspath(path) if isinstance(path, (str, os.PathLike)) else None)
     with _open_video(path, name) as container:
@@ -307,7 +386,8 @@ def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1, seek
                     path.seek(0)
                 with _open_video(path, name) as again:  # decode from the very start
                     again.streams.video[0].thread_count = num_threads
-                    got, decoded = _decode_sequentially(again, again.streams.video[0], frame_ids)
+                    got, decoded = _decode_sequentially(again, again.streams.video[0], frame_ids,
+                                                        name)
         except BadSampleError:
             raise
         except Exception as exc:

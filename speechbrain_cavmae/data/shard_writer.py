@@ -130,7 +130,8 @@ def sample_fields(loader, sid, audio_format="flac"):
     loader.check_labels(sid)
     fields = {"json": json.dumps({"id": sid, "video_id": entry["video_id"],
                                   "labels": list(entry["labels"])}).encode("utf8")}
-    fields[audio_format] = encode_audio(loader.waveform(sid), cfg["sample_rate"], audio_format)
+    fields[audio_format] = encode_audio(loader.waveform(sid, whole=True), cfg["sample_rate"],
+                                         audio_format)
     kind, where = loader.frame_source(sid)
     if kind == "extracted":
         for i in range(cfg["n_frames"]):

@@ -328,22 +328,28 @@ def input_config(hparams):
     return {key: values[key] for key in INPUT_KEYS if key in values}
 
 
-def read_input_config(source):
-    """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
-    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. Only
-    the scalar settings are read (no model is built)."""
+def folder_settings(text):
+    """The plain settings of a model folder's yaml ``text``: its scalars, read without
+    building anything (HyperPyYAML tags such as ``!new:`` and ``!ref`` are left out)."""
     import yaml
-
-    from speechbrain_cavmae.checkpoints.loader import folder_of
-
-    folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
-    if folder is None:
-        return {}
 
     class _Scalars(yaml.SafeLoader):
         """Reads the scalars; HyperPyYAML tags (``!new:``, ``!ref``...) become None."""
 
     _Scalars.add_multi_constructor("!", lambda loader, suffix, node: None)
+    return yaml.load(text, Loader=_Scalars) or {}
+
+
+def read_input_config(source, trust_remote_code=False):
+    """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
+    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. The
+    folder is checked first (:func:`speechbrain_cavmae.checkpoints.loader.check_folder`);
+    only the scalar settings are read (no model is built)."""
+    from speechbrain_cavmae.checkpoints.loader import check_folder, folder_of
+
+    folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
+    if folder is None:
+        return {}
+    check_folder(folder, trust_remote_code=trust_remote_code)
     with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
-        values = yaml.load(handle, Loader=_Scalars)
-    return input_config(values)
+        return input_config(folder_settings(handle.read()))

@@ -98,7 +98,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     source = os.fspath(checkpoint)
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: checkpoint not found")
-    state, fmt, folder = loader.read_source(source)
+    state, fmt, folder = loader.read_source(source, trust_remote_code=trust_remote_code)
     if fmt == "imagenet_mae" or "encoder.patch_embed_a.proj.weight" not in state:
         raise loader.CheckpointMismatchError(
             f"{source}: not a CAV-MAE checkpoint (no audio patch embedding among "

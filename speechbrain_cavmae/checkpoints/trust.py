@@ -36,8 +36,8 @@ Example
 >>> try:
 ...     check_folder_hparams("x: !apply:os.system [echo hi]", "b.yaml", None)
 ... except UntrustedCodeError as err:
-...     print(str(err)[:56])
-b.yaml: line 1: !apply:os.system: !apply: builds what it
+...     print(str(err)[:62])
+b.yaml: line 1: !apply:os.system is not allowed (!apply: calls
 """
 
 import logging
@@ -159,14 +159,14 @@ def _walk(node, problems, parent_key=None, in_hooks=False):
     else:
         prefix = tag.split(":", 1)[0] + ":" if ":" in tag else tag
         why = {
-            "!apply:": "!apply: builds what it names and calls it",
+            "!apply:": "!apply: calls what it names",
             "!applyref:": "!applyref: calls a function",
             "!module:": "!module: imports a module",
             "!include:": "!include: reads another file",
             "!name:": "!name: names a function to call",
         }.get(prefix)
         if tag.startswith(_STANDARD + "python/"):
-            why = "Python object tags build and call any object"
+            why = "Python object tags run code"
         problems.add(node, _shown(node), why or "unknown tag")
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -327,7 +327,7 @@ def check_folder_hparams(text, source, root, overrides=None, trust_remote_code=F
     problems = folder_problems(text, root, overrides)
     if not problems:
         return
-    where = "; ".join((f"line {line}: " if line else "") + f"{what}: {reason}"
+    where = "; ".join((f"line {line}: " if line else "") + f"{what} is not allowed ({reason})"
                       for line, what, reason in problems[:3])
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     raise UntrustedCodeError(

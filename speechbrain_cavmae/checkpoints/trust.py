@@ -283,20 +283,20 @@ def folder_problems(text, root, overrides=None):
     try:
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        return [(None, "yaml", f"cannot be parsed to check it ({exc})")]
+        return [(None, None, f"cannot be parsed to check it ({exc})")]
     documents = [d for d in documents if d is not None]
     if len(documents) > 1:
-        return [(None, "yaml", "holds several documents")]
+        return [(None, None, "holds several YAML documents")]
     if not documents:
         return []
     root_node, problems = documents[0], _Problems()
     if not isinstance(root_node, yaml.MappingNode):
-        return [(1, "yaml", "a model folder's yaml must be a mapping")]
+        return [(None, None, "is not a mapping of settings")]
     pretrainers = _walk(root_node, problems)
     top = {k.value: v for k, v in root_node.value if isinstance(k, yaml.ScalarNode)}
     for node in pretrainers:
         _check_pretrainer(node, top, root, dict(overrides or {}), problems)
-    return sorted(set(problems), key=lambda p: (p[0] or 0, p[1]))
+    return sorted(set(problems), key=lambda p: (p[0] or 0, p[1] or ""))
 
 
 def check_folder_hparams(text, source, root, overrides=None, trust_remote_code=False):
@@ -327,7 +327,8 @@ def check_folder_hparams(text, source, root, overrides=None, trust_remote_code=F
     problems = folder_problems(text, root, overrides)
     if not problems:
         return
-    where = "; ".join((f"line {line}: " if line else "") + f"{what} is not allowed ({reason})"
+    where = "; ".join(reason if what is None else
+                      f"line {line}: {what} is not allowed ({reason})"
                       for line, what, reason in problems[:3])
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     raise UntrustedCodeError(

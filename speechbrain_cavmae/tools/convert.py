@@ -83,8 +83,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     audio_channel : int or None
         Channel of multichannel audio the model is fed (0, as the original).
     trust_remote_code : bool
-        Read a model folder whose yaml names code outside the allow-list of
-        :mod:`speechbrain_cavmae.checkpoints.trust`.
+        Read a model folder whose yaml is outside the model-folder schema of
+        :mod:`speechbrain_cavmae.checkpoints.trust` (it may run any code).
 
     Returns
     -------

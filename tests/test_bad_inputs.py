@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from media import tone, write_frames, write_label_csv, write_original_manifest, write_video
+from folder_readers import every_reader
 from media import write_wav
 from processes import REPO, import_script, run_ranks
 from recipe_cli import DECODER, ENCODER, HP
@@ -693,30 +694,10 @@ def _folder_with(env, name, line=None, replace=None):
     return folder
 
 
-def _every_reader(env, folder):
-    """Every way a model folder is read, by name."""
-    from argparse import Namespace
-
-    from speechbrain_cavmae.checkpoints.model_folder import read_input_config
-    from speechbrain_cavmae.lobes import CAVMAEAudioEncoder
-    from speechbrain_cavmae.tools import inputs
-
-    return {
-        "from_hparams": lambda: AudioVisualClassifier.from_hparams(
-            source=str(folder), savedir=str(env["dir"] / f"sd_{folder.name}")),
-        "load_model": lambda: load_model(folder),
-        "load_pretrained": lambda: load_pretrained(CAVMAEClassifier(4, **ARCH), folder),
-        "load_encoder_weights": lambda: load_encoder_weights(folder),
-        "ckpt_path": lambda: CAVMAEAudioEncoder(ckpt_path=str(folder)),
-        "tools": lambda: inputs.load_model(Namespace(model=str(folder), device="cpu")),
-        "read_input_config": lambda: read_input_config(str(folder)),
-    }
-
-
 def _refused_by_every_reader(env, folder, pattern, markers=()):
     """Every reader refuses ``folder`` with the same message, and no marker appears."""
     messages = {}
-    for name, read in _every_reader(env, folder).items():
+    for name, read in every_reader(folder, env["dir"] / f"sd_{folder.name}", ARCH).items():
         with pytest.raises(UntrustedCodeError) as info:
             read()
         messages[name] = str(info.value)

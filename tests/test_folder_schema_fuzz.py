@@ -20,28 +20,22 @@ import random
 import re
 import shutil
 import subprocess
-from argparse import Namespace
-from pathlib import Path
 
 import pytest
 import speechbrain
 import speechbrain.dataio.dataio
 import speechbrain.utils.checkpoints
 import torch
+from folder_readers import every_reader
 
 from speechbrain_cavmae import CAVMAEClassifier
-from speechbrain_cavmae.checkpoints.loader import load_encoder_weights, load_model
-from speechbrain_cavmae.checkpoints.model_folder import read_input_config, write_model_folder
+from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
 from speechbrain_cavmae.checkpoints.trust import (
     FOLDER_CLASSES,
     LOAD_HOOKS,
     UntrustedCodeError,
     folder_problems,
 )
-from speechbrain_cavmae.inference import AudioVisualClassifier
-from speechbrain_cavmae.lobes import CAVMAEAudioEncoder
-from speechbrain_cavmae.tools import inputs
-from speechbrain_cavmae.training.recipe import load_pretrained
 
 SEED = 24
 N_FOLDERS = 70
@@ -118,19 +112,6 @@ def mutate(rng, text, names, marker, folder, i):
     return text.replace("    mode: !ref <mode>", f"    mode: !ref <mode>\n    fuzz: {value}", 1)
 
 
-def readers(folder, savedir):
-    return {
-        "from_hparams": lambda: AudioVisualClassifier.from_hparams(
-            source=str(folder), savedir=str(savedir)).mods.model,
-        "load_model": lambda: load_model(folder),
-        "load_pretrained": lambda: load_pretrained(CAVMAEClassifier(4, **ARCH), folder),
-        "load_encoder_weights": lambda: load_encoder_weights(folder),
-        "ckpt_path": lambda: CAVMAEAudioEncoder(ckpt_path=str(folder)),
-        "tools": lambda: inputs.load_model(Namespace(model=str(folder), device="cpu")),
-        "read_input_config": lambda: read_input_config(str(folder)),
-    }
-
-
 def built_types(value, seen=None):
     """Qualified names of the non-data objects in a loaded yaml value (modules' children
     are the model's own, not built by the yaml)."""
@@ -177,7 +158,7 @@ def test_checker_and_every_reader_agree_and_nothing_else_is_built(base):
         (folder / "hyperparams.yaml").write_text(text)
         problems = folder_problems(text, str(folder), {"pretrained_path": str(folder)})
         outcomes = {}
-        for reader, read in readers(folder, base / f"sd{i}").items():
+        for reader, read in every_reader(folder, base / f"sd{i}", ARCH).items():
             try:
                 outcomes[reader] = ("loaded", read())
             except UntrustedCodeError as exc:

@@ -145,6 +145,8 @@ def detect_format(source):
 #: What a local model path may be, in :func:`model_source`'s messages.
 EXPECTED = (f"expected a model folder ({HPARAMS_FILE} + {MODEL_FILE}), a recipe's output "
             "folder, a SpeechBrain checkpoint folder (CKPT+...) or a .pth / .ckpt weights file")
+#: Names of weights files (read as such, whatever their content).
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".ckpt")
 #: The first bytes of the files ``torch.save`` writes (zip archive; legacy pickle).
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 #: Prefixes of the weights that make a state dict a CAV-MAE (or drop-in encoder) one.
@@ -162,7 +164,7 @@ def is_hub_id(source):
     """
     parts = str(source).split("/")
     return (len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][\w.-]*", p) for p in parts)
-            and not str(source).endswith((".pth", ".pt", ".ckpt")))
+            and not str(source).endswith(WEIGHTS_SUFFIXES))
 
 
 def is_weights_file(path):
@@ -221,8 +223,8 @@ def model_source(source, hub=False):
 
     A path that exists is always local: a model folder (or its ``model.ckpt``, or a
     recipe's output folder) is ``("folder", folder)``, a SpeechBrain checkpoint folder
-    ``("checkpoint_dir", weights file)`` (:func:`checkpoint_weights`), a file written by
-    ``torch.save`` ``("weights", path)``. With ``hub``, a path that does not exist but has
+    ``("checkpoint_dir", weights file)`` (:func:`checkpoint_weights`), a ``.pth`` /
+    ``.pt`` / ``.ckpt`` file or any file written by ``torch.save`` ``("weights", path)``. With ``hub``, a path that does not exist but has
     the shape ``owner/name`` is ``("hub", source)``.
 
     Raises
@@ -239,10 +241,10 @@ def model_source(source, hub=False):
     if os.path.isdir(path):
         return "checkpoint_dir", checkpoint_weights(path)
     if os.path.isfile(path):
-        if is_weights_file(path):
-            return "weights", path
-        raise NotAModelError(f"{path}: not a model (a file not written by torch.save); "
-                             f"{EXPECTED}")
+        if path.endswith(WEIGHTS_SUFFIXES) or is_weights_file(path):
+            return "weights", path  # a damaged .pth: "cannot read the checkpoint"
+        raise NotAModelError(f"{path}: not a model (neither a weights file nor written by "
+                             f"torch.save); {EXPECTED}")
     if hub and is_hub_id(path):
         return "hub", path
     raise FileNotFoundError(f"{path}: no such model folder or file"

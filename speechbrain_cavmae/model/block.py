@@ -85,16 +85,8 @@ class SharedBlock(Block):
 
     Arguments
     ---------
-    dim : int
-        Token size.
-    num_heads : int
-        Attention heads.
-    mlp_ratio : float
-        Hidden size of the MLP relative to ``dim``.
-    qkv_bias : bool
-        Bias on the query/key/value projection.
-    drop_path : float
-        Stochastic depth rate.
+    dim, num_heads, mlp_ratio, qkv_bias, drop_path
+        As :class:`Block`.
     modalities : tuple
         The streams whose LayerNorms the block holds (``None``: joint, ``"a"``, ``"v"``);
         the audio-only encoder keeps ``("a",)`` so that it has no unused parameters.

@@ -221,10 +221,11 @@ class AudioVisualClassifier(Pretrained):
                 overrides["pretrained_path"] = source
             kwargs["fetch_config"] = _local_fetch_config(kwargs)
         else:  # a hub id: fetched by SpeechBrain, for the yaml and, through
-            overrides.setdefault("pretrained_path", source)  # pretrained_path, the files
+            if isinstance(source, str):  # pretrained_path, the files
+                overrides.setdefault("pretrained_path", source)
             path = _fetch_hparams(source, hparams_file, kwargs)
-        check_hparams_file(path, source if isinstance(source, str) else None, overrides,
-                           trust_remote_code)
+        root = source if isinstance(source, str) else str(getattr(source, "path", source))
+        check_hparams_file(path, root, overrides, trust_remote_code)
         return super().from_hparams(source, hparams_file=hparams_file, overrides=overrides,
                                     **kwargs)
 

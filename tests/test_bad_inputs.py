@@ -802,6 +802,16 @@ def folder_yaml_tuple_runs_code(env):
 
 
 @case
+def folder_yaml_alias_expansion(env):
+    """Nested YAML aliases (here 9^5 values; a few more levels exhaust the memory when
+    HyperPyYAML expands them) are refused before anything is loaded."""
+    lines = ["lol0: &lol0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * 9) + "]" for i in range(1, 5)]
+    folder = _folder_with(env, "evil_aliases", "\n".join(lines))
+    _refused_by_every_reader(env, folder, r"\*alias is not allowed \(YAML aliases")
+
+
+@case
 def folder_savedir_used_before_for_another_folder(env):
     """A savedir that held another folder's links gave that folder's weights."""
     torch.manual_seed(5)

@@ -9,7 +9,8 @@ every tool, the drop-in encoders' ``ckpt_path`` and the recipes' ``--pretrained_
 first calls :func:`check_folder_hparams`, which composes the yaml (parses it; nothing is
 built, imported or read) and refuses it unless
 
-* every tag is plain YAML data (strings, numbers, booleans, null, lists, mappings),
+* every tag is plain YAML data (strings, numbers, booleans, null, lists, mappings; no
+  ``&anchor`` / ``*alias``, which can expand exponentially),
   ``!ref`` / ``!copy`` of keys (``<key>``, ``<key[sub]>``; no attribute access
   ``<key.attr>``, which HyperPyYAML turns into a ``getattr`` call, and no ``**``),
   ``!tuple`` / ``(...)`` of plain values, ``!PLACEHOLDER``, ``!new:`` of one of
@@ -125,8 +126,15 @@ def _check_ref(text, node, problems):
         problems.add(node, f"{_shown(node)} {text}", "'**' is not allowed in a reference")
 
 
-def _walk(node, problems, parent_key=None, in_hooks=False):
-    """Check the tags of ``node`` and below; returns the ``!new:Pretrainer`` nodes."""
+def _walk(node, problems, parent_key=None, in_hooks=False, seen=None):
+    """Check the tags of ``node`` and below; returns the ``!new:Pretrainer`` nodes. A node
+    met twice is a YAML alias (``*name``), which the writers never use and which can
+    expand exponentially when loaded: refused, and not followed again."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        problems.add(node, "*alias", "YAML aliases are not allowed (use !ref)")
+        return []
+    seen.add(id(node))
     found = []
     tag = _tag(node)
     if tag.startswith("!new:"):
@@ -170,12 +178,12 @@ def _walk(node, problems, parent_key=None, in_hooks=False):
         problems.add(node, _shown(node), why or "unknown tag")
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            found += _walk(key, problems)
+            found += _walk(key, problems, seen=seen)
             name = key.value if isinstance(key, yaml.ScalarNode) else None
-            found += _walk(value, problems, name, in_hooks=parent_key == "custom_hooks")
+            found += _walk(value, problems, name, parent_key == "custom_hooks", seen)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            found += _walk(item, problems)
+            found += _walk(item, problems, seen=seen)
     return found
 
 

@@ -54,7 +54,7 @@ from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.frames import ImageTransform
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
-from speechbrain_cavmae.checkpoints.loader import HPARAMS_FILE, RUN_MODEL_SUBDIR
+from speechbrain_cavmae.checkpoints.loader import HPARAMS_FILE, model_source
 from speechbrain_cavmae.checkpoints.loader import yaml_declares as _yaml_declares
 from speechbrain_cavmae.checkpoints.model_folder import input_config
 from speechbrain_cavmae.checkpoints.trust import check_hparams_file
@@ -92,16 +92,26 @@ def probe_streams(path):
 
 
 def _fetch_hparams(source, hparams_file, kwargs):
-    """Local path of ``source``'s hyperparameters file, fetched as ``from_hparams`` does."""
-    local = os.path.join(source, hparams_file) if isinstance(source, str) else None
-    if local is not None and os.path.isfile(local):
-        return local
+    """Local path of a hub ``source``'s hyperparameters file, fetched as ``from_hparams``
+    does."""
     from speechbrain.inference import interfaces  # the fetch that from_hparams itself uses
 
     options = {k: kwargs[k] for k in ("savedir", "local_strategy", "fetch_config")
                if k in kwargs}
     return interfaces.fetch(filename=hparams_file, source=source, save_filename=None,
                             **options)
+
+
+def _local_fetch_config(kwargs):
+    """SpeechBrain's fetch options for a local folder: no network, and the ``savedir``
+    links made afresh (a ``savedir`` used before for another folder would otherwise give
+    that folder's files)."""
+    import dataclasses
+
+    from speechbrain.utils.fetching import FetchConfig
+
+    given = kwargs.get("fetch_config") or FetchConfig()
+    return dataclasses.replace(given, overwrite=True, allow_network=False)
 
 
 class AudioVisualClassifier(Pretrained):
@@ -154,51 +164,118 @@ class AudioVisualClassifier(Pretrained):
 
     @classmethod
     def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None,
-                     trust_remote_code=False, **kwargs):
-        """Load from a model folder (or any ``Pretrained`` source).
+                     trust_remote_code=False, num_heads=None, **kwargs):
+        """Load from a model folder, a weights file, or a model-hub id.
 
-        The yaml's ``pretrained_path`` (``.`` in the folders this package writes) is set
-        to ``source``, so that a folder can be moved or copied freely. A recipe's output
-        folder stands for its model folder ``<output_folder>/model``. Any other source (a
-        model-hub id such as ``"org/cavmae-as"``, a URL) is handed unchanged to
-        SpeechBrain's own fetching, for ``hyperparams.yaml`` and, through
-        ``pretrained_path``, for ``model.ckpt`` and ``label_encoder.txt``: a model folder
-        uploaded as it is loads from the hub.
+        A path that exists is loaded locally, never from the hub
+        (:func:`~speechbrain_cavmae.checkpoints.loader.model_source`): a model folder (or a
+        recipe's output folder, standing for its ``model/``) with its yaml's
+        ``pretrained_path`` (``.`` in the folders this package writes) set to the folder,
+        so that it can be moved freely, and its files linked into ``savedir`` afresh; a
+        weights file (``.pth``, ``.ckpt``) or a SpeechBrain checkpoint folder through
+        :meth:`from_weights`; anything else that exists (a wav...) is a ``NotAModelError``.
+        A path that does not exist is a ``FileNotFoundError``, unless it has the shape of a
+        model-hub id (``"org/cavmae-as"``) or is a URL: then it goes to SpeechBrain's own
+        fetching, for ``hyperparams.yaml`` and, through ``pretrained_path``, for
+        ``model.ckpt`` and ``label_encoder.txt`` (a model folder uploaded as it is).
 
         Arguments
         ---------
         source : str
-            Model folder, hub id or URL.
+            Model folder, weights file, hub id or URL.
         hparams_file : str
             Name of the hyperparameters file in ``source``.
         overrides : dict, optional
             HyperPyYAML overrides.
         trust_remote_code : bool
-            The yaml is checked before it is loaded: unless this is ``True`` it may only
-            build classes and functions of this package, SpeechBrain and torch
-            (:mod:`speechbrain_cavmae.checkpoints.trust`; ``UntrustedCodeError``
-            otherwise). Set it only for folders you trust: their yaml can run any code.
+            The yaml is checked before it is loaded: unless this is ``True`` it must
+            conform to the model-folder schema (:mod:`speechbrain_cavmae.checkpoints.trust`;
+            ``UntrustedCodeError`` otherwise). Set it only for folders you trust: their
+            yaml can run any code.
+        num_heads : int, optional
+            Attention heads of a weights file whose width is not the released 768 (a
+            model folder records them).
         **kwargs
             Passed to ``Pretrained.from_hparams`` (``savedir``, ``run_opts``...).
         """
         overrides = dict(overrides or {})
-        if isinstance(source, (str, os.PathLike)):
-            source = os.fspath(source)
-            run_model = os.path.join(source, RUN_MODEL_SUBDIR)
-            if (os.path.isdir(source) and hparams_file == HPARAMS_FILE
-                    and not _yaml_declares(os.path.join(source, hparams_file), "pretrainer")
-                    and _yaml_declares(os.path.join(run_model, hparams_file), "pretrainer")):
-                logger.info("%s is a recipe output folder: loading its model folder %s",
-                            source, run_model)
-                source = run_model
-            if "pretrained_path" not in overrides:
-                if not os.path.isdir(source):  # hub id / URL: fetched by SpeechBrain
-                    overrides["pretrained_path"] = source
-                elif _yaml_declares(os.path.join(source, hparams_file), "pretrained_path"):
-                    overrides["pretrained_path"] = os.path.abspath(source)
-        check_hparams_file(_fetch_hparams(source, hparams_file, kwargs), trust_remote_code)
+        source = os.fspath(source) if isinstance(source, os.PathLike) else source
+        if not isinstance(source, str) or "://" in source:  # FetchSource, URL
+            kind, where = "hub", source
+        elif hparams_file != HPARAMS_FILE and os.path.isdir(source):
+            kind, where = "folder", source
+        else:
+            kind, where = model_source(source, hub=True)
+        if kind in ("weights", "checkpoint_dir"):
+            return cls.from_weights(where, run_opts=kwargs.get("run_opts"),
+                                    num_heads=num_heads)
+        if num_heads is not None:
+            raise ValueError(f"{source}: num_heads is for weights files; a model folder "
+                             "records its heads: drop the argument")
+        if kind == "folder":
+            if where != source:
+                logger.info("%s: loading the model folder %s", source, where)
+            source = os.path.abspath(where)
+            path = os.path.join(source, hparams_file)
+            if "pretrained_path" not in overrides and _yaml_declares(path, "pretrained_path"):
+                overrides["pretrained_path"] = source
+            kwargs["fetch_config"] = _local_fetch_config(kwargs)
+        else:  # a hub id: fetched by SpeechBrain, for the yaml and, through
+            if isinstance(source, str):  # pretrained_path, the files
+                overrides.setdefault("pretrained_path", source)
+            path = _fetch_hparams(source, hparams_file, kwargs)
+        root = source if isinstance(source, str) else str(getattr(source, "path", source))
+        check_hparams_file(path, root, overrides, trust_remote_code)
         return super().from_hparams(source, hparams_file=hparams_file, overrides=overrides,
                                     **kwargs)
+
+    @classmethod
+    def from_weights(cls, path, run_opts=None, num_heads=None):
+        """Load a weights file (an original CAV-MAE ``.pth``, a recipe's ``finetuned.pth``,
+        a checkpoint folder's weights) through the one loader, with the settings a folder
+        converted from it without options records (``cavmae convert``): the model's own
+        sizes and mode, AudioSet's fbank statistics, classes named ``class_<i>``. Convert
+        it (``--label_csv``, ``--dataset_mean``...) to record anything else.
+
+        Arguments
+        ---------
+        path : str
+            The weights file.
+        run_opts : dict, optional
+            As ``Pretrained`` (``device``...).
+        num_heads : int, optional
+            Attention heads, for widths other than the released 768.
+        """
+        from speechbrain.dataio.encoder import CategoricalEncoder
+
+        from speechbrain_cavmae.checkpoints.loader import load_model, model_config
+        from speechbrain_cavmae.checkpoints.model_folder import (
+            YamlRef,
+            hparams_text,
+            label_names,
+            plain_yaml,
+            resolve_activation,
+        )
+
+        model = load_model(path, num_heads=num_heads)
+        cfg = model_config(model)
+        kind = cfg["kind"]
+        activation = (resolve_activation("auto", cfg["num_classes"])
+                      if kind == "classifier" else "softmax")
+        settings = plain_yaml(hparams_text(
+            cfg, kind, source=path, mode=cfg.get("mode", "multimodal"),
+            score_activation=activation, has_labels=kind == "classifier"))
+        settings = {k: v for k, v in settings.items()
+                    if not isinstance(v, (dict, list, YamlRef))}  # the scalars
+        built = ("pretrained_path", "compute_features", "model", "label_encoder", "modules",
+                 "pretrainer")
+        hparams = {k: v for k, v in settings.items() if k not in built}
+        if kind == "classifier":
+            hparams["label_encoder"] = CategoricalEncoder()
+            hparams["label_encoder"].update_from_iterable(label_names(cfg["num_classes"])[0])
+        logger.info("%s: a weights file: %s scores, classes named class_<i>, AudioSet fbank "
+                    "statistics (cavmae convert records others)", path, activation)
+        return cls(modules={"model": model}, hparams=hparams, run_opts=run_opts)
 
     # ------------------------------------------------------------------ helpers
     @property

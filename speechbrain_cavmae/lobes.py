@@ -115,9 +115,12 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
     Arguments
     ---------
     ckpt_path : str, optional
-        A model folder (``hyperparams.yaml`` + ``model.ckpt``, which records the heads), an
-        original CAV-MAE checkpoint (pretrained or fine-tuned ``.pth``) or a state dict
-        saved from this package; loaded by
+        A model folder (``hyperparams.yaml`` + ``model.ckpt``, which records the heads;
+        checked against the model-folder schema), a SpeechBrain checkpoint folder
+        (``CKPT+...``: its ``model.ckpt``, else the one ``*.ckpt`` file holding CAV-MAE
+        weights, e.g. ``embedding_model.ckpt``), an original CAV-MAE checkpoint
+        (pretrained or fine-tuned ``.pth``) or a state dict saved from this package;
+        loaded by
         :func:`speechbrain_cavmae.checkpoints.loader.load_encoder_weights`. Only the encoder weights
         are kept. ``None``: random initialisation with ``encoder_kwargs``.
     audio_length : int, optional

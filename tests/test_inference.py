@@ -347,3 +347,61 @@ def test_real_clips_deterministic(clf):
         second = clf.rank_file(path, top_k=5)
         assert len(first) == 5 and first == second
         assert all(0.0 <= p.score <= 1.0 for p in first)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every way out of the process fails loudly and is recorded: sockets (connect, name
+    resolution) and the hub downloads SpeechBrain and huggingface_hub would make."""
+    import socket
+
+    import huggingface_hub
+    import speechbrain.utils.fetching as fetching
+
+    calls = []
+
+    def refuse(name):
+        def call(*args, **kwargs):
+            calls.append(name)
+            raise OSError(f"network blocked in this test: {name}")
+        return call
+
+    for obj, attr in [(socket.socket, "connect"), (socket.socket, "connect_ex"),
+                      (socket, "create_connection"), (socket, "getaddrinfo"),
+                      (huggingface_hub, "hf_hub_download"),
+                      (huggingface_hub, "snapshot_download"),
+                      (fetching, "download_file_hf"), (fetching, "download_file")]:
+        monkeypatch.setattr(obj, attr, refuse(f"{getattr(obj, '__name__', obj)}.{attr}"))
+    return calls
+
+
+def test_a_pth_classifies_locally_with_the_network_blocked(env, clf, tmp_path, no_network,
+                                                           capsys):
+    """``cavmae classify --model X.pth`` (an original CAV-MAE .pth, and a recipe's
+    ``finetuned.pth`` under this package's names) and ``from_hparams(source=X.pth)`` load
+    the file locally, with no network call attempted, and score as the converted folder."""
+    ours = tmp_path / "runs" / "ft" / "finetuned.pth"
+    ours.parent.mkdir(parents=True)
+    torch.save(load_original_checkpoint(str(env["ckpt"]), num_heads=4).state_dict(), ours)
+    want = [p.score for p in clf.rank_file(env["wav"], top_k=5)]
+    for pth in (env["ckpt"], ours):
+        model = AudioVisualClassifier.from_hparams(source=str(pth), num_heads=4)
+        got = model.rank_file(env["wav"], top_k=5)
+        assert [p.label for p in got][0].startswith("class_")
+        np.testing.assert_allclose([p.score for p in got], want, atol=1e-6)
+        assert classify_main([env["wav"], "--model", str(pth), "--num_heads", "4",
+                              "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        np.testing.assert_allclose([p["score"] for p in result[0]["predictions"]], want,
+                                   atol=1e-6)
+    # a local folder too, and ``cavmae embed --model X.pth``
+    AudioVisualClassifier.from_hparams(source=str(env["folder"]), savedir=str(tmp_path / "s"))
+    from speechbrain_cavmae.tools import extract_features
+
+    manifest = tmp_path / "clips.json"
+    manifest.write_text(json.dumps({"data": [{"video_id": "clip", "wav": env["video"],
+                                              "video": env["video"], "labels": ""}]}))
+    assert extract_features.main(["--model", str(ours), "--num_heads", "4", "--manifest",
+                                  str(manifest), "--output", str(tmp_path / "emb")]) == 0
+    assert (tmp_path / "emb" / "clip.audio.npy").is_file()
+    assert no_network == []

@@ -1,5 +1,6 @@
 """Tests of the SpeechBrain lobes (drop-in CAV-MAE encoders)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -648,3 +649,33 @@ def test_joint_encoder_pad_computes_only_the_real_audio_tokens():
             ref.append(masked_mean(tokens, mask))
     assert seen[0] == 8 * 7  # the lobe's call (then the reference's 512)
     torch.testing.assert_close(out[:, 0], torch.stack(ref, 1).mean(dim=1), atol=1e-5, rtol=0)
+def test_ckpt_path_takes_a_speechbrain_checkpoint_folder(tmp_path):
+    """``ckpt_path`` accepts a SpeechBrain ``CKPT+...`` folder of a recipe that trained the
+    drop-in encoder under another name (``embedding_model.ckpt``, next to the classifier,
+    optimizer and counter): the one ``.ckpt`` holding CAV-MAE weights is loaded, through
+    the same loader; two such files, or none, are an error naming the folder."""
+    from speechbrain.utils.checkpoints import Checkpointer
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    from speechbrain_cavmae.checkpoints.loader import NotAModelError
+
+    torch.manual_seed(0)
+    audio = tiny_audio()
+    head = torch.nn.Linear(32, 3)
+    checkpointer = Checkpointer(tmp_path / "save", recoverables={
+        "embedding_model": audio, "classifier": head, "counter": EpochCounter(3),
+        "optimizer": torch.optim.Adam(list(audio.parameters()) + list(head.parameters()))})
+    folder = checkpointer.save_checkpoint().path
+    assert folder.name.startswith("CKPT+") and (folder / "embedding_model.ckpt").is_file()
+    again = CAVMAEAudioEncoder(ckpt_path=str(folder), num_heads=4)
+    want = audio.encoder.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in again.encoder.state_dict().items())
+    torch.save(audio.state_dict(), folder / "wav2vec2.ckpt")
+    with pytest.raises(NotAModelError, match=r"2 checkpoint files hold CAV-MAE weights "
+                                             r"\(embedding_model\.ckpt, wav2vec2\.ckpt\)"):
+        CAVMAEAudioEncoder(ckpt_path=str(folder), num_heads=4)
+    for name in ("embedding_model.ckpt", "wav2vec2.ckpt"):
+        (folder / name).unlink()
+    with pytest.raises(NotAModelError, match=re.escape(str(folder)) + ": not a model: .*its "
+                       r"\.ckpt files: classifier\.ckpt, counter\.ckpt, optimizer\.ckpt"):
+        CAVMAEAudioEncoder(ckpt_path=str(folder), num_heads=4)

@@ -197,3 +197,51 @@ def test_fixture_regenerates_from_the_original(tmp_path):
                 "--compare", COMMITTED], check=False)
     assert done.returncode == 0 and "agrees" in done.stdout, done.stdout + done.stderr[-3000:]
     assert out.exists()
+
+
+BUILT_AFTER_THE_ORIGINAL = r'''
+import os, sys, torch
+import timm.models.vision_transformer as vt
+if os.environ.get("CAVMAE_ORIGINAL_SRC"):  # the original itself, built first
+    sys.path.insert(0, os.environ["CAVMAE_ORIGINAL_SRC"])
+    from models.cav_mae import CAVMAEFT
+    CAVMAEFT(label_dim=3, img_size=32, audio_length=32, patch_size=16, embed_dim=32,
+             modality_specific_depth=1, num_heads=4)
+else:  # what its constructors do: timm's classes replaced by its own (other signatures)
+    class Block(torch.nn.Module):
+        def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None,
+                     drop=0.0, attn_drop=0.0, drop_path=0.0, act_layer=torch.nn.GELU,
+                     norm_layer=torch.nn.LayerNorm):
+            super().__init__()
+            self.norm1, self.norm1_a, self.norm1_v = (norm_layer(dim) for _ in range(3))
+
+    class PatchEmbed(torch.nn.Module):
+        def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
+            super().__init__()
+            self.proj = torch.nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+
+    vt.Block, vt.PatchEmbed = Block, PatchEmbed
+assert vt.Block.__module__ != "timm.models.vision_transformer"
+from speechbrain_cavmae import load_original_checkpoint
+ref = torch.load(sys.argv[1], weights_only=True)
+cfg = ref["config"]
+ft = load_original_checkpoint(ref["ft_state_dict"], num_heads=cfg["num_heads"])
+pre = load_original_checkpoint(ref["pretrain_state_dict"], num_heads=cfg["num_heads"],
+                               decoder_num_heads=cfg["decoder_num_heads"])
+with torch.no_grad():
+    logits = ft(ref["inputs"]["audio"], ref["inputs"]["image"])
+torch.save({"logits": logits, "pre": type(pre).__name__}, sys.argv[2])
+'''
+
+
+def test_models_build_the_same_after_the_original_replaced_timm_classes(ref, tmp_path):
+    """The original replaces ``timm.models.vision_transformer.Block`` and ``PatchEmbed``
+    with its own classes when one of its models is built. In a process where that happened
+    before this package was imported, ``load_original_checkpoint`` still builds this
+    package's blocks and gives the original's logits (a child process: the replacement is
+    global). With ``CAVMAE_ORIGINAL_SRC`` set, the original's own model is built first."""
+    out = tmp_path / "after.pt"
+    run(["-c", BUILT_AFTER_THE_ORIGINAL, FIXTURE, out])
+    got = torch.load(out, weights_only=True)
+    assert got["pre"] == "CAVMAE"
+    close(got["logits"], ref["ft"]["multimodal"])

@@ -79,6 +79,11 @@ class SizeMismatchError(ValueError):
     """Raised when sizes given to the loader (hparams) disagree with the checkpoint's."""
 
 
+class NotAModelError(ValueError):
+    """Raised when a path given as a model exists but is not one (a media file, a folder
+    of something else)."""
+
+
 #: Parts of the encoder that :func:`load_encoder_weights` builds, by the streams they run
 #: (``None``: the whole encoder; ``"joint"``: both branches and the joint stream only).
 HALVES = {None: (None, "a", "v"), "audio": ("a",), "visual": ("v",), "joint": (None,)}
@@ -131,17 +136,119 @@ def detect_format(source):
         if _is_imagenet_mae(state):
             return "imagenet_mae"
         return "speechbrain"
+    kind, where = model_source(source)
+    if kind == "weights":
+        return detect_format(read_state_file(where, rename=False))
+    return kind
+
+
+#: What a local model path may be, in :func:`model_source`'s messages.
+EXPECTED = (f"expected a model folder ({HPARAMS_FILE} + {MODEL_FILE}), a recipe's output "
+            "folder, a SpeechBrain checkpoint folder (CKPT+...) or a .pth / .ckpt weights file")
+#: Names of weights files (read as such, whatever their content).
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".ckpt")
+#: The first bytes of the files ``torch.save`` writes (zip archive; legacy pickle).
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+#: Prefixes of the weights that make a state dict a CAV-MAE (or drop-in encoder) one.
+CAVMAE_KEYS = ("encoder.patch_embed_a.", "encoder.patch_embed_v.", "patch_embed_a.",
+               "patch_embed_v.", "module.patch_embed_a.", "module.patch_embed_v.")
+
+
+def is_hub_id(source):
+    """Whether ``source`` has the shape of a model-hub id (``owner/name``).
+
+    Example
+    -------
+    >>> is_hub_id("speechbrain/cavmae-as"), is_hub_id("./runs/ft"), is_hub_id("a/b/c.pth")
+    (True, False, False)
+    """
+    parts = str(source).split("/")
+    return (len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][\w.-]*", p) for p in parts)
+            and not str(source).endswith(WEIGHTS_SUFFIXES))
+
+
+def is_weights_file(path):
+    """Whether the file at ``path`` starts as the files ``torch.save`` writes do."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(TORCH_MAGIC)
+
+
+def _holds_cavmae(path):
+    """Whether the ``.ckpt`` file at ``path`` is a state dict with CAV-MAE weights (read
+    memory-mapped where the format allows, so large optimizer files cost little)."""
+    if not is_weights_file(path):
+        return False
+    for mmap in (True, False):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            break
+        except Exception:  # not a tensor file, or a format mmap cannot read
+            state = None
+    return isinstance(state, dict) and any(
+        isinstance(k, str) and k.startswith(CAVMAE_KEYS)
+        for k in unwrap_state_dict(state) if isinstance(state, dict))
+
+
+def checkpoint_weights(folder):
+    """The weights file of a SpeechBrain checkpoint folder (``save/CKPT+...``):
+    ``model.ckpt`` (this package's recipes), else the one ``*.ckpt`` file holding CAV-MAE
+    weights (e.g. ``embedding_model.ckpt`` of SpeechBrain's recipes with a drop-in
+    encoder; optimizer, counter and other modules' files are passed over).
+
+    Raises
+    ------
+    NotAModelError
+        No such file, or several (named: pass the one to load).
+    """
+    direct = os.path.join(folder, MODEL_FILE)
+    if os.path.isfile(direct):
+        return direct
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".ckpt")
+                   and os.path.isfile(os.path.join(folder, n)))
+    found = [n for n in names if _holds_cavmae(os.path.join(folder, n))]
+    if len(found) == 1:
+        return os.path.join(folder, found[0])
+    if found:
+        raise NotAModelError(
+            f"{folder}: {len(found)} checkpoint files hold CAV-MAE weights "
+            f"({', '.join(found)}): give the one to load")
+    held = f" (its .ckpt files: {', '.join(names)})" if names else ""
+    raise NotAModelError(f"{folder}: not a model: a folder without {MODEL_FILE} and no .ckpt "
+                         f"file with CAV-MAE weights{held}; {EXPECTED}")
+
+
+def model_source(source, hub=False):
+    """What the path ``source`` given as a model stands for; nothing is loaded.
+
+    A path that exists is always local: a model folder (or its ``model.ckpt``, or a
+    recipe's output folder) is ``("folder", folder)``, a SpeechBrain checkpoint folder
+    ``("checkpoint_dir", weights file)`` (:func:`checkpoint_weights`), a ``.pth`` /
+    ``.pt`` / ``.ckpt`` file or any file written by ``torch.save`` ``("weights", path)``. With ``hub``, a path that does not exist but has
+    the shape ``owner/name`` is ``("hub", source)``.
+
+    Raises
+    ------
+    NotAModelError
+        An existing path that is none of those (a wav, a folder of something else).
+    FileNotFoundError
+        A path that does not exist (and, with ``hub``, is not a hub id).
+    """
     path = os.fspath(source)
-    if folder_of(path) is not None:
-        return "model_folder"
+    folder = folder_of(path) if os.path.exists(path) else None
+    if folder is not None:
+        return "folder", folder
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, MODEL_FILE)):
-            return "checkpoint_dir"
-        raise FileNotFoundError(
-            f"{path}: a folder without {MODEL_FILE}; expected a model folder "
-            f"({HPARAMS_FILE} + {MODEL_FILE}), a SpeechBrain checkpoint directory or a .pth"
-        )
-    return detect_format(read_state_file(path, rename=False))
+        return "checkpoint_dir", checkpoint_weights(path)
+    if os.path.isfile(path):
+        if path.endswith(WEIGHTS_SUFFIXES) or is_weights_file(path):
+            return "weights", path  # a damaged .pth: "cannot read the checkpoint"
+        raise NotAModelError(f"{path}: not a model (neither a weights file nor written by "
+                             f"torch.save); {EXPECTED}")
+    if hub and is_hub_id(path):
+        return "hub", path
+    raise FileNotFoundError(f"{path}: no such model folder or file"
+                            + (" (nor a model-hub id owner/name)" if hub else ""))
 
 
 # ------------------------------------------------------------------- reading
@@ -195,8 +302,9 @@ def prepare_state(state, source="state dict", rename=True):
     return state
 
 
-def read_source(source, map_location="cpu"):
-    """Weights of any source, with the model folder it came from.
+def read_source(source, map_location="cpu", trust_remote_code=False):
+    """Weights of any source (:func:`model_source`), with the model folder it came from;
+    a model folder's yaml is checked (:func:`check_folder`) before its weights are read.
 
     Returns
     -------
@@ -207,14 +315,13 @@ def read_source(source, map_location="cpu"):
     if isinstance(source, dict):
         fmt = detect_format(source)
         return prepare_state(source, "state dict", fmt != "imagenet_mae"), fmt, None
-    path = os.fspath(source)
-    folder = folder_of(path)
-    if folder is not None:
-        return read_state_file(os.path.join(folder, MODEL_FILE)), "model_folder", folder
-    if os.path.isdir(path):
-        detect_format(path)  # raises for a folder without weights
-        return read_state_file(os.path.join(path, MODEL_FILE)), "checkpoint_dir", None
-    raw = read_state_file(path, rename=False, map_location=map_location)  # checked
+    kind, where = model_source(source)
+    if kind == "folder":
+        check_folder(where, trust_remote_code=trust_remote_code)  # before reading its files
+        return read_state_file(os.path.join(where, MODEL_FILE)), "model_folder", where
+    if kind == "checkpoint_dir":
+        return read_state_file(where), "checkpoint_dir", None
+    raw = read_state_file(where, rename=False, map_location=map_location)  # checked
     fmt = detect_format(raw)
     return (original_to_speechbrain(raw) if fmt == "original" else raw), fmt, None
 
@@ -570,23 +677,34 @@ def strict_load_hook(model, path):
     load_weights(model, read_state_file(path), os.fspath(path))
 
 
-def read_folder_hparams(folder, overrides=None, trust_remote_code=False):
-    """The HyperPyYAML of a model folder (its ``pretrained_path`` set to the folder).
+def check_folder(folder, overrides=None, trust_remote_code=False):
+    """Check the model folder's ``hyperparams.yaml`` against the schema of
+    :mod:`speechbrain_cavmae.checkpoints.trust` (before anything in the folder is read),
+    with ``pretrained_path`` set to the folder as every reader sets it.
 
-    The yaml is checked first (:func:`speechbrain_cavmae.checkpoints.trust.check_hparams_code`):
-    unless ``trust_remote_code``, it may only build classes and functions of this package,
-    SpeechBrain and torch (:class:`~speechbrain_cavmae.checkpoints.trust.UntrustedCodeError`
-    otherwise).
+    Raises
+    ------
+    UntrustedCodeError
+        The yaml builds, calls or reads something a model folder does not.
     """
+    from speechbrain_cavmae.checkpoints.trust import check_hparams_file
+
+    folder = os.path.abspath(os.fspath(folder))
+    check_hparams_file(os.path.join(folder, HPARAMS_FILE), folder,
+                       dict({"pretrained_path": folder}, **(overrides or {})),
+                       trust_remote_code)
+
+
+def read_folder_hparams(folder, overrides=None, trust_remote_code=False):
+    """The HyperPyYAML of a model folder (its ``pretrained_path`` set to the folder),
+    checked first by :func:`check_folder` (unless ``trust_remote_code``)."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from speechbrain_cavmae.checkpoints.trust import check_hparams_code
-
-    path = os.path.join(folder, HPARAMS_FILE)
-    with open(path, encoding="utf8") as handle:
-        text = handle.read()
-    check_hparams_code(text, path, trust_remote_code)
-    return load_hyperpyyaml(text, dict({"pretrained_path": folder}, **(overrides or {})))
+    folder = os.path.abspath(os.fspath(folder))
+    overrides = dict({"pretrained_path": folder}, **(overrides or {}))
+    check_folder(folder, overrides, trust_remote_code)
+    with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
+        return load_hyperpyyaml(handle.read(), overrides)
 
 
 def _folder_config(folder, num_heads=None, decoder_num_heads=None, trust_remote_code=False):
@@ -626,7 +744,7 @@ def load_model(source, num_heads=None, decoder_num_heads=None, audio_length=None
     torch.nn.Module
         :class:`CAVMAE` or :class:`CAVMAEClassifier`, in eval mode.
     """
-    state, fmt, folder = read_source(source, map_location)
+    state, fmt, folder = read_source(source, map_location, trust_remote_code)
     name = folder or (os.fspath(source) if not isinstance(source, dict) else "state dict")
     if fmt == "imagenet_mae":
         raise CheckpointMismatchError(
@@ -668,7 +786,7 @@ def load_into(model, source, trust_remote_code=False):
     dict
         ``loaded``, ``ignored``, ``missing`` (see :func:`load_weights`).
     """
-    state, fmt, folder = read_source(source)
+    state, fmt, folder = read_source(source, trust_remote_code=trust_remote_code)
     name = folder or os.fspath(source)
     if fmt == "imagenet_mae":
         names = init_from_imagenet_mae_state(model, state)
@@ -734,7 +852,7 @@ def load_encoder_weights(source, num_heads=None, audio_length=None, map_location
 
     if half not in HALVES:
         raise ValueError(f"half={half!r}; expected one of {list(HALVES)}")
-    state, fmt, folder = read_source(source, map_location)
+    state, fmt, folder = read_source(source, map_location, trust_remote_code)
     name = folder or (os.fspath(source) if not isinstance(source, dict) else "state dict")
     if fmt == "imagenet_mae":
         raise CheckpointMismatchError(f"{name}: ImageNet MAE weights are not a CAV-MAE encoder")

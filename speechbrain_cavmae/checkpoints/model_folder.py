@@ -383,7 +383,7 @@ def plain_yaml(stream):
     return yaml.load(stream, Loader=_Plain) or {}
 
 
-def read_settings(source):
+def read_settings(source, trust_remote_code=False):
     """The settings that the model folder ``source`` stands for (a folder, its
     ``model.ckpt`` or a recipe output folder) records, read without building anything:
     its top-level scalars (input pipeline, ``loss``, ``norm_pix_loss``...) and, under
@@ -393,13 +393,15 @@ def read_settings(source):
     Returns
     -------
     (str, dict) or (None, dict)
-        The folder and its settings; ``(None, {})`` for weights without a folder.
+        The folder and its settings; ``(None, {})`` for weights without a folder. The
+        folder is checked first (:func:`speechbrain_cavmae.checkpoints.loader.check_folder`).
     """
-    from speechbrain_cavmae.checkpoints.loader import folder_of
+    from speechbrain_cavmae.checkpoints.loader import check_folder, folder_of
 
     folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
     if folder is None:
         return None, {}
+    check_folder(folder, trust_remote_code=trust_remote_code)
     with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
         values = plain_yaml(handle)
 
@@ -415,8 +417,8 @@ def read_settings(source):
     return folder, settings
 
 
-def read_input_config(source):
+def read_input_config(source, trust_remote_code=False):
     """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
-    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. Only
-    the scalar settings are read (no model is built)."""
-    return input_config(read_settings(source)[1])
+    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. The
+    folder is checked first; only the scalar settings are read (no model is built)."""
+    return input_config(read_settings(source, trust_remote_code)[1])

@@ -7,7 +7,7 @@ Authors
 """
 
 import torch
-from timm.layers import PatchEmbed
+from timm.layers.patch_embed import PatchEmbed  # the defining module: bound at import
 
 
 class ImagePatchEmbed(PatchEmbed):

@@ -5,8 +5,9 @@
     cavmae classify FILE [FILE ...] --model DIR [--top_k 5] [--mode MODE] [--json]
 
 prints, for each file, its top-k classes with their scores (``--json``: one JSON document
-on stdout). ``DIR`` is a model folder: written by ``cavmae convert``, or the ``model/``
-folder of a fine-tuning run. Videos use the audio track and 10 frames (scores averaged over
+on stdout). ``DIR`` is a model folder (written by ``cavmae convert``, or the ``model/``
+folder of a fine-tuning run) or a weights file (an original CAV-MAE ``.pth``, a run's
+``finetuned.pth``: loaded locally, classes named ``class_<i>``). Videos use the audio track and 10 frames (scores averaged over
 the frames); audio files use the model's audio-only mode. A file that cannot be read or
 classified is reported (its error in the JSON) and the others are still classified; the
 exit status is then 1.
@@ -46,8 +47,11 @@ def format_table(path, predictions, mode=None):
 
 
 def check_model_source(source):
-    """A ``--model`` that is neither an existing path nor a model-hub id (``owner/name``) is
-    a ``FileNotFoundError`` naming it (rather than a failed hub download).
+    """What ``--model`` stands for, before anything is loaded
+    (:func:`speechbrain_cavmae.checkpoints.loader.model_source`): an existing path is
+    local (a model folder, a recipe's output folder, a checkpoint folder or a ``.pth`` /
+    ``.ckpt`` file; anything else is "not a model"), a path that does not exist is a
+    ``FileNotFoundError`` unless it is a model-hub id ``owner/name``.
 
     Example
     -------
@@ -56,14 +60,11 @@ def check_model_source(source):
     ...     check_model_source("./no/such/folder")
     ... except FileNotFoundError as err:
     ...     print(err)
-    ./no/such/folder: no such model folder (nor a model-hub id owner/name)
+    ./no/such/folder: no such model folder or file (nor a model-hub id owner/name)
     """
-    if os.path.exists(source):
-        return
-    parts = source.split("/")
-    if len(parts) == 2 and all(parts) and not source.startswith((".", "~")):
-        return  # a hub id: SpeechBrain fetches it
-    raise FileNotFoundError(f"{source}: no such model folder (nor a model-hub id owner/name)")
+    from speechbrain_cavmae.checkpoints.loader import model_source
+
+    model_source(source, hub=True)
 
 
 def add_arguments(parser):
@@ -71,6 +72,7 @@ def add_arguments(parser):
     parser.add_argument("clips", nargs="+", metavar="FILE",
                         help="video (mp4, mkv...) or audio (wav, flac...) files")
     common.add_model(parser, aliases=())
+    common.add_heads(parser, decoder=False)
     parser.add_argument("--top_k", type=int, default=5, help="classes shown per file")
     common.alias(parser, "--top-k", "top_k", type=int)
     parser.add_argument("--mode", choices=MODES, default=None,
@@ -94,7 +96,7 @@ def run(args):
     model = AudioVisualClassifier.from_hparams(
         source=args.model, savedir=args.savedir,
         run_opts={"device": common.resolve_device(args.device)},
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, num_heads=args.num_heads,
     )
     results, failed = [], 0
     for clip in common.progress(args.clips, args, desc="classify", unit="file"):

@@ -155,8 +155,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     audio_channel : int or None
         Channel of multichannel audio the model is fed (0, as the original).
     trust_remote_code : bool
-        Read a model folder whose yaml names code outside the allow-list of
-        :mod:`speechbrain_cavmae.checkpoints.trust`.
+        Read a model folder whose yaml is outside the model-folder schema of
+        :mod:`speechbrain_cavmae.checkpoints.trust` (it may run any code).
 
     Returns
     -------
@@ -170,7 +170,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     source = os.fspath(checkpoint)
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: checkpoint not found")
-    state, fmt, folder = loader.read_source(source)
+    state, fmt, folder = loader.read_source(source, trust_remote_code=trust_remote_code)
     if fmt == "imagenet_mae" or "encoder.patch_embed_a.proj.weight" not in state:
         raise loader.CheckpointMismatchError(
             f"{source}: not a CAV-MAE checkpoint (no audio patch embedding among "

@@ -29,7 +29,8 @@ def input_config(args, **config):
     ``.pth``), then ``config``, then ``--dataset_mean`` / ``--dataset_std`` when given."""
     from speechbrain_cavmae.checkpoints.model_folder import read_input_config
 
-    config = dict(read_input_config(args.model), **config)
+    config = dict(read_input_config(args.model, getattr(args, "trust_remote_code", False)),
+                  **config)
     for key in ("dataset_mean", "dataset_std"):
         if getattr(args, key, None) is not None:
             config[key] = getattr(args, key)

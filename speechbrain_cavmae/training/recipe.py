@@ -229,8 +229,8 @@ def load_pretrained(model, path, trust_remote_code=False):
     naming the keys and depths); the decoder (when fine-tuning) and a head of another size
     are left out with one log line; the audio positional embeddings are interpolated in
     time when the audio length differs. A model folder's yaml is checked against the
-    allow-list of :mod:`speechbrain_cavmae.checkpoints.trust` unless ``trust_remote_code``
-    (the hparam ``trust_remote_code: True``).
+    model-folder schema of :mod:`speechbrain_cavmae.checkpoints.trust` unless
+    ``trust_remote_code`` (the hparam ``trust_remote_code: True``).
 
     The log names the architecture and, for a model folder, says it is the folder's (the
     recipes read it with :func:`architecture_overrides`).

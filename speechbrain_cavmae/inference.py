@@ -1,7 +1,7 @@
 """Ready-to-use CAV-MAE inference in SpeechBrain's ``Pretrained`` interface.
 
 :class:`AudioVisualClassifier` loads a model folder written by
-``python -m speechbrain_cavmae.convert`` (or a fine-tuning run that writes the same
+``cavmae convert`` (or a fine-tuning run that writes the same
 ``hyperparams.yaml`` / ``model.ckpt`` / ``label_encoder.txt`` layout) and classifies or embeds
 clips:
 

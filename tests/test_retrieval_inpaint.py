@@ -52,10 +52,11 @@ def test_retrieval_cli_matches_brute_force_and_is_chunk_independent(setup, tmp_p
     assert "audio->visual" in capsys.readouterr().out
     res = json.loads(out.read_text())
     assert res["num_clips"] == 11
-    # --json prints the same numbers; the former flag names still work with python -m
-    old = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
-           "--data", setup["toy"]["test"], "--device", "cpu"]
-    assert rt.main([*old, "--chunk_size", "1000", "--batch_size", "11", "--json"]) == 0
+    # --json prints the same numbers, whatever the chunk and batch sizes
+    args = ["--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--manifest", setup["toy"]["test"], "--device", "cpu"]
+    assert cavmae(["retrieval", *args, "--chunk_size", "1000", "--batch_size", "11",
+                   "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(res)
     model = setup["model"]
     ids, emb_a, emb_v = rt.compute_embeddings(model, eval_loader(setup["toy"]["test"], model))
@@ -122,22 +123,22 @@ def test_inpaint_cli_writes_figures(setup, tmp_path, capsys):
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     # a data problem: one line naming it, exit status 1 (a traceback only with --debug)
-    old = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
-           "--data", setup["toy"]["test"], "--ids", "no_such_clip", "--out_dir",
-           str(tmp_path / "x"), "--device", "cpu"]
-    assert ip.main(old) == 1
+    argv = ["inpaint", "--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--manifest", setup["toy"]["test"], "--ids", "no_such_clip", "--output",
+            str(tmp_path / "x"), "--device", "cpu"]
+    assert cavmae(argv) == 1
     err = capsys.readouterr().err
     assert "no_such_clip" in err and "Traceback" not in err
     with pytest.raises(KeyError, match="no_such_clip"):
-        ip.main([*old, "--debug"])
+        cavmae([*argv, "--debug"])
 
 
 def test_extract_features_npy_and_pt(setup, tmp_path):
     base = ["--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
             "--manifest", setup["toy"]["test"], "--device", "cpu", "--batch_size", "4"]
     assert cavmae(["embed", *base, "--output", str(tmp_path / "p")]) == 0
-    assert fx.main([*base, "--out_dir", str(tmp_path / "t"), "--level", "tokens",
-                    "--format", "pt"]) == 0
+    assert cavmae(["embed", *base, "--output", str(tmp_path / "t"), "--level", "tokens",
+                   "--format", "pt"]) == 0
     pooled = json.loads((tmp_path / "p" / "index.json").read_text())
     tokens = json.loads((tmp_path / "t" / "index.json").read_text())
     assert len(pooled["clips"]) == len(tokens["clips"]) == 11

@@ -5,8 +5,6 @@
     cavmae convert --model ORIGINAL.pth --output OUT_DIR [--label_csv CSV]
         [--num_heads N] [--mode multimodal] [--score_activation auto]
 
-(``python -m speechbrain_cavmae.convert ORIGINAL.pth OUT_DIR`` still works.)
-
 writes
 
 * ``OUT_DIR/model.ckpt``: the state dict under this package's names (``torch.save``);
@@ -31,7 +29,6 @@ Authors
 
 import logging
 import os
-import sys
 
 from speechbrain_cavmae.model.modes import MODES, check_mode
 from speechbrain_cavmae.tools import common
@@ -39,14 +36,13 @@ from speechbrain_cavmae.tools import common
 #: AudioSet's fbank statistics (``speechbrain_cavmae.data.fbank.DEFAULT_MEAN`` / ``_STD``,
 #: repeated here so that ``--help`` need not import torch; a test keeps them equal).
 DEFAULT_MEAN, DEFAULT_STD = -5.081, 4.4849
-LOG_LEVEL = "INFO"
 
 logger = logging.getLogger(__name__)
 
 
 def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
             score_activation="auto", audio_length=None, decoder_num_heads=None,
-            n_frames=10, dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, check=True,
+            n_frames=10, dataset_mean=None, dataset_std=None, check=True,
             loss=None, audio_channel=0, trust_remote_code=False):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
@@ -74,8 +70,9 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         Fbank frames; default the checkpoint's (positional embedding interpolated otherwise).
     n_frames : int
         Frames per video clip at inference.
-    dataset_mean, dataset_std : float
-        Fbank normalisation statistics of the fine-tuning data.
+    dataset_mean, dataset_std : float, optional
+        Fbank normalisation statistics of the fine-tuning data (default: those a model
+        folder ``checkpoint`` records, else AudioSet's).
     check : bool
         Load the written folder back strictly.
     loss : str, optional
@@ -92,7 +89,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         Summary: ``kind``, ``num_classes``, ``num_params``, ``files``, ``config``.
     """
     from speechbrain_cavmae.checkpoints import loader
-    from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
+    from speechbrain_cavmae.checkpoints.model_folder import read_input_config, write_model_folder
 
     check_mode(mode)
     source = os.fspath(checkpoint)
@@ -107,6 +104,11 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     if "head.fc.weight" not in state and "decoder.embed.weight" not in state:
         raise ValueError(f"{source}: has neither a classification head nor a decoder; "
                          "only fine-tuned or pretrained CAV-MAE checkpoints can be converted")
+    recorded = read_input_config(folder) if folder else {}
+    if dataset_mean is None:
+        dataset_mean = recorded.get("dataset_mean", DEFAULT_MEAN)
+    if dataset_std is None:
+        dataset_std = recorded.get("dataset_std", DEFAULT_STD)
     overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,
                                decoder_num_heads=decoder_num_heads,
@@ -148,10 +150,8 @@ def check_folder(folder):
 
 def add_arguments(parser):
     """The flags of ``cavmae convert``."""
-    common.positional_alias(parser, "model", "CHECKPOINT")
-    common.positional_alias(parser, "output", "OUT_DIR")
     common.add_model(parser)
-    common.add_output(parser, help="the model folder to write", aliases=("--out_dir",))
+    common.add_output(parser, help="the model folder to write")
     common.add_label_csv(parser)
     common.add_heads(parser)
     parser.add_argument("--mode", default="multimodal", choices=MODES,
@@ -164,11 +164,8 @@ def add_arguments(parser):
                         help="fine-tuning loss: decides the auto score activation")
     parser.add_argument("--audio_length", type=int, default=None,
                         help="fbank frames (default: the checkpoint's)")
-    parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
-    parser.add_argument("--dataset_mean", type=float, default=DEFAULT_MEAN,
-                        help="fbank normalisation mean the model was trained with")
-    parser.add_argument("--dataset_std", type=float, default=DEFAULT_STD,
-                        help="fbank normalisation std the model was trained with")
+    common.add_n_frames(parser)
+    common.add_fbank_stats(parser)
     common.add_trust(parser)
 
 
@@ -196,12 +193,3 @@ def run(args):
         f"img_size {cfg['img_size']}"
     )
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.convert``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

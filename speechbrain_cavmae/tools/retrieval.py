@@ -19,7 +19,6 @@ Authors
 
 import json
 import logging
-import sys
 
 from speechbrain_cavmae.tools import common, inputs
 
@@ -113,12 +112,3 @@ def run(args):
         with open(args.output, "w", encoding="utf8") as handle:
             json.dump(results, handle, indent=2, sort_keys=True)
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.retrieval``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -365,8 +365,10 @@ class AudioVisualClassifier(Pretrained):
             ``score_activation`` of the logits, averaged over the frames (or its log).
         """
         if not self.is_classifier:
-            raise RuntimeError("this model has no classification head (a pretrained CAV-MAE); "
-                               "use encode_batch / encode_file")
+            raise RuntimeError(
+                "this model has no classification head (a pretrained CAV-MAE): its "
+                "embeddings come from cavmae embed --model FOLDER --manifest MANIFEST "
+                "--output DIR (in Python: encode_batch / encode_file)")
         mode = self._resolve_mode(mode, audio is not None, frames is not None)
         model = self.mods.model
         with torch.no_grad():

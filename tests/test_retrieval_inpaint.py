@@ -58,6 +58,7 @@ def test_retrieval_cli_matches_brute_force_and_is_chunk_independent(setup, tmp_p
     assert cavmae(["retrieval", *args, "--chunk_size", "1000", "--batch_size", "11",
                    "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(res)
+    assert res["num_candidates"] == 11 and "note" not in res
     model = setup["model"]
     ids, emb_a, emb_v = rt.compute_embeddings(model, eval_loader(setup["toy"]["test"], model))
     assert len(ids) == 11 and emb_a.shape == emb_v.shape == (11, 32)
@@ -107,6 +108,22 @@ def test_inpaint_is_seeded_and_keeps_visible_patches(setup):
         sq = (ref[f"pred_{m}"] - ref[f"target_{m}"]) ** 2
         expected = torch.stack([sq[i][masked[i]].mean() for i in range(2)])
         torch.testing.assert_close(first[f"loss_{m}"], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_retrieval_says_when_recall_is_trivial(setup, tmp_path, capsys):
+    """Over 2 clips, R@5 and R@10 are 1.0 whatever the model: the table marks them and says
+    why, the JSON carries the candidate count and the same note."""
+    args = ["retrieval", "--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads",
+            "2", "--manifest", setup["toy"]["valid"], "--device", "cpu"]
+    assert cavmae(args) == 0
+    table = capsys.readouterr().out
+    assert "(2 candidates)" in table and "1.0000*" in table
+    assert "* R@5, R@10 over 2 candidates: trivially 1.0 (k >= candidates), not informative" \
+        in table
+    assert cavmae([*args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["num_candidates"] == 2 and res["a2v_R@10"] == 1.0
+    assert res["note"].startswith("R@5, R@10 over 2 candidates: trivially 1.0")
 
 
 def test_inpaint_cli_writes_figures(setup, tmp_path, capsys):

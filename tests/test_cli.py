@@ -31,6 +31,7 @@ SHARED = {
     "--batch_size": {"embed", "retrieval", "inpaint"},
     "--num_workers": {"embed", "retrieval", "extract", "validate", "stats", "shard"},
     "--label_csv": {"convert", "validate", "balance", "shard"},
+    "--audio_channel": {"extract", "shard"},
 }
 #: Former spellings: gone.
 FORMER = ("--checkpoint", "--data", "--out_dir", "--out", "--jobs", "--top-k", "--n-train",
@@ -170,7 +171,7 @@ def test_one_vocabulary_without_exceptions():
     for add in (common.add_model, common.add_manifest, common.add_label_csv, common.add_videos,
                 common.add_output, common.add_device, common.add_loader, common.add_n_frames,
                 common.add_fbank_stats, common.add_trust, common.add_run_options,
-                common.add_heads):
+                common.add_heads, common.add_audio_channel):
         add(probe)
     shared = {a.option_strings[0]: a for a in probe._actions if a.option_strings[0] != "-h"}
     seen = {}
@@ -196,6 +197,9 @@ def test_one_vocabulary_without_exceptions():
     assert {a.default for _, a in seen["--log_level"]} == {"WARNING"}
     for flag, commands in SHARED.items():
         assert commands <= {n for n, _ in seen[flag]}, flag
+    extract = parsers()["extract"].parse_args(["--videos", "v", "--output", "o",
+                                               "--audio_channel", "mean"])
+    assert extract.audio_channel is None  # the mean of the channels, as the data pipeline
 
 
 def test_required_flags_are_required_in_usage_and_help(helps):
@@ -239,6 +243,8 @@ def test_one_spelling_per_command_and_flag(tmp_path, monkeypatch):
                  ["shard", "m.json", "out"], ["prepare", "videos", "folder", "--output", "m"],
                  ["embed", "--checkpoint", "m", "--data", "m.json", "--out_dir", "o"],
                  ["extract", "--videos", "v", "--output", "o", "--frames", "4"],
+                 ["extract", "--videos", "v", "--output", "o", "--mix"],
+                 ["shard", "--manifest", "m", "--output", "o", "--audio_channel", "left"],
                  ["classify", "a.wav", "--model", "m", "--top-k", "2"]):
         with pytest.raises(SystemExit) as exc:
             cavmae(argv)

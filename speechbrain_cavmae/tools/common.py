@@ -140,6 +140,33 @@ def add_n_frames(parser):
     parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
 
 
+def audio_channel(text):
+    """``--audio_channel``'s value: a channel index (int), or None for ``mean`` (the mean of
+    the channels), as the data pipeline's ``audio_channel``.
+
+    Example
+    -------
+    >>> audio_channel("1"), audio_channel("mean")
+    (1, None)
+    """
+    if text == "mean":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a channel index >= 0 or 'mean', got {text!r}")
+    return value
+
+
+def add_audio_channel(parser):
+    """``--audio_channel``: the channel of multichannel audio kept."""
+    parser.add_argument("--audio_channel", type=audio_channel, default=0,
+                        help="channel of multichannel audio kept (0: the first, as the "
+                        "original's sox remix 1), or 'mean' to average the channels")
+
+
 def add_fbank_stats(parser):
     """``--dataset_mean`` / ``--dataset_std``: the fbank normalisation, when overriding."""
     parser.add_argument("--dataset_mean", type=float, default=None,

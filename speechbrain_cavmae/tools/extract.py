@@ -4,7 +4,7 @@ For each video ``/any/path/{video_id}.{ext}`` this writes
 
 * ``OUT/audio/{video_id}.wav``: 16 kHz, 16-bit PCM mono: the first channel
   as the original ``ffmpeg -ar 16000`` + ``sox remix 1`` pipeline kept
-  (``--channel k`` for another, ``--mix`` to average the channels);
+  (``--audio_channel k`` for another, ``--audio_channel mean`` to average them);
 * ``OUT/frames/frame_{i}/{video_id}.jpg`` for ``i < --n_frames``: the frames
   of :func:`~speechbrain_cavmae.data.frames.sample_frame_indices`, short
   side resized to 224 (bilinear, as the original extractor's
@@ -188,9 +188,7 @@ def add_arguments(parser):
     common.add_output(parser, help="folder of audio/ and frames/")
     common.add_n_frames(parser)
     common.add_num_workers(parser)
-    parser.add_argument("--channel", type=int, default=0,
-                        help="audio channel to keep (0: the original's sox remix 1)")
-    parser.add_argument("--mix", action="store_true", help="average the channels instead")
+    common.add_audio_channel(parser)
     parser.add_argument("--image_size", type=int, default=224, help="frame side in pixels")
     parser.add_argument("--write_manifest", default=None,
                         help="also write an original CAV-MAE JSON manifest here")
@@ -200,7 +198,7 @@ def run(args):
     """Extract every video; returns 1 when some failed."""
     videos = list_videos(args.videos)
     check_unique_ids(videos)
-    channel = None if args.mix else args.channel
+    channel = args.audio_channel
     tasks = [(v, args.output, args.n_frames, channel, args.image_size) for v in videos]
     results = []
     if args.num_workers > 1:

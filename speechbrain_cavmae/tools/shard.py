@@ -31,9 +31,7 @@ def add_arguments(parser):
                         help="frames: the extracted JPEG layout or the video file")
     parser.add_argument("--audio_source", default="auto", choices=["auto", "wav", "video"],
                         help="audio: the wav entry or the video container")
-    parser.add_argument("--audio_channel", default="0",
-                        help="channel kept (as the data pipeline's audio_channel); 'mean' "
-                        "averages the channels")
+    common.add_audio_channel(parser)
     parser.add_argument("--sample_rate", type=int, default=16000, help="audio sampling rate")
     parser.add_argument("--audio_format", default="flac", choices=["flac", "wav"],
                         help="audio in the shards: flac (smaller) or wav (decodes about 4x "
@@ -49,7 +47,7 @@ def run(args):
     from speechbrain_cavmae.data.shard_writer import INDEX_SUFFIX, shard_manifest
     from speechbrain_cavmae.tools.validate import format_table
 
-    channel = None if args.audio_channel == "mean" else int(args.audio_channel)
+    channel = args.audio_channel
     config = {"frame_source": args.frame_source, "audio_source": args.audio_source,
               "audio_channel": channel, "sample_rate": args.sample_rate,
               "n_frames": args.n_frames}

@@ -11,7 +11,6 @@ import torch
 from speechbrain_cavmae.checkpoints.loader import load_model
 from speechbrain_cavmae.cli import main as cavmae
 from speechbrain_cavmae.model.cavmae import CAVMAE
-from speechbrain_cavmae.tools import extract_features as fx
 from speechbrain_cavmae.tools import inpaint as ip
 from speechbrain_cavmae.tools import retrieval as rt
 from speechbrain_cavmae.tools.inputs import eval_loader

@@ -2,7 +2,8 @@
 
 ::
 
-    cavmae prepare videos --videos VIDEO_DIR --output train.json [--labels_from_folder | --labels CSV]
+    cavmae prepare videos --videos VIDEO_DIR --output train.json
+        [--labels_from_folder | --labels CSV]
     cavmae prepare audioset --segments balanced_train_segments.csv --clips_dir clips \\
         --output audioset_train.json [--frames_dir frames] [--label_csv labels.csv]
     cavmae prepare vggsound --csv vggsound.csv --clips_dir clips --output data/vggsound \\

@@ -116,7 +116,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    from speechbrain_cavmae.tools import extract
+    from speechbrain_cavmae.cli import main as cavmae
 
     work = tempfile.mkdtemp(prefix="cavmae_bench_")
     videos, source = clips(work)
@@ -124,7 +124,7 @@ def main(argv=None):
     with open(listing, "w") as handle:
         handle.write("\n".join(videos.values()) + "\n")
     out_dir = os.path.join(work, "extracted")
-    assert extract.main(["--videos", listing, "--out", out_dir]) == 0
+    assert cavmae(["extract", "--videos", listing, "--output", out_dir]) == 0
     labels = os.path.join(work, "labels.csv")
     with open(labels, "w") as handle:
         handle.write("index,mid,display_name\n0,/m/a,a\n1,/m/b,b\n")

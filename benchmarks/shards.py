@@ -55,13 +55,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def extracted_manifest(work, copies=16):
     """The two sample clips (or synthetic ones) extracted to the original layout, listed
     ``copies`` times under distinct ids."""
-    from speechbrain_cavmae.tools import extract
+    from speechbrain_cavmae.cli import main as cavmae
 
     videos, source = clips(work)
     listing = os.path.join(work, "videos.txt")
     Path(listing).write_text("\n".join(videos.values()) + "\n")
     out_dir = os.path.join(work, "extracted")
-    assert extract.main(["--videos", listing, "--out", out_dir]) == 0
+    assert cavmae(["extract", "--videos", listing, "--output", out_dir]) == 0
     entries = {}
     for k in range(copies):
         for video in videos.values():

@@ -4,10 +4,9 @@
 
     cavmae <command> [flags]      # cavmae <command> --help for its flags
 
-Each command is a module of :mod:`speechbrain_cavmae.tools` (or of
-:mod:`speechbrain_cavmae.data` for ``stats`` and ``balance``), also runnable as
-``python -m speechbrain_cavmae.<tool>``. Only the chosen command's module is imported, and
-no command imports torch before it runs, so ``--help`` answers at once.
+``python -m speechbrain_cavmae <command> [flags]`` is the same command. Each command is a
+module of :mod:`speechbrain_cavmae.tools`; only the chosen command's module is imported,
+and no command imports torch before it runs, so ``--help`` answers at once.
 
 Example
 -------
@@ -35,7 +34,7 @@ COMMANDS = {
     "inpaint": ("speechbrain_cavmae.tools.inpaint",
                 "figures of masked inputs and their reconstructions"),
     "prepare": ("speechbrain_cavmae.tools.prepare",
-                "manifests from a folder of videos, or AudioSet / VGGSound metadata"),
+                "manifests from videos, or from AudioSet / VGGSound metadata"),
     "extract": ("speechbrain_cavmae.tools.extract",
                 "pre-extract 16 kHz audio and frames from videos"),
     "shard": ("speechbrain_cavmae.tools.shard",
@@ -49,31 +48,32 @@ COMMANDS = {
 }
 
 
-def build_parser(argv=()):
+def build_parser(argv=(), prog="cavmae"):
     """The ``cavmae`` parser; only the command named in ``argv`` gets its flags (and its
     module imported)."""
     parser = argparse.ArgumentParser(
-        prog="cavmae", description=__doc__.split("\n\n")[0],
-        formatter_class=common.HelpFormatter,
+        prog=prog, description=common.plain_text(__doc__.split("\n\n")[0]),
+        formatter_class=common.HelpFormatter, allow_abbrev=False,
     )
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, summary) in COMMANDS.items():
         if name != chosen:
-            commands.add_parser(name, help=summary)
+            commands.add_parser(name, help=summary, allow_abbrev=False)
             continue
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=summary, description=common.description(module),
-                                  formatter_class=common.HelpFormatter)
+                                  formatter_class=common.HelpFormatter, allow_abbrev=False)
         common.add_tool_arguments(sub, module)
         sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
-def main(argv=None):
-    """Entry point of the ``cavmae`` console script."""
+def main(argv=None, prog=None):
+    """Entry point of the ``cavmae`` console script (and of ``python -m
+    speechbrain_cavmae``, ``prog`` naming it in the usage lines)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
+    parser = build_parser(argv, prog or "cavmae")
     args = parser.parse_args(argv)
     return common.execute(args._run, args, args._parser)
 

@@ -1,7 +1,7 @@
 """Ready-to-use CAV-MAE inference in SpeechBrain's ``Pretrained`` interface.
 
 :class:`AudioVisualClassifier` loads a model folder written by
-``python -m speechbrain_cavmae.convert`` (or a fine-tuning run that writes the same
+``cavmae convert`` (or a fine-tuning run that writes the same
 ``hyperparams.yaml`` / ``model.ckpt`` / ``label_encoder.txt`` layout) and classifies or embeds
 clips:
 
@@ -442,8 +442,10 @@ class AudioVisualClassifier(Pretrained):
             ``score_activation`` of the logits, averaged over the frames (or its log).
         """
         if not self.is_classifier:
-            raise RuntimeError("this model has no classification head (a pretrained CAV-MAE); "
-                               "use encode_batch / encode_file")
+            raise RuntimeError(
+                "this model has no classification head (a pretrained CAV-MAE): its "
+                "embeddings come from cavmae embed --model FOLDER --manifest MANIFEST "
+                "--output DIR (in Python: encode_batch / encode_file)")
         mode = self._resolve_mode(mode, audio is not None, frames is not None)
         model = self.mods.model
         with torch.no_grad():

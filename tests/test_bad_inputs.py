@@ -43,7 +43,7 @@ from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 from speechbrain_cavmae.inference import AudioVisualClassifier
 from speechbrain_cavmae.settings import SettingError
-from speechbrain_cavmae.tools import classify, convert, extract, validate
+from speechbrain_cavmae.tools import convert, validate
 from speechbrain_cavmae.training.brains import EmptyEpochError, NonFiniteLossError
 from speechbrain_cavmae.training import recipe
 from speechbrain_cavmae.training.recipe import load_pretrained
@@ -381,14 +381,15 @@ def validate_reports_bad_media_and_missing_labels(env):
     assert "cannot decode image" in reasons[("text_jpg", os.path.join(
         env["frames"], "frame_5", "text_jpg.jpg"))]
     assert "lables" in reasons[("ok#2", m)]
-    assert validate.main([m, "--label_csv", env["labels"], "--n_frames", "10"]) == 1
+    assert cli.main(["validate", "--manifest", m, "--label_csv", env["labels"],
+                     "--n_frames", "10"]) == 1
 
 
 @case
 def validate_empty_manifest_exits_1(env):
     path = env["dir"] / "empty_for_validate.json"
     path.write_text('{"data": []}')
-    assert validate.main([str(path)]) == 1
+    assert cli.main(["validate", "--manifest", str(path)]) == 1
     with pytest.raises(ManifestError, match=esc(path) + ": manifest has no entries"):
         validate.validate(str(path))
 
@@ -463,9 +464,9 @@ def ckpt_nan_weights(env):
     # convert's command line stops with the error (exit 1; the exception with --debug) and
     # writes nothing
     out = env["dir"] / "conv_nan"
-    assert convert.main([str(path), str(out), "--num_heads", "4"]) == 1
-    expect_error(NonFiniteWeightError, pattern, convert.main,
-                 [str(path), str(out), "--num_heads", "4", "--debug"])
+    argv = ["convert", "--model", str(path), "--output", str(out), "--num_heads", "4"]
+    assert cli.main(argv) == 1
+    expect_error(NonFiniteWeightError, pattern, cli.main, [*argv, "--debug"])
     assert not (out / "model.ckpt").exists()
 
 
@@ -675,10 +676,10 @@ def extract_same_file_name_in_two_folders(env):
         (videos / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy(env["files"]["good_mp4"], videos / sub / "clip.mp4")
     out = env["dir"] / "extracted"
-    args = ["--videos", str(videos), "--out", str(out)]
-    assert extract.main(args) == 1  # one line on stderr; the exception with --debug
+    args = ["extract", "--videos", str(videos), "--output", str(out)]
+    assert cli.main(args) == 1  # one line on stderr; the exception with --debug
     expect_error(ValueError, r"2 videos share the id 'clip': " + esc(videos / "a" / "clip.mp4")
-                 + ", " + esc(videos / "b" / "clip.mp4"), extract.main, [*args, "--debug"])
+                 + ", " + esc(videos / "b" / "clip.mp4"), cli.main, [*args, "--debug"])
     assert not out.exists()
 
 
@@ -722,9 +723,9 @@ def numbers_embed_fbank_stats(env):
 
 @case
 def numbers_classify_negative_top_k(env):
-    argv = [env["files"]["good"], "--model", str(env["dir"] / "clf")]
+    argv = ["classify", env["files"]["good"], "--model", str(env["dir"] / "clf")]
     for value in ("-2", "0"):
-        _usage_error(classify.main, [*argv, "--top_k", value],
+        _usage_error(cli.main, [*argv, "--top_k", value],
                      rf"error: --top_k must be an integer >= 1, got {value}")
 
 

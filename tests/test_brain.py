@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,24 @@ def make_brain(tmp_path, loss="BCE", freeze_base=False, mode="multimodal"):
         opt_class=lambda groups: torch.optim.Adam(groups, betas=(0.95, 0.999)),
         checkpointer=Checkpointer(tmp_path / "save", {"model": model, "counter": counter}),
     )
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
+    """A redirected log (stderr not a TTY) gets no tqdm bars; a terminal keeps them."""
+    assert make_brain(tmp_path / "redirected").noprogressbar
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert not make_brain(tmp_path / "terminal").noprogressbar
 
 
 def test_finetune_param_groups_head_lr_and_freeze(tmp_path):

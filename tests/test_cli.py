@@ -6,6 +6,7 @@ work itself in ``tests/test_retrieval_inpaint.py``, ``tests/test_data_tools.py``
 ``tests/test_model_folder.py``.
 """
 
+import argparse
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from processes import run, subprocess_env
-from speechbrain_cavmae.cli import COMMANDS
+from speechbrain_cavmae.cli import COMMANDS, build_parser
 from speechbrain_cavmae.cli import main as cavmae
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cavmae"
@@ -30,8 +31,9 @@ SHARED = {
     "--batch_size": {"embed", "retrieval", "inpaint"},
     "--num_workers": {"embed", "retrieval", "extract", "validate", "stats", "shard"},
     "--label_csv": {"convert", "validate", "balance", "shard"},
+    "--audio_channel": {"extract", "shard"},
 }
-#: Former spellings: accepted, never shown.
+#: Former spellings: gone.
 FORMER = ("--checkpoint", "--data", "--out_dir", "--out", "--jobs", "--top-k", "--n-train",
           "--frames", "--size")
 HELP_COMMANDS = [*COMMANDS, "prepare videos", "prepare audioset", "prepare vggsound"]
@@ -137,26 +139,117 @@ def test_missing_extra_names_the_install(tmp_path, monkeypatch, capsys):
     assert "pip install 'speechbrain-cavmae[plots]'" in err and "absent.pth" not in err
 
 
-def test_former_spellings_still_parse():
-    from speechbrain_cavmae.tools import common, extract, toy, validate
-
-    args = common.build_parser(toy).parse_args(["--out", "x", "--n-train", "3"])
-    assert (args.output, args.n_train) == ("x", 3)
-    args = common.build_parser(extract).parse_args(
-        ["--videos", "v", "--out", "o", "--frames", "4", "--jobs", "2", "--manifest", "m"])
-    assert (args.output, args.n_frames, args.num_workers, args.write_manifest) == (
-        "o", 4, 2, "m")
-    args = common.build_parser(validate).parse_args(["m.json", "--jobs", "3"])
-    common.check_required(args)
-    assert (args.manifest, args.num_workers) == ("m.json", 3)
+def parsers():
+    """``{command: parser}`` of every command, ``prepare``'s sources as ``prepare <source>``."""
+    found = {}
+    for name in COMMANDS:
+        sub = _subparsers(build_parser([name]))[name]
+        inner = _subparsers(sub)
+        found.update({f"{name} {k}": v for k, v in inner.items()} if inner else {name: sub})
+    return found
 
 
-def test_python_dash_m_forms_still_run(tmp_path):
-    proc = run(["-m", "speechbrain_cavmae.toy", "--out", tmp_path / "toy", "--n-train", "2",
-                "--n-valid", "1", "--n-test", "1", "--image-size", "32"])
+def _subparsers(parser):
+    return next((a.choices for a in parser._actions
+                 if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def _signature(action):
+    return (type(action).__name__, action.type, action.default, tuple(action.choices or ()),
+            action.nargs, action.dest)
+
+
+def test_one_vocabulary_without_exceptions():
+    """Walk every command's parser: each flag has one spelling; a flag of the shared
+    vocabulary (``tools/common.py``) has one type, default, choices and help in every
+    command (``--output`` says what the command writes there); any other flag name that two
+    commands share has one type and one set of choices; the one positional argument is
+    ``classify``'s list of files; ``--log_level`` has one default."""
+    from speechbrain_cavmae.tools import common
+
+    probe = argparse.ArgumentParser()
+    for add in (common.add_model, common.add_manifest, common.add_label_csv, common.add_videos,
+                common.add_output, common.add_device, common.add_loader, common.add_n_frames,
+                common.add_fbank_stats, common.add_trust, common.add_run_options,
+                common.add_heads, common.add_audio_channel):
+        add(probe)
+    shared = {a.option_strings[0]: a for a in probe._actions if a.option_strings[0] != "-h"}
+    seen = {}
+    for name, parser in parsers().items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.option_strings:
+                assert (name, action.dest) == ("classify", "clips"), (
+                    f"cavmae {name}: positional {action.dest}; every file is a named flag")
+                continue
+            assert len(action.option_strings) == 1, (name, action.option_strings)
+            flag = action.option_strings[0]
+            assert re.fullmatch(r"--[a-z0-9]+(_[a-z0-9]+)*", flag), (name, flag)
+            if flag in shared:
+                want = shared[flag]
+                assert _signature(action) == _signature(want), (name, flag)
+                assert flag == "--output" or action.help == want.help, (name, flag)
+            seen.setdefault(flag, []).append((name, action))
+    for flag, uses in seen.items():
+        kinds = {(type(a).__name__, a.type, tuple(a.choices or ())) for _, a in uses}
+        assert len(kinds) == 1, f"{flag} means different things: {[n for n, _ in uses]}"
+    assert {a.default for _, a in seen["--log_level"]} == {"WARNING"}
+    for flag, commands in SHARED.items():
+        assert commands <= {n for n, _ in seen[flag]}, flag
+    extract = parsers()["extract"].parse_args(["--videos", "v", "--output", "o",
+                                               "--audio_channel", "mean"])
+    assert extract.audio_channel is None  # the mean of the channels, as the data pipeline
+
+
+def test_required_flags_are_required_in_usage_and_help(helps):
+    for name, parser in parsers().items():
+        usage = " ".join(parser.format_usage().split())
+        for action in parser._actions:
+            if not action.option_strings:
+                continue
+            flag = f"{action.option_strings[0]} {action.metavar or action.dest.upper()}"
+            if action.required:
+                assert f" {flag}" in usage and f"[{flag}]" not in usage, (name, usage)
+    assert re.search(r"^usage: cavmae shard \[-h\] --manifest MANIFEST --output OUTPUT",
+                     helps["shard"], re.M)
+    assert "(required)" in options(helps["convert"])["--model"]
+    assert "(required)" not in options(helps["retrieval"])["--output"]
+
+
+def test_help_is_plain_text(helps):
+    """No reST in any ``--help``: roles, double backquotes, literal-block markers."""
+    for name, text in helps.items():
+        for markup in ("``", ":func:", ":mod:", ":class:", ":meth:", "::"):
+            assert markup not in text, f"cavmae {name} --help shows {markup!r}"
+
+
+def test_one_spelling_per_command_and_flag(tmp_path, monkeypatch):
+    """``cavmae`` and ``python -m speechbrain_cavmae`` run the tools; the former module
+    entry points, flag spellings and positional forms are gone (usage errors)."""
+    proc = run(["-m", "speechbrain_cavmae", "toy", "--output", tmp_path / "toy",
+                "--n_train", "2", "--n_valid", "1", "--n_test", "1", "--image_size", "32"])
     assert (tmp_path / "toy" / "train.json").is_file(), proc.stdout
-    proc = run(["-m", "speechbrain_cavmae.convert", "--help"])
-    assert proc.stdout.startswith("usage: python -m speechbrain_cavmae.convert")
+    proc = run(["-m", "speechbrain_cavmae", "convert", "--help"])
+    assert proc.stdout.startswith("usage: python -m speechbrain_cavmae convert")
+    for module in ("speechbrain_cavmae.toy", "speechbrain_cavmae.convert",
+                   "speechbrain_cavmae.tools.shard", "speechbrain_cavmae.data.stats"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                              text=True, env=subprocess_env(), timeout=300)
+        assert "usage:" not in proc.stdout, module
+    monkeypatch.chdir(tmp_path)  # where a wrongly accepted spelling would write
+    for argv in (["toy", "--out", "x"], ["toy", "--output", "x", "--n-train", "3"],
+                 ["stats", "m.json"], ["validate", "m.json", "--jobs", "2"],
+                 ["shard", "m.json", "out"], ["prepare", "videos", "folder", "--output", "m"],
+                 ["embed", "--checkpoint", "m", "--data", "m.json", "--out_dir", "o"],
+                 ["extract", "--videos", "v", "--output", "o", "--frames", "4"],
+                 ["extract", "--videos", "v", "--output", "o", "--mix"],
+                 ["shard", "--manifest", "m", "--output", "o", "--audio_channel", "left"],
+                 ["classify", "a.wav", "--model", "m", "--top-k", "2"]):
+        with pytest.raises(SystemExit) as exc:
+            cavmae(argv)
+        assert exc.value.code == 2, argv
+    assert not (tmp_path / "x").exists()
 
 
 def test_convert_defaults_are_the_fbank_constants():

@@ -12,7 +12,9 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
 from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError, original_to_speechbrain
 from speechbrain_cavmae.checkpoints.model_folder import hparams_text, resolve_activation
-from speechbrain_cavmae.tools.convert import check_folder, convert, main
+from speechbrain_cavmae.cli import main as cavmae
+from speechbrain_cavmae.checkpoints.model_folder import read_input_config
+from speechbrain_cavmae.tools.convert import check_folder, convert
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
 
@@ -145,7 +147,24 @@ def test_hparams_text_is_self_consistent():
 
 def test_cli_prints_summary(original_ft, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main([str(original_ft), str(out), "--num_heads", "4", "--log_level", "ERROR"]) == 0
+    assert cavmae(["convert", "--model", str(original_ft), "--output", str(out),
+                   "--num_heads", "4", "--log_level", "ERROR"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("converted ") and "5-class classifier" in line
     assert (out / "model.ckpt").is_file()
+
+
+def test_reconverting_a_folder_keeps_its_fbank_statistics(original_ft, tmp_path):
+    """``--dataset_mean`` / ``--dataset_std`` default to what a model folder records (the
+    shared flags' meaning in every command), else AudioSet's."""
+    first = tmp_path / "first"
+    assert cavmae(["convert", "--model", str(original_ft), "--output", str(first),
+                   "--num_heads", "4", "--dataset_mean", "-3.5", "--dataset_std", "2.5"]) == 0
+    assert cavmae(["convert", "--model", str(first), "--output", str(tmp_path / "again"),
+                   "--num_heads", "4"]) == 0
+    again = read_input_config(str(tmp_path / "again"))
+    assert (again["dataset_mean"], again["dataset_std"]) == (-3.5, 2.5)
+    assert cavmae(["convert", "--model", str(original_ft), "--output", str(tmp_path / "pth"),
+                   "--num_heads", "4"]) == 0
+    pth = read_input_config(str(tmp_path / "pth"))
+    assert (pth["dataset_mean"], pth["dataset_std"]) == (-5.081, 4.4849)

@@ -288,10 +288,17 @@ def test_skip_policy_drops_exactly_the_bad_samples(root, caplog, workers):
             assert f"skipping bad sample: sample '{skipped.id}': {skipped.path}: {skipped.reason}" in caplog.text
 
 
-def test_all_bad_batch_is_none_and_counter():
+def test_all_bad_batch_is_none_and_counter(caplog):
     assert collate_av([SkippedSample("a", "x.wav", "file not found")]) is None
     counter = BadSampleCounter()
-    assert counter.log_epoch(0) == 0
+    with caplog.at_level(logging.DEBUG):
+        assert counter.log_epoch(0) == 0
+        assert caplog.text == ""  # nothing skipped: nothing logged
+        counter.record(BadSampleError("x.wav", "file not found"))
+        caplog.clear()
+        assert counter.log_epoch(None, "test") == 1
+    assert caplog.text.strip().endswith("test: skipped 1 bad sample(s)"), caplog.text
+    assert "None" not in caplog.text
 
 
 def test_config_validation():

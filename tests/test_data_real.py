@@ -87,13 +87,14 @@ def test_on_the_fly_correlates_with_original_two_step_path(original_path, on_the
 
 
 def test_extract_cli_reproduces_original_path(original_path, tmp_path):
-    from speechbrain_cavmae.tools import extract
+    from speechbrain_cavmae.cli import main as cavmae
 
     listing = tmp_path / "videos.csv"
     listing.write_text("\n".join(os.path.join(SHARED_SAMPLES, c) for c in REAL_CLIPS) + "\n")
     manifest = tmp_path / "extracted.json"
-    args = ["--videos", str(listing), "--out", str(tmp_path / "out"), "--manifest", str(manifest)]
-    assert extract.main(args) == 0
+    args = ["extract", "--videos", str(listing), "--output", str(tmp_path / "out"),
+            "--write_manifest", str(manifest)]
+    assert cavmae(args) == 0
     ds = build_dataset(str(manifest), None, {"multi_frame": True, "frame_source": "extracted"}, train=False)
     for i in range(2):
         item = ds[i]
@@ -102,5 +103,5 @@ def test_extract_cli_reproduces_original_path(original_path, tmp_path):
         assert corr(item["fbank"], fbank) > 0.99999 and (item["fbank"] - fbank).abs().max() < 0.05
         assert corr(item["frames"], frames) > 0.995
     # resumable: a second run skips both videos
-    assert extract.main(args) == 0
+    assert cavmae(args) == 0
     assert len(list((tmp_path / "out" / "frames").glob("frame_*/*.jpg"))) == 20

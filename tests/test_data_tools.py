@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from media import decode_index, tone, write_frames, write_label_csv, write_original_manifest, write_video, write_wav
-from speechbrain_cavmae.tools import extract, prepare_videos, validate
+from speechbrain_cavmae.cli import main as cavmae
+from speechbrain_cavmae.tools import validate
 from speechbrain_cavmae.data import balance, stats
-from speechbrain_cavmae.tools import balance as balance_tool
-from speechbrain_cavmae.tools import stats as stats_tool
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 
 
@@ -32,8 +31,8 @@ def videos(tmp_path_factory):
 def test_extract_cli_layout_resume_and_failures(videos, tmp_path, capsys):
     out = tmp_path / "out"
     manifest = tmp_path / "m.json"
-    code = extract.main(["--videos", str(videos), "--out", str(out), "--frames", "4", "--jobs", "2",
-                         "--manifest", str(manifest)])
+    code = cavmae(["extract", "--videos", str(videos), "--output", str(out), "--n_frames", "4",
+                   "--num_workers", "2", "--write_manifest", str(manifest)])
     text = capsys.readouterr()
     assert code == 1  # silent.mp4 and broken.mp4 fail
     assert "2 failed" in text.out
@@ -53,8 +52,7 @@ def test_extract_cli_layout_resume_and_failures(videos, tmp_path, capsys):
     assert sorted(data) == ["v1", "v2"] and data["v1"]["wav"] == str(out / "audio" / "v1.wav")
     # resumable: finished videos are skipped
     mtime = os.path.getmtime(out / "audio" / "v1.wav")
-    # (the unified flag names of ``cavmae extract``)
-    extract.main(["--videos", str(videos), "--output", str(out), "--n_frames", "4"])
+    cavmae(["extract", "--videos", str(videos), "--output", str(out), "--n_frames", "4"])
     assert "2 already done" in capsys.readouterr().out
     assert os.path.getmtime(out / "audio" / "v1.wav") == mtime
 
@@ -62,8 +60,8 @@ def test_extract_cli_layout_resume_and_failures(videos, tmp_path, capsys):
 def test_prepare_videos_from_folders(videos, tmp_path):
     out = tmp_path / "m.json"
     labels = tmp_path / "labels.csv"
-    code = prepare_videos.main([str(videos), "--out", str(out), "--labels_from_folder",
-                                "--write_label_csv", str(labels)])
+    code = cavmae(["prepare", "videos", "--videos", str(videos), "--output", str(out),
+                   "--labels_from_folder", "--write_label_csv", str(labels)])
     assert code == 0
     table = LabelTable.from_csv(str(labels))
     assert table.mids == ["cat", "dog"]
@@ -80,8 +78,9 @@ def test_prepare_videos_label_file_and_audioset_segments(videos, tmp_path):
     # AudioSet ids are YTID_start: rename v1's entry accordingly
     (videos / "dog" / "v1_0.000.mp4").write_bytes((videos / "dog" / "v1.mp4").read_bytes())
     out = tmp_path / "m.json"
-    code = prepare_videos.main([str(videos), "--out", str(out), "--labels", str(seg), "--label_csv", table_csv,
-                                "--extracted", str(tmp_path / "ex"), "--format", "speechbrain"])
+    code = cavmae(["prepare", "videos", "--videos", str(videos), "--output", str(out),
+                   "--labels", str(seg), "--label_csv", table_csv,
+                   "--extracted", str(tmp_path / "ex"), "--manifest_format", "speechbrain"])
     assert code == 0
     data = read_manifest(str(out))
     assert data["v1_0.000"]["labels"] == ["/m/a", "/m/b"] and data["v2"]["labels"] == ["/m/b"]
@@ -132,12 +131,12 @@ def test_validate_reports_every_problem(tmp_path, capsys):
     assert found == expected
     paths = {p[0]: p[1] for p in problems}
     assert paths["missing"] == str(d / "a" / "missing.wav") and paths["silent"] == str(d / "silent.mp4")
-    assert validate.main([manifest, "--label_csv", labels]) == 1
+    assert cavmae(["validate", "--manifest", manifest, "--label_csv", labels]) == 1
     table = capsys.readouterr().out
     assert "missing frame folder" in table and str(d / "g" / "frame_2") in table
     assert "problem(s) in 8 of 9 samples" in table
     ok = write_original_manifest(str(d / "ok.json"), entries[:1])
-    assert validate.main([ok, "--label_csv", labels]) == 0
+    assert cavmae(["validate", "--manifest", ok, "--label_csv", labels]) == 0
 
 
 def test_class_balanced_weights_and_cli(tmp_path):
@@ -150,7 +149,8 @@ def test_class_balanced_weights_and_cli(tmp_path):
     w = balance.class_balanced_weights(manifest, LabelTable.from_csv(labels))
     np.testing.assert_allclose(w, [1000 / 3.01, 1000 / 3.01 + 1000 / 1.01, 1000 / 3.01])
     out = str(tmp_path / "w.csv")
-    assert balance_tool.main([manifest, labels, out]) == 0
+    assert cavmae(["balance", "--manifest", manifest, "--label_csv", labels,
+                   "--output", out]) == 0
     np.testing.assert_allclose(np.loadtxt(out, delimiter=","), w)
 
 
@@ -166,6 +166,6 @@ def test_fbank_stats(tmp_path, capsys):
     mean, std = stats.fbank_stats(manifest)
     assert mean == pytest.approx(float(sum(r.mean() for r in raw) / 2), abs=1e-4)
     assert std == pytest.approx(float(sum(r.std() for r in raw) / 2), abs=1e-4)
-    assert stats_tool.main([manifest, "--max_samples", "2"]) == 0  # at least one usable clip
+    assert cavmae(["stats", "--manifest", manifest, "--max_samples", "2"]) == 0  # at least one usable clip
     assert "dataset_mean:" in capsys.readouterr().out
     assert torch.isfinite(torch.tensor([mean, std])).all()

@@ -10,7 +10,7 @@ import torch
 from media import REAL_CLIPS, SHARED_SAMPLES, tone, write_label_csv, write_video, write_wav
 
 from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
-from speechbrain_cavmae.tools.classify import main as classify_main
+from speechbrain_cavmae.cli import main as cavmae
 from speechbrain_cavmae.tools.convert import convert
 from speechbrain_cavmae.data.audio import load_audio
 from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
@@ -190,7 +190,7 @@ def test_folder_can_be_moved_and_loaded_without_savedir(env, tmp_path):
     assert model.rank_file(env["wav"]) == ref.rank_file(env["wav"])
 
 
-def test_pretrained_model_encodes_but_does_not_classify(env, tmp_path):
+def test_pretrained_model_encodes_but_does_not_classify(env, tmp_path, capsys):
     fixture = torch.load(FIXTURE, weights_only=False)
     ckpt = tmp_path / "pt.pth"
     torch.save(fixture["pretrain_state_dict"], ckpt)
@@ -201,6 +201,11 @@ def test_pretrained_model_encodes_but_does_not_classify(env, tmp_path):
     assert emb["audio"].shape == (32,) and emb["visual"].shape == (32,)
     with pytest.raises(RuntimeError, match="no classification head"):
         model.classify_file(env["video"])
+    # the command line points to the command that reads such a model
+    assert cavmae(["classify", env["video"], "--model", str(tmp_path / "pt"),
+                   "--savedir", str(tmp_path / "sd2")]) == 1
+    err = capsys.readouterr().err
+    assert "no classification head" in err and "cavmae embed --model" in err
 
 
 def test_audio_only_model_ignores_frames(env, tmp_path, reference):
@@ -290,8 +295,8 @@ def test_mode_errors_of_batches(clf, env, monkeypatch):
 
 
 def test_cli_table(env, capsys):
-    code = classify_main([env["video"], env["wav"], "--model", str(env["folder"]),
-                          "--top-k", "2", "--savedir", str(env["root"] / "sd_cli")])
+    code = cavmae(["classify", env["video"], env["wav"], "--model", str(env["folder"]),
+                   "--top_k", "2", "--savedir", str(env["root"] / "sd_cli")])
     assert code == 0
     out = capsys.readouterr().out
     blocks = out.strip().split("\n\n")
@@ -308,8 +313,6 @@ def test_cli_json_matches_classify_file_and_goes_on_after_a_bad_file(env, clf, t
     """``cavmae classify --json``: parseable, the scores of ``classify_file``; a bad file in
     the middle is reported with its error, the others are classified, and the exit status
     is 1."""
-    from speechbrain_cavmae.cli import main as cavmae
-
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00")
     files = [env["video"], str(broken), env["wav"]]

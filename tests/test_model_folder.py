@@ -282,8 +282,7 @@ def test_tools_read_a_folder_without_heads_and_refuse_a_pth_without_them(runs, t
     with pytest.raises(HeadsNotStoredError, match=r"64 wide: pass --num_heads N"):
         cavmae([*base, "--debug"])
     with pytest.raises(HeadsNotStoredError, match=r"32 wide: pass --decoder_num_heads N"):
-        fx.main(["--checkpoint", pth, "--num_heads", "4", "--data", runs["valid"],
-                 "--out_dir", str(tmp_path / "x"), "--debug"])
+        cavmae([*base, "--num_heads", "4", "--debug"])
 
 
 def test_heads_are_never_guessed(runs, tmp_path):

@@ -11,7 +11,6 @@ import torch
 from speechbrain_cavmae.checkpoints.loader import load_model
 from speechbrain_cavmae.cli import main as cavmae
 from speechbrain_cavmae.model.cavmae import CAVMAE
-from speechbrain_cavmae.tools import extract_features as fx
 from speechbrain_cavmae.tools import inpaint as ip
 from speechbrain_cavmae.tools import retrieval as rt
 from speechbrain_cavmae.tools.inputs import eval_loader
@@ -52,11 +51,13 @@ def test_retrieval_cli_matches_brute_force_and_is_chunk_independent(setup, tmp_p
     assert "audio->visual" in capsys.readouterr().out
     res = json.loads(out.read_text())
     assert res["num_clips"] == 11
-    # --json prints the same numbers; the former flag names still work with python -m
-    old = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
-           "--data", setup["toy"]["test"], "--device", "cpu"]
-    assert rt.main([*old, "--chunk_size", "1000", "--batch_size", "11", "--json"]) == 0
+    # --json prints the same numbers, whatever the chunk and batch sizes
+    args = ["--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--manifest", setup["toy"]["test"], "--device", "cpu"]
+    assert cavmae(["retrieval", *args, "--chunk_size", "1000", "--batch_size", "11",
+                   "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(res)
+    assert res["num_candidates"] == 11 and "note" not in res
     model = setup["model"]
     ids, emb_a, emb_v = rt.compute_embeddings(model, eval_loader(setup["toy"]["test"], model))
     assert len(ids) == 11 and emb_a.shape == emb_v.shape == (11, 32)
@@ -108,6 +109,22 @@ def test_inpaint_is_seeded_and_keeps_visible_patches(setup):
         torch.testing.assert_close(first[f"loss_{m}"], expected, atol=1e-6, rtol=1e-6)
 
 
+def test_retrieval_says_when_recall_is_trivial(setup, tmp_path, capsys):
+    """Over 2 clips, R@5 and R@10 are 1.0 whatever the model: the table marks them and says
+    why, the JSON carries the candidate count and the same note."""
+    args = ["retrieval", "--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads",
+            "2", "--manifest", setup["toy"]["valid"], "--device", "cpu"]
+    assert cavmae(args) == 0
+    table = capsys.readouterr().out
+    assert "(2 candidates)" in table and "1.0000*" in table
+    assert "* R@5, R@10 over 2 candidates: trivially 1.0 (k >= candidates), not informative" \
+        in table
+    assert cavmae([*args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["num_candidates"] == 2 and res["a2v_R@10"] == 1.0
+    assert res["note"].startswith("R@5, R@10 over 2 candidates: trivially 1.0")
+
+
 def test_inpaint_cli_writes_figures(setup, tmp_path, capsys):
     ids = "toy_test_00001,toy_test_00004"
     assert cavmae(["inpaint", "--model", setup["ckpt"], "--num_heads", "2",
@@ -122,22 +139,22 @@ def test_inpaint_cli_writes_figures(setup, tmp_path, capsys):
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     # a data problem: one line naming it, exit status 1 (a traceback only with --debug)
-    old = ["--checkpoint", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
-           "--data", setup["toy"]["test"], "--ids", "no_such_clip", "--out_dir",
-           str(tmp_path / "x"), "--device", "cpu", "--no_norm_pix"]  # a bare .pth: say it
-    assert ip.main(old) == 1
+    argv = ["inpaint", "--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--manifest", setup["toy"]["test"], "--ids", "no_such_clip", "--output",
+            str(tmp_path / "x"), "--device", "cpu", "--no_norm_pix"]  # a bare .pth: say it
+    assert cavmae(argv) == 1
     err = capsys.readouterr().err
     assert "no_such_clip" in err and "Traceback" not in err
     with pytest.raises(KeyError, match="no_such_clip"):
-        ip.main([*old, "--debug"])
+        cavmae([*argv, "--debug"])
 
 
 def test_extract_features_npy_and_pt(setup, tmp_path):
     base = ["--model", setup["ckpt"], "--num_heads", "2", "--decoder_num_heads", "2",
             "--manifest", setup["toy"]["test"], "--device", "cpu", "--batch_size", "4"]
     assert cavmae(["embed", *base, "--output", str(tmp_path / "p")]) == 0
-    assert fx.main([*base, "--out_dir", str(tmp_path / "t"), "--level", "tokens",
-                    "--format", "pt"]) == 0
+    assert cavmae(["embed", *base, "--output", str(tmp_path / "t"), "--level", "tokens",
+                   "--format", "pt"]) == 0
     pooled = json.loads((tmp_path / "p" / "index.json").read_text())
     tokens = json.loads((tmp_path / "t" / "index.json").read_text())
     assert len(pooled["clips"]) == len(tokens["clips"]) == 11

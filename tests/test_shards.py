@@ -51,13 +51,13 @@ from speechbrain_cavmae.data.shards import (  # noqa: E402
     build_shard_dataset,
 )
 from speechbrain_cavmae.data.shard_writer import file_sha256  # noqa: E402
-from speechbrain_cavmae.tools.shard import main as shard_main  # noqa: E402
+from speechbrain_cavmae.cli import main as cavmae  # noqa: E402
 from speechbrain_cavmae.training.recipe import build_datasets  # noqa: E402
 
 
 def _shard(manifest, out, size, prefix, *extra):
-    assert shard_main([str(manifest), str(out), "--shard_size", str(size), "--prefix", prefix,
-                       *extra]) == 0
+    assert cavmae(["shard", "--manifest", str(manifest), "--output", str(out),
+                   "--shard_size", str(size), "--prefix", prefix, *extra]) == 0
     index = json.loads((Path(out) / f"{prefix}-index.json").read_text())
     last = len(index["shards"]) - 1
     return f"{out}/{prefix}-{{000000..{last:06d}}}.tar", index
@@ -103,7 +103,8 @@ def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog, capsys):
     write_manifest({k: data[k] for k in order}, manifest, fmt="speechbrain")
     out = tmp_path / "out"
 
-    assert shard_main([str(manifest), str(out), "--shard_size", "3"]) == 1
+    assert cavmae(["shard", "--manifest", str(manifest), "--output", str(out),
+                   "--shard_size", "3"]) == 1
     assert "gone.wav: file not found" in capsys.readouterr().err
 
     pattern, index = _shard(manifest, out, 3, "train", "--on_bad_sample", "skip",
@@ -134,9 +135,10 @@ def test_shard_tool_index_bad_samples_and_resume(toy, tmp_path, caplog, capsys):
     assert "1 shard(s) already complete, 2 to write" in caplog.text
     assert (out / "train-000000.tar").stat().st_mtime_ns == kept
     assert again["shards"] == index["shards"] and again["bad_samples"] == index["bad_samples"]
-    assert shard_main([str(manifest), str(out), "--shard_size", "4"]) == 1  # exit 1 ...
+    shard = ["shard", "--manifest", str(manifest), "--output", str(out), "--shard_size", "4"]
+    assert cavmae(shard) == 1  # exit 1 ...
     with pytest.raises(ValueError, match="written from another manifest or with other settings"):
-        shard_main([str(manifest), str(out), "--shard_size", "4", "--debug"])  # ... or raise
+        cavmae([*shard, "--debug"])  # ... or raise
 
     # the clip stored in the shard decodes to the frames of the file
     cfg = {"image_size": 64, "audio_length": 96, "multi_frame": True}

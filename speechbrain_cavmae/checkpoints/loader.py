@@ -3,7 +3,7 @@
 Accepted sources (:func:`detect_format`):
 
 * ``"model_folder"``: a folder with ``hyperparams.yaml`` and ``model.ckpt`` (written by the
-  recipes, ``python -m speechbrain_cavmae.convert`` or
+  recipes, ``cavmae convert`` or
   :func:`speechbrain_cavmae.checkpoints.model_folder.write_model_folder`); it describes the
   architecture (both head counts included), so nothing has to be passed. The
   ``model.ckpt`` of such a folder counts as the folder, and so does a recipe's output

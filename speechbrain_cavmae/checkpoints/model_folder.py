@@ -17,7 +17,7 @@ No absolute path is written: the yaml's ``pretrained_path`` is ``.`` and
 ``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.checkpoints.loader.load_model`)
 set it to the folder they are given, so a folder can be moved or zipped as it is.
 
-Writers: the recipes (``<output_folder>/model/``), ``python -m speechbrain_cavmae.convert``;
+Writers: the recipes (``<output_folder>/model/``), ``cavmae convert``;
 readers: everything that takes a model (see :mod:`speechbrain_cavmae.checkpoints.loader`).
 
 Authors
@@ -141,8 +141,8 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         "# Load with:",
         "#   from speechbrain_cavmae.inference import AudioVisualClassifier",
         "#   model = AudioVisualClassifier.from_hparams(source=<this folder>, savedir=...)",
-        "# or give the folder to the cavmae tools (--model), to the recipes",
-        "# (--pretrained_path) or to the drop-in encoders (ckpt_path).",
+        "# or give the folder to any cavmae command (--model), a recipe (--pretrained_path) or",
+        "# the drop-in encoders (ckpt_path).",
         "# ############################################################################",
         "",
         "# Folder of model.ckpt and label_encoder.txt: `.` is replaced by the folder (the",

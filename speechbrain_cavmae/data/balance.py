@@ -6,9 +6,8 @@ samples; a sample's weight is the sum over its labels. Use the weights with
 replacement=True)``.
 
 On the command line, ``cavmae balance --manifest MANIFEST --label_csv LABEL_CSV --output
-OUT.csv`` (:mod:`speechbrain_cavmae.tools.balance`; also ``python -m
-speechbrain_cavmae.data.balance MANIFEST LABEL_CSV OUT.csv``) writes one weight per line,
-in manifest order.
+OUT.csv`` (:mod:`speechbrain_cavmae.tools.balance`) writes one weight per line, in
+manifest order.
 
 Example
 -------
@@ -38,8 +37,3 @@ def class_balanced_weights(manifest, label_table):
     class_weight = 1000.0 / (counts + 0.01)
     return np.array([class_weight[idx].sum() for idx in indices], dtype=np.float64)
 
-
-if __name__ == "__main__":  # python -m speechbrain_cavmae.data.balance, kept for existing scripts
-    import runpy
-
-    runpy.run_module("speechbrain_cavmae.tools.balance", run_name="__main__", alter_sys=True)

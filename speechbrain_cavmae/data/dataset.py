@@ -173,12 +173,15 @@ class BadSampleCounter:
             self._count.value = 0
 
     def log_epoch(self, epoch=None, stage="train"):
-        """Log how many samples were skipped since the last call; reset."""
+        """Log how many samples were skipped since the last call (a warning, only when some
+        were: ``"train epoch 3: skipped 2 bad sample(s)"``, ``"test: ..."`` without an
+        epoch); reset; return the count."""
         with self._count.get_lock():
             count = self._count.value
             self._count.value = 0
-        level = logging.WARNING if count else logging.INFO
-        logger.log(level, "%s epoch %s: skipped %d bad sample(s)", stage, epoch, count)
+        if count:
+            where = stage if epoch is None else f"{stage} epoch {epoch}"
+            logger.warning("%s: skipped %d bad sample(s)", where, count)
         return count
 
 

@@ -379,7 +379,7 @@ class ShardIndex:
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{path}: shard index not found (the shard tool writes it next to the "
-                "shards: python -m speechbrain_cavmae.tools.shard)"
+                "shards: cavmae shard --manifest MANIFEST --output FOLDER)"
             ) from None
         return cls(content, path)
 

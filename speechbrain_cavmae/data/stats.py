@@ -6,8 +6,7 @@ mode: no augmentation), averaging per-clip means and standard deviations
 as the original recipe did (its default AudioSet values are -5.081 and
 4.4849). Set the results as ``dataset_mean`` / ``dataset_std`` in the yaml.
 
-On the command line: ``cavmae stats`` (:mod:`speechbrain_cavmae.tools.stats`; also
-``python -m speechbrain_cavmae.data.stats``).
+On the command line: ``cavmae stats`` (:mod:`speechbrain_cavmae.tools.stats`).
 """
 
 import logging
@@ -71,8 +70,3 @@ def fbank_stats(manifest, config=None, max_samples=None, jobs=0, batch_size=8, p
         raise ValueError(f"{manifest}: no usable samples")
     return sum(means) / len(means), sum(stds) / len(stds)
 
-
-if __name__ == "__main__":  # python -m speechbrain_cavmae.data.stats, kept for existing scripts
-    import runpy
-
-    runpy.run_module("speechbrain_cavmae.tools.stats", run_name="__main__", alter_sys=True)

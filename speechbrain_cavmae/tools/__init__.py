@@ -1,4 +1,4 @@
-"""Command-line tools (``python -m speechbrain_cavmae.<tool>``).
+"""Command-line tools: the commands of ``cavmae`` (:mod:`speechbrain_cavmae.cli`).
 
 Modules
 -------

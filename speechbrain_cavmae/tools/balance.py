@@ -8,17 +8,13 @@ See :func:`speechbrain_cavmae.data.balance.class_balanced_weights`; the recipes 
 same weights themselves with ``balanced_sampling: True``.
 """
 
-import sys
 
 from speechbrain_cavmae.tools import common
 
 
 def add_arguments(parser):
     """The flags of ``cavmae balance``."""
-    common.positional_alias(parser, "manifest", "MANIFEST")
-    common.positional_alias(parser, "label_csv", "LABEL_CSV")
-    common.positional_alias(parser, "output", "OUT")
-    common.add_manifest(parser, aliases=())
+    common.add_manifest(parser)
     common.add_label_csv(parser, required=True)
     common.add_output(parser, help="CSV of the weights, one per line in manifest order")
 
@@ -35,12 +31,3 @@ def run(args):
     print(f"{len(weights)} weights written to {args.output} (min {weights.min():.3f}, "
           f"max {weights.max():.3f})")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.data.balance``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -71,10 +71,9 @@ def add_arguments(parser):
     """The flags of ``cavmae classify``."""
     parser.add_argument("clips", nargs="+", metavar="FILE",
                         help="video (mp4, mkv...) or audio (wav, flac...) files")
-    common.add_model(parser, aliases=())
+    common.add_model(parser)
     common.add_heads(parser, decoder=False)
     parser.add_argument("--top_k", type=int, default=5, help="classes shown per file")
-    common.alias(parser, "--top-k", "top_k", type=int)
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="force an inference mode (default: the model's, by the streams "
                         "the file has)")
@@ -117,12 +116,3 @@ def run(args):
         print(f"error: {failed} of {len(args.clips)} files could not be classified",
               file=sys.stderr)
     return 1 if failed else 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.classify``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

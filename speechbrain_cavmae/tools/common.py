@@ -1,35 +1,35 @@
 """The vocabulary every command-line tool shares, and how a tool runs.
 
-A tool module defines three functions:
+A tool module defines two functions, which the ``cavmae`` command
+(:mod:`speechbrain_cavmae.cli`) runs:
 
 * ``add_arguments(parser)``: its flags, the shared ones taken from here so that a flag
-  has one name, one meaning and one default in every tool;
+  has one name, one type, one default and one help text in every tool (only ``--output``
+  says what the tool writes there);
 * ``run(args)``: the work; it returns the exit status and imports the heavy libraries
-  (torch, SpeechBrain, timm) itself, so that ``--help`` answers at once;
-* ``main(argv=None)``: ``python -m speechbrain_cavmae.<tool>``, a call to :func:`main_of`.
+  (torch, SpeechBrain, timm) itself, so that ``--help`` answers at once.
 
-The ``cavmae`` command (:mod:`speechbrain_cavmae.cli`) runs the same two functions.
+Every file or folder a command reads or writes is a named flag (``--model``,
+``--manifest``, ``--videos``, ``--output``...); the one positional argument is the list of
+files ``cavmae classify`` classifies. Each flag has one spelling, snake_case as
+SpeechBrain's.
 
 Exit status: 0 on success, 1 when the data, a file or a model is the problem (one line
 on stderr, no traceback unless ``--debug``), 2 for a usage error (argparse's convention).
-
-Flags renamed when the tools were unified still parse (hidden from ``--help``):
-``--checkpoint`` (now ``--model``), ``--data`` (``--manifest``), ``--out`` / ``--out_dir``
-(``--output``), ``--jobs`` (``--num_workers``), ``--top-k`` (``--top_k``), ``--frames``
-(``--n_frames``) and the dashed flags of ``toy``.
 
 Example
 -------
 >>> parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
 >>> add_model(parser)
 >>> add_device(parser)
->>> parser.parse_args(["--checkpoint", "m"]).model, parser.parse_args(["--model", "m"]).device
-('m', 'auto')
+>>> parser.parse_args(["--model", "m"]).device
+'auto'
 """
 
 import argparse
 import logging
 import os
+import re
 import sys
 
 from speechbrain_cavmae.settings import SettingError, check_settings
@@ -50,10 +50,13 @@ class UsageError(Exception):
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's line breaks and shows each flag's default when it has one."""
+    """Keeps the description's line breaks; marks required flags and shows each optional
+    flag's default when it has one."""
 
     def _get_help_string(self, action):
         text = action.help or ""
+        if action.option_strings and action.required:
+            return text + " (required)"
         default = action.default
         if (
             "%(default)" not in text
@@ -64,29 +67,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
-def alias(parser, old, dest, **kwargs):
-    """A former spelling of a flag: parsed into ``dest``, hidden from the help."""
-    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                        **kwargs)
-
-
-def positional_alias(parser, dest, metavar):
-    """A former positional argument, now the flag ``--<dest>``: still accepted in its place
-    (and not shown in the help)."""
-    parser.add_argument(f"_positional_{dest}", nargs="?", default=None, metavar=metavar,
-                        help=argparse.SUPPRESS)
-
-
-def add_model(parser, required=True, aliases=("--checkpoint",)):
+def add_model(parser, required=True):
     """``--model``: a model folder, a recipe's output folder or an original ``.pth``."""
     parser.add_argument(
-        "--model", required=False, default=None,
+        "--model", required=required, default=None,
         help="model folder (hyperparams.yaml + model.ckpt), a recipe's output folder, or an "
-        "original CAV-MAE .pth" + (" (required)" if required else ""),
+        "original CAV-MAE .pth",
     )
-    for old in aliases:
-        alias(parser, old, "model")
-    _require(parser, required, "model", "--model")
 
 
 def add_heads(parser, decoder=True):
@@ -100,31 +87,28 @@ def add_heads(parser, decoder=True):
                             "is not 512 wide (16 heads)")
 
 
-def add_manifest(parser, required=True, aliases=("--data",)):
+def add_manifest(parser, required=True):
     """``--manifest``: a manifest (original CAV-MAE JSON, SpeechBrain JSON or CSV)."""
-    parser.add_argument("--manifest", default=None,
-                        help="manifest: original CAV-MAE JSON, SpeechBrain JSON or CSV"
-                        + (" (required)" if required else ""))
-    for old in aliases:
-        alias(parser, old, "manifest")
-    _require(parser, required, "manifest", "--manifest")
+    parser.add_argument("--manifest", required=required, default=None,
+                        help="manifest: original CAV-MAE JSON, SpeechBrain JSON or CSV")
 
 
 def add_label_csv(parser, required=False):
     """``--label_csv``: the ``index,mid,display_name`` class table."""
-    parser.add_argument("--label_csv", default=None,
-                        help="index,mid,display_name CSV of the classes"
-                        + (" (required)" if required else ""))
-    _require(parser, required, "label_csv", "--label_csv")
+    parser.add_argument("--label_csv", required=required, default=None,
+                        help="index,mid,display_name CSV of the classes")
 
 
-def add_output(parser, required=True, help="output file or folder", aliases=()):
-    """``--output``: where the tool writes."""
-    parser.add_argument("--output", default=None,
-                        help=help + (" (required)" if required else ""))
-    for old in aliases:
-        alias(parser, old, "output")
-    _require(parser, required, "output", "--output")
+def add_videos(parser):
+    """``--videos``: the videos a command reads, as a folder or a list file."""
+    parser.add_argument("--videos", required=True,
+                        help="folder of videos (searched recursively) or a list file (one "
+                        "video path per line)")
+
+
+def add_output(parser, required=True, help="output file or folder"):
+    """``--output``: where the tool writes (its help says what is written there)."""
+    parser.add_argument("--output", required=required, default=None, help=help)
 
 
 def add_device(parser):
@@ -133,18 +117,54 @@ def add_device(parser):
                         help="auto (cuda when available, else cpu), cpu, cuda, cuda:1...")
 
 
-def add_loader(parser, batch_size=32):
+def add_batch_size(parser):
+    """``--batch_size``: clips per batch."""
+    parser.add_argument("--batch_size", type=int, default=32, help="clips per batch")
+
+
+def add_loader(parser):
     """``--batch_size`` and ``--num_workers`` of the data loader."""
-    parser.add_argument("--batch_size", type=int, default=batch_size, help="clips per batch")
+    add_batch_size(parser)
     add_num_workers(parser)
 
 
-def add_num_workers(parser, help="data loading worker processes (0: in the main process)",
-                    aliases=()):
+def add_num_workers(parser):
     """``--num_workers``: worker processes."""
-    parser.add_argument("--num_workers", type=int, default=0, help=help)
-    for old in aliases:
-        alias(parser, old, "num_workers", type=int)
+    parser.add_argument("--num_workers", type=int, default=0,
+                        help="worker processes reading the data in parallel (0: none, all "
+                        "in the main process)")
+
+
+def add_n_frames(parser):
+    """``--n_frames``: video frames per clip."""
+    parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
+
+
+def audio_channel(text):
+    """``--audio_channel``'s value: a channel index (int), or None for ``mean`` (the mean of
+    the channels), as the data pipeline's ``audio_channel``.
+
+    Example
+    -------
+    >>> audio_channel("1"), audio_channel("mean")
+    (1, None)
+    """
+    if text == "mean":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a channel index >= 0 or 'mean', got {text!r}")
+    return value
+
+
+def add_audio_channel(parser):
+    """``--audio_channel``: the channel of multichannel audio kept."""
+    parser.add_argument("--audio_channel", type=audio_channel, default=0,
+                        help="channel of multichannel audio kept (0: the first, as the "
+                        "original's sox remix 1), or 'mean' to average the channels")
 
 
 def add_fbank_stats(parser):
@@ -165,39 +185,16 @@ def add_trust(parser):
                         "you trust)")
 
 
-def add_run_options(parser, log_level="WARNING"):
+def add_run_options(parser):
     """``--no_progress``, ``--debug`` and ``--log_level``, added to every tool."""
     parser.add_argument("--no_progress", action="store_true",
                         help="no progress bars (they are off anyway when stderr is not a "
                         "terminal)")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error")
-    parser.add_argument("--log_level", default=log_level,
+    parser.add_argument("--log_level", default="WARNING",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
                         help="logging level")
-
-
-def _require(parser, required, dest, flag):
-    """Record that ``flag`` must be given (see :func:`check_required`)."""
-    if required:
-        needed = getattr(parser, "_cavmae_required", ()) + ((dest, flag),)
-        parser._cavmae_required = needed
-        parser.set_defaults(_required=needed)
-
-
-def check_required(args):
-    """Raise :class:`UsageError` for a required flag that was not given (the required flags
-    are checked here rather than by argparse so that their former spellings count)."""
-    for name, value in list(vars(args).items()):
-        if name.startswith("_positional_") and value is not None:
-            dest = name[len("_positional_"):]
-            if getattr(args, dest, None) not in (None, value):
-                raise UsageError(f"--{dest} given twice ({getattr(args, dest)} and {value})")
-            setattr(args, dest, value)
-    missing = [flag for dest, flag in getattr(args, "_required", ()) or ()
-               if getattr(args, dest, None) is None]
-    if missing:
-        raise UsageError("the following arguments are required: " + ", ".join(missing))
 
 
 def resolve_device(name):
@@ -248,7 +245,6 @@ def execute(run, args, parser):
     logging.basicConfig(level=getattr(args, "log_level", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        check_required(args)
         check_settings(vars(args), prefix="--")
         status = run(args)
     except (UsageError, SettingError) as exc:
@@ -267,21 +263,36 @@ def execute(run, args, parser):
     return 0 if status is None else int(status)
 
 
-def build_parser(module, prog=None):
-    """The stand-alone parser of a tool ``module`` (``python -m speechbrain_cavmae.<tool>``)."""
-    spec = getattr(module, "__spec__", None)
-    name = (spec.name if spec is not None else module.__name__).rsplit(".", 1)[-1]
-    parser = argparse.ArgumentParser(
-        prog=prog or f"python -m speechbrain_cavmae.{name}",
-        description=description(module), formatter_class=HelpFormatter,
-    )
-    add_tool_arguments(parser, module)
-    return parser
+#: reST markup of the docstrings: ``:func:`~a.b.name``` / ``:mod:`a.b``` roles, double
+#: backquotes, and a paragraph's closing ``::`` (a literal block follows).
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+_TILDE_ROLE = re.compile(r":[a-z]+:`~[^`]*?\.?([^.`]+)`")
+
+
+def plain_text(text):
+    """reST of a docstring rendered as the plain text of a ``--help``: roles become their
+    target (``~`` keeps the last name), double backquotes go, ``Usage::`` ends in one
+    colon and a lone ``::`` line is dropped.
+
+    Example
+    -------
+    >>> print(plain_text("Runs :func:`~a.b.run` of :mod:`a.tools`, like ``cavmae x``::"))
+    Runs run of a.tools, like cavmae x:
+    >>> plain_text("Usage::"), plain_text("::")
+    ('Usage:', '')
+    """
+    text = _TILDE_ROLE.sub(r"\1", text)
+    text = _ROLE.sub(r"\1", text)
+    text = text.replace("``", "")
+    text = re.sub(r"(?m)^[ \t]*::[ \t]*$\n?(?:[ \t]*\n)?", "", text)
+    text = re.sub(r"(?m)(\S)[ \t]*::[ \t]*$", r"\1:", text)
+    return text.strip("\n")
 
 
 def description(module):
-    """A tool's help text: its module docstring without the ``Authors`` section."""
-    return (module.__doc__ or "").split("\nAuthors\n")[0].rstrip()
+    """A tool's help text: its module docstring, without the ``Authors`` section, as plain
+    text (:func:`plain_text`)."""
+    return plain_text((module.__doc__ or "").split("\nAuthors\n")[0].rstrip())
 
 
 def add_tool_arguments(parser, module):
@@ -289,11 +300,4 @@ def add_tool_arguments(parser, module):
     sub-commands, ``OWN_RUN_OPTIONS = True``, adds to each of them itself)."""
     module.add_arguments(parser)
     if not getattr(module, "OWN_RUN_OPTIONS", False):
-        add_run_options(parser, getattr(module, "LOG_LEVEL", "WARNING"))
-
-
-def main_of(module_name, argv=None):
-    """``main`` of the tool module ``module_name``: parse ``argv`` and :func:`execute`."""
-    module = sys.modules[module_name]
-    parser = build_parser(module)
-    return execute(module.run, parser.parse_args(argv), parser)
+        add_run_options(parser)

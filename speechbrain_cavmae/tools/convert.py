@@ -5,8 +5,6 @@
     cavmae convert --model ORIGINAL.pth --output OUT_DIR [--label_csv CSV]
         [--num_heads N] [--mode multimodal] [--score_activation auto]
 
-(``python -m speechbrain_cavmae.convert ORIGINAL.pth OUT_DIR`` still works.)
-
 writes
 
 * ``OUT_DIR/model.ckpt``: the state dict under this package's names (``torch.save``);
@@ -39,7 +37,6 @@ Authors
 
 import logging
 import os
-import sys
 
 from speechbrain_cavmae.model.modes import MODES, check_mode
 from speechbrain_cavmae.tools import common
@@ -47,7 +44,6 @@ from speechbrain_cavmae.tools import common
 #: AudioSet's fbank statistics (``speechbrain_cavmae.data.fbank.DEFAULT_MEAN`` / ``_STD``,
 #: repeated here so that ``--help`` need not import torch; a test keeps them equal).
 DEFAULT_MEAN, DEFAULT_STD = -5.081, 4.4849
-LOG_LEVEL = "INFO"
 
 logger = logging.getLogger(__name__)
 
@@ -232,10 +228,8 @@ def check_folder(folder):
 
 def add_arguments(parser):
     """The flags of ``cavmae convert``."""
-    common.positional_alias(parser, "model", "CHECKPOINT")
-    common.positional_alias(parser, "output", "OUT_DIR")
     common.add_model(parser)
-    common.add_output(parser, help="the model folder to write", aliases=("--out_dir",))
+    common.add_output(parser, help="the model folder to write")
     common.add_label_csv(parser)
     common.add_heads(parser)
     parser.add_argument("--mode", default="multimodal", choices=MODES,
@@ -250,13 +244,7 @@ def add_arguments(parser):
                         help="fbank frames (default: the checkpoint's)")
     parser.add_argument("--n_frames", type=int, default=None,
                         help="video frames per clip (default: as recorded, else 10)")
-    parser.add_argument("--dataset_mean", type=float, default=None,
-                        help="fbank normalisation mean the model was trained with (default: "
-                        "the source's model folder or run's; an original .pth: AudioSet's "
-                        f"{DEFAULT_MEAN})")
-    parser.add_argument("--dataset_std", type=float, default=None,
-                        help="fbank normalisation std the model was trained with (default: "
-                        f"as --dataset_mean; AudioSet's {DEFAULT_STD})")
+    common.add_fbank_stats(parser)
     norm = parser.add_mutually_exclusive_group()
     norm.add_argument("--norm_pix", dest="norm_pix_loss", action="store_const", const=True,
                       default=None, help="a pretraining checkpoint trained with the norm-pix "
@@ -292,12 +280,3 @@ def run(args):
         f"img_size {cfg['img_size']}"
     )
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.convert``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

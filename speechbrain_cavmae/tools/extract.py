@@ -4,7 +4,7 @@ For each video ``/any/path/{video_id}.{ext}`` this writes
 
 * ``OUT/audio/{video_id}.wav``: 16 kHz, 16-bit PCM mono: the first channel
   as the original ``ffmpeg -ar 16000`` + ``sox remix 1`` pipeline kept
-  (``--channel k`` for another, ``--mix`` to average the channels);
+  (``--audio_channel k`` for another, ``--audio_channel mean`` to average them);
 * ``OUT/frames/frame_{i}/{video_id}.jpg`` for ``i < --n_frames``: the frames
   of :func:`~speechbrain_cavmae.data.frames.sample_frame_indices`, short
   side resized to 224 (bilinear, as the original extractor's
@@ -86,7 +86,7 @@ def check_unique_ids(videos):
                             for vid, paths in list(clashes.items())[:5])
         more = f" (and {len(clashes) - 5} more ids)" if len(clashes) > 5 else ""
         raise ValueError(f"{details}{more}; the outputs are named by file name, so rename "
-                         "them (or extract the folders into different --out folders)")
+                         "them (or extract the folders into different --output folders)")
 
 
 def output_paths(out_dir, video_id, n_frames=10):
@@ -184,28 +184,21 @@ def write_manifest_for(videos, out_dir, manifest_path):
 
 def add_arguments(parser):
     """The flags of ``cavmae extract``."""
-    parser.add_argument("--videos", required=True,
-                        help="list file (one video path per line) or a folder of videos")
-    common.add_output(parser, help="output folder", aliases=("--out",))
-    parser.add_argument("--n_frames", type=int, default=10, help="frames per video")
-    common.alias(parser, "--frames", "n_frames", type=int)
-    common.add_num_workers(parser, help="parallel processes (0 or 1: one)",
-                           aliases=("--jobs",))
-    parser.add_argument("--channel", type=int, default=0,
-                        help="audio channel to keep (0: the original's sox remix 1)")
-    parser.add_argument("--mix", action="store_true", help="average the channels instead")
+    common.add_videos(parser)
+    common.add_output(parser, help="folder of audio/ and frames/")
+    common.add_n_frames(parser)
+    common.add_num_workers(parser)
+    common.add_audio_channel(parser)
     parser.add_argument("--image_size", type=int, default=224, help="frame side in pixels")
-    common.alias(parser, "--size", "image_size", type=int)
     parser.add_argument("--write_manifest", default=None,
                         help="also write an original CAV-MAE JSON manifest here")
-    common.alias(parser, "--manifest", "write_manifest")
 
 
 def run(args):
     """Extract every video; returns 1 when some failed."""
     videos = list_videos(args.videos)
     check_unique_ids(videos)
-    channel = None if args.mix else args.channel
+    channel = args.audio_channel
     tasks = [(v, args.output, args.n_frames, channel, args.image_size) for v in videos]
     results = []
     workers = cap_workers(args.num_workers)
@@ -229,12 +222,3 @@ def run(args):
         write_manifest_for(ok, args.output, args.write_manifest)
         print(f"manifest with {len(ok)} entries written to {args.write_manifest}")
     return 1 if failed else 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.extract``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

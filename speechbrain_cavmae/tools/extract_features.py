@@ -17,8 +17,6 @@ Usage::
     cavmae embed --model cav-mae-scale++.pth --manifest audioset_eval.json \\
         --output features [--level tokens] [--format pt]
 
-(also ``python -m speechbrain_cavmae.extract_features``)
-
 Authors
  * speechbrain-cavmae contributors 2026
 """
@@ -27,7 +25,6 @@ import json
 import logging
 import os
 import re
-import sys
 
 from speechbrain_cavmae.tools import common, inputs
 
@@ -135,8 +132,7 @@ def add_arguments(parser):
     common.add_model(parser)
     common.add_heads(parser)
     common.add_manifest(parser)
-    common.add_output(parser, help="folder of the embedding files and index.json",
-                      aliases=("--out_dir",))
+    common.add_output(parser, help="folder of the embedding files and index.json")
     parser.add_argument("--level", choices=("pooled", "tokens"), default="pooled",
                         help="mean over tokens, or the token sequences")
     parser.add_argument("--format", choices=("npy", "pt"), default="npy",
@@ -164,12 +160,3 @@ def run(args):
     )
     print(f"{len(index['clips'])} clips -> {args.output}")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.extract_features``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

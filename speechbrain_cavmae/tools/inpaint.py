@@ -29,7 +29,6 @@ Authors
 import logging
 import os
 import re
-import sys
 
 from speechbrain_cavmae.tools import common, inputs
 
@@ -238,7 +237,7 @@ def add_arguments(parser):
     common.add_model(parser)
     common.add_heads(parser)
     common.add_manifest(parser)
-    common.add_output(parser, help="folder of the figures", aliases=("--out_dir",))
+    common.add_output(parser, help="folder of the figures")
     parser.add_argument("--ids", default=None, help="comma-separated clip ids")
     parser.add_argument("--num_clips", type=int, default=4,
                         help="the first N clips (without --ids)")
@@ -253,7 +252,7 @@ def add_arguments(parser):
                       "recipe records it)")
     norm.add_argument("--no_norm_pix", dest="norm_pix", action="store_const", const=False,
                       help="the model was trained without the norm-pix loss")
-    parser.add_argument("--batch_size", type=int, default=8, help="clips per batch")
+    common.add_batch_size(parser)
     common.add_device(parser)
     common.add_fbank_stats(parser)
     common.add_trust(parser)
@@ -277,12 +276,3 @@ def run(args):
     for path in paths:
         print(path)
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.inpaint``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

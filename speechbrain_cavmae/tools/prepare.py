@@ -2,7 +2,8 @@
 
 ::
 
-    cavmae prepare videos VIDEO_DIR --output train.json [--labels_from_folder | --labels CSV]
+    cavmae prepare videos --videos VIDEO_DIR --output train.json
+        [--labels_from_folder | --labels CSV]
     cavmae prepare audioset --segments balanced_train_segments.csv --clips_dir clips \\
         --output audioset_train.json [--frames_dir frames] [--label_csv labels.csv]
     cavmae prepare vggsound --csv vggsound.csv --clips_dir clips --output data/vggsound \\
@@ -15,19 +16,27 @@ are :func:`~speechbrain_cavmae.data.prepare.prepare_audioset` and
 written to ``<manifest>.missing.txt`` and counted; the exit status is still 0.
 """
 
-import sys
 
 from speechbrain_cavmae.tools import common, prepare_videos
 
 #: ``--no_progress`` / ``--debug`` / ``--log_level`` belong to each source's parser.
 OWN_RUN_OPTIONS = True
 
+AUDIOSET = """The manifest of the clips of an AudioSet ``*_segments.csv`` found under
+``--clips_dir`` (see :func:`speechbrain_cavmae.data.prepare.prepare_audioset`)."""
+
+VGGSOUND = """One manifest per split of VGGSound's ``vggsound.csv`` (``vggsound_<split>.json``
+in ``--output``), of the clips found under ``--clips_dir`` (see
+:func:`speechbrain_cavmae.data.prepare.prepare_vggsound`). Without ``--label_csv`` the
+classes are sorted by name and the table is written to the output folder.
+"""
+
 
 def _add_metadata_flags(parser, metadata_flag, metadata_help, output_help):
     parser.add_argument(metadata_flag, required=True, help=metadata_help)
     parser.add_argument("--clips_dir", required=True,
                         help="folder of the downloaded clips (searched recursively)")
-    common.add_output(parser, help=output_help, aliases=("--out_dir",))
+    common.add_output(parser, help=output_help)
     parser.add_argument("--frames_dir", default=None,
                         help="extracted frames (frame_{i}/<video_id>.jpg), when there are some")
 
@@ -37,20 +46,23 @@ def add_arguments(parser):
     sources = parser.add_subparsers(dest="source", metavar="<source>", required=True)
     videos = sources.add_parser("videos", help="a folder of videos",
                                 description=common.description(prepare_videos),
-                                formatter_class=common.HelpFormatter)
+                                formatter_class=common.HelpFormatter,
+                                allow_abbrev=False)
     prepare_videos.add_arguments(videos)
     audioset = sources.add_parser("audioset", help="an AudioSet segment list",
-                                  formatter_class=common.HelpFormatter)
+                                  description=common.plain_text(AUDIOSET),
+                                  formatter_class=common.HelpFormatter,
+                                  allow_abbrev=False)
     _add_metadata_flags(audioset, "--segments", "AudioSet *_segments.csv",
                         "manifest JSON to write")
     common.add_label_csv(audioset)
     vggsound = sources.add_parser("vggsound", help="VGGSound's vggsound.csv",
-                                  formatter_class=common.HelpFormatter)
+                                  description=common.plain_text(VGGSOUND),
+                                  formatter_class=common.HelpFormatter,
+                                  allow_abbrev=False)
     _add_metadata_flags(vggsound, "--csv", "vggsound.csv (YTID, start, label, split)",
                         "folder of the manifests (vggsound_<split>.json)")
-    vggsound.add_argument("--label_csv", default=None,
-                          help="the original class table (default: classes sorted by name, "
-                          "written to the output folder)")
+    common.add_label_csv(vggsound)
     for sub in (videos, audioset, vggsound):
         common.add_run_options(sub)
 
@@ -73,12 +85,3 @@ def run(args):
               f"{len(report['missing'])} missing (see {report['missing_file']}) -> "
               f"{report['manifest']}")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.tools.prepare``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

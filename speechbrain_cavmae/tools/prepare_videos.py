@@ -2,11 +2,9 @@
 
 Usage::
 
-    cavmae prepare videos VIDEO_DIR --output manifest.json
+    cavmae prepare videos --videos VIDEO_DIR --output manifest.json
         [--label_csv labels.csv] [--labels video_labels.csv | --labels_from_folder]
-        [--extracted DIR] [--format original|speechbrain] [--write_label_csv labels.csv]
-
-(also ``python -m speechbrain_cavmae.prepare_videos VIDEO_DIR --output manifest.json``)
+        [--extracted DIR] [--manifest_format original|speechbrain] [--write_label_csv labels.csv]
 
 Labels come from either
 
@@ -29,7 +27,6 @@ unless ``--keep_unlabelled``.
 import csv
 import logging
 import os
-import sys
 
 from speechbrain_cavmae.data.manifest import LabelTable, split_labels, write_manifest
 from speechbrain_cavmae.tools import common
@@ -98,8 +95,8 @@ def build_entries(videos, labels=None, from_folder=False, extracted=None, table=
 
 def add_arguments(parser):
     """The flags of ``cavmae prepare videos``."""
-    parser.add_argument("videos", help="folder of videos (searched recursively) or a list file")
-    common.add_output(parser, help="manifest to write", aliases=("--out",))
+    common.add_videos(parser)
+    common.add_output(parser, help="manifest to write")
     common.add_label_csv(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--labels", default=None,
@@ -108,8 +105,8 @@ def add_arguments(parser):
                         help="each video's parent folder names its class")
     parser.add_argument("--extracted", default=None,
                         help="output folder of cavmae extract (audio/ and frames/)")
-    parser.add_argument("--format", default="original", choices=["original", "speechbrain"],
-                        help="manifest format")
+    parser.add_argument("--manifest_format", dest="format", default="original",
+                        choices=["original", "speechbrain"], help="manifest format")
     parser.add_argument("--write_label_csv", default=None,
                         help="write the label table (built from folders) here")
     parser.add_argument("--keep_unlabelled", action="store_true",
@@ -137,12 +134,3 @@ def run(args):
     for video in missing[:20]:
         print(f"  no labels: {video}")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.prepare_videos``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

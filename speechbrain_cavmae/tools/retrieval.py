@@ -4,7 +4,8 @@ Every clip is encoded without masking; its audio (visual) embedding is the mean 
 tokens of the audio-only (visual-only) stream, as in the original ``src/retrieval.py``.
 Audio->visual uses each audio embedding as a query against all visual embeddings
 (cosine similarity), visual->audio the reverse; R@1/5/10 and the median rank are
-reported. Embeddings are collected batch by batch and ranked in chunks of queries
+reported, with the number of candidates each query is ranked among (the clips): R@k with
+k >= candidates is 1.0 whatever the model, and is marked as such. Embeddings are collected batch by batch and ranked in chunks of queries
 (:func:`speechbrain_cavmae.training.metrics.retrieval_metrics`), so memory grows linearly with
 the number of clips.
 
@@ -19,7 +20,6 @@ Authors
 
 import json
 import logging
-import sys
 
 from speechbrain_cavmae.tools import common, inputs
 
@@ -63,16 +63,54 @@ def evaluate_retrieval(model, data, batch_size=32, device="cpu", num_workers=0,
     loader = inputs.eval_loader(data, model, batch_size, num_workers, config)
     ids, emb_a, emb_v = compute_embeddings(model, loader, device, progress)
     results = retrieval_metrics(emb_a, emb_v, ks=ks, chunk_size=chunk_size)
-    results["num_clips"] = len(ids)
+    results["num_clips"] = results["num_candidates"] = len(ids)
+    note = trivial_recall_note(ks, len(ids))
+    if note:
+        results["note"] = note
     return results
 
 
+def trivial_recall_note(ks, candidates):
+    """What to say about the R@k that cannot be below 1.0 (``k >= candidates``), or None.
+
+    Example
+    -------
+    >>> trivial_recall_note((1, 5, 10), 9)
+    'R@10 over 9 candidates: trivially 1.0 (k >= candidates), not informative'
+    >>> trivial_recall_note((1, 5, 10), 100) is None
+    True
+    """
+    trivial = [f"R@{k}" for k in ks if k >= candidates]
+    if not trivial:
+        return None
+    return (f"{', '.join(trivial)} over {candidates} candidates: trivially 1.0 "
+            "(k >= candidates), not informative")
+
+
 def format_table(results, ks=(1, 5, 10)):
-    """A small text table of the results."""
-    lines = ["direction      " + "  ".join(f"R@{k:<4}" for k in ks) + "  MedR"]
+    """A small text table of the results: R@k that ``k >= candidates`` makes trivially 1.0
+    are marked ``*`` and explained below the table.
+
+    Example
+    -------
+    >>> res = {"a2v_R@1": 0.5, "a2v_R@10": 1.0, "a2v_MedR": 2, "v2a_R@1": 0.25,
+    ...        "v2a_R@10": 1.0, "v2a_MedR": 3, "num_candidates": 9}
+    >>> print(format_table(res, ks=(1, 10)))
+    direction      R@1     R@10    MedR  (9 candidates)
+    audio->visual  0.5000  1.0000*  2
+    visual->audio  0.2500  1.0000*  3
+    * R@10 over 9 candidates: trivially 1.0 (k >= candidates), not informative
+    """
+    n = results.get("num_candidates")
+    trivial = {k for k in ks if n is not None and k >= n}
+    lines = ["direction      " + "  ".join(f"R@{k:<4}" for k in ks) + "  MedR"
+             + (f"  ({n} candidates)" if n is not None else "")]
     for name, label in (("a2v", "audio->visual"), ("v2a", "visual->audio")):
-        row = "  ".join(f"{results[f'{name}_R@{k}']:.4f}"[:6].ljust(6) for k in ks)
+        row = "  ".join(f"{results[f'{name}_R@{k}']:.4f}"[:6] + ("*" if k in trivial else "")
+                        for k in ks)
         lines.append(f"{label:<15}{row}  {results[f'{name}_MedR']:g}")
+    if trivial:
+        lines.append("* " + trivial_recall_note(ks, n))
     return "\n".join(lines)
 
 
@@ -107,18 +145,8 @@ def run(args):
         print(json.dumps(results, indent=2, sort_keys=True))
     else:
         print(format_table(results))
-        print(f"({results['num_clips']} clips)")
     if args.output:
         common.ensure_parent(args.output)
         with open(args.output, "w", encoding="utf8") as handle:
             json.dump(results, handle, indent=2, sort_keys=True)
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.retrieval``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,10 +2,11 @@
 
 ::
 
-    cavmae shard MANIFEST OUT_DIR [--shard_size 1000] [--prefix train] [--num_workers N]
-        [--on_bad_sample raise|skip] [--audio_format flac|wav] [--label_csv LABELS]
+    cavmae shard --manifest MANIFEST --output OUT_DIR [--shard_size 1000] [--prefix train]
+        [--num_workers N] [--on_bad_sample raise|skip] [--audio_format flac|wav]
+        [--label_csv LABELS]
 
-(the positional form of SpeechBrain's ``create_wds_shards.py``). What the shards hold, the
+(what SpeechBrain's ``create_wds_shards.py`` does, for CAV-MAE's clips). What the shards hold, the
 index, resuming and bad samples: :mod:`speechbrain_cavmae.data.shard_writer`; reading them
 in the recipes (``--train_shards`` ...): ``docs/scale.md``.
 """
@@ -18,32 +19,26 @@ from speechbrain_cavmae.tools import common
 
 def add_arguments(parser):
     """The flags of ``cavmae shard``."""
-    parser.add_argument("manifest", metavar="MANIFEST",
-                        help="manifest (original CAV-MAE JSON, SpeechBrain JSON/CSV)")
-    parser.add_argument("output", metavar="OUT_DIR",
-                        help="folder of the shards and of <prefix>-index.json")
+    common.add_manifest(parser)
+    common.add_output(parser, help="folder of the shards and of <prefix>-index.json")
     parser.add_argument("--shard_size", type=int, default=1000, help="samples per shard")
     parser.add_argument("--prefix", default="train",
                         help="shard names: <prefix>-000000.tar, ...; index <prefix>-index.json")
-    common.add_num_workers(parser, help="processes writing shards in parallel (0 or 1: one)")
+    common.add_num_workers(parser)
     parser.add_argument("--on_bad_sample", default="raise", choices=["raise", "skip"],
                         help="stop at the first bad sample, or leave bad samples out")
     parser.add_argument("--frame_source", default="auto", choices=["auto", "extracted", "video"],
                         help="frames: the extracted JPEG layout or the video file")
     parser.add_argument("--audio_source", default="auto", choices=["auto", "wav", "video"],
                         help="audio: the wav entry or the video container")
-    parser.add_argument("--audio_channel", default="0",
-                        help="channel kept (as the data pipeline's audio_channel); 'mean' "
-                        "averages the channels")
+    common.add_audio_channel(parser)
     parser.add_argument("--sample_rate", type=int, default=16000, help="audio sampling rate")
     parser.add_argument("--audio_format", default="flac", choices=["flac", "wav"],
                         help="audio in the shards: flac (smaller) or wav (decodes about 4x "
                         "faster: for loaders short of CPU, see docs/scale.md)")
-    parser.add_argument("--n_frames", type=int, default=10, help="extracted frames per clip")
+    common.add_n_frames(parser)
     common.add_label_csv(parser)
 
-
-LOG_LEVEL = "INFO"
 
 
 def run(args):
@@ -53,7 +48,7 @@ def run(args):
     from speechbrain_cavmae.data.shard_writer import INDEX_SUFFIX, shard_manifest
     from speechbrain_cavmae.tools.validate import format_table
 
-    channel = None if args.audio_channel == "mean" else int(args.audio_channel)
+    channel = args.audio_channel
     config = {"frame_source": args.frame_source, "audio_source": args.audio_source,
               "audio_channel": channel, "sample_rate": args.sample_rate,
               "n_frames": args.n_frames}
@@ -72,12 +67,3 @@ def run(args):
     print(f"{index['total']} samples in {len(index['shards'])} shards; index "
           f"{os.path.join(args.output, args.prefix + INDEX_SUFFIX)}")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.tools.shard``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

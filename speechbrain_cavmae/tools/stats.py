@@ -7,20 +7,18 @@
 See :func:`speechbrain_cavmae.data.stats.fbank_stats`.
 """
 
-import sys
 
 from speechbrain_cavmae.tools import common
 
 
 def add_arguments(parser):
     """The flags of ``cavmae stats``."""
-    common.positional_alias(parser, "manifest", "MANIFEST")
-    common.add_manifest(parser, aliases=())
+    common.add_manifest(parser)
     parser.add_argument("--max_samples", type=int, default=None,
                         help="a seeded random subset of this many clips (default: all)")
     parser.add_argument("--audio_length", type=int, default=1024,
                         help="fbank frames per clip (padded / cropped)")
-    common.add_num_workers(parser, aliases=("--jobs",))
+    common.add_num_workers(parser)
 
 
 def run(args):
@@ -34,12 +32,3 @@ def run(args):
     )
     print(f"dataset_mean: {mean:.4f}\ndataset_std: {std:.4f}")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.data.stats``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,14 +8,13 @@ prints the paths of the manifests and the label table as JSON.
 """
 
 import json
-import sys
 
 from speechbrain_cavmae.tools import common
 
 
 def add_arguments(parser):
     """The flags of ``cavmae toy``."""
-    common.add_output(parser, help="output folder", aliases=("--out",))
+    common.add_output(parser, help="folder of the dataset")
     for name, default, text in (("n_train", 480, "training clips"),
                                 ("n_valid", 80, "validation clips"),
                                 ("n_test", 80, "test clips"),
@@ -23,16 +22,12 @@ def add_arguments(parser):
                                 ("n_classes", 8, "classes"),
                                 ("sample_rate", 16000, "audio sampling rate")):
         parser.add_argument(f"--{name}", type=int, default=default, help=text)
-        common.alias(parser, "--" + name.replace("_", "-"), name, type=int)
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole dataset")
     parser.add_argument("--duration", type=float, default=1.94,
                         help="seconds per clip (1.94 s = 192 fbank frames)")
     parser.add_argument("--absolute_paths", action="store_true",
                         help="absolute wav/video_path entries in the manifests")
-    common.alias(parser, "--absolute-paths", "absolute_paths", action="store_true")
 
-
-LOG_LEVEL = "INFO"
 
 
 def run(args):
@@ -53,12 +48,3 @@ def run(args):
     )
     print(json.dumps(paths, indent=1))
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.toy``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

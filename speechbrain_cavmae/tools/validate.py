@@ -5,8 +5,6 @@ Usage::
     cavmae validate --manifest MANIFEST [--label_csv LABELS] [--num_workers N]
         [--frame_source auto|extracted|video] [--audio_source auto|wav|video] [--n_frames 10]
 
-(also ``python -m speechbrain_cavmae.validate MANIFEST ...``)
-
 For each sample it checks that the audio file exists and decodes, has an
 audio track and is at least one 25 ms analysis frame long; that the
 frames exist (all ``video_path/frame_{i}/{video_id}.jpg`` for the extracted
@@ -18,7 +16,6 @@ manifest that cannot be read or has no entries is an error. Problems are printed
 
 import logging
 import os
-import sys
 
 from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest, unlabelled_entries
@@ -140,15 +137,14 @@ def format_table(problems):
 
 def add_arguments(parser):
     """The flags of ``cavmae validate``."""
-    common.positional_alias(parser, "manifest", "MANIFEST")
-    common.add_manifest(parser, aliases=())
+    common.add_manifest(parser)
     common.add_label_csv(parser)
-    common.add_num_workers(parser, help="parallel processes (0 or 1: one)", aliases=("--jobs",))
+    common.add_num_workers(parser)
     parser.add_argument("--frame_source", default="auto", choices=["auto", "extracted", "video"],
                         help="where frames come from (auto: extracted when present)")
     parser.add_argument("--audio_source", default="auto", choices=["auto", "wav", "video"],
                         help="where audio comes from (auto: the entry's wav, else its video)")
-    parser.add_argument("--n_frames", type=int, default=10, help="frames per clip")
+    common.add_n_frames(parser)
 
 
 def run(args):
@@ -167,12 +163,3 @@ def run(args):
         return 1
     print(f"all {n} samples OK")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.validate``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 
 import speechbrain as sb
@@ -312,6 +313,8 @@ class CAVMAEBrain(sb.Brain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if not sys.stderr.isatty():  # no progress bars in a redirected log
+            self.noprogressbar = True
         self.epoch = 0
         self._fbank = None
         self._augment = None

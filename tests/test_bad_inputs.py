@@ -43,7 +43,7 @@ from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
 from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 from speechbrain_cavmae.inference import AudioVisualClassifier
 from speechbrain_cavmae.settings import SettingError
-from speechbrain_cavmae.tools import convert, validate
+from speechbrain_cavmae.tools import convert, extract, validate
 from speechbrain_cavmae.training.brains import EmptyEpochError, NonFiniteLossError
 from speechbrain_cavmae.training import recipe
 from speechbrain_cavmae.training.recipe import load_pretrained
@@ -873,7 +873,8 @@ def validate_num_workers_above_the_cpus(env):
         patch.setattr(pool, "ProcessPoolExecutor", _InlinePool)
         patch.setattr(pool, "_WARNED", set(), raising=False)
         patch.setattr(pool, "exit_with_parent", lambda pid: None, raising=False)  # in-process
-        assert validate.main(["--manifest", m, "--num_workers", "64", "--no_progress"]) == 0
+        assert cli.main(["validate", "--manifest", m, "--num_workers", "64",
+                         "--no_progress"]) == 0
     assert _InlinePool.sizes == [2]
     assert messages == ["--num_workers 64 is more than the 2 CPU(s) available to this "
                         "process: using 2 worker processes"], messages
@@ -1268,8 +1269,6 @@ def folder_savedir_used_before_for_another_folder(env):
 def not_a_model(env):
     """A wav, a folder of something else or a missing path given as the model: a clear
     error naming it, from every entry point, with no hub request."""
-    from speechbrain_cavmae.tools import classify, extract_features
-
     wav, frames = env["files"]["good"], env["frames"]
     for source in (wav, frames):
         expect_error(NotAModelError, esc(source) + ": not a model", load_model, source)
@@ -1278,10 +1277,10 @@ def not_a_model(env):
     missing = str(env["dir"] / "runs" / "ft" / "finetuned.pth")
     expect_error(FileNotFoundError, esc(missing) + ": no such model folder or file",
                  AudioVisualClassifier.from_hparams, source=missing)
-    for tool, extra in ((classify, [wav]), (extract_features,
-                                            ["--manifest", wav, "--output", str(env["dir"] / "emb")])):
-        expect_error(NotAModelError, esc(wav) + ": not a model", tool.main,
-                     [*extra, "--model", wav, "--debug"])
+    for argv in (["classify", wav], ["embed", "--manifest", wav, "--output",
+                                     str(env["dir"] / "emb")]):
+        expect_error(NotAModelError, esc(wav) + ": not a model", cli.main,
+                     [*argv, "--model", wav, "--debug"])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -392,19 +392,17 @@ def test_a_pth_classifies_locally_with_the_network_blocked(env, clf, tmp_path, n
         got = model.rank_file(env["wav"], top_k=5)
         assert [p.label for p in got][0].startswith("class_")
         np.testing.assert_allclose([p.score for p in got], want, atol=1e-6)
-        assert classify_main([env["wav"], "--model", str(pth), "--num_heads", "4",
-                              "--json"]) == 0
+        assert cavmae(["classify", env["wav"], "--model", str(pth), "--num_heads", "4",
+                       "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         np.testing.assert_allclose([p["score"] for p in result[0]["predictions"]], want,
                                    atol=1e-6)
     # a local folder too, and ``cavmae embed --model X.pth``
     AudioVisualClassifier.from_hparams(source=str(env["folder"]), savedir=str(tmp_path / "s"))
-    from speechbrain_cavmae.tools import extract_features
-
     manifest = tmp_path / "clips.json"
     manifest.write_text(json.dumps({"data": [{"video_id": "clip", "wav": env["video"],
                                               "video": env["video"], "labels": ""}]}))
-    assert extract_features.main(["--model", str(ours), "--num_heads", "4", "--manifest",
+    assert cavmae(["embed", "--model", str(ours), "--num_heads", "4", "--manifest",
                                   str(manifest), "--output", str(tmp_path / "emb")]) == 0
     assert (tmp_path / "emb" / "clip.audio.npy").is_file()
     assert no_network == []

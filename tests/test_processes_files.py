@@ -116,8 +116,8 @@ def test_shard_workers_end_when_the_tool_is_killed(tmp_path):
     manifest = write_original_manifest(str(tmp_path / "m.json"), [
         {"video_id": f"v{i}", "wav": video, "video": video, "labels": ""} for i in range(400)])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "speechbrain_cavmae.cli", "shard", manifest,
-         str(tmp_path / "shards"), "--shard_size", "1", "--num_workers", "2",
+        [sys.executable, "-m", "speechbrain_cavmae", "shard", "--manifest", manifest,
+         "--output", str(tmp_path / "shards"), "--shard_size", "1", "--num_workers", "2",
          "--frame_source", "video", "--audio_source", "video", "--no_progress"],
         cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True)

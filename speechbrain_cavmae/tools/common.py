@@ -135,9 +135,21 @@ def add_num_workers(parser):
                         "in the main process)")
 
 
+#: Video frames per clip when neither the flag nor a model folder says otherwise.
+DEFAULT_N_FRAMES = 10
+
+
 def add_n_frames(parser):
-    """``--n_frames``: video frames per clip."""
-    parser.add_argument("--n_frames", type=int, default=10, help="video frames per clip")
+    """``--n_frames``: video frames per clip (None: a model folder's record, else
+    :data:`DEFAULT_N_FRAMES`; see :func:`n_frames`)."""
+    parser.add_argument("--n_frames", type=int, default=None,
+                        help=f"video frames per clip (default: what the model folder records, "
+                        f"else {DEFAULT_N_FRAMES})")
+
+
+def n_frames(args):
+    """``--n_frames`` of a tool without a model folder: the flag, else the default."""
+    return DEFAULT_N_FRAMES if args.n_frames is None else args.n_frames
 
 
 def audio_channel(text):

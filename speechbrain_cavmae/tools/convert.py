@@ -242,8 +242,7 @@ def add_arguments(parser):
                         help="fine-tuning loss: decides the auto score activation")
     parser.add_argument("--audio_length", type=int, default=None,
                         help="fbank frames (default: the checkpoint's)")
-    parser.add_argument("--n_frames", type=int, default=None,
-                        help="video frames per clip (default: as recorded, else 10)")
+    common.add_n_frames(parser)
     common.add_fbank_stats(parser)
     norm = parser.add_mutually_exclusive_group()
     norm.add_argument("--norm_pix", dest="norm_pix_loss", action="store_const", const=True,

@@ -199,7 +199,7 @@ def run(args):
     videos = list_videos(args.videos)
     check_unique_ids(videos)
     channel = args.audio_channel
-    tasks = [(v, args.output, args.n_frames, channel, args.image_size) for v in videos]
+    tasks = [(v, args.output, common.n_frames(args), channel, args.image_size) for v in videos]
     results = []
     workers = cap_workers(args.num_workers)
     if workers > 1:

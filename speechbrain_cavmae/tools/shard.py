@@ -51,7 +51,7 @@ def run(args):
     channel = args.audio_channel
     config = {"frame_source": args.frame_source, "audio_source": args.audio_source,
               "audio_channel": channel, "sample_rate": args.sample_rate,
-              "n_frames": args.n_frames}
+              "n_frames": common.n_frames(args)}
     try:
         index = shard_manifest(args.manifest, args.output, args.shard_size, args.prefix,
                                cap_workers(max(args.num_workers, 1)), args.on_bad_sample,

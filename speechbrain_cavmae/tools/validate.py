@@ -150,7 +150,7 @@ def add_arguments(parser):
 def run(args):
     """Check the manifest; returns 1 when any sample has a problem."""
     config = {"frame_source": args.frame_source, "audio_source": args.audio_source,
-              "n_frames": args.n_frames}
+              "n_frames": common.n_frames(args)}
     problems = validate(
         args.manifest, args.label_csv, config, args.num_workers,
         progress=lambda it, total=None: common.progress(it, args, total=total, desc="validate"),

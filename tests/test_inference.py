@@ -296,9 +296,11 @@ def test_cli_table(env, capsys):
     out = capsys.readouterr().out
     blocks = out.strip().split("\n\n")
     assert len(blocks) == 2
-    for block, path in zip(blocks, (env["video"], env["wav"])):
+    for block, path, mode in zip(blocks, (env["video"], env["wav"]),
+                                 ("multimodal", "missingaudioonly")):
         lines = block.splitlines()
-        assert lines[0] == path and lines[1].split() == ["rank", "score", "class"]
+        # the head names the mode used (the model's, by the file's streams)
+        assert lines[0] == f"{path}  [{mode}]" and lines[1].split() == ["rank", "score", "class"]
         assert len(lines) == 4 and lines[2].split()[0] == "1"
         assert lines[2].split(None, 2)[2].startswith("name ")
 

@@ -126,7 +126,8 @@ def run(args):
             failed += 1
             continue
         finally:
-            bar.update(max(0, planned - len(done)))  # the steps a failed file did not get to
+            if planned > len(done):  # the steps a failed file did not get to
+                bar.update(planned - len(done))
         preds = report.pop("predictions")
         results.append({"file": clip, **report, "predictions": [p._asdict() for p in preds]})
         if not args.json:

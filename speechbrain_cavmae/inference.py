@@ -6,8 +6,9 @@
 clips:
 
 * video files (mp4, mkv, ...): the audio track and ``n_frames`` (10) frames spread over the
-  first 10 s; the model is run once per frame (``mode``, multimodal by default) and the
-  scores are averaged over the frames, as the original multi-frame evaluation;
+  first 10 s, in ``mode`` (multimodal by default): the audio is encoded once, the frames run
+  as one batch, and the scores of the frames (those of running the model once per frame)
+  are averaged, as the original multi-frame evaluation;
 * audio files (wav, flac, ...): ``audio_only_mode`` (``missingaudioonly`` for a model
   fine-tuned multimodally, ``audioonly`` for an audio model);
 * videos without sound: ``video_only_mode``.

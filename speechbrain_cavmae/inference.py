@@ -598,18 +598,9 @@ class AudioVisualClassifier(Pretrained):
         return self.file_report(path, top_k, mode)["predictions"]
 
     def file_report(self, path, top_k=5, mode=None, on_step=None):
-        """:meth:`rank_file` with the mode used and what of the file the model saw.
-
-        Arguments
-        ---------
-        path : str
-            Video or audio file.
-        top_k : int
-            Number of classes returned.
-        mode : str, optional
-            See :meth:`classify_file`.
-        on_step : callable, optional
-            Called with the name of each of :meth:`steps` of the mode as it is done.
+        """:meth:`rank_file` (same ``path``, ``top_k``, ``mode``) with the mode used and
+        what of the file the model saw; ``on_step`` is called with the name of each of the
+        mode's :meth:`steps` as it is done.
 
         Returns
         -------

@@ -74,7 +74,8 @@ def same_scores(first, second, atol=1e-5):
 
 
 def run_once(pythonpath, argv):
-    """Run ``cavmae`` (the command next to this Python) with ``argv`` under ``PYTHONPATH=pythonpath``; (times, stdout)."""
+    """Run ``cavmae`` (the command next to this Python) with ``argv`` under
+    ``PYTHONPATH=pythonpath``; ``(times, parsed --json output)``."""
     env = dict(os.environ, PYTHONPATH=os.path.abspath(pythonpath))
     cmd = [os.path.join(os.path.dirname(sys.executable), "cavmae"), *argv]
     start = time.perf_counter()

@@ -6,8 +6,9 @@
 clips:
 
 * video files (mp4, mkv, ...): the audio track and ``n_frames`` (10) frames spread over the
-  first 10 s; the model is run once per frame (``mode``, multimodal by default) and the
-  scores are averaged over the frames, as the original multi-frame evaluation;
+  first 10 s, in ``mode`` (multimodal by default): the audio is encoded once, the frames run
+  as one batch, and the scores of the frames (those of running the model once per frame)
+  are averaged, as the original multi-frame evaluation;
 * audio files (wav, flac, ...): ``audio_only_mode`` (``missingaudioonly`` for a model
   fine-tuned multimodally, ``audioonly`` for an audio model);
 * videos without sound: ``video_only_mode``.
@@ -52,8 +53,8 @@ from speechbrain_cavmae.model.modes import get_mode
 from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS
 from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
-from speechbrain_cavmae.data.frames import ImageTransform
-from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.data.frames import ImageTransform, sample_frame_indices, video_info
+from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank, num_fbank_frames
 from speechbrain_cavmae.checkpoints.loader import HPARAMS_FILE, model_source
 from speechbrain_cavmae.checkpoints.loader import yaml_declares as _yaml_declares
 from speechbrain_cavmae.checkpoints.model_folder import input_config
@@ -63,6 +64,10 @@ logger = logging.getLogger(__name__)
 
 #: One ranked class: label, score and class index.
 Prediction = namedtuple("Prediction", ["label", "score", "index"])
+
+#: Hop of the fbank frames, in seconds (``audio_length`` frames hold ``audio_length *
+#: FRAME_SHIFT_S`` seconds of audio).
+FRAME_SHIFT_S = 0.010
 
 #: Sample id of a file read by :meth:`AudioVisualClassifier.load_clip`.
 CLIP_ID = "clip"
@@ -327,14 +332,65 @@ class AudioVisualClassifier(Pretrained):
         has_audio, has_video = probe_streams(path)
         if not has_audio and not has_video:
             raise BadSampleError(path, "no audio or video stream")
+        fbank, frames, _ = self._read_streams(path, has_audio, has_video)
+        return fbank, frames
+
+    def _read_streams(self, path, audio, video):
+        """``(fbank or None, frames or None, facts)``: the streams asked for, read as
+        :meth:`load_clip` reads them, and what :meth:`input_facts` says of them."""
         cfg = resolve_config(self.data_config(), train=False)
         entry = {"video_id": CLIP_ID, "wav": os.fspath(path), "labels": []}
-        if has_video:
+        if video:
             entry["video"] = os.fspath(path)
         loader = AVSampleLoader({CLIP_ID: entry}, cfg, train=False, manifest_path=path)
-        fbank = loader.fbank(loader.waveform(CLIP_ID), CLIP_ID) if has_audio else None
-        frames = loader.frames(CLIP_ID, list(range(cfg["n_frames"]))) if has_video else None
-        return fbank, frames
+        fbank = frames = samples = info = None
+        if audio:
+            wav = loader.waveform(CLIP_ID)
+            samples = wav.numel()
+            fbank = loader.fbank(wav, CLIP_ID)
+        if video:
+            frames = loader.frames(CLIP_ID, list(range(cfg["n_frames"])))
+            info = video_info(path)[:2]
+        return fbank, frames, self.input_facts(samples, info)
+
+    def input_facts(self, audio_samples=None, video=None):
+        """What of a file the model sees: its audio track's length, how much of it the
+        ``audio_length`` fbank frames hold (longer tracks are cut, shorter ones padded),
+        and the times of the frames taken from its video (spread over the first 10 s).
+
+        Arguments
+        ---------
+        audio_samples : int, optional
+            Samples of the audio track at ``sample_rate`` (None: no audio read).
+        video : tuple, optional
+            ``(frame count, frames per second)`` of the video track (None: no frames read).
+
+        Returns
+        -------
+        dict
+            ``audio_seconds``, ``audio_seconds_used``, ``audio_cut``, ``audio_padded``,
+            ``video_seconds``, ``frame_seconds`` (list), ``frames_cut``; None for a stream
+            not read.
+        """
+        facts = dict.fromkeys(("audio_seconds", "audio_seconds_used", "audio_cut",
+                               "audio_padded", "video_seconds", "frame_seconds", "frames_cut"))
+        if audio_samples is not None:
+            rate = self.sample_rate
+            length = self.mods.model.encoder.audio_length
+            n = num_fbank_frames(audio_samples, rate)
+            seconds = audio_samples / rate
+            facts.update(audio_seconds=round(seconds, 3),
+                         audio_seconds_used=round(min(seconds, length * FRAME_SHIFT_S), 3),
+                         audio_cut=n > length, audio_padded=n < length)
+        if video is not None:
+            count, fps = video
+            taken = sample_frame_indices(count, fps, self.n_frames)
+            # the same spacing over the whole video: different when the video is longer
+            whole = sample_frame_indices(count, fps, self.n_frames, span_s=(count + 1) / fps)
+            facts.update(video_seconds=round(count / fps, 3),
+                         frame_seconds=[round(k / fps, 3) for k in taken],
+                         frames_cut=taken != whole)
+        return facts
 
     def _resolve_mode(self, mode, has_audio, has_frames, source=None):
         """The mode to run: ``mode`` if given, else the hparams' ``mode`` (audio and
@@ -418,8 +474,12 @@ class AudioVisualClassifier(Pretrained):
         return frames.to(device).float()
 
     # ------------------------------------------------------------------ batches
-    def scores_batch(self, audio=None, frames=None, wav_lens=None, mode=None, log=False):
+    def scores_batch(self, audio=None, frames=None, wav_lens=None, mode=None, log=False,
+                     on_step=None):
         """Class scores ``[batch, classes]``.
+
+        Each clip's audio is encoded once and its frames run as one batch; the scores are
+        those of running the model on each frame in turn, averaged over the frames.
 
         Arguments
         ---------
@@ -435,6 +495,9 @@ class AudioVisualClassifier(Pretrained):
         log : bool
             Return the logarithm of the scores (computed in log space: a score too small
             for float32 keeps a finite log).
+        on_step : callable, optional
+            Called with the name of each part of the model run as it is done (see
+            :meth:`steps`).
 
         Returns
         -------
@@ -447,18 +510,30 @@ class AudioVisualClassifier(Pretrained):
                 "embeddings come from cavmae embed --model FOLDER --manifest MANIFEST "
                 "--output DIR (in Python: encode_batch / encode_file)")
         mode = self._resolve_mode(mode, audio is not None, frames is not None)
-        model = self.mods.model
+        uses = get_mode(mode)
         with torch.no_grad():
-            uses = get_mode(mode)
             fbank = self._audio_input(audio, wav_lens) if uses.audio else None
-            if not uses.visual:
-                return self._activation(model(fbank, None, mode=mode), log)
-            frames = self._frames_input(frames, self.device)
-            scores = torch.stack([self._activation(model(fbank, frames[:, i], mode=mode), log)
-                                  for i in range(frames.shape[1])])
+            frames = self._frames_input(frames, self.device) if uses.visual else None
+            logits = self.mods.model.forward_frames(fbank, frames, mode=mode, on_step=on_step)
+            scores = self._activation(logits, log)  # [batch, n, classes]
             if log:  # log of the mean score over the frames
-                return torch.logsumexp(scores, dim=0) - math.log(scores.shape[0])
-            return scores.mean(dim=0)
+                return torch.logsumexp(scores, dim=1) - math.log(scores.shape[1])
+            return scores.mean(dim=1)
+
+    @staticmethod
+    def steps(mode):
+        """The parts of classifying a file in ``mode``, in order, as ``on_step`` reports
+        them: ``read`` (decoding), ``audio`` (the audio branch, once per clip), ``frames``
+        (the visual branch over all the frames), ``join`` (the shared blocks and head,
+        per frame).
+
+        Example
+        -------
+        >>> AudioVisualClassifier.steps("multimodal"), AudioVisualClassifier.steps("audioonly")
+        (('read', 'audio', 'frames', 'join'), ('read', 'audio', 'join'))
+        """
+        uses = get_mode(mode)
+        return ("read",) + ("audio",) * uses.audio + ("frames",) * uses.visual + ("join",)
 
     def classify_batch(self, audio=None, frames=None, wav_lens=None, mode=None):
         """Classify a batch (see :meth:`scores_batch` for the arguments), with the return
@@ -508,12 +583,37 @@ class AudioVisualClassifier(Pretrained):
         return self.classify_batch(audio, frames, wav_lens, mode)
 
     # ------------------------------------------------------------------ files
+    def file_mode(self, path, mode=None):
+        """The mode a file is classified in: ``mode`` if given, else by the streams the
+        file has (a video with sound: the hparams' ``mode``; an audio file:
+        ``audio_only_mode``; a video without an audio stream: ``video_only_mode``).
+
+        Raises
+        ------
+        ValueError, BadSampleError
+            See :meth:`file_inputs`.
+        """
+        has_audio, has_video = probe_streams(path)
+        if not has_audio and not has_video:
+            raise BadSampleError(path, "no audio or video stream")
+        return self._resolve_mode(mode, has_audio, has_video, source=path)
+
+    def _file_inputs(self, path, mode=None):
+        """:meth:`file_inputs` and the :meth:`input_facts` of what was read."""
+        mode = self.file_mode(path, mode)
+        uses = get_mode(mode)
+        fbank, frames, facts = self._read_streams(path, uses.audio, uses.visual)
+        audio = fbank.unsqueeze(0) if fbank is not None else None
+        frames = frames.unsqueeze(0) if frames is not None else None
+        return audio, frames, mode, facts
+
     def file_inputs(self, path, mode=None):
         """Model inputs of a video or audio file and the mode they run in.
 
         By default a video with sound uses ``mode``, an audio file ``audio_only_mode`` and
         a video without an audio stream ``video_only_mode`` (its frames alone; no silence
-        is made up for the missing audio); ``mode`` overrides that.
+        is made up for the missing audio); ``mode`` overrides that (see :meth:`file_mode`).
+        Only the streams the mode reads are decoded.
 
         Returns
         -------
@@ -528,12 +628,7 @@ class AudioVisualClassifier(Pretrained):
         BadSampleError
             The file is missing or cannot be decoded.
         """
-        fbank, frames = self.load_clip(path)
-        mode = self._resolve_mode(mode, fbank is not None, frames is not None, source=path)
-        uses = get_mode(mode)
-        audio = fbank.unsqueeze(0) if fbank is not None and uses.audio else None
-        frames = frames.unsqueeze(0) if frames is not None and uses.visual else None
-        return audio, frames, mode
+        return self._file_inputs(path, mode)[:3]
 
     def classify_file(self, path, mode=None):
         """Classify a video or audio file, as SpeechBrain's
@@ -579,12 +674,30 @@ class AudioVisualClassifier(Pretrained):
             ``(label, score, index)`` by decreasing score (``score_activation`` of the
             logits, averaged over the frames).
         """
-        audio, frames, mode = self.file_inputs(path, mode)
-        scores = self.scores_batch(audio, frames, mode=mode)[0]
+        return self.file_report(path, top_k, mode)["predictions"]
+
+    def file_report(self, path, top_k=5, mode=None, on_step=None):
+        """:meth:`rank_file` (same ``path``, ``top_k``, ``mode``) with the mode used and
+        what of the file the model saw; ``on_step`` is called with the name of each of the
+        mode's :meth:`steps` as it is done.
+
+        Returns
+        -------
+        dict
+            ``mode`` (the mode used), ``frames`` (frames whose scores are averaged; None
+            when the mode reads none), the :meth:`input_facts` and ``predictions`` (list
+            of :class:`Prediction`, by decreasing score).
+        """
+        audio, frames, mode, facts = self._file_inputs(path, mode)
+        if on_step is not None:
+            on_step("read")
+        scores = self.scores_batch(audio, frames, mode=mode, on_step=on_step)[0]
         top = scores.topk(min(int(top_k), scores.numel()))
         labels = self.labels(top.indices.tolist())
-        return [Prediction(lab, float(s), int(i))
-                for lab, s, i in zip(labels, top.values.tolist(), top.indices.tolist())]
+        preds = [Prediction(lab, float(s), int(i))
+                 for lab, s, i in zip(labels, top.values.tolist(), top.indices.tolist())]
+        n_frames = frames.shape[1] if frames is not None else None
+        return {"mode": mode, "frames": n_frames, **facts, "predictions": preds}
 
     def encode_file(self, path):
         """Audio and visual embeddings of a file.

@@ -19,6 +19,7 @@ from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av
 from speechbrain_cavmae.training.metrics import ClassificationStats, MultiLabelMetrics
 from speechbrain_cavmae.model.cavmae import CAVMAE
+from speechbrain_cavmae.model.modes import get_mode
 from speechbrain_cavmae.training.recipe import (
     average_state_dict_files,
     class_balanced_weights,
@@ -180,6 +181,37 @@ def test_multi_frame_evaluation_results(toy, tmp_path, loss):
         results["per_frame"][5], abs=1e-6)
     main = "mAP" if loss == "BCE" else "acc@1"
     assert main in results["multi_frame"]
+
+
+@pytest.mark.parametrize("mode", ["multimodal", "videoonly", "missingvideoonly"])
+def test_multi_frame_evaluation_encodes_audio_once_per_clip(toy, tmp_path, mode):
+    """Multi-frame test evaluation: the logits of running the model on the batch's frame
+    and on each of its frames in turn, with the audio branch run once per clip (none in the
+    visual-only modes) and all the frames through the visual branch as one batch."""
+    brain = make_brain(tmp_path, mode=mode)
+    brain.modules.eval()
+    test = build_dataset(toy["test"], toy["label_csv"],
+                         {"audio_length": 64, "image_size": 32, "multi_frame": True}, train=False)
+    batch = collate_av([test[i] for i in range(3)])
+    enc, uses = brain.model.encoder, get_mode(mode)
+    audio = brain.audio_features(batch, sb.Stage.TEST) if uses.audio else None
+    with torch.no_grad():
+        single = brain.model(audio, batch.frame.data, mode)
+        per_frame = torch.stack([brain.model(audio, batch.frames.data[:, k], mode)
+                                 for k in range(10)], dim=1)
+    calls = {"a": [], "v": []}
+    hooks = [getattr(enc, f"patch_embed_{m}").register_forward_hook(
+        lambda mod, args, out, m=m: calls[m].append(out.shape[0])) for m in calls]
+    try:
+        with torch.no_grad():
+            out = brain.compute_forward(batch, sb.Stage.TEST)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(out["logits"], single, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["frame_logits"], per_frame, atol=1e-6, rtol=0)
+    assert calls["a"] == ([3] if uses.audio else [])
+    assert calls["v"] == [3 * 11]  # the batch's frame and its 10 frames, for 3 clips
 
 
 def test_audio_only_mode_ignores_frames(toy, tmp_path):

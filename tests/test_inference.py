@@ -17,6 +17,7 @@ from speechbrain_cavmae.data.frames import ImageTransform, load_video_frames
 from speechbrain_cavmae.data.fbank import KaldiFbank
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.inference import AudioVisualClassifier, Prediction, probe_streams
+from speechbrain_cavmae.model.modes import get_mode
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
@@ -301,9 +302,11 @@ def test_cli_table(env, capsys):
     out = capsys.readouterr().out
     blocks = out.strip().split("\n\n")
     assert len(blocks) == 2
-    for block, path in zip(blocks, (env["video"], env["wav"])):
+    for block, path, mode in zip(blocks, (env["video"], env["wav"]),
+                                 ("multimodal", "missingaudioonly")):
         lines = block.splitlines()
-        assert lines[0] == path and lines[1].split() == ["rank", "score", "class"]
+        # the head names the mode used (the model's, by the file's streams)
+        assert lines[0] == f"{path}  [{mode}]" and lines[1].split() == ["rank", "score", "class"]
         assert len(lines) == 4 and lines[2].split()[0] == "1"
         assert lines[2].split(None, 2)[2].startswith("name ")
 
@@ -406,3 +409,130 @@ def test_a_pth_classifies_locally_with_the_network_blocked(env, clf, tmp_path, n
                                   str(manifest), "--output", str(tmp_path / "emb")]) == 0
     assert (tmp_path / "emb" / "clip.audio.npy").is_file()
     assert no_network == []
+# ------------------------------------------- one audio pass per clip, frames as a batch
+class CallCounter:
+    """Forward hooks counting the calls of a module and the batch size of each."""
+
+    def __init__(self, module):
+        self.batches = []
+        self.handle = module.register_forward_hook(
+            lambda mod, args, out: self.batches.append(out.shape[0]))
+
+
+@pytest.mark.parametrize("mode", ["multimodal", "audioonly", "videoonly", "missingaudioonly",
+                                  "missingvideoonly"])
+def test_scores_batch_encodes_audio_once_and_frames_as_one_batch(clf, env, mode):
+    """``scores_batch`` gives the scores of running the model frame by frame (computed
+    here from the model itself), with the audio branch run once per clip (the audio-only
+    modes: no frames; the visual-only modes: no audio pass at all) and the clip's frames
+    through the visual branch as one batch."""
+    fbank, frames = clf.load_clip(env["video"])
+    fbank, frames = fbank[None].repeat(2, 1, 1), frames[None].repeat(2, 1, 1, 1, 1)
+    frames[1] = frames[1].flip(0)  # two clips with different frames
+    model, uses = clf.mods.model, get_mode(mode)
+    with torch.no_grad():
+        audio = fbank if uses.audio else None
+        if uses.visual:
+            per_frame = torch.stack([torch.softmax(model(audio, frames[:, k], mode=mode), -1)
+                                     for k in range(10)], 1).mean(1)
+        else:
+            per_frame = torch.softmax(model(audio, None, mode=mode), -1)
+    enc = model.encoder
+    calls_a, calls_v = CallCounter(enc.patch_embed_a), CallCounter(enc.patch_embed_v)
+    branch_a = CallCounter(enc.blocks_a[0])
+    steps = []
+    try:
+        scores = clf.scores_batch(fbank, frames, mode=mode, on_step=steps.append)
+        log_scores = clf.scores_batch(fbank, frames, mode=mode, log=True)
+    finally:
+        for counter in (calls_a, calls_v, branch_a):
+            counter.handle.remove()
+    torch.testing.assert_close(scores, per_frame, atol=1e-6, rtol=0)
+    torch.testing.assert_close(log_scores.exp(), per_frame, atol=1e-6, rtol=0)
+    assert calls_a.batches == ([2, 2] if uses.audio else [])  # once per call, both clips
+    assert branch_a.batches == calls_a.batches
+    assert calls_v.batches == ([20, 20] if uses.visual else [])  # 2 clips x 10 frames
+    assert steps == list(clf.steps(mode)[1:])
+
+
+def test_file_report_steps_and_progress_bar(env, capsys, monkeypatch, tmp_path):
+    """The progress bar counts the steps of each file (read, audio, frames, join: what
+    takes the time), so that a single video moves through 4 steps instead of sitting at
+    0/1; a bad file counts its planned steps when it fails."""
+    from speechbrain_cavmae.tools import common
+
+    bars = []
+
+    class Bar:
+        def __init__(self, iterable, args, total=None, **kwargs):
+            self.total, self.n, self.seen = total, 0, []
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+            self.seen.append(self.n)
+
+        def clear(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(common, "progress", Bar)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    files = [env["video"], env["wav"], env["silent"], str(broken)]
+    code = cavmae(["classify", *files, "--model", str(env["folder"]), "--json",
+                          "--savedir", str(env["root"] / "sd_progress")])
+    capsys.readouterr()
+    assert code == 1
+    (bar,) = bars
+    assert bar.total == 4 + 3 + 3 + 1  # read+audio+frames+join, read+audio+join, ...
+    assert bar.seen == list(range(1, 12))  # one step at a time, to the end
+    clf = AudioVisualClassifier.from_hparams(source=str(env["folder"]),
+                                             savedir=str(env["root"] / "sd_steps"))
+    for path, want in ((env["video"], ["read", "audio", "frames", "join"]),
+                       (env["wav"], ["read", "audio", "join"]),
+                       (env["silent"], ["read", "frames", "join"])):
+        steps = []
+        report = clf.file_report(path, top_k=2, on_step=steps.append)
+        assert steps == want == list(clf.steps(report["mode"]))
+
+
+def test_cli_json_says_the_mode_used_and_what_was_cut_or_padded(env, capsys, tmp_path):
+    """``--json`` gives the mode each file ran in (not the ``--mode`` flag echoed) and what
+    of the file the model saw: audio cut or padded to the model's window (128 fbank frames
+    = 1.28 s here), the video's length and the times of its frames (first 10 s)."""
+    from speechbrain_cavmae.cli import main as cavmae
+
+    short = write_wav(str(tmp_path / "short.wav"), tone(440.0, 0.5, 16000))
+    long_video = write_video(str(tmp_path / "long.mp4"), n_frames=60, fps=5, size=(80, 64),
+                             audio_freqs=(330.0,), colours=colour)  # 12 s
+    files = [env["video"], env["wav"], env["silent"], short, long_video]
+    code = cavmae(["classify", *files, "--model", str(env["folder"]), "--top_k", "2",
+                   "--json", "--savedir", str(env["root"] / "sd_json_modes")])
+    assert code == 0
+    video, wav, silent, short_r, long_r = json.loads(capsys.readouterr().out)
+    assert [r["mode"] for r in (video, wav, silent, short_r, long_r)] == [
+        "multimodal", "missingaudioonly", "missingvideoonly", "missingaudioonly", "multimodal"]
+    # a 3-s video: its audio cut to the 1.28-s window, 10 frames over its 3 s
+    assert video["frames"] == 10 and video["audio_seconds"] == pytest.approx(3.0, abs=0.05)
+    assert (video["audio_seconds_used"], video["audio_cut"], video["audio_padded"]) == (
+        1.28, True, False)
+    assert video["video_seconds"] == 3.0 and video["frames_cut"] is False
+    assert len(video["frame_seconds"]) == 10 and max(video["frame_seconds"]) < 3.0
+    assert wav["frames"] is None and wav["video_seconds"] is None
+    assert (wav["audio_seconds"], wav["audio_seconds_used"], wav["audio_cut"]) == (2.0, 1.28, True)
+    assert silent["frames"] == 10 and silent["audio_seconds"] is None
+    assert silent["audio_cut"] is None and silent["frames_cut"] is False
+    assert (short_r["audio_seconds"], short_r["audio_seconds_used"]) == (0.5, 0.5)
+    assert (short_r["audio_cut"], short_r["audio_padded"]) == (False, True)
+    # a 12-s video: frames from its first 10 s only
+    assert long_r["video_seconds"] == 12.0 and long_r["frames_cut"] is True
+    assert max(long_r["frame_seconds"]) < 10.0
+    # --mode: the mode forced, and only what it reads
+    code = cavmae(["classify", env["video"], "--model", str(env["folder"]), "--json",
+                   "--mode", "missingaudioonly", "--savedir", str(env["root"] / "sd_json_m")])
+    (forced,) = json.loads(capsys.readouterr().out)
+    assert code == 0 and forced["mode"] == "missingaudioonly" and forced["frames"] is None
+    assert forced["video_seconds"] is None and forced["audio_cut"] is True

@@ -375,17 +375,21 @@ EVAL_CONFIG = {"audio_length": 96, "image_size": 64, "n_frames": 10, "sample_rat
 
 @contextlib.contextmanager
 def fed(clf):
-    """Record the (audio, frames, mode) of every call of the classifier's model."""
+    """Record the (audio, frames, mode) of every call of the classifier's model (its
+    ``forward_frames``: a clip's audio and all its frames ``[batch, n, 3, H, W]``)."""
     calls = []
+    model = clf.mods.model
+    forward_frames = model.forward_frames
 
-    def hook(module, args, kwargs):
-        calls.append((args[0], args[1] if len(args) > 1 else None, kwargs.get("mode")))
+    def record(audio=None, frames=None, mode=None, **kwargs):
+        calls.append((audio, frames, mode))
+        return forward_frames(audio, frames, mode, **kwargs)
 
-    handle = clf.mods.model.register_forward_pre_hook(hook, with_kwargs=True)
+    model.forward_frames = record
     try:
         yield calls
     finally:
-        handle.remove()
+        del model.forward_frames
 
 
 @pytest.fixture(scope="module")
@@ -410,11 +414,11 @@ def test_finetuned_run_classifies_a_real_clip_as_evaluated(runs, finetuned, name
                                               "video": str(clip), "labels": ""}]}))
     item = build_dataset(str(manifest), None, dict(EVAL_CONFIG, multi_frame=True),
                          train=False)[0]
-    assert len(calls) == 10
-    for i, (audio, frame, mode) in enumerate(calls):
-        assert mode == "multimodal"
-        assert torch.equal(audio[0], item["fbank"]), f"audio of frame {i}"
-        assert torch.equal(frame[0], item["frames"][i]), f"frame {i}"
+    ((audio, frames, mode),) = calls  # the audio once, the 10 frames as one batch
+    assert mode == "multimodal" and frames.shape[:2] == (1, 10)
+    assert torch.equal(audio[0], item["fbank"])
+    for i in range(10):
+        assert torch.equal(frames[0, i], item["frames"][i]), f"frame {i}"
     model = saved_model(runs, "finetune")
     with torch.no_grad():
         expected = torch.stack([

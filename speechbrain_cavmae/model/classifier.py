@@ -83,6 +83,22 @@ class CAVMAEClassifier(nn.Module):
         frames ``[batch, 3, H, W]`` (either may be None when the mode does not use it)."""
         return self.head(self.pool(audio, image, mode))
 
+    def forward_frames(self, audio=None, frames=None, mode=None, on_step=None):
+        """Logits of each frame of each clip ``[batch, n, num_classes]`` for fbank
+        ``[batch, frames, n_mels]`` and frames ``[batch, n, 3, H, W]``: what :meth:`forward`
+        gives frame by frame, with each clip's audio branch run once and its frames as one
+        batch (``n = 1`` when the mode reads no frames; ``on_step``: see
+        :meth:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder.pool_frames`).
+
+        Example
+        -------
+        >>> model = CAVMAEClassifier(5, img_size=32, audio_length=64, embed_dim=32,
+        ...                          modality_specific_depth=1, num_heads=4)
+        >>> model.forward_frames(torch.randn(2, 64, 128), torch.randn(2, 3, 3, 32, 32)).shape
+        torch.Size([2, 3, 5])
+        """
+        return self.head(self.encoder.pool_frames(audio, frames, mode or self.mode, on_step))
+
     def encode(self, audio=None, image=None):
         """Unmasked audio-only and visual-only token sequences (see ``CAVMAEEncoder.encode``)."""
         return self.encoder.encode(audio, image)

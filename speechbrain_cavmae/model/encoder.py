@@ -413,6 +413,92 @@ class CAVMAEEncoder(StreamEncoder):
         v = self.encode_visual(image) if image is not None else None
         return a, v
 
+    def forward_frames_branch(self, frames):
+        """Frames ``[batch, n, 3, H, W]`` through the visual branch as one batch of
+        ``batch * n`` images -> ``[batch, n, Lv, dim]``."""
+        v = self.forward_visual_branch(self.embed_visual(frames.flatten(0, 1)))
+        return v.unflatten(0, frames.shape[:2])
+
+    def pool_branches(self, a, v, mode="multimodal"):
+        """The shared part of ``mode`` over branch tokens, frame by frame, mean-pooled.
+
+        Each frame's visual tokens meet the audio tokens of their clip in
+        :meth:`forward_joint` (the audio tokens are repeated over the frames, not recomputed).
+
+        Arguments
+        ---------
+        a : torch.Tensor or None
+            ``[batch, La, dim]`` audio tokens after their branch.
+        v : torch.Tensor or None
+            ``[batch, n, Lv, dim]`` visual tokens after their branch.
+        mode : str
+            One of the five modes.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, n, dim]`` (``n = 1`` when ``mode`` reads no frames).
+        """
+        mode = get_mode(mode)
+        n = v.shape[1] if mode.visual else 1
+        if mode.visual:
+            v = v.flatten(0, 1)
+        if mode.audio and n > 1:
+            a = a.repeat_interleave(n, dim=0)
+        if mode.stream is None:
+            pooled = self.forward_joint(a, v).mean(dim=1)
+        else:
+            x = a if mode.stream == "a" else v
+            pooled = self.forward_shared(x, mode.stream).mean(dim=1)
+            if mode.with_joint:
+                pooled = (self.forward_shared(x).mean(dim=1) + pooled) / 2
+        return pooled.unflatten(0, (-1, n))
+
+    def pool_frames(self, audio=None, frames=None, mode="multimodal", on_step=None):
+        """Mean-pooled representation of each frame of each clip, in one of the five modes:
+        the same as :meth:`pool` frame by frame, with each clip's audio branch run once and
+        its frames as one batch.
+
+        Arguments
+        ---------
+        audio : torch.Tensor, optional
+            ``[batch, frames, n_mels]`` fbank.
+        frames : torch.Tensor, optional
+            ``[batch, n, 3, H, W]``.
+        mode : str
+            One of the five modes.
+        on_step : callable, optional
+            Called with ``"audio"``, ``"frames"`` and ``"join"`` as each part is done
+            (the first two only when ``mode`` reads that input), for progress reports.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, n, dim]`` (``n = 1`` when ``mode`` reads no frames).
+
+        Example
+        -------
+        >>> enc = CAVMAEEncoder(img_size=32, audio_length=64, embed_dim=32,
+        ...                     modality_specific_depth=1, num_heads=4)
+        >>> enc.pool_frames(torch.randn(2, 64, 128), torch.randn(2, 3, 3, 32, 32)).shape
+        torch.Size([2, 3, 32])
+        """
+        mode = get_mode(mode)
+        for needed, tensor, name in ((mode.audio, audio, "audio"), (mode.visual, frames, "image")):
+            if needed and tensor is None:
+                raise ValueError(f"mode {mode.name!r} needs the {name} input")
+        step = on_step or (lambda name: None)
+        a = v = None
+        if mode.audio:
+            a = self.forward_audio_branch(self.embed_audio(audio))
+            step("audio")
+        if mode.visual:
+            v = self.forward_frames_branch(frames)
+            step("frames")
+        pooled = self.pool_branches(a, v, mode.name)
+        step("join")
+        return pooled
+
     def pool(self, audio=None, image=None, mode="multimodal"):
         """Unmasked, mean-pooled representation ``[batch, dim]`` in one of the five modes
         (:mod:`~speechbrain_cavmae.model.modes`), as the original classifier pools it.
@@ -424,19 +510,8 @@ class CAVMAEEncoder(StreamEncoder):
         >>> enc.pool(torch.randn(2, 64, 128), None, "missingaudioonly").shape
         torch.Size([2, 32])
         """
-        mode = get_mode(mode)
-        for needed, tensor, name in ((mode.audio, audio, "audio"), (mode.visual, image, "image")):
-            if needed and tensor is None:
-                raise ValueError(f"mode {mode.name!r} needs the {name} input")
-        a = self.forward_audio_branch(self.embed_audio(audio)) if mode.audio else None
-        v = self.forward_visual_branch(self.embed_visual(image)) if mode.visual else None
-        if mode.stream is None:
-            return self.forward_joint(a, v).mean(dim=1)
-        x = a if mode.stream == "a" else v
-        pooled = self.forward_shared(x, mode.stream).mean(dim=1)
-        if mode.with_joint:
-            pooled = (self.forward_shared(x).mean(dim=1) + pooled) / 2
-        return pooled
+        frames = image.unsqueeze(1) if image is not None else None
+        return self.pool_frames(audio, frames, mode)[:, 0]
 
 
 def init_linear_and_norm(module):

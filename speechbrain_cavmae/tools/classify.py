@@ -4,13 +4,16 @@
 
     cavmae classify FILE [FILE ...] --model DIR [--top_k 5] [--mode MODE] [--json]
 
-prints, for each file, its top-k classes with their scores (``--json``: one JSON document
-on stdout). ``DIR`` is a model folder (written by ``cavmae convert``, or the ``model/``
-folder of a fine-tuning run) or a weights file (an original CAV-MAE ``.pth``, a run's
-``finetuned.pth``: loaded locally, classes named ``class_<i>``). Videos use the audio track and 10 frames (scores averaged over
-the frames); audio files use the model's audio-only mode. A file that cannot be read or
-classified is reported (its error in the JSON) and the others are still classified; the
-exit status is then 1.
+prints, for each file, the mode it ran in and its top-k classes with their scores
+(``--json``: one JSON document on stdout, which also says how much of the file the model
+saw: audio cut or padded to the model's window, the times of the frames). ``DIR`` is a
+model folder (written by ``cavmae convert``, or the ``model/`` folder of a fine-tuning run)
+or a weights file (an original CAV-MAE ``.pth``, a run's ``finetuned.pth``: loaded
+locally, classes named ``class_<i>``). Videos use the audio track (encoded once) and 10
+frames (run as one batch; scores averaged over the frames); audio files use the model's
+audio-only mode. The progress bar counts the steps of each file (read, audio, frames,
+join). A file that cannot be read or classified is reported (its error in the JSON) and
+the others are still classified; the exit status is then 1.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -67,6 +70,17 @@ def check_model_source(source):
     model_source(source, hub=True)
 
 
+def file_steps(model, clip, mode=None):
+    """Progress steps of classifying ``clip`` (``model.steps`` of the mode it runs in);
+    1 for a file that will fail (its error is reported when it is classified)."""
+    from speechbrain_cavmae.data.errors import BadSampleError
+
+    try:
+        return len(model.steps(model.file_mode(clip, mode)))
+    except (BadSampleError, ValueError, OSError):
+        return 1
+
+
 def add_arguments(parser):
     """The flags of ``cavmae classify``."""
     parser.add_argument("clips", nargs="+", metavar="FILE",
@@ -78,8 +92,10 @@ def add_arguments(parser):
                         help="force an inference mode (default: the model's, by the streams "
                         "the file has)")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON document: [{file, mode, predictions: [{label, "
-                        "score, index}]} or {file, error}]")
+                        help="print one JSON document: a list of {file, mode (the mode used), "
+                        "frames, audio_seconds, audio_seconds_used, audio_cut, audio_padded, "
+                        "video_seconds, frame_seconds, frames_cut, predictions: [{label, score, "
+                        "index}]} or {file, error} (docs/cli.md)")
     common.add_device(parser)
     parser.add_argument("--savedir", default=None,
                         help="where from_hparams links the model files")
@@ -98,18 +114,27 @@ def run(args):
         trust_remote_code=args.trust_remote_code, num_heads=args.num_heads,
     )
     results, failed = [], 0
-    for clip in common.progress(args.clips, args, desc="classify", unit="file"):
+    plans = [file_steps(model, clip, args.mode) for clip in args.clips]
+    bar = common.progress(None, args, desc="classify", unit="step", total=sum(plans))
+    for clip, planned in zip(args.clips, plans):
+        done = []
         try:
-            preds = model.rank_file(clip, top_k=args.top_k, mode=args.mode)
+            report = model.file_report(clip, top_k=args.top_k, mode=args.mode,
+                                       on_step=lambda name: (done.append(name), bar.update(1)))
         except (BadSampleError, ValueError, OSError) as exc:
             logger.error("%s", exc)
             results.append({"file": clip, "error": str(exc)})
             failed += 1
             continue
-        results.append({"file": clip, "mode": args.mode,
-                        "predictions": [p._asdict() for p in preds]})
+        finally:
+            if planned > len(done):  # the steps a failed file did not get to
+                bar.update(planned - len(done))
+        preds = report.pop("predictions")
+        results.append({"file": clip, **report, "predictions": [p._asdict() for p in preds]})
         if not args.json:
-            print(("\n" if len(results) > 1 else "") + format_table(clip, preds, args.mode))
+            bar.clear()
+            print(("\n" if len(results) > 1 else "") + format_table(clip, preds, report["mode"]))
+    bar.close()
     if args.json:
         print(json.dumps(results, indent=2))
     if failed:

@@ -919,16 +919,14 @@ class FinetuneBrain(CAVMAEBrain):
         uses = get_mode(mode)
         audio = self.audio_features(batch, stage) if uses.audio else None
         image = batch.frame.data.float() if uses.visual else None
-        logits = self.modules.model(audio, image, mode)
-        out = {"logits": logits}
         frames = getattr(batch, "frames", None)
-        if stage == sb.Stage.TEST and frames is not None and uses.visual:
-            frames = frames.data.float()
-            out["frame_logits"] = torch.stack(
-                [self.modules.model(audio, frames[:, k], mode) for k in range(frames.shape[1])],
-                dim=1,
-            )
-        return out
+        if stage != sb.Stage.TEST or frames is None or not uses.visual:
+            return {"logits": self.modules.model(audio, image, mode)}
+        # multi-frame evaluation: the audio branch once per clip, the batch's frame and
+        # each of its frames as one batch through the visual branch
+        frames = torch.cat([image.unsqueeze(1), frames.data.float()], dim=1)
+        logits = self.model.forward_frames(audio, frames, mode)
+        return {"logits": logits[:, 0], "frame_logits": logits[:, 1:]}
 
     def loss_fn(self, logits, targets):
         """BCE with logits (multi-label) or cross-entropy with soft targets."""

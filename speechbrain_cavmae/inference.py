@@ -50,7 +50,7 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 
 from speechbrain_cavmae.model.modes import get_mode
-from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS
+from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS, audio_info
 from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.frames import ImageTransform, sample_frame_indices, video_info
@@ -346,7 +346,9 @@ class AudioVisualClassifier(Pretrained):
         fbank = frames = samples = info = None
         if audio:
             wav = loader.waveform(CLIP_ID)
-            samples = wav.numel()
+            # only the window the fbank uses is read: the track's length is its header's
+            declared = audio_info(path)[2]
+            samples = max(wav.numel(), round((declared or 0) * self.sample_rate))
             fbank = loader.fbank(wav, CLIP_ID)
         if video:
             frames = loader.frames(CLIP_ID, list(range(cfg["n_frames"])))

@@ -286,11 +286,15 @@ def test_tools_read_a_folder_without_heads_and_refuse_a_pth_without_them(runs, t
 
 
 def test_heads_are_never_guessed(runs, tmp_path):
-    pre, ft = runs["pre"] / "pretrained.pth", runs["ft"] / "finetuned.pth"
+    # bare weights away from their run folder (whose model/ folder would record the heads)
+    pre, ft = tmp_path / "pretrained.pth", tmp_path / "finetuned.pth"
+    shutil.copy(runs["pre"] / "pretrained.pth", pre)
+    shutil.copy(runs["ft"] / "finetuned.pth", ft)
+    stats = {"dataset_mean": -4.0, "dataset_std": 3.0}
     with pytest.raises(HeadsNotStoredError, match=r"pass --num_heads N"):
-        convert(ft, tmp_path / "a")
+        convert(ft, tmp_path / "a", **stats)
     with pytest.raises(HeadsNotStoredError, match=r"pass --decoder_num_heads N"):
-        convert(pre, tmp_path / "b", num_heads=4)
+        convert(pre, tmp_path / "b", num_heads=4, **stats)
     with pytest.raises(HeadsNotStoredError, match=r"num_heads=N"):
         CAVMAEAudioEncoder(ckpt_path=str(ft))
     with pytest.raises(HeadsNotStoredError, match=r"num_heads=N"):
@@ -448,8 +452,8 @@ def test_stereo_48k_wav_is_fed_as_in_training(runs, finetuned, tmp_path):
         preds = finetuned.rank_file(path, top_k=2)
     assert len(calls) == 1 and calls[0][1] is None and calls[0][2] == "missingaudioonly"
 
-    def fbank(channel):
-        wav = load_audio(path, 16000, channel)
+    def fbank(channel):  # the 96 frames' samples only, as the data pipeline reads them
+        wav = load_audio(path, 16000, channel, max_samples=95 * 160 + 400)
         return compute_fbank(wav, 16000, 128, 96, dataset_mean=-5.081, dataset_std=4.4849)
 
     assert torch.equal(calls[0][0][0], fbank(0))

@@ -1283,6 +1283,30 @@ def not_a_model(env):
                      [*argv, "--model", wav, "--debug"])
 
 
+# --- numbers a model folder records (issue 24)
+@case
+def folder_records_numbers_out_of_range(env):
+    """A model folder whose yaml records ``dataset_std: 0`` (every fbank NaN) or a negative
+    width is refused by every reader, naming the key and the file, before it is built."""
+    from speechbrain_cavmae.settings import SettingError
+
+    for name, old, new, key in [
+        ("std0", "dataset_std: ", "dataset_std: 0.0 #", r"dataset_std \(in "),
+        ("width", "embed_dim: 32", "embed_dim: -32", r"model\.embed_dim \(in "),
+    ]:
+        text = (env["dir"] / "clf" / "hyperparams.yaml").read_text(encoding="utf8")
+        line = next(x for x in text.splitlines() if x.lstrip().startswith(old))
+        folder = _folder_with(env, f"numbers_{name}", replace=[(line, line.replace(old, new))])
+        messages = set()
+        for reader, read in every_reader(folder, env["dir"] / f"sd_numbers_{name}",
+                                         ARCH).items():
+            with pytest.raises(SettingError) as info:
+                read()
+            messages.add(str(info.value))
+        (message,) = messages
+        assert re.match(key + esc(folder / "hyperparams.yaml") + r"\) must be ", message), message
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(env, request, name):
     check = CASES[name]

@@ -334,6 +334,7 @@ def check_folder_hparams(text, source, root, overrides=None, trust_remote_code=F
         return
     problems = folder_problems(text, root, overrides)
     if not problems:
+        check_folder_numbers(text, source)
         return
     where = "; ".join(reason if what is None else
                       f"line {line}: {what} is not allowed ({reason})"
@@ -344,6 +345,38 @@ def check_folder_hparams(text, source, root, overrides=None, trust_remote_code=F
         "model, its fbank, label encoder and Pretrainer, from files inside the folder "
         "(docs/model_folder.md); if you trust this folder, load it with "
         "trust_remote_code=True (--trust_remote_code on the command line)")
+
+
+def check_folder_numbers(text, source):
+    """Check the numbers a model folder's yaml records (its top-level settings and the
+    arguments of the classes it builds) against :data:`speechbrain_cavmae.settings.RULES`,
+    as a recipe's hparams are: ``dataset_std: 0`` would make every fbank NaN.
+
+    Raises
+    ------
+    speechbrain_cavmae.settings.SettingError
+        Naming the key and the file.
+    """
+    import yaml
+
+    from speechbrain_cavmae.settings import check_settings
+
+    class _Plain(yaml.SafeLoader):
+        """Tagged mappings read as dicts, other tagged nodes as None."""
+
+    _Plain.add_multi_constructor(
+        "!", lambda loader, suffix, node: (loader.construct_mapping(node, deep=True)
+                                           if isinstance(node, yaml.MappingNode) else None))
+    values = yaml.load(text, Loader=_Plain) or {}
+    if not isinstance(values, dict):
+        return
+    suffix = f" (in {source})"
+    check_settings({k: v for k, v in values.items() if not isinstance(v, (dict, list))},
+                   suffix=suffix)
+    for name, value in values.items():
+        if isinstance(value, dict):
+            check_settings({k: v for k, v in value.items() if not isinstance(v, (dict, list))},
+                           prefix=f"{name}.", suffix=suffix)
 
 
 def check_hparams_file(path, root=None, overrides=None, trust_remote_code=False):

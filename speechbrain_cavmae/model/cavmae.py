@@ -11,6 +11,12 @@ from speechbrain_cavmae.model.encoder import CAVMAEEncoder
 from speechbrain_cavmae.model.masking import draw_mask_ratios
 from speechbrain_cavmae.model.patchify import patchify_audio, patchify_image
 
+#: The CAV-MAE Sync options of :class:`CAVMAE` and their values for CAV-MAE (all off).
+SYNC_DEFAULTS = {"num_register_tokens": 0, "registers_in_shared": False,
+                 "global_tokens": False, "contrastive_heads": False,
+                 "global_local_loss": False, "num_frames": 1,
+                 "multi_ratio_masking": False, "mask_ratio_seed": 0}
+
 
 class CAVMAE(nn.Module):
     """Contrastive Audio-Visual Masked Autoencoder for self-supervised pretraining.
@@ -136,11 +142,7 @@ class CAVMAE(nn.Module):
         opts = dict(self.encoder.sync_options(), global_local_loss=self.global_local_loss,
                     num_frames=self.num_frames, multi_ratio_masking=self.multi_ratio_masking,
                     mask_ratio_seed=self.mask_ratio_seed)
-        defaults = {"num_register_tokens": 0, "registers_in_shared": False,
-                    "global_tokens": False, "contrastive_heads": False,
-                    "global_local_loss": False, "num_frames": 1,
-                    "multi_ratio_masking": False, "mask_ratio_seed": 0}
-        return opts if opts != defaults else {}
+        return opts if opts != SYNC_DEFAULTS else {}
 
     def forward(
         self,

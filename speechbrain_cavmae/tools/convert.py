@@ -52,6 +52,18 @@ LOG_LEVEL = "INFO"
 logger = logging.getLogger(__name__)
 
 
+#: The flags naming what a CAV-MAE Sync checkpoint's weights do not tell.
+SYNC_FLAGS = {
+    "n_frames": "--n_frames N (frames per clip, each with its audio segment; 16 for "
+                "their release)",
+    "registers_in_shared": "--registers_in_shared or --no_registers_in_shared (their "
+                           "keep_register_tokens; their retrieval.py builds the released "
+                           "model with it off)",
+    "global_local_loss": "--global_local_loss or --no_global_local_loss (their "
+                         "global_local_losses: contrastive loss on global and local tokens, "
+                         "or on global tokens only)",
+}
+
 #: Run outputs beside which a recipe writes its model folder (``<output_folder>/model/``).
 RUN_EXPORTS = ("pretrained.pth", "finetuned.pth")
 
@@ -111,7 +123,8 @@ def input_settings(source, fmt, given, recorded=None):
 def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
             score_activation="auto", audio_length=None, decoder_num_heads=None,
             n_frames=None, dataset_mean=None, dataset_std=None, check=True,
-            loss=None, audio_channel=0, trust_remote_code=False, norm_pix_loss=None):
+            loss=None, audio_channel=0, trust_remote_code=False, norm_pix_loss=None,
+            registers_in_shared=None, global_local_loss=None):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
     The weights are read by :func:`speechbrain_cavmae.checkpoints.loader.load_model` (strict) and
@@ -157,6 +170,14 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     trust_remote_code : bool
         Read a model folder whose yaml names code outside the allow-list of
         :mod:`speechbrain_cavmae.checkpoints.trust`.
+    registers_in_shared, global_local_loss : bool, optional
+        CAV-MAE Sync checkpoints (``docs/sync.md``): whether the register tokens went
+        through the shared blocks (their ``keep_register_tokens``) and whether the
+        contrastive loss combined the global and the local tokens (their
+        ``global_local_losses``). Not stored in the weights: required when the weights
+        have registers / global tokens, unless a model folder records them. A Sync
+        checkpoint also needs ``n_frames`` (16 for their release), recorded as the
+        model's ``num_frames``.
 
     Returns
     -------
@@ -186,11 +207,25 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
             label_csv = os.path.join(folder, LABEL_CSV_FILE)
         num_heads = num_heads or recorded["model"].get("num_heads")
         decoder_num_heads = decoder_num_heads or recorded["model"].get("decoder_num_heads")
+    sync = loader.sync_architecture(state) if "decoder.embed.weight" in state else {}
+    overrides = {"mode": mode} if "head.fc.weight" in state else {}
+    if sync:
+        n_frames = n_frames or recorded.get("n_frames")
+        given = {"n_frames": n_frames, "registers_in_shared": registers_in_shared,
+                 "global_local_loss": global_local_loss}
+        needed = [k for k, v in given.items() if v is None and (
+            folder is None and (k == "n_frames" or sync.get(k, False) is None))]
+        if needed:
+            raise ValueError(
+                f"{source}: a CAV-MAE Sync checkpoint; the weights do not tell "
+                + ", ".join(needed) + ": pass " + " and ".join(SYNC_FLAGS[k] for k in needed)
+                + " (see docs/sync.md)")
+        overrides["num_frames"] = n_frames
+        overrides.update({k: v for k, v in given.items() if k != "n_frames" and v is not None})
     settings = input_settings(source, fmt, {
         "dataset_mean": dataset_mean, "dataset_std": dataset_std, "n_frames": n_frames,
         "loss": loss, "norm_pix_loss": norm_pix_loss}, recorded)
     settings["audio_channel"] = audio_channel
-    overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,
                                decoder_num_heads=decoder_num_heads,
                                audio_length=audio_length,
@@ -264,6 +299,16 @@ def add_arguments(parser):
                       "models but cav-mae-base-nonorm.pth)")
     norm.add_argument("--no_norm_pix", dest="norm_pix_loss", action="store_const",
                       const=False, help="a pretraining checkpoint trained without it")
+    for name, help_on, help_off in (
+            ("registers_in_shared", "CAV-MAE Sync: the register tokens went through the "
+             "shared blocks (their keep_register_tokens)", "... or were dropped before them"),
+            ("global_local_loss", "CAV-MAE Sync: contrastive loss on the global and the "
+             "local tokens (their global_local_losses)", "... on the global tokens only")):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(f"--{name}", dest=name, action="store_const", const=True,
+                           default=None, help=help_on)
+        group.add_argument(f"--no_{name}", dest=name, action="store_const", const=False,
+                           help=help_off)
     common.add_trust(parser)
 
 
@@ -276,7 +321,8 @@ def run(args):
         audio_length=args.audio_length, decoder_num_heads=args.decoder_num_heads,
         n_frames=args.n_frames, dataset_mean=args.dataset_mean, dataset_std=args.dataset_std,
         loss=args.loss, trust_remote_code=args.trust_remote_code,
-        norm_pix_loss=args.norm_pix_loss,
+        norm_pix_loss=args.norm_pix_loss, registers_in_shared=args.registers_in_shared,
+        global_local_loss=args.global_local_loss,
     )
     cfg = summary["config"]
     what = (f"{summary['num_classes']}-class classifier" if summary["kind"] == "classifier"
@@ -290,6 +336,11 @@ def run(args):
            if "decoder_num_heads" in cfg else "")
         + f", audio_length {cfg['audio_length']}, "
         f"img_size {cfg['img_size']}"
+        + (f"; Sync: {cfg['num_register_tokens']} registers"
+           f"{' in the shared blocks' if cfg['registers_in_shared'] else ''}, "
+           f"global tokens {cfg['global_tokens']}, contrastive heads "
+           f"{cfg['contrastive_heads']}, {cfg['num_frames']} frames"
+           if "num_frames" in cfg else "")
     )
     return 0
 

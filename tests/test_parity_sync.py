@@ -205,3 +205,42 @@ def test_sync_off_is_cav_mae_and_any_segment_length():
     for frames in (16, 48, 96):  # any multiple of 16 fbank frames (positions interpolated)
         a, v, ga, gv = model.encode(torch.randn(2, frames, 128), torch.randn(2, 3, 32, 32))
         assert a.shape == (2, frames // 16 * 8, 16) and ga.shape == (2, 16)
+
+
+# ------------------------------------------------------------------ their checkpoint
+def test_convert_their_checkpoint_into_a_model_folder(ref, runs, tmp_path, capsys):
+    """A stand-in of their released checkpoint (their class, perturbed random weights,
+    their key names, DataParallel prefix) through ``cavmae convert`` and ``from_hparams``."""
+    from speechbrain_cavmae.checkpoints.loader import load_model
+    from speechbrain_cavmae.inference import AudioVisualClassifier
+    from speechbrain_cavmae.tools.convert import main
+
+    pth = tmp_path / "cav_mae_sync.pth"
+    torch.save({"module." + k: v for k, v in ref["state_dict"]["global_heads"].items()}, pth)
+    out = tmp_path / "sync_folder"
+    common = ["convert", str(pth), str(out), "--num_heads", "2", "--decoder_num_heads", "2"]
+    assert main(common[1:]) != 0  # nothing guessed: each unknown is a named flag
+    error = capsys.readouterr().err
+    for flag in ("--n_frames", "--registers_in_shared", "--global_local_loss"):
+        assert flag in error
+    assert not out.exists()
+    assert main(common[1:] + ["--n_frames", "16", "--no_registers_in_shared",
+                              "--global_local_loss"]) == 0
+    assert "Sync: 2 registers, global tokens True" in capsys.readouterr().out
+    text = (out / "hyperparams.yaml").read_text()
+    for line in ("n_frames: 16", "audio_length: 32", "num_register_tokens: 2",
+                 "registers_in_shared: false", "global_tokens: true",
+                 "contrastive_heads: true", "global_local_loss: true",
+                 "num_frames: !ref <n_frames>", "multi_ratio_masking: false"):
+        assert line in text, line
+    inputs, noise = ref["inputs"], ref["noise"]
+    want = runs["global_heads/dropped"][1]
+    clf = AudioVisualClassifier.from_hparams(source=str(out), savedir=str(tmp_path / "sd"))
+    for model in (clf.mods.model, load_model(out)):
+        assert model.num_frames == 16 and model.global_local_loss
+        assert model.encoder.sync_options() == runs["global_heads/dropped"][0].encoder.sync_options()
+        with torch.no_grad():
+            got = model.eval()(inputs["audio"], inputs["image"], noise_a=noise["audio"],
+                               noise_v=noise["visual"])
+        for key in ("pred_a", "pred_v", "mask_a", "rep_a", "rep_v", "cls_a", "cls_v"):
+            torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=0)

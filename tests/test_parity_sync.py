@@ -213,20 +213,20 @@ def test_convert_their_checkpoint_into_a_model_folder(ref, runs, tmp_path, capsy
     their key names, DataParallel prefix) through ``cavmae convert`` and ``from_hparams``."""
     from speechbrain_cavmae.checkpoints.loader import load_model
     from speechbrain_cavmae.inference import AudioVisualClassifier
-    from speechbrain_cavmae.tools.convert import main
+    from speechbrain_cavmae.cli import main
 
     pth = tmp_path / "cav_mae_sync.pth"
     torch.save({"module." + k: v for k, v in ref["state_dict"]["global_heads"].items()}, pth)
     out = tmp_path / "sync_folder"
-    common = ["convert", str(pth), str(out), "--num_heads", "2", "--decoder_num_heads", "2"]
-    assert main(common[1:]) != 0  # nothing guessed: each unknown is a named flag
+    common = ["convert", "--model", str(pth), "--output", str(out), "--num_heads", "2",
+              "--decoder_num_heads", "2"]
+    assert main(common) != 0  # nothing guessed: each unknown is a named flag
     error = capsys.readouterr().err
     for flag in ("--n_frames", "--registers_in_shared", "--global_local_loss"):
         assert flag in error
     assert not out.exists()
-    assert main(common[1:] + ["--n_frames", "16", "--no_registers_in_shared",
-                              "--global_local_loss"]) == 0
-    assert "Sync: 2 registers, global tokens True" in capsys.readouterr().out
+    assert main(common + ["--n_frames", "16", "--no_registers_in_shared",
+                          "--global_local_loss"]) == 0
     text = (out / "hyperparams.yaml").read_text()
     for line in ("n_frames: 16", "audio_length: 32", "num_register_tokens: 2",
                  "registers_in_shared: false", "global_tokens: true",

@@ -238,6 +238,14 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         source=source, check=check, norm_pix_loss=settings["norm_pix_loss"],
     )
     summary["num_params"] = sum(p.numel() for p in model.parameters())
+    if sync:
+        cfg = summary["config"]
+        logger.info("CAV-MAE Sync: %d registers per modality (%s), global tokens %s, "
+                    "contrastive heads %s, global+local loss %s, %d frames per clip",
+                    cfg["num_register_tokens"], "through the shared blocks"
+                    if cfg["registers_in_shared"] else "dropped before the shared blocks",
+                    cfg["global_tokens"], cfg["contrastive_heads"], cfg["global_local_loss"],
+                    cfg["num_frames"])
     if summary["score_activation"]:
         logger.info("scores: %s of the logits", summary["score_activation"])
     return summary
@@ -336,11 +344,6 @@ def run(args):
            if "decoder_num_heads" in cfg else "")
         + f", audio_length {cfg['audio_length']}, "
         f"img_size {cfg['img_size']}"
-        + (f"; Sync: {cfg['num_register_tokens']} registers"
-           f"{' in the shared blocks' if cfg['registers_in_shared'] else ''}, "
-           f"global tokens {cfg['global_tokens']}, contrastive heads "
-           f"{cfg['contrastive_heads']}, {cfg['num_frames']} frames"
-           if "num_frames" in cfg else "")
     )
     return 0
 

@@ -165,11 +165,6 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     norm_pix_loss : bool, optional
         Pretraining checkpoints: trained with the norm-pix loss (recorded for
         ``cavmae inpaint``); default: as recorded, else not recorded.
-    audio_channel : int or None
-        Channel of multichannel audio the model is fed (0, as the original).
-    trust_remote_code : bool
-        Read a model folder whose yaml names code outside the allow-list of
-        :mod:`speechbrain_cavmae.checkpoints.trust`.
     registers_in_shared, global_local_loss : bool, optional
         CAV-MAE Sync checkpoints (``docs/sync.md``): whether the register tokens went
         through the shared blocks (their ``keep_register_tokens``) and whether the
@@ -179,6 +174,11 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         checkpoint also needs ``n_frames`` (16 for their release), recorded as the
         model's ``num_frames``.
 
+    audio_channel : int or None
+        Channel of multichannel audio the model is fed (0, as the original).
+    trust_remote_code : bool
+        Read a model folder whose yaml names code outside the allow-list of
+        :mod:`speechbrain_cavmae.checkpoints.trust`.
     Returns
     -------
     dict

@@ -179,6 +179,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     trust_remote_code : bool
         Read a model folder whose yaml names code outside the allow-list of
         :mod:`speechbrain_cavmae.checkpoints.trust`.
+
     Returns
     -------
     dict

@@ -173,7 +173,6 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         have registers / global tokens, unless a model folder records them. A Sync
         checkpoint also needs ``n_frames`` (16 for their release), recorded as the
         model's ``num_frames``.
-
     audio_channel : int or None
         Channel of multichannel audio the model is fed (0, as the original).
     trust_remote_code : bool

@@ -244,3 +244,16 @@ def test_convert_their_checkpoint_into_a_model_folder(ref, runs, tmp_path, capsy
                                noise_v=noise["visual"])
         for key in ("pred_a", "pred_v", "mask_a", "rep_a", "rep_v", "cls_a", "cls_v"):
             torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=0)
+
+
+def test_pooled_modes_use_the_sync_streams():
+    """The five modes of a Sync encoder pool the patch tokens of its streams (global tokens
+    and registers out, contrastive heads in), as ``encode`` returns them."""
+    enc = tiny_sync(num_register_tokens=2).encoder.eval()
+    audio, image = torch.randn(2, 32, 128), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, v, _, _ = enc.encode(audio, image)
+        torch.testing.assert_close(enc.pool(audio, image, "audioonly"), a.mean(dim=1))
+        torch.testing.assert_close(enc.pool(audio, image, "videoonly"), v.mean(dim=1))
+        joint = enc.pool(audio, image, "multimodal")
+    assert joint.shape == (2, 16) and torch.isfinite(joint).all()

@@ -316,15 +316,13 @@ class StreamEncoder(nn.Module):
         return self._branch(x, "v")
 
     def forward_shared(self, x, modality=None, attn_mask=None):
-        """Run tokens through the shared blocks and the final norm of ``modality``.
-
-        The plain CAV-MAE primitive: no contrastive heads, no special-token handling
-        (Sync models: use :meth:`forward_single` and :meth:`forward_joint`).
+        """Run branch tokens through the shared part of ``modality``'s stream.
 
         Arguments
         ---------
         x : torch.Tensor
-            ``[batch, L, dim]``.
+            ``[batch, L, dim]``: one branch's output (or, joint stream of CAV-MAE, the
+            concatenated outputs of both).
         modality : str, optional
             ``None`` (joint stream), ``"a"`` or ``"v"`` (one of ``STREAMS``).
         attn_mask : torch.Tensor, optional
@@ -333,9 +331,13 @@ class StreamEncoder(nn.Module):
         Returns
         -------
         torch.Tensor
-            ``[batch, L, dim]``.
+            ``[batch, L, dim]`` after the stream's final norm: the shared blocks and the
+            norm for CAV-MAE; with Sync options the patch tokens only
+            (:meth:`forward_single`'s tokens, :meth:`joint_stream` of one part).
         """
-        return getattr(self, STREAM_NORMS[modality])(self.shared_blocks(x, modality, attn_mask))
+        if modality is None:
+            return self.joint_stream([x], attn_mask=attn_mask)
+        return self.forward_single(x, modality, attn_mask=attn_mask)[0]
 
     def shared_blocks(self, x, modality=None, attn_mask=None):
         """The shared blocks with the LayerNorms of ``modality``, without the final norm."""
@@ -381,7 +383,8 @@ class StreamEncoder(nn.Module):
         """
         g = int(self.global_tokens)
         r = self.num_register_tokens if self.registers_in_shared else 0
-        x = self.forward_shared(torch.cat([p[:, g:] for p in parts], dim=1), attn_mask=attn_mask)
+        x = self.shared_blocks(torch.cat([p[:, g:] for p in parts], dim=1), attn_mask=attn_mask)
+        x = self.norm(x)
         if not r:
             return x
         kept, start = [], 0
@@ -594,9 +597,9 @@ class CAVMAEEncoder(StreamEncoder):
         if mode.stream is None:
             return self.forward_joint(a, v).mean(dim=1)
         x = a if mode.stream == "a" else v
-        pooled = self.forward_single(x, mode.stream)[0].mean(dim=1)
+        pooled = self.forward_shared(x, mode.stream).mean(dim=1)
         if mode.with_joint:
-            pooled = (self.joint_stream([x]).mean(dim=1) + pooled) / 2
+            pooled = (self.forward_shared(x).mean(dim=1) + pooled) / 2
         return pooled
 
 

@@ -163,10 +163,11 @@ def test_speechbrain_to_original_round_trip(ref):
 
 # ------------------------------------------------------------------ multi-ratio masking
 def tiny_sync(**kwargs):
+    sync = dict(num_register_tokens=1, registers_in_shared=False, global_tokens=True,
+                global_local_loss=True, contrastive_heads=True, num_frames=16)
     return CAVMAE(img_size=32, audio_length=32, embed_dim=16, modality_specific_depth=1,
                   num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
-                  num_register_tokens=1, registers_in_shared=False, global_tokens=True,
-                  global_local_loss=True, contrastive_heads=True, num_frames=16, **kwargs)
+                  **dict(sync, **kwargs))
 
 
 def test_multi_ratio_masking_one_ratio_per_step_same_on_every_process():

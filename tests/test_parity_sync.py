@@ -12,13 +12,16 @@ regenerated from a checkout by::
 
 Where their code departs from what it means (kept registers cut at the unmasked audio
 length; ``forward_feat`` returning kept registers) see the generator's docstring and
-docs/sync.md.
+docs/sync.md. With ``CAVMAE_SYNC_SRC`` set to the checkout's ``src`` folder,
+``test_fixture_regenerates_from_their_code`` regenerates the fixture and compares.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from processes import run
 
 from speechbrain_cavmae import CAVMAE, ContrastiveLoss, MaskedReconstructionLoss
 from speechbrain_cavmae import load_original_checkpoint
@@ -258,3 +261,14 @@ def test_pooled_modes_use_the_sync_streams():
         torch.testing.assert_close(enc.pool(audio, image, "videoonly"), v.mean(dim=1))
         joint = enc.pool(audio, image, "multimodal")
     assert joint.shape == (2, 16) and torch.isfinite(joint).all()
+
+
+@pytest.mark.skipif(not os.environ.get("CAVMAE_SYNC_SRC"),
+                    reason="set CAVMAE_SYNC_SRC to the src folder of a cav-mae-sync checkout")
+def test_fixture_regenerates_from_their_code(tmp_path):
+    """The generator, run on their code, gives the committed fixture (``--compare``), in a
+    child process: their constructor replaces classes inside timm."""
+    out = tmp_path / "sync_parity.pt"
+    done = run([FIXTURE.parent / "make_sync_parity.py", "--sync_src",
+                os.environ["CAVMAE_SYNC_SRC"], "--out", out, "--compare", FIXTURE], check=False)
+    assert done.returncode == 0 and "agrees" in done.stdout, done.stdout + done.stderr[-3000:]

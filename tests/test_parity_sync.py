@@ -242,7 +242,8 @@ def test_convert_their_checkpoint_into_a_model_folder(ref, runs, tmp_path, capsy
     clf = AudioVisualClassifier.from_hparams(source=str(out), savedir=str(tmp_path / "sd"))
     for model in (clf.mods.model, load_model(out)):
         assert model.num_frames == 16 and model.global_local_loss
-        assert model.encoder.sync_options() == runs["global_heads/dropped"][0].encoder.sync_options()
+        expected = runs["global_heads/dropped"][0].encoder.sync_options()
+        assert model.encoder.sync_options() == expected
         with torch.no_grad():
             got = model.eval()(inputs["audio"], inputs["image"], noise_a=noise["audio"],
                                noise_v=noise["visual"])

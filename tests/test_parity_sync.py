@@ -273,3 +273,18 @@ def test_fixture_regenerates_from_their_code(tmp_path):
     done = run([FIXTURE.parent / "make_sync_parity.py", "--sync_src",
                 os.environ["CAVMAE_SYNC_SRC"], "--out", out, "--compare", FIXTURE], check=False)
     assert done.returncode == 0 and "agrees" in done.stdout, done.stdout + done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("in_shared", [False, True])
+def test_every_sync_parameter_gets_a_gradient(in_shared):
+    """One training step reaches every parameter (DDP without find_unused_parameters)."""
+    model = tiny_sync(num_register_tokens=2, registers_in_shared=in_shared).train()
+    out = model(torch.randn(3, 32, 128), torch.randn(3, 3, 32, 32))
+    rec, con = MaskedReconstructionLoss(), ContrastiveLoss()
+    pairs = model.contrastive_representations(out)
+    loss = (rec(out["pred_a"], out["target_a"], out["mask_a"])
+            + rec(out["pred_v"], out["target_v"], out["mask_v"])
+            + 0.01 * sum(con(a, v) for a, v in pairs) / len(pairs))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing

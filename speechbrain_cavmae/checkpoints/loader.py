@@ -43,6 +43,7 @@ from speechbrain_cavmae.checkpoints.original import (
     init_from_imagenet_mae_state,
     is_original_state_dict,
     original_to_speechbrain,
+    sync_architecture,
     unwrap_state_dict,
 )
 from speechbrain_cavmae.model.pos_embed import resize_time_pos_embed
@@ -486,6 +487,7 @@ def architecture(state, num_heads=None, decoder_num_heads=None, n_mels=128,
             cfg["decoder_depth"] = _count(state, "decoder.blocks.")
             cfg["decoder_num_heads"] = decoder_num_heads or released_heads(
                 dec_dim, RELEASED_DECODER_HEADS, "decoder_num_heads", source)
+        cfg.update(sync_architecture(state))
     else:
         cfg["kind"] = "encoder"
     return cfg
@@ -551,6 +553,7 @@ def model_config(model):
         cfg["decoder_embed_dim"] = dec.embed.out_features
         cfg["decoder_depth"] = len(dec.blocks)
         cfg["decoder_num_heads"] = dec.blocks[0].attn.num_heads
+        cfg.update(model.sync_options())
     else:
         raise TypeError(f"{type(model).__name__}: not a CAVMAE or CAVMAEClassifier")
     return cfg

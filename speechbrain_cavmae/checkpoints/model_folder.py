@@ -32,6 +32,7 @@ import torch
 
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
 from speechbrain_cavmae.data.files import atomic_path, atomic_torch_save, atomic_write_text
+from speechbrain_cavmae.model.cavmae import SYNC_DEFAULTS
 from speechbrain_cavmae.model.modes import missing_modality_modes
 from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
@@ -218,6 +219,10 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         lines.append(f"    trainable_pos_embed: {_yaml_scalar(cfg['trainable_pos_embed'])}")
     if kind == "pretrain":
         lines += [f"    {key}: {_yaml_scalar(cfg[key])}" for key in DECODER_KEYS]
+        # CAV-MAE Sync options (docs/sync.md); its frames per clip are the input's n_frames
+        lines += [f"    {key}: " + ("!ref <n_frames>" if key == "num_frames"
+                                    else _yaml_scalar(cfg[key]))
+                  for key in SYNC_DEFAULTS if key in cfg]
     lines += [
         "",
         "label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder",
@@ -291,6 +296,9 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
         if input_config and key in input_config and input_config[key] != cfg[name]:
             raise ValueError(f"input_config {key}={input_config[key]} but the model has "
                              f"{name}={cfg[name]}")
+    if "num_frames" in cfg and inp["n_frames"] != cfg["num_frames"]:
+        raise ValueError(f"input_config n_frames={inp['n_frames']} but the (Sync) model has "
+                         f"num_frames={cfg['num_frames']}: they are one setting")
     os.makedirs(out_dir, exist_ok=True)
     out_abs = os.path.abspath(out_dir)
     files = {"model": os.path.join(out_abs, MODEL_FILE)}

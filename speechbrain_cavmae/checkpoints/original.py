@@ -14,7 +14,14 @@ original                        speechbrain-cavmae
 ``decoder_pred_a.*``            ``decoder.pred_a.*``
 ``mask_token``                  ``decoder.mask_token``
 ``mlp_head.0.*`` / ``.1.*``     ``head.norm.*`` / ``head.fc.*``
+``register_tokens`` (Sync)      ``encoder.register_tokens``
+``cls_token_a`` / ``_v`` (Sync) ``encoder.cls_token_a`` / ``_v``
+``constrative_head_audio.N.*``  ``encoder.contrastive_head_a.N.*`` (``_visual``: ``_v``)
 ==============================  ==========================
+
+CAV-MAE Sync checkpoints (github edsonroteia/cav-mae-sync) are the same layout plus the
+Sync rows above (their spelling ``constrative``); :func:`sync_architecture` reads the Sync
+options the weights tell.
 
 The original gives every block six LayerNorms; only the shared blocks use the audio/visual
 ones, so ``norm*_a`` / ``norm*_v`` of the modality-specific and decoder blocks (never used in
@@ -36,6 +43,12 @@ logger = logging.getLogger(__name__)
 ENCODER_PREFIXES = (
     "patch_embed_a.", "patch_embed_v.", "modality_a", "modality_v", "pos_embed_a",
     "pos_embed_v", "blocks_a.", "blocks_v.", "blocks_u.", "norm_a.", "norm_v.", "norm.",
+    "register_tokens", "cls_token_a", "cls_token_v",
+)
+#: The Sync release's contrastive heads (two plain ViT blocks per stream).
+SYNC_RENAMES = (
+    ("constrative_head_audio.", "encoder.contrastive_head_a."),
+    ("constrative_head_visual.", "encoder.contrastive_head_v."),
 )
 DECODER_RENAMES = (
     ("decoder_embed.", "embed."),
@@ -50,7 +63,8 @@ DECODER_RENAMES = (
     ("mask_token", "mask_token"),
 )
 HEAD_RENAMES = (("mlp_head.0.", "head.norm."), ("mlp_head.1.", "head.fc."))
-UNUSED_NORM = re.compile(r"^(blocks_a|blocks_v|decoder_blocks)\.\d+\.norm[12]_[av]\.")
+UNUSED_NORM = re.compile(r"^(blocks_a|blocks_v|decoder_blocks|constrative_head_audio|"
+                         r"constrative_head_visual)\.\d+\.norm[12]_[av]\.")
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -94,6 +108,10 @@ def original_to_speechbrain(state):
     for key, value in unwrap_state_dict(state).items():
         if UNUSED_NORM.match(key):
             continue
+        sync = next(((old, new) for old, new in SYNC_RENAMES if key.startswith(old)), None)
+        if sync:
+            out[sync[1] + key[len(sync[0]):]] = value
+            continue
         if key.startswith(ENCODER_PREFIXES):
             out["encoder." + key] = value
             continue
@@ -123,7 +141,7 @@ def speechbrain_to_original(state):
     blocks are not re-created, so load the result into the original code with
     ``strict=False``.
     """
-    renames = [("encoder.", "")]
+    renames = [(new, old) for old, new in SYNC_RENAMES] + [("encoder.", "")]
     renames += [("decoder." + new, old) for old, new in DECODER_RENAMES]
     renames += [(new, old) for old, new in HEAD_RENAMES]
     out = OrderedDict()
@@ -135,6 +153,33 @@ def speechbrain_to_original(state):
         else:
             raise CheckpointMismatchError(f"unrecognised key {key!r}")
     return out
+
+
+def sync_architecture(state):
+    """The CAV-MAE Sync constructor arguments a state dict (our names) tells, ``{}`` for
+    CAV-MAE weights. What weights cannot tell is ``None`` (the model's constructor then
+    names the argument to pass): ``registers_in_shared`` when there are registers,
+    ``global_local_loss`` when there are global tokens, and ``num_frames`` for any Sync
+    weights.
+
+    Example
+    -------
+    >>> import torch
+    >>> sync_architecture({"encoder.register_tokens": torch.zeros(8, 16)})["num_register_tokens"]
+    4
+    """
+    registers = state.get("encoder.register_tokens")
+    opts = {
+        "num_register_tokens": 0 if registers is None else registers.shape[0] // 2,
+        "global_tokens": "encoder.cls_token_a" in state or "encoder.cls_token_v" in state,
+        "contrastive_heads": any(k.startswith("encoder.contrastive_head_") for k in state),
+    }
+    if not any(opts.values()):
+        return {}
+    opts["registers_in_shared"] = None if opts["num_register_tokens"] else False
+    opts["global_local_loss"] = None if opts["global_tokens"] else False
+    opts["num_frames"] = None
+    return opts
 
 
 def init_from_imagenet_mae_state(model, mae_state):

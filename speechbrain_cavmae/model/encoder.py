@@ -16,6 +16,13 @@ blocks) is run three times with its own LayerNorms each time:
 
 Parameter names follow the original implementation so that released checkpoints map 1:1.
 
+CAV-MAE Sync (Araujo et al., CVPR 2025) is the same encoder with options (all off: CAV-MAE):
+``num_register_tokens`` learned register tokens appended to each stream before its branch
+(dropped after it, or kept through the shared blocks with ``registers_in_shared``),
+``global_tokens`` (a learned global token prepended to each stream, kept out of the joint
+stream) and ``contrastive_heads`` (two plain ViT blocks after the shared blocks on each
+single-modality stream). See ``docs/sync.md``.
+
 Authors
  * speechbrain-cavmae contributors 2026
 """
@@ -76,6 +83,17 @@ class StreamEncoder(nn.Module):
         Stochastic depth, increasing linearly over the depth of each path.
     trainable_pos_embed : bool
         Whether the sin-cos positional embeddings are trained (the original fine-tuning does).
+    num_register_tokens : int
+        Sync: register tokens per modality (0: none).
+    registers_in_shared : bool
+        Sync: keep the registers through the shared blocks and contrastive heads (dropped
+        before the final norm); otherwise they are dropped after the modality branches.
+        Required (not ``None``) when there are registers: it is not stored in weights.
+    global_tokens : bool
+        Sync: a learned global token per modality, first in its stream, normed by the
+        stream's final norm and returned apart (see :meth:`forward_single`).
+    contrastive_heads : bool
+        Sync: two ViT blocks on each single-modality stream after the shared blocks.
     """
 
     #: Streams held: a subset of ``(None, "a", "v")`` (``None``: the joint stream).
@@ -96,9 +114,22 @@ class StreamEncoder(nn.Module):
         qkv_bias=True,
         drop_path_rate=0.0,
         trainable_pos_embed=False,
+        num_register_tokens=0,
+        registers_in_shared=False,
+        global_tokens=False,
+        contrastive_heads=False,
     ):
         super().__init__()
+        if num_register_tokens and registers_in_shared is None:
+            raise ValueError(
+                "registers_in_shared is not stored in the weights: pass registers_in_shared="
+                "True or False (cavmae convert: --registers_in_shared or "
+                "--no_registers_in_shared), as the model was trained (their "
+                "keep_register_tokens; their retrieval code uses False)")
         self.embed_dim = embed_dim
+        self.num_register_tokens = int(num_register_tokens)
+        self.registers_in_shared = bool(registers_in_shared) and self.num_register_tokens > 0
+        self.global_tokens = bool(global_tokens)
         self.patch_size = patch_size
         # modalities: the branches held ("a", "v"); registration order as the original's
         self.modalities = tuple(m for m in ("a", "v")
@@ -129,6 +160,17 @@ class StreamEncoder(nn.Module):
         for stream in ("a", "v", None):
             if stream in self.STREAMS:
                 setattr(self, STREAM_NORMS[stream], nn.LayerNorm(embed_dim))
+        if self.num_register_tokens:
+            # [audio registers; visual registers], one table as in the Sync release
+            self.register_tokens = nn.Parameter(
+                torch.zeros(2 * self.num_register_tokens, embed_dim))
+        if self.global_tokens:
+            for m in has:
+                setattr(self, f"cls_token_{m}", nn.Parameter(torch.zeros(1, 1, embed_dim)))
+        self.contrastive_heads = bool(contrastive_heads)
+        for m in (m for m in ("a", "v") if contrastive_heads and m in self.STREAMS):
+            setattr(self, f"contrastive_head_{m}", nn.ModuleList(
+                vit_block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(2)))
         self.reset_parameters()
 
     # ------------------------------------------------------------------ set-up
@@ -159,7 +201,23 @@ class StreamEncoder(nn.Module):
             nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         for m in self.modalities:
             nn.init.normal_(getattr(self, f"modality_{m}"), std=0.02)
+            if self.global_tokens:
+                nn.init.normal_(getattr(self, f"cls_token_{m}"), std=0.02)
+        if self.num_register_tokens:
+            nn.init.normal_(self.register_tokens)  # N(0, 1), as the Sync release
         self.apply(init_linear_and_norm)
+
+    def sync_options(self):
+        """The Sync options of this encoder (constructor arguments; all off: CAV-MAE)."""
+        return {"num_register_tokens": self.num_register_tokens,
+                "registers_in_shared": self.registers_in_shared,
+                "global_tokens": self.global_tokens,
+                "contrastive_heads": self.contrastive_heads}
+
+    @property
+    def has_special_tokens(self):
+        """Whether the streams carry register or global tokens besides the patches."""
+        return bool(self.num_register_tokens or self.global_tokens)
 
     def resize_audio_length(self, audio_length):
         """Change the nominal audio length, interpolating the positional embedding in time.
@@ -213,25 +271,58 @@ class StreamEncoder(nn.Module):
         return self.patch_embed_v(image) + self.pos_embed_v + self.modality_v
 
     # ------------------------------------------------------------------ streams
-    def forward_audio_branch(self, x, attn_mask=None):
-        """Run audio tokens ``[batch, L, dim]`` through the audio-specific blocks."""
-        for blk in self.blocks_a:
-            x = blk(x, attn_mask=attn_mask)
+    def add_special_tokens(self, x, modality):
+        """Sync: ``[batch, L, dim]`` -> ``[batch, g + L + R, dim]``, the global token
+        (``g`` = 1 with ``global_tokens``) first and the ``R`` registers of ``modality`` last.
+        Identity for CAV-MAE."""
+        if not self.has_special_tokens:
+            return x
+        batch = x.shape[0]
+        parts = [x]
+        if self.global_tokens:
+            parts.insert(0, getattr(self, f"cls_token_{modality}").to(x.dtype)
+                         .expand(batch, -1, -1))
+        if self.num_register_tokens:
+            r = self.num_register_tokens
+            first = 0 if modality == "a" else r
+            regs = self.register_tokens[first:first + r].to(x.dtype)
+            parts.append(regs.unsqueeze(0).expand(batch, -1, -1))
+        return torch.cat(parts, dim=1)
+
+    def _branch(self, x, modality, attn_mask=None):
+        """Special tokens added, the branch's blocks, registers dropped unless kept."""
+        if attn_mask is not None and self.has_special_tokens:
+            raise ValueError("attention masks (padded short audio) are not supported with "
+                             "register or global tokens")
+        x = self.add_special_tokens(x, modality)
+        for blk in getattr(self, f"blocks_{modality}"):
+            x = blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
+        if self.num_register_tokens and not self.registers_in_shared:
+            x = x[:, :-self.num_register_tokens]
         return x
+
+    def forward_audio_branch(self, x, attn_mask=None):
+        """Run audio tokens ``[batch, L, dim]`` through the audio-specific blocks.
+
+        With Sync options the output is ``[global] + L tokens + [registers]`` (registers
+        only with ``registers_in_shared``): feed it to :meth:`forward_single` /
+        :meth:`forward_joint`, which know the layout.
+        """
+        return self._branch(x, "a", attn_mask)
 
     def forward_visual_branch(self, x):
-        """Run visual tokens ``[batch, L, dim]`` through the visual-specific blocks."""
-        for blk in self.blocks_v:
-            x = blk(x)
-        return x
+        """Run visual tokens ``[batch, L, dim]`` through the visual-specific blocks (same
+        layout as :meth:`forward_audio_branch`)."""
+        return self._branch(x, "v")
 
     def forward_shared(self, x, modality=None, attn_mask=None):
-        """Run tokens through the shared blocks and the final norm of ``modality``.
+        """Run branch tokens through the shared part of ``modality``'s stream.
 
         Arguments
         ---------
         x : torch.Tensor
-            ``[batch, L, dim]``.
+            ``[batch, L, dim]``: one branch's output (or, joint stream of CAV-MAE, the
+            concatenated outputs of both).
         modality : str, optional
             ``None`` (joint stream), ``"a"`` or ``"v"`` (one of ``STREAMS``).
         attn_mask : torch.Tensor, optional
@@ -240,25 +331,87 @@ class StreamEncoder(nn.Module):
         Returns
         -------
         torch.Tensor
-            ``[batch, L, dim]``.
+            ``[batch, L, dim]`` after the stream's final norm: the shared blocks and the
+            norm for CAV-MAE; with Sync options the patch tokens only
+            (:meth:`forward_single`'s tokens, :meth:`joint_stream` of one part).
         """
+        if modality is None:
+            return self.joint_stream([x], attn_mask=attn_mask)
+        return self.forward_single(x, modality, attn_mask=attn_mask)[0]
+
+    def shared_blocks(self, x, modality=None, attn_mask=None):
+        """The shared blocks with the LayerNorms of ``modality``, without the final norm."""
         if modality not in self.STREAMS:
             raise ValueError(f"{type(self).__name__} holds the streams {self.STREAMS}, "
                              f"not {modality!r}")
         for blk in self.blocks_u:
             x = blk(x, modality, attn_mask=attn_mask)
-        return getattr(self, STREAM_NORMS[modality])(x)
+        return x
+
+    def forward_single(self, x, modality, attn_mask=None):
+        """A single-modality stream after its branch: shared blocks, contrastive head (if
+        any), registers dropped, final norm of ``modality``.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Output of the modality's branch (:meth:`forward_audio_branch` layout).
+        modality : str
+            ``"a"`` or ``"v"``.
+        attn_mask : torch.Tensor, optional
+            See :meth:`forward_shared` (CAV-MAE only).
+
+        Returns
+        -------
+        tuple
+            ``(tokens [batch, L, dim], global [batch, dim] or None)``: the normed patch
+            tokens and, with ``global_tokens``, the normed global token.
+        """
+        x = self.shared_blocks(x, modality, attn_mask)
+        for blk in getattr(self, f"contrastive_head_{modality}", ()):
+            x = blk(x)
+        if self.registers_in_shared:
+            x = x[:, :-self.num_register_tokens]
+        x = getattr(self, STREAM_NORMS[modality])(x)
+        if self.global_tokens:
+            return x[:, 1:], x[:, 0]
+        return x, None
+
+    def joint_stream(self, parts, attn_mask=None):
+        """Branch outputs (a list, audio first) without their global tokens, concatenated,
+        through the shared blocks and ``norm``, registers dropped -> ``[batch, sum L, dim]``.
+        """
+        g = int(self.global_tokens)
+        r = self.num_register_tokens if self.registers_in_shared else 0
+        x = self.shared_blocks(torch.cat([p[:, g:] for p in parts], dim=1), attn_mask=attn_mask)
+        x = self.norm(x)
+        if not r:
+            return x
+        kept, start = [], 0
+        for part in parts:
+            n = part.shape[1] - g - r
+            kept.append(x[:, start:start + n])
+            start += n + r
+        return torch.cat(kept, dim=1)
+
+    def encode_single(self, modality, inputs, attn_mask=None, time_positions="interpolate"):
+        """Unmasked single-modality stream of ``inputs`` -> ``(tokens, global or None)``
+        (see :meth:`forward_single`)."""
+        if modality == "a":
+            x = self.forward_audio_branch(self.embed_audio(inputs, time_positions),
+                                          attn_mask=attn_mask)
+        else:
+            x = self.forward_visual_branch(self.embed_visual(inputs))
+        return self.forward_single(x, modality, attn_mask=attn_mask)
 
     def encode_audio(self, audio, attn_mask=None, time_positions="interpolate"):
         """Unmasked audio-only stream: ``[batch, frames, n_mels]`` -> ``[batch, La, dim]``
         (``time_positions``: see :meth:`embed_audio`)."""
-        a = self.forward_audio_branch(self.embed_audio(audio, time_positions),
-                                      attn_mask=attn_mask)
-        return self.forward_shared(a, "a", attn_mask=attn_mask)
+        return self.encode_single("a", audio, attn_mask, time_positions)[0]
 
     def encode_visual(self, image):
         """Unmasked visual-only stream: ``[batch, 3, H, W]`` -> ``[batch, Lv, dim]``."""
-        return self.forward_shared(self.forward_visual_branch(self.embed_visual(image)), "v")
+        return self.encode_single("v", image)[0]
 
 
 class AudioStreamEncoder(StreamEncoder):
@@ -333,9 +486,10 @@ class CAVMAEEncoder(StreamEncoder):
     def forward_joint(self, a, v, attn_mask=None):
         """The joint stream: audio ``[batch, La, dim]`` and visual ``[batch, Lv, dim]``
         tokens (after their branches), concatenated in that order, through the shared
-        blocks and ``norm`` -> ``[batch, La + Lv, dim]``. The one place the two streams meet.
+        blocks and ``norm`` -> ``[batch, La + Lv, dim]``. The one place the two streams meet
+        (Sync: global tokens stay out, kept registers are dropped after ``norm``).
         """
-        return self.forward_shared(torch.cat([a, v], dim=1), attn_mask=attn_mask)
+        return self.joint_stream([a, v], attn_mask=attn_mask)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -374,7 +528,9 @@ class CAVMAEEncoder(StreamEncoder):
             ``joint`` ``[batch, Ka + Kv, dim]`` (joint stream after ``norm``),
             ``audio`` ``[batch, Ka, dim]`` and ``visual`` ``[batch, Kv, dim]`` (single-modality
             streams after ``norm_a`` / ``norm_v``), ``mask_a`` ``[batch, La]`` and ``mask_v``
-            ``[batch, Lv]`` (1 = masked), ``ids_restore_a``, ``ids_restore_v``, ``num_kept_a``.
+            ``[batch, Lv]`` (1 = masked), ``ids_restore_a``, ``ids_restore_v``, ``num_kept_a``;
+            with ``global_tokens`` also ``global_a`` / ``global_v`` ``[batch, dim]`` (None
+            without the single streams).
         """
         a = self.embed_audio(audio)
         v = self.embed_visual(image)
@@ -385,14 +541,20 @@ class CAVMAEEncoder(StreamEncoder):
                                        noise=noise_a, device=a.device)
         a, mask_a, ids_restore_a = random_masking(a, mask_ratio_a, noise_a)
         v, mask_v, ids_restore_v = random_masking(v, mask_ratio_v, noise_v)
+        num_kept_a = a.shape[1]
         a = self.forward_audio_branch(a)
         v = self.forward_visual_branch(v)
         joint = self.forward_joint(a, v)
+        (tokens_a, global_a), (tokens_v, global_v) = (
+            (self.forward_single(a, "a"), self.forward_single(v, "v")) if single_streams
+            else ((None, None), (None, None)))
+        out = {"global_a": global_a, "global_v": global_v} if self.global_tokens else {}
         return {
+            **out,
             "joint": joint,
-            "num_kept_a": a.shape[1],
-            "audio": self.forward_shared(a, "a") if single_streams else None,
-            "visual": self.forward_shared(v, "v") if single_streams else None,
+            "num_kept_a": num_kept_a,
+            "audio": tokens_a,
+            "visual": tokens_v,
             "mask_a": mask_a,
             "mask_v": mask_v,
             "ids_restore_a": ids_restore_a,
@@ -402,16 +564,18 @@ class CAVMAEEncoder(StreamEncoder):
     def encode(self, audio=None, image=None):
         """Unmasked single-modality token sequences after their final norms.
 
-        Either input may be ``None``; the matching output is then ``None``.
+        Either input may be ``None``; the matching outputs are then ``None``.
 
         Returns
         -------
         tuple
-            ``(audio_tokens [batch, La, dim], visual_tokens [batch, Lv, dim])``.
+            ``(audio_tokens [batch, La, dim], visual_tokens [batch, Lv, dim])``, and with
+            ``global_tokens`` also ``global_a``, ``global_v`` ``[batch, dim]`` (the order of
+            the Sync release's ``forward_feat``).
         """
-        a = self.encode_audio(audio) if audio is not None else None
-        v = self.encode_visual(image) if image is not None else None
-        return a, v
+        a, ga = self.encode_single("a", audio) if audio is not None else (None, None)
+        v, gv = self.encode_single("v", image) if image is not None else (None, None)
+        return (a, v, ga, gv) if self.global_tokens else (a, v)
 
     def forward_frames_branch(self, frames):
         """Frames ``[batch, n, 3, H, W]`` through the visual branch as one batch of

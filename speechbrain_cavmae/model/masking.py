@@ -118,3 +118,28 @@ def structured_noise(batch, freq_patches, time_patches, mask_ratio, mode, noise=
                      noise.device, generator)
         noise = torch.where(rows[:, :, None], torch.full_like(noise, 1.1), noise)
     return noise.reshape(batch, length)
+
+
+#: Range of the per-step masking ratio of CAV-MAE Sync's multi-ratio masking.
+MULTI_RATIO_RANGE = (0.6, 0.9)
+
+
+def draw_mask_ratios(seed, step, low=MULTI_RATIO_RANGE[0], high=MULTI_RATIO_RANGE[1]):
+    """Audio and visual masking ratios of training step ``step``, uniform in ``[low, high)``.
+
+    A function of ``(seed, step)`` only (a generator seeded from both, on the CPU), so
+    every DDP process that counts the same steps draws the same ratios without a
+    broadcast, and a resumed run that sets its step draws those of the interrupted one.
+
+    Example
+    -------
+    >>> ra, rv = draw_mask_ratios(0, 5)
+    >>> 0.6 <= ra < 0.9 and 0.6 <= rv < 0.9, (ra, rv) == draw_mask_ratios(0, 5)
+    (True, True)
+    """
+    if not 0.0 <= low <= high < 1.0:
+        raise ValueError(f"mask ratio range must satisfy 0 <= low <= high < 1, got "
+                         f"({low}, {high})")
+    generator = torch.Generator().manual_seed((int(seed) % 2**31) * 2**32 + int(step) % 2**32)
+    u = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+    return low + (high - low) * u[0], low + (high - low) * u[1]

@@ -48,6 +48,18 @@ DEFAULT_MEAN, DEFAULT_STD = -5.081, 4.4849
 logger = logging.getLogger(__name__)
 
 
+#: The flags naming what a CAV-MAE Sync checkpoint's weights do not tell.
+SYNC_FLAGS = {
+    "n_frames": "--n_frames N (frames per clip, each with its audio segment; 16 for "
+                "their release)",
+    "registers_in_shared": "--registers_in_shared or --no_registers_in_shared (their "
+                           "keep_register_tokens; their retrieval.py builds the released "
+                           "model with it off)",
+    "global_local_loss": "--global_local_loss or --no_global_local_loss (their "
+                         "global_local_losses: contrastive loss on global and local tokens, "
+                         "or on global tokens only)",
+}
+
 #: Run outputs beside which a recipe writes its model folder (``<output_folder>/model/``).
 RUN_EXPORTS = ("pretrained.pth", "finetuned.pth")
 
@@ -107,7 +119,8 @@ def input_settings(source, fmt, given, recorded=None):
 def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimodal",
             score_activation="auto", audio_length=None, decoder_num_heads=None,
             n_frames=None, dataset_mean=None, dataset_std=None, check=True,
-            loss=None, audio_channel=0, trust_remote_code=False, norm_pix_loss=None):
+            loss=None, audio_channel=0, trust_remote_code=False, norm_pix_loss=None,
+            registers_in_shared=None, global_local_loss=None):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
     The weights are read by :func:`speechbrain_cavmae.checkpoints.loader.load_model` (strict) and
@@ -148,6 +161,14 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     norm_pix_loss : bool, optional
         Pretraining checkpoints: trained with the norm-pix loss (recorded for
         ``cavmae inpaint``); default: as recorded, else not recorded.
+    registers_in_shared, global_local_loss : bool, optional
+        CAV-MAE Sync checkpoints (``docs/sync.md``): whether the register tokens went
+        through the shared blocks (their ``keep_register_tokens``) and whether the
+        contrastive loss combined the global and the local tokens (their
+        ``global_local_losses``). Not stored in the weights: required when the weights
+        have registers / global tokens, unless a model folder records them. A Sync
+        checkpoint also needs ``n_frames`` (16 for their release), recorded as the
+        model's ``num_frames``.
     audio_channel : int or None
         Channel of multichannel audio the model is fed (0, as the original).
     trust_remote_code : bool
@@ -182,11 +203,25 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
             label_csv = os.path.join(folder, LABEL_CSV_FILE)
         num_heads = num_heads or recorded["model"].get("num_heads")
         decoder_num_heads = decoder_num_heads or recorded["model"].get("decoder_num_heads")
+    sync = loader.sync_architecture(state) if "decoder.embed.weight" in state else {}
+    overrides = {"mode": mode} if "head.fc.weight" in state else {}
+    if sync:
+        n_frames = n_frames or recorded.get("n_frames")
+        given = {"n_frames": n_frames, "registers_in_shared": registers_in_shared,
+                 "global_local_loss": global_local_loss}
+        needed = [k for k, v in given.items() if v is None and (
+            folder is None and (k == "n_frames" or sync.get(k, False) is None))]
+        if needed:
+            raise ValueError(
+                f"{source}: a CAV-MAE Sync checkpoint; the weights do not tell "
+                + ", ".join(needed) + ": pass " + " and ".join(SYNC_FLAGS[k] for k in needed)
+                + " (see docs/sync.md)")
+        overrides["num_frames"] = n_frames
+        overrides.update({k: v for k, v in given.items() if k != "n_frames" and v is not None})
     settings = input_settings(source, fmt, {
         "dataset_mean": dataset_mean, "dataset_std": dataset_std, "n_frames": n_frames,
         "loss": loss, "norm_pix_loss": norm_pix_loss}, recorded)
     settings["audio_channel"] = audio_channel
-    overrides = {"mode": mode} if "head.fc.weight" in state else {}
     model = loader.load_model(source, num_heads=num_heads,
                                decoder_num_heads=decoder_num_heads,
                                audio_length=audio_length,
@@ -199,6 +234,14 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         source=source, check=check, norm_pix_loss=settings["norm_pix_loss"],
     )
     summary["num_params"] = sum(p.numel() for p in model.parameters())
+    if sync:
+        cfg = summary["config"]
+        logger.info("CAV-MAE Sync: %d registers per modality (%s), global tokens %s, "
+                    "contrastive heads %s, global+local loss %s, %d frames per clip",
+                    cfg["num_register_tokens"], "through the shared blocks"
+                    if cfg["registers_in_shared"] else "dropped before the shared blocks",
+                    cfg["global_tokens"], cfg["contrastive_heads"], cfg["global_local_loss"],
+                    cfg["num_frames"])
     if summary["score_activation"]:
         logger.info("scores: %s of the logits", summary["score_activation"])
     return summary
@@ -251,6 +294,16 @@ def add_arguments(parser):
                       "models but cav-mae-base-nonorm.pth)")
     norm.add_argument("--no_norm_pix", dest="norm_pix_loss", action="store_const",
                       const=False, help="a pretraining checkpoint trained without it")
+    for name, help_on, help_off in (
+            ("registers_in_shared", "CAV-MAE Sync: the register tokens went through the "
+             "shared blocks (their keep_register_tokens)", "... or were dropped before them"),
+            ("global_local_loss", "CAV-MAE Sync: contrastive loss on the global and the "
+             "local tokens (their global_local_losses)", "... on the global tokens only")):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(f"--{name}", dest=name, action="store_const", const=True,
+                           default=None, help=help_on)
+        group.add_argument(f"--no_{name}", dest=name, action="store_const", const=False,
+                           help=help_off)
     common.add_trust(parser)
 
 
@@ -263,7 +316,8 @@ def run(args):
         audio_length=args.audio_length, decoder_num_heads=args.decoder_num_heads,
         n_frames=args.n_frames, dataset_mean=args.dataset_mean, dataset_std=args.dataset_std,
         loss=args.loss, trust_remote_code=args.trust_remote_code,
-        norm_pix_loss=args.norm_pix_loss,
+        norm_pix_loss=args.norm_pix_loss, registers_in_shared=args.registers_in_shared,
+        global_local_loss=args.global_local_loss,
     )
     cfg = summary["config"]
     what = (f"{summary['num_classes']}-class classifier" if summary["kind"] == "classifier"

@@ -109,3 +109,116 @@ def test_bad_arguments():
         strategy_ranks(a, torch.randn(3, 3, 4), "max")
     with pytest.raises(ValueError, match="NaN"):
         strategy_ranks(a, torch.full((3, 2, 4), float("nan")), "max")
+
+
+# ------------------------------------------------------------------ the command lines
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny CAV-MAE (32-frame audio input: the segment) and 8 toy clips of 10 frames."""
+    from speechbrain_cavmae.data.toy import generate_toy_dataset
+    from speechbrain_cavmae.model.cavmae import CAVMAE
+
+    root = tmp_path_factory.mktemp("sync_rt")
+    toy = generate_toy_dataset(root / "toy", n_train=2, n_valid=2, n_test=8, seed=2,
+                               image_size=32, n_classes=3)
+    torch.manual_seed(0)
+    arch = dict(img_size=32, embed_dim=32, modality_specific_depth=1, num_heads=2,
+                decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    paths = {}
+    for name, length in (("seg", 32), ("whole", 192)):
+        path = root / f"{name}.pth"
+        torch.save(CAVMAE(audio_length=length, **arch).state_dict(), path)
+        paths[name] = str(path)
+    return {"root": root, "manifest": toy["test"], **paths}
+
+
+def _cli(tiny, model, *extra):
+    return ["--model", tiny[model], "--num_heads", "2", "--decoder_num_heads", "2",
+            "--manifest", tiny["manifest"], "--device", "cpu", "--batch_size", "3",
+            "--clip_length", "192", *extra]
+
+
+def test_embed_segments_rows_and_retrieval(tiny, one_thread, capsys):
+    import json
+
+    from speechbrain_cavmae.checkpoints.loader import load_model
+    from speechbrain_cavmae.cli import main as cavmae
+    from speechbrain_cavmae.data.dataset import build_dataset
+    from speechbrain_cavmae.data.frames import frame_segments, segment_seconds
+    from speechbrain_cavmae.tools.extract_features import read_segments
+
+    out = tiny["root"] / "segments"
+    assert cavmae(["embed", *_cli(tiny, "seg", "--level", "segments", "--output", str(out))]) == 0
+    capsys.readouterr()
+    ids, rows, index = read_segments(str(out))
+    assert index["segments"] == {"n_frames": 10, "clip_length": 192, "audio_length": 32,
+                                 "hop_s": 0.01, "frame_span_s": 10.0}
+    assert len(ids) == 8 and rows["audio"].shape == rows["visual"].shape == (8, 10, 32)
+    bounds = [segment_seconds(*b) for b in frame_segments(10, 192, 32)]
+    assert rows["start_s"][0].tolist() == [b[0] for b in bounds]
+    assert rows["end_s"][3].tolist() == [b[1] for b in bounds]
+    assert rows["centre_s"][0].tolist()[:3] == [0.0, 0.19, 0.38]  # round(k * 192 / 10) * 10 ms
+    # each row is the model's pooled embedding of that frame and its segment
+    model = load_model(tiny["seg"], num_heads=2, decoder_num_heads=2).eval()
+    item = build_dataset(tiny["manifest"], config={
+        "frame_segments": True, "multi_frame": True, "clip_length": 192, "audio_length": 32,
+        "image_size": 32}, train=False)[ids.index("toy_test_00005")]
+    with torch.no_grad():
+        a, v = model.encode(item["fbanks"], item["frames"])
+    j = ids.index("toy_test_00005")
+    np.testing.assert_allclose(rows["audio"][j], a.mean(1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(rows["visual"][j], v.mean(1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        rows["similarity"][j], torch.nn.functional.cosine_similarity(a.mean(1), v.mean(1)),
+        atol=1e-5)
+    assert len({tuple(r) for r in rows["audio"][j].round(4)}) == 10  # ten different segments
+    # retrieval from the model and from the folder: the same numbers, theirs on these vectors
+    for strategy in STRATEGIES:
+        assert cavmae(["retrieval", *_cli(tiny, "seg", "--strategy", strategy, "--json")]) == 0
+        from_model = json.loads(capsys.readouterr().out)
+        assert cavmae(["retrieval", "--embeddings", str(out), "--strategy", strategy,
+                       "--json"]) == 0
+        from_folder = json.loads(capsys.readouterr().out)
+        assert from_model == pytest.approx(from_folder) and from_model["num_clips"] == 8
+        theirs = their_metrics(their_sim_mat(rows["audio"], rows["visual"], strategy))
+        assert from_folder["a2v_R@1"] == theirs["R1"] and from_folder["a2v_MedR"] == theirs["MR"]
+
+
+def test_plain_cavmae_windows_are_the_whole_clip(tiny, one_thread):
+    """A model whose audio_length is the clip's: every frame gets the same audio (encoded
+    once) and it is the clip-level embedding of the existing retrieval."""
+    from speechbrain_cavmae.cli import main as cavmae
+    from speechbrain_cavmae.tools.extract_features import read_segments
+
+    out = tiny["root"] / "whole"
+    assert cavmae(["embed", *_cli(tiny, "whole", "--level", "segments", "--output", str(out),
+                                  "--format", "pt")]) == 0
+    ids, rows, _ = read_segments(str(out))
+    assert rows["start_s"][0].tolist() == [0.0] * 10 and rows["end_s"][0].tolist() == [1.92] * 10
+    np.testing.assert_allclose(rows["audio"][:, 1:], rows["audio"][:, :1].repeat(9, 1), atol=1e-6)
+    from speechbrain_cavmae.checkpoints.loader import load_model
+    from speechbrain_cavmae.tools import retrieval as rt
+    from speechbrain_cavmae.tools.inputs import eval_loader
+
+    model = load_model(tiny["whole"], num_heads=2, decoder_num_heads=2).eval()
+    clip_ids, emb_a, emb_v = rt.compute_embeddings(model, eval_loader(tiny["manifest"], model))
+    order = [clip_ids.index(i) for i in ids]
+    np.testing.assert_allclose(rows["audio"][:, 0], emb_a[order].numpy(), atol=1e-5)
+    np.testing.assert_allclose(rows["visual"][:, 5], emb_v[order].numpy(), atol=1e-5)
+
+
+def test_retrieval_flags(tiny, capsys):
+    from speechbrain_cavmae.cli import main as cavmae
+
+    def fails(argv, message):
+        try:
+            code = cavmae(argv)
+        except SystemExit as exc:
+            code = exc.code
+        assert code not in (0, None)
+        assert message in capsys.readouterr().err
+
+    fails(["retrieval", "--embeddings", "x"], "--embeddings needs --strategy")
+    fails(["retrieval", "--strategy", "max"], "--model, --manifest")
+    fails(["retrieval", *_cli(tiny, "whole", "--strategy", "max", "--clip_length", "100")],
+          "audio_length=192")

@@ -36,7 +36,8 @@ original extractor, extracted 224 px JPEGs always get the loader's
 bicubic),
 features_on_device (False), multi_frame (False), on_bad_sample ('raise' |
 'skip'), video_threads (1, FFmpeg threads per video decode), frame_segments (False),
-clip_length (1024, fbank frames).
+clip_length (1024, fbank frames), frame_span_s (10.0: the seconds over which the
+``n_frames`` frames decoded from a video are spread, as the original extractor spreads them).
 
 Frame segments (CAV-MAE Sync). With ``frame_segments: True`` the audio is not the
 clip's first ``audio_length`` frames but the segment of ``audio_length`` fbank frames
@@ -49,7 +50,10 @@ takes ``frame_index`` (or the middle one) and, with ``multi_frame``, also return
 frame with its segment (``frames``, ``fbanks``). SpecAugment and noise act on the
 segment, normalisation as usual; a mixup partner contributes its frame ``k`` and the
 same segment. With ``audio_length == clip_length`` every frame gets the whole clip
-(plain CAV-MAE's pairing).
+(plain CAV-MAE's pairing). The pairing assumes the frames span the ``clip_length`` frames:
+Sync's 16 frames over 10 s and 1024 fbank frames (10.24 s) are 2.4 % apart, as in their
+code; for longer clips (windows of a plain CAV-MAE model centred on each frame) set
+``clip_length`` to ``frame_span_s / 0.01``.
 
 freqm, timem, mixup, noise and label_smooth act only when ``train=True``.
 Mixup is pairwise inside the dataset like the original: the partner is a
@@ -124,6 +128,7 @@ DEFAULT_CONFIG = {
     "video_threads": 1,
     "frame_segments": False,
     "clip_length": 1024,
+    "frame_span_s": 10.0,
 }
 
 _CHOICES = {
@@ -313,7 +318,8 @@ class AVSampleLoader:
             images = [self.extracted_frame(sid, where, k) for k in positions]
             return torch.stack([self.transform(img) for img in images])
         raw = load_video_frames(
-            where, self.cfg["n_frames"], indices=positions, num_threads=self.cfg["video_threads"]
+            where, self.cfg["n_frames"], indices=positions, span_s=self.cfg["frame_span_s"],
+            num_threads=self.cfg["video_threads"]
         )
         return torch.stack([self.video_transform(f) for f in raw])
 

@@ -52,13 +52,15 @@ def load_their_functions(path):
     return {name: namespace[name] for name in THEIR_FUNCTIONS}
 
 
-def structured_embeddings(clips, frames=16, dim=768, seed=0):
-    """Normalised audio and visual ``[clips, frames, dim]`` float32 embeddings."""
+def structured_embeddings(clips, frames=16, dim=768, seed=0, clip_weight=0.12,
+                          frame_weight=0.1):
+    """Normalised audio and visual ``[clips, frames, dim]`` float32 embeddings: a shared
+    per-clip and per-frame component, weak against unit noise so that ranks spread."""
     g = torch.Generator().manual_seed(seed)
-    clip = torch.randn(clips, 1, dim, generator=g)
-    frame = 0.6 * torch.randn(clips, frames, dim, generator=g)
-    audio = clip + frame + 1.6 * torch.randn(clips, frames, dim, generator=g)
-    visual = clip + frame + 1.6 * torch.randn(clips, frames, dim, generator=g)
+    clip = clip_weight * torch.randn(clips, 1, dim, generator=g)
+    frame = frame_weight * torch.randn(clips, frames, dim, generator=g)
+    audio = clip + frame + torch.randn(clips, frames, dim, generator=g)
+    visual = clip + frame + torch.randn(clips, frames, dim, generator=g)
     return (torch.nn.functional.normalize(audio, dim=-1),
             torch.nn.functional.normalize(visual, dim=-1))
 

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from media import decode_index, write_frames, write_original_manifest, write_video, write_wav
+from media import write_frames, write_original_manifest, write_video, write_wav
+from test_data_dataset import frame_index as picture_index  # colour-coded frame number
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av, resolve_config
 from speechbrain_cavmae.data.fbank import compute_fbank
 from speechbrain_cavmae.data.frames import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     frame_segment,
     frame_segments,
     sample_frame_indices,
@@ -78,14 +77,6 @@ def test_config_checks():
     with pytest.raises(ValueError, match="frame_index=16 .* n_frames=16"):
         resolve_config(dict(CONFIG, frame_index=16), train=False)
     assert resolve_config()["frame_segments"] is False  # CAV-MAE unchanged by default
-
-
-def picture_index(frame):
-    """Colour-coded index of a normalised [3, H, W] frame."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    rgb = ((frame * std + mean) * 255).round().clamp(0, 255).byte()
-    return decode_index(rgb.permute(1, 2, 0).numpy())
 
 
 @pytest.fixture(scope="module")

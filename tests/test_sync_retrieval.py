@@ -209,6 +209,9 @@ def test_plain_cavmae_windows_are_the_whole_clip(tiny, one_thread):
 
 def test_retrieval_flags(tiny, capsys):
     from speechbrain_cavmae.cli import main as cavmae
+    from speechbrain_cavmae.tools import retrieval as rt
+
+    assert rt.STRATEGIES == STRATEGIES
 
     def fails(argv, message):
         try:

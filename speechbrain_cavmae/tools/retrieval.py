@@ -36,6 +36,10 @@ from speechbrain_cavmae.tools import common, inputs
 
 logger = logging.getLogger(__name__)
 
+#: ``--strategy`` choices: :data:`speechbrain_cavmae.training.frame_retrieval.STRATEGIES`,
+#: named here so that ``--help`` does not import torch.
+STRATEGIES = ("diagonal_mean", "diagonal_max", "mean", "max")
+
 
 def compute_embeddings(model, loader, device="cpu", progress=None):
     """Pooled unmasked audio and visual embeddings of every clip (without gradients).
@@ -130,7 +134,6 @@ def format_table(results, ks=(1, 5, 10)):
 def add_arguments(parser):
     """The flags of ``cavmae retrieval``."""
     from speechbrain_cavmae.tools.extract_features import add_segment_flags
-    from speechbrain_cavmae.training.frame_retrieval import STRATEGIES
 
     common.add_model(parser, required=False)
     common.add_heads(parser)

@@ -426,7 +426,9 @@ class AVSampleLoader:
         ``k``'s segment, by default the frame :meth:`pick_frame` picks): train-time
         SpecAugment and noise, normalisation."""
         feats = self.clip_fbank(wav, sid)
-        return self.finish_fbank(self.cut(feats, self.pick_frame() if k is None else k))
+        if self.cfg["frame_segments"] and k is None:
+            k = self.pick_frame()
+        return self.finish_fbank(self.cut(feats, k))
 
     def finish_fbank(self, feats):
         """SpecAugment (train), normalisation, noise (train) of fbank frames."""

@@ -74,6 +74,8 @@ def test_config_checks():
         resolve_config(dict(CONFIG, audio_length=300))
     with pytest.raises(ValueError, match="features_on_device: False"):
         resolve_config(dict(CONFIG, features_on_device=True))
+    with pytest.raises(ValueError, match="clip_length=0"):
+        resolve_config(dict(CONFIG, clip_length=0))
     with pytest.raises(ValueError, match="frame_index=16 .* n_frames=16"):
         resolve_config(dict(CONFIG, frame_index=16), train=False)
     assert resolve_config()["frame_segments"] is False  # CAV-MAE unchanged by default

@@ -225,3 +225,18 @@ def test_retrieval_flags(tiny, capsys):
     fails(["retrieval", "--strategy", "max"], "--model, --manifest")
     fails(["retrieval", *_cli(tiny, "whole", "--strategy", "max", "--clip_length", "100")],
           "audio_length=192")
+
+
+def test_global_tokens_are_used_when_the_model_returns_them():
+    """A model whose encode returns (tokens_a, tokens_v, cls_a, cls_v), as Sync's
+    forward_feat with cls tokens: the pairs' embeddings are the cls outputs."""
+    from speechbrain_cavmae.tools.extract_features import embed_pairs
+
+    class WithGlobal(torch.nn.Module):
+        def encode(self, audio, image):
+            return (audio[:, :4, :8], image[:, 0, :5, :8], audio[:, 0, :8] * 2,
+                    image[:, 1, 0, :8] * 3)
+
+    fb, fr = torch.randn(2, 3, 16, 128), torch.randn(2, 3, 3, 8, 8)
+    a, v = embed_pairs(WithGlobal(), fb, fr, batch_size=4)
+    assert torch.equal(a, fb[:, :, 0, :8] * 2) and torch.equal(v, fr[:, :, 1, 0, :8] * 3)

@@ -159,6 +159,11 @@ def resolve_config(config=None, train=True):
     if not 0 <= cfg["frame_index"] < cfg["n_frames"] and cfg["frame_index"] != -1:
         raise ValueError(f"config frame_index={cfg['frame_index']} is not one of the "
                          f"n_frames={cfg['n_frames']} frames (-1: the middle one)")
+    if not (isinstance(cfg["clip_length"], int) and cfg["clip_length"] >= 1):
+        raise ValueError(f"config clip_length={cfg['clip_length']!r}; expected a positive "
+                         "number of fbank frames")
+    if not cfg["frame_span_s"] > 0:
+        raise ValueError(f"config frame_span_s={cfg['frame_span_s']!r}; expected seconds > 0")
     if cfg["frame_segments"]:
         if cfg["audio_length"] > cfg["clip_length"]:
             raise ValueError(

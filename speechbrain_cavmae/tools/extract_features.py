@@ -18,7 +18,8 @@ pipeline, :func:`~speechbrain_cavmae.data.frames.frame_segment`: CAV-MAE Sync's 
 or for a plain CAV-MAE model windows of its length around each frame of a clip of
 ``--clip_length`` fbank frames) and writes, per clip, one row per pair: ``start_s``,
 ``end_s`` (the segment on the 10 ms hop grid), ``centre_s`` (where the pairing places the
-frame), ``audio`` and ``visual`` (pooled unmasked embeddings, ``[n_frames, dim]``) and
+frame), ``audio`` and ``visual`` (unmasked embeddings, ``[n_frames, dim]``: the mean over
+tokens, or the global tokens of a model that has them, :func:`pooled_outputs`) and
 ``similarity`` (their cosine similarity: the clip's audio-visual time curve). ``--format
 npy`` writes ``<id>.segments.npz``, ``pt`` ``<id>.segments.pt``; ``index.json`` records the
 pairing (``segments``: ``n_frames``, ``clip_length``, ``audio_length``, ``hop_s``,
@@ -97,13 +98,24 @@ def embed_batch(model, audio, image, level="pooled"):
     return out
 
 
+def pooled_outputs(outputs):
+    """``(audio, visual)`` vectors ``[batch, dim]`` (or None) from a model's ``encode``
+    outputs: the global tokens when it returns them (``(tokens_a, tokens_v, cls_a,
+    cls_v)``, as CAV-MAE Sync's ``forward_feat`` of a model with cls tokens, which their
+    retrieval then uses), otherwise the mean over each stream's tokens."""
+    if len(outputs) == 4:
+        return outputs[2], outputs[3]
+    return tuple(None if x is None else x.mean(dim=1) for x in outputs[:2])
+
+
 def embed_pairs(model, fbanks, frames, batch_size=32, same_audio=False):
-    """Pooled unmasked embeddings of frame-segment pairs.
+    """Unmasked embeddings of frame-segment pairs (:func:`pooled_outputs` of
+    ``model.encode``).
 
     Arguments
     ---------
     model : CAVMAE or CAVMAEClassifier
-        Any model with a CAV-MAE ``encoder``.
+        Any model with CAV-MAE's ``encode(audio, image)``.
     fbanks : torch.Tensor
         ``[batch, K, audio_length, n_mels]``: the segment of each of K frames.
     frames : torch.Tensor
@@ -111,7 +123,8 @@ def embed_pairs(model, fbanks, frames, batch_size=32, same_audio=False):
     batch_size : int
         Pairs through the encoder at once.
     same_audio : bool
-        Every segment is the whole clip (a plain CAV-MAE model): encode it once per clip.
+        Every segment is the whole clip (a plain CAV-MAE model): its audio is encoded once
+        per clip.
 
     Returns
     -------
@@ -131,22 +144,24 @@ def embed_pairs(model, fbanks, frames, batch_size=32, same_audio=False):
     import torch
 
     b, k = frames.shape[:2]
-
-    def pooled(x, kind):
-        outs = []
-        for i in range(0, x.shape[0], batch_size):
-            part = x[i:i + batch_size]
-            with torch.no_grad():
-                tokens = model.encoder.encode(**{kind: part})[0 if kind == "audio" else 1]
-            outs.append(tokens.mean(dim=1))
-        return torch.cat(outs)
-
-    if same_audio:
-        audio = pooled(fbanks[:, 0], "audio").unsqueeze(1).expand(b, k, -1)
-    else:
-        audio = pooled(fbanks.flatten(0, 1), "audio").view(b, k, -1)
-    visual = pooled(frames.flatten(0, 1), "image").view(b, k, -1)
-    return audio, visual
+    audio_in = fbanks[:, 0] if same_audio else fbanks.flatten(0, 1)
+    image_in = frames.flatten(0, 1)
+    audio, visual = [], []
+    with torch.no_grad():
+        if same_audio:
+            for i in range(0, b, batch_size):
+                audio.append(pooled_outputs(model.encode(audio_in[i:i + batch_size], None))[0])
+            for i in range(0, b * k, batch_size):
+                visual.append(pooled_outputs(model.encode(None, image_in[i:i + batch_size]))[1])
+        else:
+            for i in range(0, b * k, batch_size):
+                a, v = pooled_outputs(model.encode(audio_in[i:i + batch_size],
+                                                   image_in[i:i + batch_size]))
+                audio.append(a)
+                visual.append(v)
+    audio = torch.cat(audio)
+    audio = audio.unsqueeze(1).expand(b, k, -1) if same_audio else audio.view(b, k, -1)
+    return audio, torch.cat(visual).view(b, k, -1)
 
 
 def segments_config(model, config=None, n_frames=None, clip_length=None):
@@ -333,7 +348,8 @@ def add_arguments(parser):
     parser.add_argument("--format", choices=("npy", "pt"), default="npy",
                         help="npy: <id>.<kind>.npy files; pt: one <id>.pt dict per clip")
     parser.add_argument("--kinds", default="audio,visual,joint",
-                        help="comma-separated streams to write")
+                        help="comma-separated streams to write (pooled and tokens levels; "
+                        "segments always hold audio and visual)")
     common.add_loader(parser)
     common.add_device(parser)
     common.add_fbank_stats(parser)

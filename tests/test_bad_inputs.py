@@ -1307,6 +1307,40 @@ def folder_records_numbers_out_of_range(env):
         assert re.match(key + esc(folder / "hyperparams.yaml") + r"\) must be ", message), message
 
 
+# --- frame segments (issue 24)
+SYNC = {"frame_segments": True, "n_frames": 16, "clip_length": 200, "multi_frame": True}
+
+
+@case
+def frame_segments_missing_extracted_frame(env):
+    """16 frames asked of a layout with 10: frame 10 is named, not replaced."""
+    expect_bad_sample(env, "sync_ten_frames", entry("ok", wav=env["files"]["good"]),
+                      Path(env["frames"]) / "frame_10" / "ok.jpg", "extracted frame 10 not found",
+                      config=SYNC)
+
+
+@case
+def frame_segments_segment_longer_than_clip(env):
+    m = manifest(env, "sync_long_segment", [entry("ok", wav=env["files"]["good"],
+                                                   video_path=env["frames"])])
+    expect_error(ValueError, "audio_length=300 .* longer than clip_length=200; set clip_length",
+                 build_dataset, m, None, dict(CONFIG, **SYNC, audio_length=300), train=False)
+    expect_error(ValueError, "frame_segments needs .* features_on_device: False",
+                 build_dataset, m, None, dict(CONFIG, **SYNC, features_on_device=True))
+
+
+@case
+def frame_segments_embeddings_folder_of_pooled_level(env):
+    """``cavmae retrieval --embeddings`` of a folder written without --level segments."""
+    from speechbrain_cavmae.tools.retrieval import evaluate_embeddings
+
+    folder = env["dir"] / "pooled_embeddings"
+    folder.mkdir(exist_ok=True)
+    (folder / "index.json").write_text('{"level": "pooled", "clips": {}}')
+    expect_error(ValueError, "level 'pooled', not 'segments' .* --level segments",
+                 evaluate_embeddings, str(folder), "max")
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(env, request, name):
     check = CASES[name]

@@ -13,6 +13,8 @@ wav        [samples] float                  ``features_on_device``
 frame      [3, image_size, image_size] float        always (train: random of N,
                                             eval: ``frame_index`` / middle)
 frames     [N, 3, image_size, image_size] float     eval with ``multi_frame``
+fbanks     [N, audio_length, n_mels] float  eval with ``multi_frame`` and
+                                            ``frame_segments`` (frame k's segment)
 labels     [num_classes] float              a label CSV was given
 =========  ===============================  =================================
 
@@ -33,7 +35,25 @@ resize filter for frames decoded from the video; 'bilinear' reproduces the
 original extractor, extracted 224 px JPEGs always get the loader's
 bicubic),
 features_on_device (False), multi_frame (False), on_bad_sample ('raise' |
-'skip'), video_threads (1, FFmpeg threads per video decode).
+'skip'), video_threads (1, FFmpeg threads per video decode), frame_segments (False),
+clip_length (1024, fbank frames), frame_span_s (10.0: the seconds over which the
+``n_frames`` frames decoded from a video are spread, as the original extractor spreads them).
+
+Frame segments (CAV-MAE Sync). With ``frame_segments: True`` the audio is not the
+clip's first ``audio_length`` frames but the segment of ``audio_length`` fbank frames
+paired with the chosen frame: the clip's fbank is computed over ``clip_length`` frames
+(zero padded / cut, as CAV-MAE's 1024), frame ``k`` of ``n_frames`` sits at
+``round(k * clip_length / n_frames)`` and its segment is centred there, shifted to lie
+inside the clip at its ends (:func:`~speechbrain_cavmae.data.frames.frame_segment`, the
+Sync authors' ``map_frame_to_spectrogram``). Training draws a random frame, evaluation
+takes ``frame_index`` (or the middle one) and, with ``multi_frame``, also returns every
+frame with its segment (``frames``, ``fbanks``). SpecAugment and noise act on the
+segment, normalisation as usual; a mixup partner contributes its frame ``k`` and the
+same segment. With ``audio_length == clip_length`` every frame gets the whole clip
+(plain CAV-MAE's pairing). The pairing assumes the frames span the ``clip_length`` frames:
+Sync's 16 frames over 10 s and 1024 fbank frames (10.24 s) are 2.4 % apart, as in their
+code; for longer clips (windows of a plain CAV-MAE model centred on each frame) set
+``clip_length`` to ``frame_span_s / 0.01``.
 
 freqm, timem, mixup, noise and label_smooth act only when ``train=True``.
 Mixup is pairwise inside the dataset like the original: the partner is a
@@ -72,6 +92,7 @@ from .errors import BadSampleError
 from .frames import (
     ImageTransform,
     extracted_frame_path,
+    frame_segment,
     load_extracted_frame,
     load_video_frames,
     middle_frame,
@@ -105,6 +126,9 @@ DEFAULT_CONFIG = {
     "multi_frame": False,
     "on_bad_sample": "raise",
     "video_threads": 1,
+    "frame_segments": False,
+    "clip_length": 1024,
+    "frame_span_s": 10.0,
 }
 
 _CHOICES = {
@@ -132,6 +156,22 @@ def resolve_config(config=None, train=True):
     for key, allowed in _CHOICES.items():
         if cfg[key] not in allowed:
             raise ValueError(f"config {key}={cfg[key]!r}; expected one of {allowed}")
+    if not 0 <= cfg["frame_index"] < cfg["n_frames"] and cfg["frame_index"] != -1:
+        raise ValueError(f"config frame_index={cfg['frame_index']} is not one of the "
+                         f"n_frames={cfg['n_frames']} frames (-1: the middle one)")
+    if not (isinstance(cfg["clip_length"], int) and cfg["clip_length"] >= 1):
+        raise ValueError(f"config clip_length={cfg['clip_length']!r}; expected a positive "
+                         "number of fbank frames")
+    if not cfg["frame_span_s"] > 0:
+        raise ValueError(f"config frame_span_s={cfg['frame_span_s']!r}; expected seconds > 0")
+    if cfg["frame_segments"]:
+        if cfg["audio_length"] > cfg["clip_length"]:
+            raise ValueError(
+                f"config audio_length={cfg['audio_length']} (the segment) is longer than "
+                f"clip_length={cfg['clip_length']}; set clip_length to at least audio_length")
+        if cfg["features_on_device"]:
+            raise ValueError("config frame_segments needs the fbank computed in the data "
+                             "loader: set features_on_device: False")
     if not train:
         cfg.update(_TRAIN_ONLY)
     return cfg
@@ -252,10 +292,20 @@ class AVSampleLoader:
         """Extracted frame ``k`` (an RGB ``PIL.Image``) of ``frame_source``'s ``where``."""
         return load_extracted_frame(where, self.data[sid]["video_id"], k)
 
+    def fbank_length(self):
+        """Fbank frames computed from the clip's start: ``clip_length`` with frame segments
+        (the segments are cut from them), otherwise ``audio_length``."""
+        return self.cfg["clip_length" if self.cfg["frame_segments"] else "audio_length"]
+
     def samples_used(self):
-        """Waveform samples that the ``audio_length`` fbank frames cover (from the start)."""
+        """Waveform samples that the :meth:`fbank_length` frames cover (from the start)."""
         rate = self.cfg["sample_rate"]
-        return (self.cfg["audio_length"] - 1) * int(0.010 * rate) + int(0.025 * rate)
+        return (self.fbank_length() - 1) * int(0.010 * rate) + int(0.025 * rate)
+
+    def segment(self, k):
+        """``(start, end)`` fbank frames of frame ``k``'s audio segment (frame segments)."""
+        cfg = self.cfg
+        return frame_segment(k, cfg["n_frames"], cfg["clip_length"], cfg["audio_length"])
 
     def waveform(self, sid, whole=False):
         """The waveform's first :meth:`samples_used` samples (only those are read), or all
@@ -276,7 +326,8 @@ class AVSampleLoader:
             images = [self.extracted_frame(sid, where, k) for k in positions]
             return torch.stack([self.transform(img) for img in images])
         raw = load_video_frames(
-            where, self.cfg["n_frames"], indices=positions, num_threads=self.cfg["video_threads"]
+            where, self.cfg["n_frames"], indices=positions, span_s=self.cfg["frame_span_s"],
+            num_threads=self.cfg["video_threads"]
         )
         return torch.stack([self.video_transform(f) for f in raw])
 
@@ -300,13 +351,15 @@ class AVSampleLoader:
         """Id of a random mixup partner: any sample of the data set."""
         return self.ids[int(torch.randint(0, len(self.ids), ()))]
 
-    def _partner(self, sid):
-        """Random mixup partner (waveform, frame, labels) or None."""
+    def _partner(self, sid, k):
+        """Random mixup partner (id, waveform, frame) or None; with frame segments its
+        frame is ``k``, the sample's own, so that the mixed segment still matches it."""
         for _ in range(3):
             other = self.draw_partner()
             try:
                 self.check_labels(other)
-                return other, self.waveform(other), self.frames(other, [self.pick_frame()])[0]
+                k2 = k if self.cfg["frame_segments"] else self.pick_frame()
+                return other, self.waveform(other), self.frames(other, [k2])[0]
             except BadSampleError as err:
                 if self.cfg["on_bad_sample"] == "raise":
                     raise err.with_id(other) from None
@@ -318,16 +371,17 @@ class AVSampleLoader:
         self.check_labels(sid)
         wav = self.waveform(sid)
         multi = cfg["multi_frame"] and not self.train
+        k = self.pick_frame()
         if multi:
             frames = self.frames(sid, list(range(cfg["n_frames"])))
-            frame = frames[self.pick_frame()]
+            frame = frames[k]
         else:
             frames = None
-            frame = self.frames(sid, [self.pick_frame()])[0]
+            frame = self.frames(sid, [k])[0]
         labels = self.data[sid]["labels"]
         mix = None
         if self.train and cfg["mixup"] > 0 and float(torch.rand(())) < cfg["mixup"]:
-            mix = self._partner(sid)
+            mix = self._partner(sid, k)
         if mix is not None:
             other, wav2, frame2 = mix
             lam = augment.sample_mix_lambda(cfg["mixup_alpha"])
@@ -350,18 +404,43 @@ class AVSampleLoader:
             out["labels"] = targets
         if cfg["features_on_device"]:
             out["wav"] = wav[:self.samples_used()]
-        else:
-            out["fbank"] = self.fbank(wav, sid)
+            return out
+        feats = self.clip_fbank(wav, sid)
+        out["fbank"] = self.finish_fbank(self.cut(feats, k))
+        if multi and cfg["frame_segments"]:
+            out["fbanks"] = torch.stack(
+                [self.finish_fbank(self.cut(feats, j)) for j in range(cfg["n_frames"])])
         return out
 
-    def fbank(self, wav, sid=None):
+    def clip_fbank(self, wav, sid=None):
+        """Unnormalised fbank [:meth:`fbank_length`, n_mels] of the waveform."""
         cfg = self.cfg
         try:
-            feats = compute_fbank(
-                wav, cfg["sample_rate"], cfg["n_mels"], cfg["audio_length"], normalize=False
+            return compute_fbank(
+                wav, cfg["sample_rate"], cfg["n_mels"], self.fbank_length(), normalize=False
             )
         except ValueError as exc:
             raise BadSampleError(self.audio_input(sid)[1], str(exc), sid) from exc
+
+    def cut(self, feats, k):
+        """Frame ``k``'s segment of the clip's fbank (frame segments), else all of it."""
+        if not self.cfg["frame_segments"]:
+            return feats
+        start, end = self.segment(k)
+        return feats[start:end]
+
+    def fbank(self, wav, sid=None, k=None):
+        """Features [audio_length, n_mels] of the waveform (with frame segments, frame
+        ``k``'s segment, by default the frame :meth:`pick_frame` picks): train-time
+        SpecAugment and noise, normalisation."""
+        feats = self.clip_fbank(wav, sid)
+        if self.cfg["frame_segments"] and k is None:
+            k = self.pick_frame()
+        return self.finish_fbank(self.cut(feats, k))
+
+    def finish_fbank(self, feats):
+        """SpecAugment (train), normalisation, noise (train) of fbank frames."""
+        cfg = self.cfg
         if self.train:
             feats = augment.spec_augment(feats, cfg["freqm"], cfg["timem"])
         if not cfg["skip_norm"]:
@@ -434,6 +513,8 @@ def output_keys(cfg, train, table):
     keys = ["id", "wav" if cfg["features_on_device"] else "fbank", "frame"]
     if cfg["multi_frame"] and not train:
         keys.append("frames")
+        if cfg["frame_segments"]:
+            keys.append("fbanks")
     if table is not None:
         keys.append("labels")
     return keys

@@ -88,6 +88,68 @@ def middle_frame(n=10):
     return int(n / 2)
 
 
+#: Seconds between two fbank frames (the 10 ms hop of the Kaldi features).
+FBANK_HOP_S = 0.010
+
+
+def frame_position(k, n, clip_length):
+    """Fbank frame that frame ``k`` of ``n`` falls on in a ``clip_length``-frame spectrogram.
+
+    The ``n`` frames spread uniformly over the spectrogram: frame ``k`` sits at
+    ``k * clip_length / n``, rounded half to even (Python's ``round``), as CAV-MAE Sync's
+    ``map_frame_to_spectrogram`` places it.
+
+    Example
+    -------
+    >>> [frame_position(k, 16, 1024) for k in (0, 1, 8, 15)]
+    [0, 64, 512, 960]
+    """
+    if not 0 <= k < n:
+        raise ValueError(f"frame {k} is not one of the {n} frames of a clip")
+    return int(round(k * clip_length / n))
+
+
+def frame_segment(k, n, clip_length, segment_length):
+    """``(start, end)`` fbank frames of the audio segment paired with frame ``k`` of ``n``.
+
+    A ``segment_length`` window centred on :func:`frame_position` (it starts
+    ``segment_length // 2`` frames before it), shifted to lie inside ``[0, clip_length)``
+    at the clip's ends: the pairing of CAV-MAE Sync (``map_frame_to_spectrogram``). A
+    segment longer than the clip is cut to the clip.
+
+    Example
+    -------
+    >>> [frame_segment(k, 16, 1024, 96) for k in (0, 1, 8, 15)]
+    [(0, 96), (16, 112), (464, 560), (912, 1008)]
+    >>> frame_segment(15, 16, 1024, 416)
+    (608, 1024)
+    """
+    position = frame_position(k, n, clip_length)
+    start = max(0, position - segment_length // 2)
+    end = start + segment_length
+    if end > clip_length:
+        end = clip_length
+        start = max(0, end - segment_length)
+    return start, end
+
+
+def frame_segments(n, clip_length, segment_length):
+    """:func:`frame_segment` of each of the ``n`` frames: a list of ``(start, end)``."""
+    return [frame_segment(k, n, clip_length, segment_length) for k in range(n)]
+
+
+def segment_seconds(start, end, hop_s=FBANK_HOP_S):
+    """``(start_s, end_s)`` of fbank frames ``[start, end)`` on the hop grid (frame ``j``
+    starts at ``j * hop_s``; its 25 ms window reaches 15 ms past the end given).
+
+    Example
+    -------
+    >>> segment_seconds(464, 560)
+    (4.64, 5.6)
+    """
+    return round(start * hop_s, 6), round(end * hop_s, 6)
+
+
 def _rotation_degrees(matrix):
     """Counter-clockwise degrees of a display matrix (``av_display_rotation_get``), or None."""
     m = [float(v) / 65536.0 for v in matrix[:6]]

@@ -9,10 +9,21 @@ k >= candidates is 1.0 whatever the model, and is marked as such. Embeddings are
 (:func:`speechbrain_cavmae.training.metrics.retrieval_metrics`), so memory grows linearly with
 the number of clips.
 
+With ``--strategy diagonal_mean | diagonal_max | mean | max`` every clip is instead
+``n_frames`` frame-segment pairs (CAV-MAE Sync's retrieval: each frame with the audio
+segment of the model's ``audio_length`` centred on it, see
+:func:`speechbrain_cavmae.data.frames.frame_segment`), embedded pair by pair, and clips are
+compared by aggregating the similarities of their frames as the strategy says
+(:mod:`speechbrain_cavmae.training.frame_retrieval`, equal to the Sync authors'
+``src/retrieval.py``). ``--embeddings FOLDER`` ranks the per-segment embeddings that
+``cavmae embed --level segments`` wrote instead of encoding a manifest.
+
 Usage::
 
     cavmae retrieval --model cav-mae-scale++.pth --manifest audioset_eval_subset.json \\
         [--batch_size 48] [--output results.json] [--json]
+    cavmae retrieval --model sync_folder --manifest vgg_retrieval.json --strategy diagonal_mean
+    cavmae retrieval --embeddings segments_folder --strategy max
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -24,6 +35,10 @@ import logging
 from speechbrain_cavmae.tools import common, inputs
 
 logger = logging.getLogger(__name__)
+
+#: ``--strategy`` choices: :data:`speechbrain_cavmae.training.frame_retrieval.STRATEGIES`,
+#: named here so that ``--help`` does not import torch.
+STRATEGIES = ("diagonal_mean", "diagonal_max", "mean", "max")
 
 
 def compute_embeddings(model, loader, device="cpu", progress=None):
@@ -63,8 +78,14 @@ def evaluate_retrieval(model, data, batch_size=32, device="cpu", num_workers=0,
     loader = inputs.eval_loader(data, model, batch_size, num_workers, config)
     ids, emb_a, emb_v = compute_embeddings(model, loader, device, progress)
     results = retrieval_metrics(emb_a, emb_v, ks=ks, chunk_size=chunk_size)
-    results["num_clips"] = results["num_candidates"] = len(ids)
-    note = trivial_recall_note(ks, len(ids))
+    return with_candidates(results, len(ids), ks)
+
+
+def with_candidates(results, candidates, ks):
+    """``results`` with ``num_clips`` / ``num_candidates`` and, when an R@k is trivially
+    1.0, its ``note``."""
+    results["num_clips"] = results["num_candidates"] = candidates
+    note = trivial_recall_note(ks, candidates)
     if note:
         results["note"] = note
     return results
@@ -85,6 +106,42 @@ def trivial_recall_note(ks, candidates):
         return None
     return (f"{', '.join(trivial)} over {candidates} candidates: trivially 1.0 "
             "(k >= candidates), not informative")
+def evaluate_strategy(model, data, strategy, batch_size=32, device="cpu", num_workers=0,
+                      chunk_size=256, ks=(1, 5, 10), config=None, progress=None):
+    """Retrieval metrics of ``model`` on the manifest ``data`` over frame-segment pairs
+    (``config``: :func:`~speechbrain_cavmae.tools.extract_features.segments_config`),
+    ranked under ``strategy`` on ``device``."""
+    import torch
+
+    from speechbrain_cavmae.tools.extract_features import segment_embeddings
+    from speechbrain_cavmae.training.frame_retrieval import frame_retrieval_metrics
+
+    ids, audio, visual = [], [], []
+    for batch_ids, a, v in segment_embeddings(model, data, batch_size, device, num_workers,
+                                              config, progress):
+        ids.extend(batch_ids)
+        audio.append(a)
+        visual.append(v)
+    if not ids:
+        raise ValueError("no clip could be encoded")
+    results = frame_retrieval_metrics(torch.cat(audio).to(device), torch.cat(visual).to(device),
+                                      strategy, ks, chunk_size)
+    return with_candidates(results, len(ids), ks)
+
+
+def evaluate_embeddings(folder, strategy, device="cpu", chunk_size=256, ks=(1, 5, 10)):
+    """Retrieval metrics of the per-segment embeddings of ``folder`` (``cavmae embed
+    --level segments``) under ``strategy``."""
+    import torch
+
+    from speechbrain_cavmae.tools.extract_features import read_segments
+    from speechbrain_cavmae.training.frame_retrieval import frame_retrieval_metrics
+
+    ids, fields, _ = read_segments(folder)
+    results = frame_retrieval_metrics(torch.from_numpy(fields["audio"]).to(device),
+                                      torch.from_numpy(fields["visual"]).to(device),
+                                      strategy, ks, chunk_size)
+    return with_candidates(results, len(ids), ks)
 
 
 def format_table(results, ks=(1, 5, 10)):
@@ -116,13 +173,23 @@ def format_table(results, ks=(1, 5, 10)):
 
 def add_arguments(parser):
     """The flags of ``cavmae retrieval``."""
-    common.add_model(parser)
+    from speechbrain_cavmae.tools.extract_features import add_segment_flags
+
+    common.add_model(parser, required=False)
     common.add_heads(parser)
-    common.add_manifest(parser)
+    common.add_manifest(parser, required=False)
     common.add_loader(parser)
     common.add_device(parser)
-    parser.add_argument("--chunk_size", type=int, default=1024,
-                        help="queries ranked at once (memory: chunk_size x clips)")
+    parser.add_argument("--chunk_size", type=int, default=None,
+                        help="queries ranked at once (memory: chunk_size x clips; default "
+                        "1024, 256 with --strategy)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="rank clips of frame-segment pairs by this aggregation of their "
+                        "frames' similarities (CAV-MAE Sync); default: one embedding per clip")
+    parser.add_argument("--embeddings", default=None,
+                        help="a folder of 'cavmae embed --level segments' to rank (with "
+                        "--strategy) instead of --model and --manifest")
+    add_segment_flags(parser)
     parser.add_argument("--frame_index", type=int, default=-1,
                         help="frame used for the visual embedding (-1: the middle one)")
     common.add_fbank_stats(parser)
@@ -134,17 +201,44 @@ def add_arguments(parser):
 
 def run(args):
     """Encode the manifest, rank, print the table (or JSON)."""
-    model = inputs.load_model(args)
     device = common.resolve_device(args.device)
-    results = evaluate_retrieval(
-        model, args.manifest, args.batch_size, device, args.num_workers, args.chunk_size,
-        config=inputs.input_config(args, frame_index=args.frame_index),
-        progress=lambda it: common.progress(it, args, desc="encode", unit="batch"),
-    )
+    progress = lambda it: common.progress(it, args, desc="encode", unit="batch")  # noqa: E731
+    if args.embeddings:
+        if not args.strategy:
+            raise common.UsageError("--embeddings needs --strategy (diagonal_mean, "
+                                    "diagonal_max, mean or max)")
+        if args.model or args.manifest:
+            raise common.UsageError("give either --embeddings or --model and --manifest")
+        results = evaluate_embeddings(args.embeddings, args.strategy, device,
+                                      args.chunk_size or 256)
+    else:
+        missing = [f for f, v in (("--model", args.model), ("--manifest", args.manifest))
+                   if not v]
+        if missing:
+            raise common.UsageError("the following arguments are required: "
+                                    + ", ".join(missing) + " (or --embeddings)")
+        model = inputs.load_model(args)
+        if args.strategy:
+            from speechbrain_cavmae.tools.extract_features import segments_config
+
+            config = segments_config(model, inputs.input_config(args), args.n_frames,
+                                     args.clip_length)
+            results = evaluate_strategy(model, args.manifest, args.strategy, args.batch_size,
+                                        device, args.num_workers, args.chunk_size or 256,
+                                        config=config, progress=progress)
+        else:
+            results = evaluate_retrieval(
+                model, args.manifest, args.batch_size, device, args.num_workers,
+                args.chunk_size or 1024,
+                config=inputs.input_config(args, frame_index=args.frame_index),
+                progress=progress,
+            )
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:
         print(format_table(results))
+        if "strategy" in results:
+            print(f"(strategy {results['strategy']})")
     if args.output:
         common.ensure_parent(args.output)
         with open(args.output, "w", encoding="utf8") as handle:

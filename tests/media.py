@@ -32,7 +32,8 @@ def tone(freq, seconds, rate, amp=0.5):
 
 
 def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
-                audio_rate=44100, audio_seconds=None, colours=None, x264_params=None):
+                audio_rate=44100, audio_seconds=None, colours=None, x264_params=None,
+                audio_signal=None):
     """Write an mp4 (h264 + optional aac).
 
     Arguments
@@ -50,6 +51,8 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     x264_params : str, optional
         libx264 options, e.g. ``"keyint=8:bframes=3:open-gop=1"`` for keyframes every
         8 frames and B-frames (the default preset writes neither).
+    audio_signal : array, optional
+        ``[samples]`` mono audio at ``audio_rate`` written instead of the tones.
     """
     import av
 
@@ -63,6 +66,8 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     if x264_params:
         vstream.options = {**vstream.options, "x264-params": x264_params}
     astream = None
+    if audio_signal is not None:
+        audio_freqs = (0.0,)
     if audio_freqs:
         channels = len(audio_freqs)
         astream = container.add_stream("aac", rate=audio_rate)
@@ -78,6 +83,8 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     if astream is not None:
         seconds = audio_seconds if audio_seconds is not None else n_frames / float(rate)
         data = np.stack([tone(f, seconds, audio_rate) for f in audio_freqs])
+        if audio_signal is not None:
+            data = np.asarray(audio_signal, np.float32)[None]
         chunk = 1024
         for start in range(0, data.shape[1], chunk):
             piece = np.ascontiguousarray(data[:, start:start + chunk])

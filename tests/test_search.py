@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from media import write_video
+from media import write_video, write_wav
 from processes import kill_group, subprocess_env
 from speechbrain_cavmae.cli import main as cavmae
 from speechbrain_cavmae.losses import ContrastiveLoss
@@ -163,11 +163,13 @@ def test_bad_files_are_listed_skipped_and_not_retried(clips, tmp_path, embedded,
     folder = tmp_path / "media"
     folder.mkdir()
     write_clip(folder / "good.mp4", 0)
+    tone = np.sin(2 * np.pi * 500 * np.arange(3 * RATE) / RATE).astype(np.float32)
+    write_wav(folder / "tone.wav", tone)  # sound only: audio vectors, no sight
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(300))
     (folder / "empty.wav").write_bytes(b"")
     args = [str(folder), "--model", clips["model"], *HEADS, "--output", str(tmp_path / "ix")]
     summary = index_json(capsys, *args)
-    assert (summary["added"], summary["files"]) == (1, 1)
+    assert (summary["added"], summary["files"]) == (2, 2)
     skipped = {os.path.basename(s["path"]): s["reason"] for s in summary["skipped"]}
     assert set(skipped) == {"broken.mp4", "empty.wav"} and all(skipped.values())
     embedded.clear()
@@ -177,6 +179,13 @@ def test_bad_files_are_listed_skipped_and_not_retried(clips, tmp_path, embedded,
     assert cavmae(["index", *args]) == 0  # the plain summary names them too
     out = capsys.readouterr().out
     assert "skipped" in out and "broken.mp4" in out and "empty.wav" in out
+    search = VideoSearch.from_hparams(str(tmp_path / "ix"))
+    wav = str(folder / "tone.wav")
+    assert search.search_indexed(wav, 1.0, "audio", top_k=1)[0].path == wav
+    with pytest.raises(ValueError, match="no visual vector"):
+        search.search_indexed(wav, 1.0, "visual")
+    assert {h.path for h in search.search_indexed(str(folder / "good.mp4"), 1.0, "visual",
+                                                   top_k=50)} == {str(folder / "good.mp4")}
 
 
 def test_own_audio_moment_is_the_first_hit(clips, indexed, capsys):

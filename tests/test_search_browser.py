@@ -107,7 +107,7 @@ class DevTools:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A served index of three clips (and an audio file) on 127.0.0.1."""
+    """A served index of three clips on 127.0.0.1 (uploads under its own TMPDIR)."""
     root = tmp_path_factory.mktemp("serve")
     media = root / "media"
     media.mkdir()

@@ -16,13 +16,13 @@ Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import hashlib
 import logging
 import os
 
 from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS
 from speechbrain_cavmae.data.errors import BadSampleError
 from speechbrain_cavmae.data.prepare import AUDIO_EXTS, VIDEO_EXTS
+from speechbrain_cavmae.data.shard_writer import file_sha256 as sha256
 from speechbrain_cavmae.search.store import Store
 
 logger = logging.getLogger(__name__)
@@ -59,15 +59,6 @@ def list_media(paths):
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     return sorted(os.path.abspath(p) for p in found)
-
-
-def sha256(path, chunk=1 << 20):
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stat(path):

@@ -131,8 +131,7 @@ def test_reindex_embeds_only_added_and_changed_files(clips, tmp_path, embedded, 
     folder.mkdir()
     for k in range(3):
         write_clip(folder / f"clip{k}.mp4", k)
-    args = [str(folder), "--model", clips["model"], *HEADS, "--output", str(tmp_path / "ix"),
-            "--hash"]
+    args = [str(folder), "--model", clips["model"], *HEADS, "--output", str(tmp_path / "ix")]
     first = index_json(capsys, *args)
     assert (first["added"], first["updated"], first["removed"], first["files"]) == (3, 0, 0, 3)
     assert sorted(embedded) == ["clip0.mp4", "clip1.mp4", "clip2.mp4"]
@@ -150,7 +149,7 @@ def test_reindex_embeds_only_added_and_changed_files(clips, tmp_path, embedded, 
 
     embedded.clear()
     os.utime(folder / "clip0.mp4", ns=(2, 2))  # same content, new time: --hash keeps it
-    third = index_json(capsys, *args)
+    third = index_json(capsys, *args, "--hash")
     assert embedded == [] and (third["added"], third["updated"], third["unchanged"]) == (0, 0, 3)
     # the search sees the new state: clip2 gone, clip3 there
     search = VideoSearch.from_hparams(str(tmp_path / "ix"))

@@ -69,7 +69,9 @@ def _stat(path):
 def plan(store, media, use_hash=False):
     """What a run does: ``(todo, removed, skipped, unchanged)``.
 
-    ``todo``: ``(path, size, mtime_ns, sha256 or None, is_update)`` to embed; ``removed``:
+    The SHA-256 of every file to embed is recorded; ``use_hash`` compares it for files
+    whose size or time changed. ``todo``: ``(path, size, mtime_ns, sha256, is_update)`` to
+    embed; ``removed``:
     indexed paths no longer on disk; ``skipped``: ``(path, reason)`` of unchanged bad
     files; ``unchanged``: how many indexed files are kept as they are.
     """
@@ -86,7 +88,7 @@ def plan(store, media, use_hash=False):
             if (old_size, old_mtime) == (size, mtime):
                 unchanged += 1
                 continue
-            sha = sha256(path) if use_hash else None
+            sha = sha256(path)
             if use_hash and sha == old_sha:
                 store.touch(path, size, mtime, sha)
                 unchanged += 1
@@ -96,7 +98,7 @@ def plan(store, media, use_hash=False):
         if path in bad and bad[path][:2] == (size, mtime):
             skipped.append((path, bad[path][2]))
             continue
-        todo.append((path, size, mtime, sha256(path) if use_hash else None, False))
+        todo.append((path, size, mtime, sha256(path), False))
     present = set(media)
     removed = [p for p in indexed if p not in present and not os.path.exists(p)]
     return todo, removed, skipped, unchanged

@@ -116,7 +116,7 @@ drop.addEventListener("drop", (e) => {
 });
 
 // ?path=FILE&t=SECONDS[&modality=&target=&level=&top_k=][&autoplay=1]: search by an
-// indexed moment as soon as the page opens (links from `cavmae search`, and the tests).
+// indexed moment as soon as the page opens (bookmarks, and the tests).
 async function start() {
   for (const k of ["modality", "target", "level", "top_k"]) if (params.has(k)) $(k).value = params.get(k);
   try {

@@ -178,7 +178,11 @@ def test_bad_files_are_listed_skipped_and_not_retried(clips, tmp_path, embedded,
     assert cavmae(["index", *args]) == 0  # the plain summary names them too
     out = capsys.readouterr().out
     assert "skipped" in out and "broken.mp4" in out and "empty.wav" in out
+    os.remove(folder / "empty.wav")  # a bad file deleted is forgotten
+    assert [s["path"] for s in index_json(capsys, *args)["skipped"]] == [
+        str(folder / "broken.mp4")]
     search = VideoSearch.from_hparams(str(tmp_path / "ix"))
+    assert [p for p in search.store.bad()] == [str(folder / "broken.mp4")]
     wav = str(folder / "tone.wav")
     assert search.search_indexed(wav, 1.0, "audio", top_k=1)[0].path == wav
     with pytest.raises(ValueError, match="no visual vector"):
@@ -237,6 +241,14 @@ def test_search_errors_name_the_problem(clips, indexed, tmp_path, capsys):
     assert cavmae(["index", str(clips["folder"]), "--model", str(other), *HEADS,
                    "--output", str(indexed.store.folder)]) == 1
     assert "new --output" in capsys.readouterr().err
+    # a query through a model of another width is refused, naming the index's model
+    narrow = tmp_path / "narrow.pth"
+    torch.save(CAVMAE(img_size=32, audio_length=64, embed_dim=16, modality_specific_depth=1,
+                      num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+                      decoder_num_heads=2).state_dict(), narrow)
+    assert cavmae(["search", str(indexed.store.folder), "--audio", clips["paths"][0],
+                   "--model", str(narrow)]) == 1
+    assert "holds 32-d" in capsys.readouterr().err
 
 
 def count_files(index):

@@ -1,9 +1,9 @@
 """Moments of a media file and their CAV-MAE embeddings: the one place search runs the model.
 
 A file is cut into **windows** of the model's own input length, ``audio_length`` fbank
-frames (``audio_length * 10 ms``: 10.24 s for the released models), every ``hop_s``
-seconds (default: half a window); the last window ends at the end of the file, so no
-window but the one of a file shorter than a window is padded. For each window:
+frames (``(audio_length - 1) * 10 ms + 25 ms``: 10.255 s for the released models), every
+``hop_s`` seconds (default: half a window); the last window ends at the end of the file, so
+no window but the one of a file shorter than a window is padded. For each window:
 
 * audio: the window's waveform through the evaluation pipeline of
   :class:`~speechbrain_cavmae.data.dataset.AVSampleLoader` (fbank, crop/pad, the model

@@ -67,13 +67,13 @@ def _stat(path):
 
 
 def plan(store, media, use_hash=False):
-    """What a run does: ``(todo, removed, skipped, unchanged)``.
+    """What a run does: ``(todo, removed, forgotten, skipped, unchanged)``.
 
     The SHA-256 of every file to embed is recorded; ``use_hash`` compares it for files
     whose size or time changed. ``todo``: ``(path, size, mtime_ns, sha256, is_update)`` to
-    embed; ``removed``:
-    indexed paths no longer on disk; ``skipped``: ``(path, reason)`` of unchanged bad
-    files; ``unchanged``: how many indexed files are kept as they are.
+    embed; ``removed``: indexed paths no longer on disk; ``forgotten``: bad files no longer
+    on disk; ``skipped``: ``(path, reason)`` of unchanged bad files; ``unchanged``: how
+    many indexed files are kept as they are.
     """
     indexed, bad = store.files(), store.bad()
     todo, skipped, unchanged = [], [], 0
@@ -101,7 +101,8 @@ def plan(store, media, use_hash=False):
         todo.append((path, size, mtime, sha256(path), False))
     present = set(media)
     removed = [p for p in indexed if p not in present and not os.path.exists(p)]
-    return todo, removed, skipped, unchanged
+    forgotten = [p for p in bad if p not in present and not os.path.exists(p)]
+    return todo, removed, forgotten, skipped, unchanged
 
 
 def update_index(paths, folder, embedder, settings, batch_files=8, use_hash=False,
@@ -144,9 +145,9 @@ def update_index(paths, folder, embedder, settings, batch_files=8, use_hash=Fals
                              f"({', '.join(f'{k}: {a!r}, now {b!r}' for k, (a, b) in clash.items())}); "
                              "index into a new --output folder")
         store.set_settings(**settings)
-        todo, removed, skipped, unchanged = plan(store, media, use_hash)
-        if removed:
-            store.commit_batch([], [], removed)
+        todo, removed, forgotten, skipped, unchanged = plan(store, media, use_hash)
+        if removed or forgotten:
+            store.commit_batch([], [], removed + forgotten)
         summary = {"added": 0, "updated": 0, "removed": len(removed), "unchanged": unchanged,
                    "skipped": [{"path": p, "reason": r} for p, r in skipped]}
         items = progress(todo) if progress else todo

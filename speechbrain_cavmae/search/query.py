@@ -83,9 +83,14 @@ class VideoSearch:
             if not model:
                 raise ValueError(f"{self.store.folder}: the index records no model: pass "
                                  "--model")
-            self._embedder = Embedder.load(
+            embedder = Embedder.load(
                 model, num_heads=s.get("num_heads"), decoder_num_heads=s.get("decoder_num_heads"),
                 hop_s=s.get("hop_s"), **opts)
+            if s.get("dim") not in (None, embedder.dim):
+                raise ValueError(f"{model} embeds {embedder.dim}-d vectors, the index "
+                                 f"{self.store.folder} holds {s['dim']}-d ones: use the model "
+                                 f"it was built with ({s.get('model')})")
+            self._embedder = embedder
         return self._embedder
 
     # ------------------------------------------------------------------ queries

@@ -33,7 +33,7 @@ def add_arguments(parser):
     common.add_output(parser, help="the index folder (created, or updated when it exists)")
     parser.add_argument("--hop", type=float, default=None,
                         help="seconds between window starts (default: half the model's "
-                        "window, 5.12 s for 1024 fbank frames)")
+                        "window: 5.13 s for 1024 fbank frames)")
     parser.add_argument("--batch_files", type=int, default=8,
                         help="files embedded per committed batch (what a killed run loses)")
     parser.add_argument("--batch_size", type=int, default=16, help="windows per forward pass")

@@ -213,6 +213,23 @@ def test_own_audio_moment_is_the_first_hit(clips, indexed, capsys):
     assert hits[0].path == clips["paths"][3]
 
 
+def test_hits_are_distinct_moments_unless_overlapping(clips, indexed, capsys):
+    def overlaps(hits):
+        return sum(a.file_id == b.file_id and a.start < b.end and b.start < a.end
+                   for i, a in enumerate(hits) for b in hits[:i])
+
+    distinct = indexed.search_indexed(clips["paths"][1], 0.5, top_k=12)
+    every = indexed.search_indexed(clips["paths"][1], 0.5, top_k=12, overlapping=True)
+    assert len(distinct) == len(every) == 12
+    assert overlaps(distinct) == 0 and overlaps(every) > 0
+    assert distinct[0] == every[0] and distinct[0].path == clips["paths"][1]
+    capsys.readouterr()
+    assert cavmae(["search", str(indexed.store.folder), "--indexed", f"{clips['paths'][1]}@0.5",
+                   "--overlapping", "--top_k", "12", "--json"]) == 0
+    assert [h["start"] for h in json.loads(capsys.readouterr().out)] == \
+        [round(h.start, 3) for h in every]
+
+
 def test_cross_modal_hits_beat_chance(clips, indexed):
     store = indexed.store
     rows = store.db.execute("SELECT s.id, f.path, s.start, s.end FROM segments s JOIN files f "

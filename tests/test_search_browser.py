@@ -12,11 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 import torch
 
@@ -227,7 +225,11 @@ def test_page_runs_a_query_shows_hits_and_plays_one(server, tmp_path):
         cards = browser.js("[...document.querySelectorAll('.hit')].map(c => "
                            "[+c.dataset.segment, +c.dataset.start, +c.dataset.end, "
                            "c.querySelector('img') !== null])")
-        assert state == f"hits:{len(cards)}" and len(cards) == 12
+        assert state == f"hits:{len(cards)}" and len(cards) >= 3
+        files = browser.js("[...document.querySelectorAll('.hit')].map(c => +c.dataset.file)")
+        for i, (_, start, end, _) in enumerate(cards):  # distinct moments by default
+            assert not any(f == files[i] and s < end and start < e
+                           for f, (_, s, e, _) in zip(files[:i], cards[:i]))
         assert all(has_thumb for *_, has_thumb in cards)  # videos: thumbnails
         # the first hit is the query moment itself, and it plays, from its start
         playing = browser.wait_for("document.body.dataset.playing")

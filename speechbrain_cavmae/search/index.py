@@ -141,8 +141,8 @@ def update_index(paths, folder, embedder, settings, batch_files=8, use_hash=Fals
         old = store.settings()
         clash = {k: (old[k], v) for k, v in settings.items() if k in old and old[k] != v}
         if clash:
-            raise ValueError(f"{folder}: this index was built with other settings "
-                             f"({', '.join(f'{k}: {a!r}, now {b!r}' for k, (a, b) in clash.items())}); "
+            what = ", ".join(f"{k}: {a!r}, now {b!r}" for k, (a, b) in clash.items())
+            raise ValueError(f"{folder}: this index was built with other settings ({what}); "
                              "index into a new --output folder")
         store.set_settings(**settings)
         todo, removed, forgotten, skipped, unchanged = plan(store, media, use_hash)

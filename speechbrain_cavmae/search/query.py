@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: One search result: the moment ``[start, end]`` (seconds) of ``path``.
 Hit = namedtuple("Hit", ["path", "start", "end", "score", "file_id", "segment_id"])
+#: Candidates fetched per wanted hit when overlapping moments are left out.
+OVERFETCH = 8
 
 
 def parse_indexed(text):
@@ -94,8 +96,12 @@ class VideoSearch:
         return self._embedder
 
     # ------------------------------------------------------------------ queries
-    def search_vector(self, vector, target, top_k=10, level="segment"):
-        """Hits nearest a normalised ``vector`` among the ``target`` vectors."""
+    def search_vector(self, vector, target, top_k=10, level="segment", overlapping=False):
+        """Hits nearest a normalised ``vector`` among the ``target`` vectors.
+
+        Overlapping windows of one file look alike: unless ``overlapping``, a moment that
+        overlaps a better hit of the same file is left out (so the ``top_k`` hits are
+        distinct moments)."""
         if target not in MODALITIES:
             raise ValueError(f"target must be one of {MODALITIES}, got {target!r}")
         if level not in LEVELS:
@@ -104,14 +110,24 @@ class VideoSearch:
         if index is None:
             return []
         query = np.ascontiguousarray(np.asarray(vector, np.float32).reshape(1, -1))
-        scores, ids = index.search(query, int(top_k))
+        wanted = int(top_k) if overlapping or level == "clip" else int(top_k) * OVERFETCH
+        scores, ids = index.search(query, min(wanted, index.ntotal))
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         rows = self.store.segments([i for i, _ in found])
-        return [Hit(rows[i][1], rows[i][2], rows[i][3], s, rows[i][0], i)
-                for i, s in found if i in rows]
+        hits = []
+        for i, score in found:
+            if i not in rows:
+                continue
+            hit = Hit(rows[i][1], rows[i][2], rows[i][3], score, rows[i][0], i)
+            if overlapping or not any(h.file_id == hit.file_id and h.start < hit.end
+                                      and hit.start < h.end for h in hits):
+                hits.append(hit)
+            if len(hits) == top_k:
+                break
+        return hits
 
     def search_file(self, path, modality, target=None, top_k=10, start=None, end=None,
-                    level="segment"):
+                    level="segment", overlapping=False):
         """Hits for a media file's sound (``modality="audio"``) or sight (``"visual"``):
         the whole file (its clip vector) or the range ``[start, end]`` seconds.
 
@@ -126,25 +142,25 @@ class VideoSearch:
         moments = self.embedder.moments(path, start, end)
         vectors = getattr(moments, modality)
         if vectors is None:
-            raise ValueError(f"{path}: no {'audio' if modality == 'audio' else 'video'} "
-                             f"stream to search by; use --{'video' if modality == 'audio' else 'audio'}")
+            stream, other = ("audio", "video") if modality == "audio" else ("video", "audio")
+            raise ValueError(f"{path}: no {stream} stream to search by; use --{other}")
         vector = moments.clip(modality) if whole else vectors[0]
-        return self.search_vector(vector, target or modality, top_k, level)
+        return self.search_vector(vector, target or modality, top_k, level, overlapping)
 
     def search_indexed(self, path, seconds, modality="audio", target=None, top_k=10,
-                       level="segment"):
+                       level="segment", overlapping=False):
         """Hits for the indexed moment of ``path`` at ``seconds`` (its vector as stored)."""
         found = next((p for p in (os.path.abspath(path), path)
                       if self.store.file_id(p) is not None), None)
         if found is None:
             raise ValueError(f"{path}: not in the index {self.store.folder}")
         segment_id, _, _ = self.store.segment_at(found, seconds)
-        return self.search_segment(segment_id, modality, target, top_k, level)
+        return self.search_segment(segment_id, modality, target, top_k, level, overlapping)
 
     def search_segment(self, segment_id, modality="audio", target=None, top_k=10,
-                       level="segment"):
+                       level="segment", overlapping=False):
         """Hits for an indexed segment's ``modality`` vector."""
         vector = self.store.vector(segment_id, modality)
         if vector is None:
             raise ValueError(f"segment {segment_id} has no {modality} vector")
-        return self.search_vector(vector, target or modality, top_k, level)
+        return self.search_vector(vector, target or modality, top_k, level, overlapping)

@@ -80,7 +80,8 @@ def create_app(search, max_upload_mb=200):
             top_k = min(max(int(args.get("top_k", 12)), 1), 200)
         except ValueError:
             abort(400, "top_k must be an integer")
-        return modality, dict(target=target, top_k=top_k, level=level)
+        return modality, dict(target=target, top_k=top_k, level=level,
+                              overlapping=args.get("overlapping") == "1")
 
     def hits_json(hits):
         rows, out = store.segments([h.segment_id for h in hits]), []

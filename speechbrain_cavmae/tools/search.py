@@ -42,6 +42,9 @@ def add_arguments(parser):
     parser.add_argument("--level", choices=("segment", "clip"), default="segment",
                         help="hits are moments, or whole files")
     parser.add_argument("--top_k", type=int, default=10, help="number of hits")
+    parser.add_argument("--overlapping", action="store_true",
+                        help="keep moments that overlap a better hit of the same file (by "
+                        "default each hit is a distinct moment)")
     common.alias(parser, "--top-k", "top_k", type=int)
     parser.add_argument("--json", action="store_true", help="print the hits as JSON")
     common.add_model(parser, required=False, aliases=())
@@ -60,7 +63,8 @@ def run(args):
     search = VideoSearch.from_hparams(args.index, model=args.model,
                                       device=common.resolve_device(args.device),
                                       trust_remote_code=args.trust_remote_code)
-    options = dict(target=args.target, top_k=args.top_k, level=args.level)
+    options = dict(target=args.target, top_k=args.top_k, level=args.level,
+                   overlapping=args.overlapping)
     if args.indexed:
         path, seconds = parse_indexed(args.indexed)
         hits = search.search_indexed(path, seconds, args.modality, **options)

@@ -18,6 +18,7 @@ function options() {
   const o = { modality: $("modality").value, target: $("target").value,
               level: $("level").value, top_k: $("top_k").value || "12" };
   if (!o.target) delete o.target;
+  if ($("overlapping").checked) o.overlapping = "1";
   return o;
 }
 
@@ -35,6 +36,7 @@ function show(hits) {
     const card = document.createElement("article");
     card.className = "hit";
     card.dataset.segment = h.segment;
+    card.dataset.file = h.file;
     card.dataset.start = h.start;
     card.dataset.end = h.end;
     const picture = h.thumb ? Object.assign(document.createElement("img"),
@@ -119,6 +121,7 @@ drop.addEventListener("drop", (e) => {
 // indexed moment as soon as the page opens (bookmarks, and the tests).
 async function start() {
   for (const k of ["modality", "target", "level", "top_k"]) if (params.has(k)) $(k).value = params.get(k);
+  $("overlapping").checked = params.get("overlapping") === "1";
   try {
     const info = await call("/api/info");
     $("info").textContent = `${info.counts.files} files, ${info.counts.segments} moments indexed`;

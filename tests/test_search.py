@@ -213,6 +213,18 @@ def test_own_audio_moment_is_the_first_hit(clips, indexed, capsys):
     assert hits[0].path == clips["paths"][3]
 
 
+def test_windows_embedded_in_chunks_equal_one_batch(clips):
+    from speechbrain_cavmae.checkpoints.loader import load_model
+
+    model = load_model(clips["model"], num_heads=2, decoder_num_heads=2).eval()
+    one = Embedder(model, batch_size=64).moments(clips["paths"][2])
+    chunked = Embedder(model, batch_size=2).moments(clips["paths"][2])
+    assert len(one.starts) == len(chunked.thumbs) == 6  # 2.0 s: windows 0.655 s, hop 0.33
+    np.testing.assert_allclose(chunked.audio, one.audio, atol=1e-5)
+    np.testing.assert_allclose(chunked.visual, one.visual, atol=1e-5)
+    assert chunked.thumbs == one.thumbs and list(one.ends)[-1] == one.duration
+
+
 def test_hits_are_distinct_moments_unless_overlapping(clips, indexed, capsys):
     def overlaps(hits):
         return sum(a.file_id == b.file_id and a.start < b.end and b.start < a.end

@@ -69,6 +69,20 @@ class Moments:
         return None if vectors is None else normalise(vectors.mean(axis=0, keepdims=True))[0]
 
 
+@dataclass
+class Source:
+    """A media file opened by :meth:`Embedder.open`: its sample loader, waveform (None
+    without audio), whether it has video, its duration and its windows (seconds)."""
+
+    path: str
+    loader: AVSampleLoader
+    wav: Optional[torch.Tensor]
+    has_video: bool
+    duration: float
+    starts: np.ndarray
+    ends: np.ndarray
+
+
 def normalise(x):
     """Rows of ``x`` scaled to unit L2 norm (float32)."""
     x = np.asarray(x, dtype=np.float32)
@@ -149,20 +163,13 @@ class Embedder:
             entry["video"] = os.fspath(path)
         return AVSampleLoader({_SID: entry}, self.cfg, train=False, manifest_path=path)
 
-    def read(self, path, start=None, end=None):
-        """Model inputs of the windows of ``path`` (or of the one window
-        ``[start, end]``).
-
-        Returns
-        -------
-        tuple
-            ``(duration, starts [n], ends [n], fbank [n, audio_length, n_mels] or None,
-            frames [n, 3, R, R] or None, thumbs or None)``.
+    def open(self, path, start=None, end=None):
+        """A file's windows, before any of them is decoded: a :class:`Source`.
 
         Raises
         ------
         BadSampleError
-            Missing, unreadable or empty file.
+            Missing, unreadable or empty file, or an empty ``[start, end]``.
         """
         from speechbrain_cavmae.inference import probe_streams
 
@@ -171,19 +178,16 @@ class Embedder:
         if not has_audio and not has_video:
             raise BadSampleError(path, "no audio or video stream")
         loader = self._loader(path, has_video)
-        sr = self.cfg["sample_rate"]
         wav = loader.waveform(_SID) if has_audio else None
+        duration = 0.0
         if has_video:
             count, fps, _, _ = video_info(path)
             duration = count / fps
-        else:
-            duration = 0.0
         if wav is not None:
-            duration = max(duration, wav.numel() / sr)
+            duration = max(duration, wav.numel() / self.cfg["sample_rate"])
         if start is not None or end is not None:
             start = max(0.0, float(start or 0.0))
-            end = min(duration, float(end)) if end is not None else min(duration,
-                                                                       start + self.window_s)
+            end = min(duration, float(end) if end is not None else start + self.window_s)
             if end <= start:
                 raise BadSampleError(path, f"empty range {start:g}..{end:g} s (the file "
                                      f"lasts {duration:.2f} s): check --start / --end")
@@ -191,21 +195,35 @@ class Embedder:
         else:
             starts = np.array(window_starts(duration, self.window_s, self.hop_s))
             ends = np.minimum(starts + self.window_s, duration)
+        return Source(path, loader, wav, has_video, duration, starts, ends)
+
+    def inputs(self, source, first=0, last=None):
+        """Model inputs of windows ``first:last`` of a :class:`Source`: ``(fbank [n,
+        audio_length, n_mels] or None, frames [n, 3, R, R] or None, thumbs or None)``."""
+        starts, ends = source.starts[first:last], source.ends[first:last]
         fbank = frames = thumbs = None
-        if wav is not None:
-            pieces = []
+        if source.wav is not None:
+            sr, wav, pieces = self.cfg["sample_rate"], source.wav, []
             for s, e in zip(starts, ends):
                 piece = wav[int(round(s * sr)):int(round(e * sr))]
                 if piece.numel() < int(FRAME_LENGTH_S * sr):
                     piece = wav[-int(round(self.window_s * sr)):]  # a range past the audio
-                pieces.append(loader.fbank(piece, _SID))
+                pieces.append(source.loader.fbank(piece, _SID))
             fbank = torch.stack(pieces)
-        if has_video:
+        if source.has_video:
             centres = [(s + e) / 2 for s, e in zip(starts, ends)]
-            raw = load_video_frames(path, times=centres, num_threads=self.cfg["video_threads"])
-            frames = torch.stack([loader.video_transform(f) for f in raw])
+            raw = load_video_frames(source.path, times=centres,
+                                    num_threads=self.cfg["video_threads"])
+            frames = torch.stack([source.loader.video_transform(f) for f in raw])
             thumbs = [thumbnail(f) for f in raw]
-        return duration, starts, ends, fbank, frames, thumbs
+        return fbank, frames, thumbs
+
+    def read(self, path, start=None, end=None):
+        """Model inputs of every window of ``path`` (or of the one window ``[start, end]``):
+        ``(duration, starts [n], ends [n], fbank or None, frames or None, thumbs or None)``
+        (see :meth:`inputs`)."""
+        source = self.open(path, start, end)
+        return (source.duration, source.starts, source.ends, *self.inputs(source))
 
     # ------------------------------------------------------------------ model
     def embed(self, fbank=None, frames=None):
@@ -226,10 +244,20 @@ class Embedder:
         return tuple(out)
 
     def moments(self, path, start=None, end=None):
-        """:class:`Moments` of ``path`` (every window, or the one ``[start, end]``)."""
-        duration, starts, ends, fbank, frames, thumbs = self.read(path, start, end)
-        audio, visual = self.embed(fbank, frames)
-        return Moments(duration, starts, ends, audio, visual, thumbs)
+        """:class:`Moments` of ``path`` (every window, or the one ``[start, end]``), decoded
+        and embedded ``batch_size`` windows at a time (a long video's windows are never all
+        in memory)."""
+        source = self.open(path, start, end)
+        audio, visual, thumbs = [], [], []
+        for first in range(0, len(source.starts), self.batch_size):
+            fbank, frames, pictures = self.inputs(source, first, first + self.batch_size)
+            a, v = self.embed(fbank, frames)
+            audio.append(a)
+            visual.append(v)
+            thumbs.extend(pictures or [])
+        join = (lambda parts: None if parts[0] is None else np.concatenate(parts))
+        return Moments(source.duration, source.starts, source.ends, join(audio), join(visual),
+                       thumbs if source.has_video else None)
 
 
 def thumbnail(frame, width=THUMB_WIDTH):

@@ -45,6 +45,11 @@ COMMANDS = {
     "balance": ("speechbrain_cavmae.tools.balance",
                 "class-balanced sampling weights of a manifest"),
     "toy": ("speechbrain_cavmae.tools.toy", "write the toy audio-visual dataset"),
+    "index": ("speechbrain_cavmae.tools.index",
+              "index your media files for search by sound or by sight"),
+    "search": ("speechbrain_cavmae.tools.search",
+               "moments of indexed files that sound or look like a query"),
+    "serve": ("speechbrain_cavmae.tools.serve", "a local web page to search an index"),
 }
 
 

@@ -33,7 +33,7 @@ def tone(freq, seconds, rate, amp=0.5):
 
 def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
                 audio_rate=44100, audio_seconds=None, colours=None, x264_params=None,
-                audio_start=0.0, rotation=None, picture=None):
+                audio_start=0.0, rotation=None, picture=None, audio_signal=None):
     """Write an mp4 (h264 + optional aac).
 
     Arguments
@@ -59,6 +59,8 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
         (``VideoStream.set_display_rotation``); players rotate the pictures by it.
     picture : callable k -> [height, width, 3] uint8, optional
         Frame ``k`` as a picture (instead of a solid ``colours(k)``).
+    audio_signal : array, optional
+        ``[samples]`` mono audio at ``audio_rate`` written instead of the tones.
     """
     import av
 
@@ -76,6 +78,8 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
         vstream.set_display_rotation(degrees, hflip=hflip)
     video_delay = int(round(max(-audio_start, 0.0) * float(rate)))  # in frames
     astream = None
+    if audio_signal is not None:
+        audio_freqs = (0.0,)
     if audio_freqs:
         channels = len(audio_freqs)
         astream = container.add_stream("aac", rate=audio_rate)
@@ -96,6 +100,8 @@ def write_video(path, n_frames=20, fps=10, size=(64, 48), audio_freqs=(440.0,),
     if astream is not None:
         seconds = audio_seconds if audio_seconds is not None else n_frames / float(rate)
         data = np.stack([tone(f, seconds, audio_rate) for f in audio_freqs])
+        if audio_signal is not None:
+            data = np.asarray(audio_signal, np.float32)[None]
         chunk = 1024
         for start in range(0, data.shape[1], chunk):
             piece = np.ascontiguousarray(data[:, start:start + chunk])

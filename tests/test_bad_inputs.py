@@ -1341,6 +1341,41 @@ def frame_segments_embeddings_folder_of_pooled_level(env):
                  evaluate_embeddings, str(folder), "max")
 
 
+# --- search: cavmae index / cavmae search (issue 24)
+@case
+def search_index_lists_and_skips_bad_media(env):
+    """``cavmae index`` over the matrix's files: the bad ones are listed with the reason
+    the input pipeline gives and skipped, the good ones indexed; a bad query file is a
+    ``BadSampleError`` naming it."""
+    from speechbrain_cavmae.search import VideoSearch
+    from speechbrain_cavmae.search.embedder import Embedder
+    from speechbrain_cavmae.search.index import update_index
+
+    folder = env["dir"] / "search_media"
+    folder.mkdir(exist_ok=True)
+    good = ("good", "good_mp4", "mp4_no_audio")
+    bad = {"zero": "cannot decode audio", "random": "cannot decode audio",
+           "text_wav": "cannot decode audio", "nan": "NaN", "empty_data": "empty",
+           "header_only": "empty|truncated", "mp4_text": "cannot open container",
+           "mp4_garbled": "cannot open container|cannot decode"}
+    for key in (*good, *bad):
+        src = env["files"][key]
+        shutil.copy(src, folder / f"{key}{os.path.splitext(src)[1]}")
+    embedder = Embedder(env["pre"])
+    summary = update_index([folder], env["dir"] / "search_index", embedder, {"model": "pre"})
+    assert (summary["added"], summary["files"]) == (len(good), len(good))
+    skipped = {os.path.splitext(os.path.basename(s["path"]))[0]: s["reason"]
+               for s in summary["skipped"]}
+    assert set(skipped) == set(bad)
+    for key, reason in bad.items():
+        assert re.search(reason, skipped[key]), (key, skipped[key])
+    search = VideoSearch(VideoSearch.from_hparams(str(env["dir"] / "search_index")).store,
+                         embedder)
+    text = str(folder / "mp4_text.mp4")
+    with pytest.raises(BadSampleError, match=esc(text) + ".*cannot open container"):
+        search.search_file(text, "visual")
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(env, request, name):
     check = CASES[name]

@@ -24,10 +24,12 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "cavmae"
 RUN_OPTIONS = {"--no_progress", "--debug", "--log_level"}
 #: The shared vocabulary: which commands take which shared flag.
 SHARED = {
-    "--model": {"convert", "classify", "embed", "retrieval", "inpaint"},
+    "--model": {"convert", "classify", "embed", "retrieval", "inpaint", "index", "search",
+                "serve"},
     "--manifest": {"embed", "retrieval", "inpaint", "validate", "stats", "balance"},
-    "--output": {"convert", "embed", "retrieval", "inpaint", "extract", "balance", "toy"},
-    "--device": {"classify", "embed", "retrieval", "inpaint"},
+    "--output": {"convert", "embed", "retrieval", "inpaint", "extract", "balance", "toy",
+                 "index"},
+    "--device": {"classify", "embed", "retrieval", "inpaint", "index", "search", "serve"},
     "--batch_size": {"embed", "retrieval", "inpaint"},
     "--num_workers": {"embed", "retrieval", "extract", "validate", "stats", "shard"},
     "--label_csv": {"convert", "validate", "balance", "shard"},

@@ -395,7 +395,8 @@ def _decode_sequentially(container, stream, frame_ids, name):
     return got, decoded
 
 
-def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1, seek=True, name=None):
+def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1, seek=True, name=None,
+                      times=None):
     """Decode frames of a video.
 
     With ``seek`` (default) the packets are first listed by demuxing (cheap: no
@@ -425,18 +426,24 @@ def load_video_frames(path, n=10, indices=None, span_s=10.0, num_threads=1, seek
         Seek to the keyframe before each wanted frame (``False``: decode from the start).
     name : str, optional
         The name used in error messages when ``path`` is content.
+    times : list of float, optional
+        Instead of ``n`` / ``indices`` / ``span_s``: the frames shown at these times
+        (seconds; frame ``int(t * fps)``, the last frame for a time past the end).
 
     Returns
     -------
     torch.Tensor
-        uint8 [len(indices) or n, 3, H, W], H and W as displayed (after the rotation).
+        uint8 [len(times) or len(indices) or n, 3, H, W], H and W as displayed (after the
+        rotation).
     """
     name = name or (os.fspath(path) if isinstance(path, (str, os.PathLike)) else None)
     with _open_video(path, name) as container:
         name = name or getattr(path, "name", "<video bytes>")
         count, fps = _count_and_rate(container, name)
         frame_ids = sample_frame_indices(count, fps, n, span_s)
-        if indices is not None:
+        if times is not None:
+            frame_ids = [min(max(int(t * fps), 0), count - 1) for t in times]
+        elif indices is not None:
             frame_ids = [frame_ids[i] for i in indices]
         stream = container.streams.video[0]
         stream.thread_count = num_threads

@@ -42,6 +42,8 @@ EXTRAS = {
     "webdataset": "pip install 'speechbrain-cavmae[shards]'",
     "sklearn": "pip install scikit-learn",
     "cv2": "pip install opencv-python-headless",
+    "faiss": "pip install 'speechbrain-cavmae[search]'",
+    "flask": "pip install 'speechbrain-cavmae[search]'",
 }
 
 

@@ -119,7 +119,7 @@ def server(tmp_path_factory):
     uploads.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "speechbrain_cavmae.cli", "serve", str(index), "--port",
+        [sys.executable, "-m", "speechbrain_cavmae", "serve", str(index), "--port",
          str(port), "--max_upload_mb", "1"],
         env=subprocess_env(TMPDIR=str(uploads)), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -178,7 +178,7 @@ class Embedder:
         if not has_audio and not has_video:
             raise BadSampleError(path, "no audio or video stream")
         loader = self._loader(path, has_video)
-        wav = loader.waveform(_SID) if has_audio else None
+        wav = loader.waveform(_SID, whole=True) if has_audio else None  # every window
         duration = 0.0
         if has_video:
             count, fps, _, _ = video_info(path)

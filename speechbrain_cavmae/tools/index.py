@@ -36,7 +36,8 @@ def add_arguments(parser):
                         "window: 5.13 s for 1024 fbank frames)")
     parser.add_argument("--batch_files", type=int, default=8,
                         help="files embedded per committed batch (what a killed run loses)")
-    parser.add_argument("--batch_size", type=int, default=16, help="windows per forward pass")
+    parser.add_argument("--windows_per_batch", type=int, default=16,
+                        help="windows (moments) decoded and embedded per forward pass")
     parser.add_argument("--hash", action="store_true",
                         help="a file whose size or time changed is embedded again only when "
                         "its SHA-256 changed too")
@@ -64,7 +65,7 @@ def run(args):
         raise common.UsageError("--batch_files must be >= 1")
     embedder = Embedder.load(args.model, args.num_heads, args.decoder_num_heads,
                              args.trust_remote_code, common.resolve_device(args.device),
-                             args.hop, args.batch_size)
+                             args.hop, args.windows_per_batch)
     summary = update_index(
         args.paths, args.output, embedder, model_settings(args), args.batch_files, args.hash,
         progress=lambda it: common.progress(it, args, desc="index", unit="file"))
@@ -77,12 +78,3 @@ def run(args):
         for item in summary["skipped"]:
             print(f"skipped {item['path']}: {item['reason']}")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.tools.index``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 The query is a file's sound (``--audio``: an audio file or a video's sound track), a
 file's sight (``--video``), optionally only ``--start``..``--end`` seconds of it, or a
 moment already in the index (``--indexed PATH@SECONDS``, by its ``--modality``). Hits are
-moments of the indexed files (``--level segment``) or whole files (``--level clip``) by
+moments of the indexed files (by default) or whole files (``--whole_files``) by
 their audio or visual embedding (``--target``; default: the query's own modality; the
 other one is cross-modal: "what does this sound look like").
 
@@ -39,15 +39,14 @@ def add_arguments(parser):
     parser.add_argument("--target", choices=("audio", "visual"), default=None,
                         help="search the indexed sounds or sights (default: the query's "
                         "modality)")
-    parser.add_argument("--level", choices=("segment", "clip"), default="segment",
-                        help="hits are moments, or whole files")
+    parser.add_argument("--whole_files", action="store_true",
+                        help="hits are whole files (clip-level vectors), not moments")
     parser.add_argument("--top_k", type=int, default=10, help="number of hits")
     parser.add_argument("--overlapping", action="store_true",
                         help="keep moments that overlap a better hit of the same file (by "
                         "default each hit is a distinct moment)")
-    common.alias(parser, "--top-k", "top_k", type=int)
     parser.add_argument("--json", action="store_true", help="print the hits as JSON")
-    common.add_model(parser, required=False, aliases=())
+    common.add_model(parser, required=False)
     common.add_device(parser)
     common.add_trust(parser)
 
@@ -63,7 +62,7 @@ def run(args):
     search = VideoSearch.from_hparams(args.index, model=args.model,
                                       device=common.resolve_device(args.device),
                                       trust_remote_code=args.trust_remote_code)
-    options = dict(target=args.target, top_k=args.top_k, level=args.level,
+    options = dict(target=args.target, top_k=args.top_k, level="clip" if args.whole_files else "segment",
                    overlapping=args.overlapping)
     if args.indexed:
         path, seconds = parse_indexed(args.indexed)
@@ -80,12 +79,3 @@ def run(args):
         for rank, h in enumerate(hits, 1):
             print(f"{rank:3d}  {h.score:.4f}  {h.start:8.2f}-{h.end:<8.2f} {h.path}")
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.tools.search``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

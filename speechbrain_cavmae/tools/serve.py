@@ -30,7 +30,7 @@ def add_arguments(parser):
                         "every indexed file)")
     parser.add_argument("--max_upload_mb", type=float, default=200,
                         help="largest query file accepted")
-    common.add_model(parser, required=False, aliases=())
+    common.add_model(parser, required=False)
     common.add_device(parser)
     common.add_trust(parser)
 
@@ -52,12 +52,3 @@ def run(args):
     search.store.rebuild()
     serve(search, args.host, args.port, args.allow_remote, args.max_upload_mb)
     return 0
-
-
-def main(argv=None):
-    """``python -m speechbrain_cavmae.tools.serve``."""
-    return common.main_of(__name__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

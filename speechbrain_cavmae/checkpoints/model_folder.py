@@ -33,6 +33,7 @@ import torch
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
 from speechbrain_cavmae.data.files import atomic_path, atomic_torch_save, atomic_write_text
 from speechbrain_cavmae.model.modes import missing_modality_modes
+from speechbrain_cavmae.model.tasks import ACTIVATIONS, task_for_loss
 from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
     LABELS_FILE,
@@ -53,7 +54,6 @@ ARCH_KEYS = (
     "shared_depth", "num_heads", "mlp_ratio", "qkv_bias",
 )
 DECODER_KEYS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")
-LOSS_ACTIVATION = {"BCE": "sigmoid", "CE": "softmax"}
 
 
 def _yaml_scalar(value):
@@ -69,15 +69,13 @@ def _yaml_scalar(value):
 
 def resolve_activation(score_activation, num_classes, loss=None):
     """``"sigmoid"`` or ``"softmax"``. ``"auto"`` follows the training ``loss`` when known
-    (BCE: sigmoid, CE: softmax), else picks sigmoid for AudioSet's 527 classes (multi-label,
+    (the task table, :mod:`speechbrain_cavmae.model.tasks`), else picks sigmoid for AudioSet's 527 classes (multi-label,
     trained with BCE) and softmax otherwise (e.g. VGGSound, trained with CE)."""
     if score_activation == "auto":
         if loss is not None:
-            if loss not in LOSS_ACTIVATION:
-                raise ValueError(f"loss={loss!r}; expected one of {sorted(LOSS_ACTIVATION)}")
-            return LOSS_ACTIVATION[loss]
+            return task_for_loss(loss).activation
         return "sigmoid" if num_classes == AUDIOSET_CLASSES else "softmax"
-    if score_activation not in ("sigmoid", "softmax"):
+    if score_activation not in ACTIVATIONS:
         raise ValueError(
             f"score_activation={score_activation!r}; expected auto, sigmoid or softmax"
         )
@@ -258,7 +256,7 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     label_csv : str or LabelTable, optional
         Classes (``index,mid,display_name``); without it they are named ``class_<i>``.
     loss : str, optional
-        Training loss of a classifier (``"BCE"`` or ``"CE"``).
+        Training loss of a classifier (one of :data:`~speechbrain_cavmae.model.tasks.LOSSES`).
     score_activation : str
         ``"auto"`` (from ``loss``, else from the number of classes), ``"sigmoid"`` or
         ``"softmax"``.

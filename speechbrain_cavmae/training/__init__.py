@@ -3,6 +3,9 @@
 Modules
 -------
 brains     : :class:`PretrainBrain` and :class:`FinetuneBrain`.
+guard      : the DDP and robustness bookkeeping both brains share (:class:`GuardedBrain`).
+state      : what a run keeps: checkpointed state (weight averaging, running sums, epoch
+             counts, random state, the atomic checkpointer) and its history file.
 recipe     : what every ``recipes/*/train.py`` does (arguments, datasets, initial weights,
              checkpointing, export of the model folder).
 schedules  : learning-rate schedules of the original recipes.

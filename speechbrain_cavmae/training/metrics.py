@@ -15,7 +15,8 @@ Retrieval
 Accumulators in the style of SpeechBrain's ``MetricStats``
 (``clear`` / ``append`` / ``summarize``):
     * :class:`MultiLabelMetrics` (mAP, mAUC, d-prime, acc@1);
-    * :class:`ClassificationStats` (acc@k, plus mAP / mAUC of the one-hot targets).
+    * :class:`ClassificationStats` (acc@k, plus mAP / mAUC of the one-hot targets);
+    * :func:`task_metrics`: the one of a row of the task table.
 
 Conventions shared with the reference CAV-MAE evaluation:
     * per-class AP and AUC are computed class by class on ``[N, C]`` score and
@@ -51,6 +52,7 @@ __all__ = [
     "retrieval_metrics",
     "MultiLabelMetrics",
     "ClassificationStats",
+    "task_metrics",
 ]
 
 
@@ -628,3 +630,14 @@ class ClassificationStats(_ScoreAccumulator):
         summary["mAP"] = mean_average_precision(scores, onehot)
         summary["mAUC"] = mean_auc(scores, onehot)
         return self._finish(summary, field)
+
+
+def task_metrics(task, topk=(1, 5)):
+    """A fresh accumulator of the metric set of ``task`` (a classification
+    :class:`~speechbrain_cavmae.model.tasks.Task`): :class:`MultiLabelMetrics` for
+    multi-hot targets, else :class:`ClassificationStats` with accuracies at ``topk``."""
+    if task.loss is None:
+        raise ValueError(f"task {task.name!r} has no classes to score")
+    if task.multilabel:
+        return MultiLabelMetrics()
+    return ClassificationStats(topk=tuple(topk))

@@ -19,7 +19,7 @@ from speechbrain_cavmae.training.state import WeightAverager
 from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError, speechbrain_to_original
 from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av
-from speechbrain_cavmae.training.metrics import ClassificationStats, MultiLabelMetrics
+from speechbrain_cavmae.training.accumulators import ClassificationStats, MultiLabelMetrics
 from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.model.modes import get_mode
 from speechbrain_cavmae.training.recipe import (

@@ -18,7 +18,7 @@ from speechbrain_cavmae.model.tasks import (
     scores,
     task_for_loss,
 )
-from speechbrain_cavmae.training.metrics import task_metrics
+from speechbrain_cavmae.training.accumulators import task_metrics
 
 PACKAGE = Path(speechbrain_cavmae.__file__).resolve().parent
 

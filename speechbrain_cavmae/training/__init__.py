@@ -10,4 +10,5 @@ recipe     : what every ``recipes/*/train.py`` does (arguments, datasets, initia
              checkpointing, export of the model folder).
 schedules  : learning-rate schedules of the original recipes.
 metrics    : mAP / mAUC / d-prime, top-k accuracy, retrieval recall.
+accumulators : those metrics collected over batches; the metric set of a task.
 """

@@ -36,8 +36,9 @@ from speechbrain_cavmae.data.augment import FbankAugment
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
 from speechbrain_cavmae.model.modes import check_mode, get_mode
 from speechbrain_cavmae.model.tasks import average_frame_predictions, get_task, task_for_loss
+from speechbrain_cavmae.training.accumulators import task_metrics
 from speechbrain_cavmae.training.guard import GuardedBrain
-from speechbrain_cavmae.training.metrics import retrieval_metrics, task_metrics
+from speechbrain_cavmae.training.metrics import retrieval_metrics
 from speechbrain_cavmae.training.state import (
     RunningSums,
     WeightAverager,

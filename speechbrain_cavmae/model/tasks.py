@@ -27,8 +27,8 @@ Example
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
-import torch.nn.functional as F
+# torch is imported where a score or loss is computed: reading the table (``cavmae convert
+# --help``'s choices) stays light.
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class Task:
     def loss_fn(self, logits, targets):
         """The task's loss of ``[batch, classes]`` logits and (soft) targets, in float32:
         BCE with logits (multi-label) or cross-entropy with soft targets (single-label)."""
+        import torch.nn.functional as F
+
         logits, targets = logits.float(), targets.float()
         if self.multilabel:
             return F.binary_cross_entropy_with_logits(logits, targets)
@@ -116,12 +118,15 @@ def scores(logits, activation, log=False):
 
     Example
     -------
+    >>> import torch
     >>> scores(torch.zeros(1, 2), "softmax")
     tensor([[0.5000, 0.5000]])
     """
+    import torch
+
     logits = logits.float()
     if activation == "sigmoid":
-        return F.logsigmoid(logits) if log else torch.sigmoid(logits)
+        return torch.nn.functional.logsigmoid(logits) if log else torch.sigmoid(logits)
     if activation == "softmax":
         return torch.log_softmax(logits, dim=-1) if log else torch.softmax(logits, dim=-1)
     raise ValueError(f"score_activation={activation!r}: use sigmoid or softmax")
@@ -148,6 +153,7 @@ def average_frame_predictions(frame_logits, loss="BCE"):
 
     Example
     -------
+    >>> import torch
     >>> logits = torch.tensor([[[0.0, 10.0], [10.0, 0.0]]])
     >>> average_frame_predictions(logits, "CE")
     tensor([[0.5000, 0.5000]])

@@ -33,7 +33,7 @@ import torch
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
 from speechbrain_cavmae.data.files import atomic_path, atomic_torch_save, atomic_write_text
 from speechbrain_cavmae.model.modes import missing_modality_modes
-from speechbrain_cavmae.model.tasks import ACTIVATIONS, task_for_loss
+from speechbrain_cavmae.model.tasks import ACTIVATIONS, get_task, task_for_loss
 from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
     LABELS_FILE,
@@ -68,13 +68,15 @@ def _yaml_scalar(value):
 
 
 def resolve_activation(score_activation, num_classes, loss=None):
-    """``"sigmoid"`` or ``"softmax"``. ``"auto"`` follows the training ``loss`` when known
-    (the task table, :mod:`speechbrain_cavmae.model.tasks`), else picks sigmoid for AudioSet's 527 classes (multi-label,
-    trained with BCE) and softmax otherwise (e.g. VGGSound, trained with CE)."""
+    """``"sigmoid"`` or ``"softmax"``. ``"auto"`` is the activation of the task trained
+    with ``loss`` when known (the task table, :mod:`speechbrain_cavmae.model.tasks`), else
+    of the multi-label task for AudioSet's 527 classes and of the single-label task
+    otherwise (e.g. VGGSound)."""
     if score_activation == "auto":
         if loss is not None:
             return task_for_loss(loss).activation
-        return "sigmoid" if num_classes == AUDIOSET_CLASSES else "softmax"
+        multilabel = num_classes == AUDIOSET_CLASSES
+        return get_task("multilabel" if multilabel else "singlelabel").activation
     if score_activation not in ACTIVATIONS:
         raise ValueError(
             f"score_activation={score_activation!r}; expected auto, sigmoid or softmax"

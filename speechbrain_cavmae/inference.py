@@ -50,6 +50,7 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 
 from speechbrain_cavmae.model.modes import get_mode
+from speechbrain_cavmae.model.tasks import ACTIVATIONS, scores
 from speechbrain_cavmae.data.audio import SOUNDFILE_EXTS, audio_info
 from speechbrain_cavmae.data.dataset import AVSampleLoader, resolve_config
 from speechbrain_cavmae.data.errors import BadSampleError
@@ -148,7 +149,7 @@ class AudioVisualClassifier(Pretrained):
             self.image_size, interpolation=getattr(hp, "image_interpolation", "bilinear")
         )
         self.score_activation = getattr(hp, "score_activation", "softmax")
-        if self.score_activation not in ("sigmoid", "softmax"):
+        if self.score_activation not in ACTIVATIONS:
             raise ValueError(f"score_activation={self.score_activation!r}: use sigmoid or softmax")
         if "compute_features" not in self.mods:
             self.mods.compute_features = KaldiFbank(
@@ -446,10 +447,7 @@ class AudioVisualClassifier(Pretrained):
 
     def _activation(self, logits, log=False):
         """``score_activation`` of ``logits`` (its logarithm with ``log``)."""
-        logits = logits.float()
-        if self.score_activation == "sigmoid":
-            return torch.nn.functional.logsigmoid(logits) if log else torch.sigmoid(logits)
-        return torch.log_softmax(logits, dim=-1) if log else torch.softmax(logits, dim=-1)
+        return scores(logits, self.score_activation, log=log)
 
     def _audio_input(self, audio, wav_lens):
         if audio is None:

@@ -25,7 +25,7 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.distributed import if_main_process
 
-from speechbrain_cavmae.training.recipe import AtomicCheckpointer
+from speechbrain_cavmae.training.state import AtomicCheckpointer
 
 
 class GatheredThenWritten:

@@ -44,7 +44,7 @@ from speechbrain_cavmae.data.manifest import LabelTable, read_manifest
 from speechbrain_cavmae.inference import AudioVisualClassifier
 from speechbrain_cavmae.settings import SettingError
 from speechbrain_cavmae.tools import convert, extract, validate
-from speechbrain_cavmae.training.brains import EmptyEpochError, NonFiniteLossError
+from speechbrain_cavmae.training.guard import EmptyEpochError, NonFiniteLossError
 from speechbrain_cavmae.training import recipe
 from speechbrain_cavmae.training.recipe import load_pretrained
 
@@ -905,7 +905,7 @@ def output_folder_in_use_by_a_live_run(env):
 
 
 def _checkpointer(folder):
-    from speechbrain_cavmae.training.recipe import AtomicCheckpointer
+    from speechbrain_cavmae.training.state import AtomicCheckpointer
 
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

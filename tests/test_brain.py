@@ -13,11 +13,13 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.train_logger import FileTrainLogger
 
-from speechbrain_cavmae.training.brains import FinetuneBrain, WeightAverager, average_frame_predictions
+from speechbrain_cavmae.model.tasks import average_frame_predictions
+from speechbrain_cavmae.training.brains import FinetuneBrain
+from speechbrain_cavmae.training.state import WeightAverager
 from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError, speechbrain_to_original
 from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 from speechbrain_cavmae.data.dataset import build_dataset, collate_av
-from speechbrain_cavmae.training.metrics import ClassificationStats, MultiLabelMetrics
+from speechbrain_cavmae.training.accumulators import ClassificationStats, MultiLabelMetrics
 from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.model.modes import get_mode
 from speechbrain_cavmae.training.recipe import (
@@ -274,7 +276,7 @@ def test_class_balanced_weights_follow_the_original_formula(toy):
 
 
 def test_atomic_checkpointer_ignores_unfinished_checkpoints(tmp_path):
-    from speechbrain_cavmae.training.recipe import AtomicCheckpointer
+    from speechbrain_cavmae.training.state import AtomicCheckpointer
 
     model = torch.nn.Linear(2, 2)
     ckpt = AtomicCheckpointer(tmp_path, {"model": model})
@@ -417,8 +419,9 @@ def test_epoch_resumed_after_its_last_step_is_not_empty(tmp_path):
     an empty loader). The counts of the interrupted epoch are part of the checkpoint, so
     the resumed epoch is not an empty one (``EmptyEpochError``); without a checkpoint an
     empty epoch still is."""
-    from speechbrain_cavmae.training.brains import CAVMAEBrain, EmptyEpochError
-    from speechbrain_cavmae.training.recipe import AtomicCheckpointer
+    from speechbrain_cavmae.training.brains import CAVMAEBrain
+    from speechbrain_cavmae.training.guard import EmptyEpochError
+    from speechbrain_cavmae.training.state import AtomicCheckpointer
 
     class Checked(CAVMAEBrain):
         def compute_forward(self, batch, stage):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from speechbrain_cavmae.training import metrics as M
+from speechbrain_cavmae.training.accumulators import ClassificationStats, MultiLabelMetrics
 
 sk_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -206,7 +207,7 @@ def test_retrieval_shape_errors():
 
 def test_multilabel_accumulator_matches_functions():
     scores, targets = _random_multilabel(n=90, c=6, seed=9)
-    stats = M.MultiLabelMetrics()
+    stats = MultiLabelMetrics()
     for i in range(0, 90, 32):
         ids = [f"id{j}" for j in range(i, min(i + 32, 90))]
         stats.append(ids, scores[i : i + 32], targets[i : i + 32])
@@ -225,7 +226,7 @@ def test_classification_accumulator():
     g = torch.Generator().manual_seed(4)
     logits = torch.randn(50, 8, generator=g)
     labels = torch.randint(0, 8, (50,), generator=g)
-    stats = M.ClassificationStats(topk=(1, 5, 10))
+    stats = ClassificationStats(topk=(1, 5, 10))
     stats.append(list(range(25)), logits[:25], labels[:25])
     stats.append(list(range(25, 50)), logits[25:], labels[25:])
     out = stats.summarize()

@@ -34,6 +34,7 @@ from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD
 from speechbrain_cavmae.data.files import atomic_path, atomic_torch_save, atomic_write_text
 from speechbrain_cavmae.model.cavmae import SYNC_DEFAULTS
 from speechbrain_cavmae.model.modes import missing_modality_modes
+from speechbrain_cavmae.model.tasks import ACTIVATIONS, get_task, task_for_loss
 from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
     LABELS_FILE,
@@ -54,7 +55,6 @@ ARCH_KEYS = (
     "shared_depth", "num_heads", "mlp_ratio", "qkv_bias",
 )
 DECODER_KEYS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")
-LOSS_ACTIVATION = {"BCE": "sigmoid", "CE": "softmax"}
 
 
 def _yaml_scalar(value):
@@ -69,16 +69,16 @@ def _yaml_scalar(value):
 
 
 def resolve_activation(score_activation, num_classes, loss=None):
-    """``"sigmoid"`` or ``"softmax"``. ``"auto"`` follows the training ``loss`` when known
-    (BCE: sigmoid, CE: softmax), else picks sigmoid for AudioSet's 527 classes (multi-label,
-    trained with BCE) and softmax otherwise (e.g. VGGSound, trained with CE)."""
+    """``"sigmoid"`` or ``"softmax"``. ``"auto"`` is the activation of the task trained
+    with ``loss`` when known (the task table, :mod:`speechbrain_cavmae.model.tasks`), else
+    of the multi-label task for AudioSet's 527 classes and of the single-label task
+    otherwise (e.g. VGGSound)."""
     if score_activation == "auto":
         if loss is not None:
-            if loss not in LOSS_ACTIVATION:
-                raise ValueError(f"loss={loss!r}; expected one of {sorted(LOSS_ACTIVATION)}")
-            return LOSS_ACTIVATION[loss]
-        return "sigmoid" if num_classes == AUDIOSET_CLASSES else "softmax"
-    if score_activation not in ("sigmoid", "softmax"):
+            return task_for_loss(loss).activation
+        multilabel = num_classes == AUDIOSET_CLASSES
+        return get_task("multilabel" if multilabel else "singlelabel").activation
+    if score_activation not in ACTIVATIONS:
         raise ValueError(
             f"score_activation={score_activation!r}; expected auto, sigmoid or softmax"
         )
@@ -263,7 +263,7 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     label_csv : str or LabelTable, optional
         Classes (``index,mid,display_name``); without it they are named ``class_<i>``.
     loss : str, optional
-        Training loss of a classifier (``"BCE"`` or ``"CE"``).
+        Training loss of a classifier (one of :data:`~speechbrain_cavmae.model.tasks.LOSSES`).
     score_activation : str
         ``"auto"`` (from ``loss``, else from the number of classes), ``"sigmoid"`` or
         ``"softmax"``.

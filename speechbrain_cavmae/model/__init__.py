@@ -9,6 +9,8 @@ pos_embed    : 2-D sin-cos positional embeddings and their resizing.
 patchify     : inputs to per-patch reconstruction targets and back.
 masking      : random and structured (time / frequency) token masking.
 modes        : the five fine-tuning / inference modes (the one mode table).
+tasks        : pretraining, multi-label and single-label classification (the one task
+               table: loss, score activation, main metric, metric set).
 encoder      : :class:`CAVMAEEncoder`, the only place the audio and visual streams meet, and
                its audio-only / visual-only / joint halves built by the same code.
 decoder      : :class:`CAVMAEDecoder`, the joint reconstruction decoder.

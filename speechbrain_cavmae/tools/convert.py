@@ -39,6 +39,7 @@ import logging
 import os
 
 from speechbrain_cavmae.model.modes import MODES, check_mode
+from speechbrain_cavmae.model.tasks import ACTIVATIONS, LOSSES
 from speechbrain_cavmae.tools import common
 
 #: AudioSet's fbank statistics (``speechbrain_cavmae.data.fbank.DEFAULT_MEAN`` / ``_STD``,
@@ -156,8 +157,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     check : bool
         Load the written folder back strictly.
     loss : str, optional
-        ``"BCE"`` or ``"CE"``, the fine-tuning loss (decides ``auto`` activation);
-        default: as recorded.
+        One of :data:`~speechbrain_cavmae.model.tasks.LOSSES`, the fine-tuning loss (decides
+        the ``auto`` activation); default: as recorded.
     norm_pix_loss : bool, optional
         Pretraining checkpoints: trained with the norm-pix loss (recorded for
         ``cavmae inpaint``); default: as recorded, else not recorded.
@@ -278,10 +279,10 @@ def add_arguments(parser):
     parser.add_argument("--mode", default="multimodal", choices=MODES,
                         help="inference mode the model was fine-tuned for")
     parser.add_argument("--score_activation", default="auto",
-                        choices=("auto", "sigmoid", "softmax"),
+                        choices=("auto",) + ACTIVATIONS,
                         help="auto: from --loss, else sigmoid for 527 classes (AudioSet) and "
                         "softmax otherwise")
-    parser.add_argument("--loss", choices=("BCE", "CE"), default=None,
+    parser.add_argument("--loss", choices=LOSSES, default=None,
                         help="fine-tuning loss: decides the auto score activation")
     parser.add_argument("--audio_length", type=int, default=None,
                         help="fbank frames (default: the checkpoint's)")

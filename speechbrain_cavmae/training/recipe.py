@@ -31,26 +31,15 @@ Authors
 import csv
 import logging
 import os
-import pathlib
-import random
-import shutil
 import sys
 
-import numpy as np
 import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.checkpoints import (
-    METAFNAME,
-    Checkpointer,
-    mark_as_loader,
-    mark_as_saver,
-    register_checkpoint_hooks,
-)
-from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_cavmae.training.brains import FinetuneBrain, PretrainBrain, unwrap
+from speechbrain_cavmae.training.brains import FinetuneBrain, PretrainBrain
 from speechbrain_cavmae.checkpoints.loader import (
     RUN_MODEL_SUBDIR,
     average_state_dicts,
@@ -65,7 +54,8 @@ from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, col
 from speechbrain_cavmae.data.manifest import LabelTable
 from speechbrain_cavmae.settings import check_settings, learning_rate_warnings
 from speechbrain_cavmae.data.pool import cap_workers
-from speechbrain_cavmae.training.ckpt_files import CheckpointFileError, file_error, named_hooks
+# AtomicCheckpointer: the yamls' ``checkpointer: !new:speechbrain_cavmae.training.recipe...``
+from speechbrain_cavmae.training.state import AtomicCheckpointer, RandomState, unwrap
 from speechbrain_cavmae.training.lock import lock_output_folder
 from speechbrain_cavmae.training.lock import release as release_output_folders
 
@@ -80,140 +70,6 @@ DATA_KEYS = (
     "mixup", "noise", "label_smooth", "n_frames", "image_size", "features_on_device",
     "on_bad_sample", "frame_source", "audio_source",
 )
-
-
-# ----------------------------------------------------------------------- checkpoints
-class AtomicCheckpointer(Checkpointer):
-    """A SpeechBrain ``Checkpointer`` whose checkpoints appear only once complete.
-
-    SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its files after it, so a
-    process killed while saving (SIGKILL, preemption, out of memory) leaves a checkpoint
-    that looks valid but is truncated, and the restarted run fails to load it. Here the
-    meta file is written as ``CKPT.yaml.partial`` and renamed to ``CKPT.yaml`` (atomic)
-    after every file is saved. Unfinished checkpoint folders are invisible to recovery
-    and removed by the main process.
-
-    Under DDP every process waits until the main one has published the meta file:
-    ``save_and_keep_only`` goes on with ``delete_checkpoints``, where each process lists
-    the checkpoints and the main one deletes the old ones, one collective call each. A
-    process that listed them before the new meta file appeared would see one checkpoint
-    fewer, delete nothing, and wait in a barrier while the main process waits in a
-    broadcast: a hang (it hung a two-node run resumed after a kill, at its first
-    intra-epoch checkpoint after the one it resumed from).
-
-    A file that cannot be written (a full disk) or read (a damaged ``optimizer.ckpt``)
-    raises :class:`~speechbrain_cavmae.training.ckpt_files.CheckpointFileError` naming it
-    and the cause; the unfinished checkpoint folder of a failed save is removed.
-
-    Arguments are those of :class:`speechbrain.utils.checkpoints.Checkpointer`.
-    """
-
-    PARTIAL = METAFNAME + ".partial"
-
-    def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):
-        pending = pathlib.Path(fpath).with_name(self.PARTIAL)
-        self._pending_meta = pending
-        try:
-            return super()._save_checkpoint_metafile(pending, meta_to_include, end_of_epoch)
-        except OSError as exc:
-            raise file_error(exc, pending, save=True) from exc
-
-    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):
-        """Save as the parent class, then publish the meta file."""
-        self._pending_meta = None
-        try:
-            with named_hooks(self, save=True):
-                ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch,
-                                               name=name, verbosity=verbosity)
-            pending = self._pending_meta
-            if pending is not None and pending.exists():
-                os.replace(pending, pending.with_name(METAFNAME))
-        except CheckpointFileError:
-            pending = self._pending_meta
-            if pending is not None and if_main_process():
-                shutil.rmtree(pending.parent, ignore_errors=True)  # unfinished: free it
-            raise
-        ddp_barrier()  # the new checkpoint is visible to every process from here on
-        return ckpt
-
-    def load_checkpoint(self, checkpoint):
-        """Load as the parent class; a file that cannot be read is named."""
-        with named_hooks(self, save=False):
-            return super().load_checkpoint(checkpoint)
-
-    def remove_unfinished(self):
-        """Remove checkpoint folders whose saving never finished (main process only)."""
-        if not if_main_process() or not self.checkpoints_dir.is_dir():
-            return []
-        removed = []
-        for path in self.checkpoints_dir.iterdir():
-            if path.is_dir() and path.name.startswith("CKPT") and not (path / METAFNAME).exists():
-                logger.warning("removing unfinished checkpoint %s", path)
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-        return removed
-
-    def recover_if_possible(self, *args, **kwargs):
-        """Drop unfinished checkpoints, then recover as the parent class."""
-        self.remove_unfinished()
-        return super().recover_if_possible(*args, **kwargs)
-
-
-@register_checkpoint_hooks
-class RandomState:
-    """The global random number generators as a checkpoint recoverable.
-
-    Saves the states of Python's ``random``, NumPy's global generator, torch's CPU
-    generator and, when CUDA is initialised, every CUDA device's generator; loading a
-    checkpoint restores them. With it, a run resumed from an intra-epoch checkpoint draws
-    the same masks, frames and augmentation noise as the uninterrupted run would have
-    (exactly so with ``num_workers: 0``: DataLoader workers have generators of their own,
-    re-seeded at the start of every pass over the data).
-
-    Only the main process writes checkpoints, so under DDP every process resumes with the
-    main process's states. SpeechBrain seeds all processes alike, and they draw the same
-    number of values, so their states are equal anyway.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> state = RandomState()
-    >>> path = os.path.join(tempfile.mkdtemp(), "random_state.ckpt")
-    >>> state.save(path)
-    >>> first = torch.rand(3), random.random()
-    >>> state.load(path)
-    >>> second = torch.rand(3), random.random()
-    >>> bool(torch.equal(first[0], second[0])) and first[1] == second[1]
-    True
-    """
-
-    @mark_as_saver
-    def save(self, path):
-        """Save the generator states (as tensors and numbers: loads with ``weights_only``)."""
-        version, words, gauss = random.getstate()
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {
-            "python": [version, torch.tensor(words, dtype=torch.int64), gauss],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
-                      int(has_gauss), float(cached)],
-            "torch": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(state, path)
-
-    @mark_as_loader
-    def load(self, path, end_of_epoch=False):
-        """Restore the generator states (the CUDA ones when saved and CUDA is usable)."""
-        del end_of_epoch
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        version, words, gauss = state["python"]
-        random.setstate((version, tuple(words.tolist()), gauss))
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 # --------------------------------------------------------------------------- weights

@@ -19,7 +19,7 @@ from hyperpyyaml import load_hyperpyyaml
 from media import write_label_csv
 
 from speechbrain_cavmae import CAVMAE
-from speechbrain_cavmae.checkpoints.loader import model_config
+from speechbrain_cavmae.checkpoints import load, model_config
 from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
 from speechbrain_cavmae.training import recipe
 
@@ -93,7 +93,7 @@ def test_sizes_come_from_the_pretrained_folder(yaml_name, pretraining_folder, la
     for key, value in TINY.items():
         if key in cfg:
             assert cfg[key] == value, key
-    loaded = recipe.load_pretrained(brain.modules.model, hparams["pretrained_path"])
+    loaded = load(hparams["pretrained_path"], into=brain.modules.model).report
     assert loaded["loaded"]
 
 
@@ -103,7 +103,7 @@ def test_audio_length_may_differ_from_the_folder(pretraining_folder, labels, tmp
                             "--pretrained_path", pretraining_folder, "--audio_length", "96"],
                            tmp_path / "run")
     assert model_config(brain.modules.model)["audio_length"] == 96
-    recipe.load_pretrained(brain.modules.model, hparams["pretrained_path"])
+    load(hparams["pretrained_path"], into=brain.modules.model).report
 
 
 @pytest.mark.parametrize("yaml_path", YAMLS, ids=lambda p: p.name)

@@ -151,11 +151,12 @@ def run(args):
     bad = set(kinds) - set(KINDS)
     if bad:
         raise common.UsageError(f"unknown kinds {sorted(bad)}; choose from {KINDS}")
-    model = inputs.load_model(args)
+    loaded = inputs.load_model(args)
+    model = loaded.model
     index = extract_features(
         model, args.manifest, args.output, args.level, args.format, args.batch_size,
         common.resolve_device(args.device), args.num_workers, kinds,
-        config=inputs.input_config(args),
+        config=inputs.input_config(args, loaded),
         progress=lambda it: common.progress(it, args, desc="embed", unit="batch"),
     )
     print(f"{len(index['clips'])} clips -> {args.output}")

@@ -134,11 +134,12 @@ def add_arguments(parser):
 
 def run(args):
     """Encode the manifest, rank, print the table (or JSON)."""
-    model = inputs.load_model(args)
+    loaded = inputs.load_model(args)
+    model = loaded.model
     device = common.resolve_device(args.device)
     results = evaluate_retrieval(
         model, args.manifest, args.batch_size, device, args.num_workers, args.chunk_size,
-        config=inputs.input_config(args, frame_index=args.frame_index),
+        config=inputs.input_config(args, loaded, frame_index=args.frame_index),
         progress=lambda it: common.progress(it, args, desc="encode", unit="batch"),
     )
     if args.json:

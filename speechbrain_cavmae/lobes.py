@@ -72,6 +72,7 @@ import torch
 from torch import nn
 
 from speechbrain_cavmae.model.encoder import ENCODERS
+from speechbrain_cavmae.model.patch_embed import AUDIO_LENGTH
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
 from speechbrain_cavmae.checkpoints import Loaded, load
 from speechbrain_cavmae.checkpoints.loader import ENCODER_ARGS, check_heads
@@ -242,7 +243,7 @@ class CAVMAEAudioInput(nn.Module):
     (torch.Size([2, 128, 128]), [98, 48], 1)
     """
 
-    def __init__(self, audio_length=1024, n_mels=128, patch_size=16, long_audio="crop",
+    def __init__(self, audio_length=AUDIO_LENGTH, n_mels=128, patch_size=16, long_audio="crop",
                  short_audio="pad", feature_norm="none", sample_rate=16000,
                  dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, pad_value=None,
                  trim_padding=False):

@@ -47,7 +47,8 @@ from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_cavmae.data.augment import FbankAugment
 from speechbrain_cavmae.data.files import atomic_write_json
-from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.data.dataset import hparams_config, resolve_config
+from speechbrain_cavmae.data.fbank import KaldiFbank
 from speechbrain_cavmae.checkpoints.loader import accumulate_mean
 from speechbrain_cavmae.model.modes import check_mode, get_mode
 from speechbrain_cavmae.training.metrics import (
@@ -431,20 +432,13 @@ class CAVMAEBrain(sb.Brain):
     def fbank_module(self):
         """The on-device :class:`KaldiFbank` (built on first use)."""
         if self._fbank is None:
+            cfg = resolve_config(hparams_config(self.hparams), train=True)
             self._fbank = KaldiFbank(
-                sample_rate=self.hp("sample_rate", 16000),
-                n_mels=self.hp("n_mels", 128),
-                audio_length=self.hp("audio_length", 1024),
-                dataset_mean=self.hp("dataset_mean", DEFAULT_MEAN),
-                dataset_std=self.hp("dataset_std", DEFAULT_STD),
-            ).to(self.device)
+                **{k: cfg[k] for k in ("sample_rate", "n_mels", "audio_length",
+                                       "dataset_mean", "dataset_std")}).to(self.device)
             self._augment = FbankAugment(
-                freqm=self.hp("freqm", 0),
-                timem=self.hp("timem", 0),
-                noise=self.hp("noise", False),
-                dataset_mean=self.hp("dataset_mean", DEFAULT_MEAN),
-                dataset_std=self.hp("dataset_std", DEFAULT_STD),
-            )
+                **{k: cfg[k] for k in ("freqm", "timem", "noise", "dataset_mean",
+                                       "dataset_std")})
         return self._fbank
 
     def audio_features(self, batch, stage):
@@ -585,8 +579,7 @@ class CAVMAEBrain(sb.Brain):
         """The number of DDP processes whose training batch of this step was skipped whole
         (``missing`` says whether this one's was): 0 or 1 in a single process, and without
         ``on_bad_sample: skip`` (no batch is ever skipped, so the processes need not agree)."""
-        policy = (self.hp("data_config") or {}).get("on_bad_sample",
-                                                     self.hp("on_bad_sample", "raise"))
+        policy = resolve_config(hparams_config(self.hparams))["on_bad_sample"]
         if policy != "skip":
             return int(missing)
         return self.summed_over_processes({"missing": int(missing)})["missing"]

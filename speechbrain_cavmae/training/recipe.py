@@ -61,7 +61,12 @@ from speechbrain_cavmae.checkpoints import (
 from speechbrain_cavmae.checkpoints.loader import RUN_MODEL_SUBDIR
 from speechbrain_cavmae.data import balance
 from speechbrain_cavmae.data.files import atomic_torch_save
-from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
+from speechbrain_cavmae.data.dataset import (
+    BadSampleCounter,
+    build_dataset,
+    collate_av,
+    hparams_config,
+)
 from speechbrain_cavmae.data.manifest import LabelTable
 from speechbrain_cavmae.settings import check_settings, learning_rate_warnings
 from speechbrain_cavmae.data.pool import cap_workers
@@ -72,15 +77,6 @@ from speechbrain_cavmae.training.lock import release as release_output_folders
 logger = logging.getLogger(__name__)
 
 TASKS = {"pretrain": PretrainBrain, "finetune": FinetuneBrain}
-
-#: Top-level hparams that are also keys of the data configuration (see
-#: ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``: the same names in both).
-DATA_KEYS = (
-    "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "freqm", "timem",
-    "mixup", "noise", "label_smooth", "n_frames", "image_size", "features_on_device",
-    "on_bad_sample", "frame_source", "audio_source",
-)
-
 
 # ----------------------------------------------------------------------- checkpoints
 class AtomicCheckpointer(Checkpointer):
@@ -243,7 +239,7 @@ def export_model_folder(model, hparams, datasets=None):
     (:mod:`speechbrain_cavmae.checkpoints.model_folder`)."""
     if not if_main_process():
         return None
-    cfg = data_config(hparams, train=False)
+    cfg = hparams_config(hparams)
     keep = ("sample_rate", "dataset_mean", "dataset_std", "audio_channel", "n_frames", "image_interpolation")
     table = (datasets or {}).get("label_table")
     if table is None and hparams.get("label_csv"):
@@ -260,22 +256,6 @@ def export_model_folder(model, hparams, datasets=None):
 
 
 # ---------------------------------------------------------------------------- data
-def data_config(hparams, train):
-    """The ``build_dataset`` configuration from the hparams.
-
-    Top-level keys (``audio_length``, ``image_size``, ``freqm``...) are used for every
-    key of :data:`DATA_KEYS` they define; a ``data_config`` dict in the yaml may add any
-    other dataset setting (``mixup_alpha``, ``audio_channel``, ``video_threads``...).
-    """
-    cfg = {}
-    for key in DATA_KEYS:
-        if hparams.get(key) is not None:
-            cfg[key] = hparams[key]
-    cfg.update(hparams.get("data_config") or {})
-    cfg["multi_frame"] = False
-    return cfg
-
-
 def class_balanced_weights(dataset, table):
     """Sampling weight of each clip of ``dataset`` (in its order) for class-balanced
     sampling, as :func:`speechbrain_cavmae.data.balance.class_balanced_weights` (the
@@ -314,8 +294,7 @@ def build_datasets(hparams, counter=None):
         raise ValueError("fine-tuning needs a label CSV: pass --label_csv")
     out = {}
     labelled = hparams["task"] == "finetune"
-    train_cfg = data_config(hparams, train=True)
-    eval_cfg = data_config(hparams, train=False)
+    train_cfg = eval_cfg = hparams_config(hparams)  # build_dataset zeroes eval augmentation
     test_cfg = dict(eval_cfg, multi_frame=bool(hparams.get("multi_frame_eval", False)))
     sources = {split: _split_source(hparams, split) for split in ("train", "valid", "test")}
     if hparams["task"] == "finetune" and sources["valid"] is None:
@@ -705,7 +684,6 @@ __all__ = [
     "check_numbers",
     "class_balanced_weights",
     "data_source",
-    "data_config",
     "export_model",
     "export_model_folder",
     "loader_kwargs",

@@ -168,3 +168,43 @@ def test_reconverting_a_folder_keeps_its_fbank_statistics(original_ft, tmp_path)
                    "--num_heads", "4"]) == 0
     pth = load(str(tmp_path / "pth")).inputs
     assert (pth["dataset_mean"], pth["dataset_std"]) == (-5.081, 4.4849)
+
+
+def _yaml_reads(monkeypatch, call):
+    """How many times ``call()`` opens a ``hyperparams.yaml``, and its result."""
+    import builtins
+
+    real_open, reads = builtins.open, []
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).endswith("hyperparams.yaml"):
+            reads.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    try:
+        result = call()
+    finally:
+        monkeypatch.setattr(builtins, "open", real_open)
+    return len(reads), result
+
+
+def test_the_door_reads_a_folder_once_and_says_how_to_feed_it(original_ft, tmp_path,
+                                                               monkeypatch):
+    """``checkpoints.load``: one read of the folder's yaml gives the model, its input
+    settings, labels and task; an encoder part comes through the same door."""
+    out = tmp_path / "ft"
+    convert(original_ft, out, num_heads=4, dataset_mean=-3.5, dataset_std=2.5, loss="BCE")
+    reads, loaded = _yaml_reads(monkeypatch, lambda: load(str(out)))
+    assert reads == 1
+    assert isinstance(loaded.model, CAVMAEClassifier) and not loaded.model.training
+    assert (loaded.inputs["dataset_mean"], loaded.inputs["dataset_std"]) == (-3.5, 2.5)
+    assert loaded.inputs["audio_length"] == loaded.model.encoder.audio_length
+    assert loaded.labels == [f"class_{i}" for i in range(5)]
+    assert loaded.task == {"kind": "classifier", "loss": "BCE", "score_activation": "sigmoid"}
+    assert loaded.folder == str(out)
+    reads, audio = _yaml_reads(monkeypatch, lambda: load(str(out), part="audio"))
+    assert reads == 1 and type(audio.model).__name__ == "AudioStreamEncoder"
+    assert audio.inputs == loaded.inputs and audio.task["kind"] == "encoder"
+    with pytest.raises(ValueError, match="part='half'; expected one of"):
+        load(str(out), part="half")

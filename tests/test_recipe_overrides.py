@@ -112,3 +112,16 @@ def test_yamls_name_the_commands_that_exist(yaml_path):
     text = yaml_path.read_text()
     assert "python -m speechbrain_cavmae.tools.shard" not in text
     assert "written by `cavmae shard`" in text
+
+
+def test_data_config_dict_reaches_the_on_device_fbank(labels, tmp_path):
+    """One route for data settings: a ``data_config:`` dict feeds the brain's on-device
+    fbank and augmentation as it feeds the dataset (the brain read only top-level keys)."""
+    hparams, brain = build([REPO / "hparams" / "cavmae_ft.yaml", *quick_check_flags(),
+                            "--label_csv", labels, "--pretrained_path",
+                            str(tmp_path / "unused.pth")], tmp_path / "run")
+    brain.hparams.data_config = {"audio_length": 48, "dataset_mean": -3.0,
+                                 "dataset_std": 2.0, "timem": 8}
+    fbank = brain.fbank_module()
+    assert (fbank.audio_length, fbank.dataset_mean, fbank.dataset_std) == (48, -3.0, 2.0)
+    assert brain._augment.timem == 8

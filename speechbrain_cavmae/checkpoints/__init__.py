@@ -16,34 +16,31 @@ model_folder  : writes the self-describing model folder (``hyperparams.yaml``,
 trust         : the model-folder schema, checked before a folder is read.
 """
 
-from speechbrain_cavmae.checkpoints.loader import (
-    HPARAMS_FILE,
-    INPUT_KEYS,
-    LABELS_FILE,
-    MODEL_FILE,
-    PARTS,
-    Loaded,
-    NonFiniteWeightError,
-    NotAModelError,
-    SizeMismatchError,
-    HeadsNotStoredError,
-    YamlRef,
-    check_state,
-    input_config,
-    load,
-    load_original_checkpoint,
-    model_config,
-    model_source,
-    plain_yaml,
-    read_settings,
-)
-from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError
-from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
+import importlib
 
-__all__ = [
-    "CheckpointMismatchError", "HPARAMS_FILE", "HeadsNotStoredError", "INPUT_KEYS",
-    "LABELS_FILE", "Loaded", "MODEL_FILE", "NonFiniteWeightError", "NotAModelError", "PARTS",
-    "SizeMismatchError", "YamlRef", "check_state", "input_config", "load",
-    "load_original_checkpoint", "model_config", "model_source", "plain_yaml",
-    "read_settings", "write_model_folder",
-]
+_LOADER = (
+    "HPARAMS_FILE", "INPUT_KEYS", "LABELS_FILE", "MODEL_FILE", "PARTS", "HeadsNotStoredError",
+    "Loaded", "NonFiniteWeightError", "NotAModelError", "SizeMismatchError", "YamlRef",
+    "check_state", "folder_of", "input_config", "load", "load_original_checkpoint",
+    "model_config", "model_source", "plain_yaml", "read_settings", "read_source",
+)
+#: Public names, by module (imported on first use, so that ``trust`` stays light).
+_EXPORTS = dict(
+    {name: "loader" for name in _LOADER},
+    CheckpointMismatchError="original", write_model_folder="model_folder",
+    LABEL_CSV_FILE="model_folder", UntrustedCodeError="trust",
+)
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -930,7 +930,8 @@ def _open(source, map_location="cpu", trust_remote_code=False):
         folder, text = _find_folder(path) if os.path.exists(path) else (None, None)
         if folder is not None:
             opened = _Folder(folder, text, trust_remote_code)  # before reading its files
-            return read_state_file(os.path.join(folder, MODEL_FILE)), "model_folder", opened, folder
+            state = read_state_file(os.path.join(folder, MODEL_FILE))
+            return state, "model_folder", opened, folder
     state, fmt, _ = read_source(source, map_location, trust_remote_code)
     return state, fmt, None, (os.fspath(source) if not isinstance(source, dict) else "state dict")
 

@@ -159,8 +159,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     dict
         Summary: ``kind``, ``num_classes``, ``num_params``, ``files``, ``config``.
     """
-    from speechbrain_cavmae.checkpoints import loader
-    from speechbrain_cavmae.checkpoints.model_folder import LABEL_CSV_FILE, write_model_folder
+    from speechbrain_cavmae import checkpoints as loader
+    from speechbrain_cavmae.checkpoints import LABEL_CSV_FILE, write_model_folder
 
     check_mode(mode)
     source = os.fspath(checkpoint)

@@ -120,8 +120,9 @@ def require_decoder(model):
 
 
 def resolve_norm_pix(source, flag=None):
-    """Whether the model of ``source`` (a path, or what the door loaded from it) was trained with the norm-pix loss: the
-    ``norm_pix_loss`` its model folder records, else ``flag`` (``--norm_pix``: True,
+    """Whether the model of ``source`` (a path, or what the door loaded from it) was
+    trained with the norm-pix loss: the ``norm_pix_loss`` its model folder records, else
+    ``flag`` (``--norm_pix``: True,
     ``--no_norm_pix``: False).
 
     Raises
@@ -155,7 +156,7 @@ def resolve_norm_pix(source, flag=None):
 def _to_rgb(image):
     import torch
 
-    from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
+    from speechbrain_cavmae.data import IMAGENET_MEAN, IMAGENET_STD
 
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -3,7 +3,8 @@
 The model and its folder's input settings come from one read of the source by the one door
 (:func:`speechbrain_cavmae.checkpoints.load`), the clips from the evaluation input pipeline
 of training (:func:`speechbrain_cavmae.data.build_dataset` with ``train=False``),
-configured by those settings and sized for the model. Used by ``embed``, ``retrieval`` and ``inpaint``.
+configured by those settings and sized for the model. Used by ``embed``, ``retrieval``
+and ``inpaint``.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -47,12 +48,12 @@ def eval_loader(manifest, model, batch_size=32, num_workers=0, config=None,
     """A ``DataLoader`` over ``manifest`` in evaluation mode, sized for ``model``."""
     import torch
 
-    from speechbrain_cavmae.data.dataset import build_dataset, collate_av
+    from speechbrain_cavmae.data import build_dataset, collate_av
 
     audio_length, image_size = model_geometry(model)
     cfg = {"audio_length": audio_length, "image_size": image_size, "multi_frame": multi_frame}
     cfg.update(config or {})
-    from speechbrain_cavmae.data.pool import cap_workers
+    from speechbrain_cavmae.data import cap_workers
 
     dataset = build_dataset(manifest, None, cfg, train=False)
     return torch.utils.data.DataLoader(

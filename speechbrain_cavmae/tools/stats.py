@@ -24,7 +24,7 @@ def add_arguments(parser):
 
 def run(args):
     """Print the mean and std."""
-    from speechbrain_cavmae.data.stats import fbank_stats
+    from speechbrain_cavmae.data import fbank_stats
 
     mean, std = fbank_stats(
         args.manifest, {} if args.audio_length is None else {"audio_length": args.audio_length},

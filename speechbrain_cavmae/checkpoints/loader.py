@@ -907,7 +907,7 @@ class _Folder:
 def read_settings(source, trust_remote_code=False):
     """What the model folder ``source`` stands for (a folder, its ``model.ckpt`` or a
     recipe output folder) records, without reading weights or building anything
-    (:func:`folder_settings`), e.g. ``{"loss": "BCE", ..., "model": {"num_heads": 12, ...}}``.
+    (:func:`folder_settings`), e.g. ``{"n_frames": 10, ..., "model": {"num_heads": 12, ...}}``.
 
     Returns
     -------

@@ -39,7 +39,7 @@ _EXPORTS = {
     "CheckpointMismatchError": "checkpoints.original",
     "SizeMismatchError": "checkpoints.loader",
     "init_from_imagenet_mae": "checkpoints.loader",
-    "load_original_checkpoint": "checkpoints.loader",
+    "load_original_checkpoint": "checkpoints.door",
     "CAVMAEAudioEncoder": "lobes",
     "CAVMAEVisualEncoder": "lobes",
     "CAVMAEJointEncoder": "lobes",

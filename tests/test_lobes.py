@@ -10,7 +10,7 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
+from speechbrain_cavmae.checkpoints import load_original_checkpoint
 from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 from speechbrain_cavmae.model.encoder import AudioStreamEncoder
 from speechbrain_cavmae.data.fbank import KaldiFbank

@@ -7,8 +7,8 @@ feeding it. Everything else here is for the tools that need a piece of that.
 
 Modules
 -------
-loader        : the door: detects a checkpoint's format, checks and reads a model folder
-                once, loads strictly.
+door          : :func:`load` and :class:`Loaded`; a model folder's yaml read once.
+loader        : formats, architectures of weights, strict and partial loading rules.
 original      : key mapping of the original CAV-MAE ``.pth`` files and ImageNet MAE weights.
 model_folder  : writes the self-describing model folder (``hyperparams.yaml``,
                 ``model.ckpt``, ``label_encoder.txt``) that :func:`load` and
@@ -19,14 +19,17 @@ trust         : the model-folder schema, checked before a folder is read.
 import importlib
 
 _LOADER = (
-    "HPARAMS_FILE", "INPUT_KEYS", "LABELS_FILE", "MODEL_FILE", "PARTS", "HeadsNotStoredError",
-    "Loaded", "NonFiniteWeightError", "NotAModelError", "SizeMismatchError", "YamlRef",
-    "check_state", "folder_of", "input_config", "load", "load_original_checkpoint",
-    "model_config", "model_source", "plain_yaml", "read_settings", "read_source",
+    "HPARAMS_FILE", "LABELS_FILE", "MODEL_FILE", "HeadsNotStoredError", "NonFiniteWeightError",
+    "NotAModelError", "SizeMismatchError", "check_state", "folder_of", "model_config",
+    "model_source", "read_source",
+)
+_DOOR = (
+    "INPUT_KEYS", "PARTS", "Loaded", "YamlRef", "input_config", "load",
+    "load_original_checkpoint", "plain_yaml", "read_settings",
 )
 #: Public names, by module (imported on first use, so that ``trust`` stays light).
 _EXPORTS = dict(
-    {name: "loader" for name in _LOADER},
+    {name: "loader" for name in _LOADER}, **{name: "door" for name in _DOOR},
     CheckpointMismatchError="original", write_model_folder="model_folder",
     LABEL_CSV_FILE="model_folder", UntrustedCodeError="trust",
 )

@@ -14,7 +14,7 @@ A model folder holds
   the label table is known, ``labels.csv`` (``index,mid,display_name``).
 
 No absolute path is written: the yaml's ``pretrained_path`` is ``.`` and
-``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.checkpoints.loader.load_model`)
+``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.checkpoints.load`)
 set it to the folder they are given, so a folder can be moved or zipped as it is.
 
 Writers: the recipes (``<output_folder>/model/``), ``cavmae convert``;
@@ -37,9 +37,9 @@ from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
     LABELS_FILE,
     MODEL_FILE,
-    load,
     model_config,
 )
+from speechbrain_cavmae.checkpoints.door import load
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ The names below are imported on first use, so ``import speechbrain_cavmae`` stay
 (a command's ``--help`` does not load torch).
 """
 
-import importlib
+from speechbrain_cavmae.exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -49,14 +49,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -16,7 +16,7 @@ model_folder  : writes the self-describing model folder (``hyperparams.yaml``,
 trust         : the model-folder schema, checked before a folder is read.
 """
 
-import importlib
+from speechbrain_cavmae.exports import lazy_exports
 
 _LOADER = (
     "HPARAMS_FILE", "LABELS_FILE", "MODEL_FILE", "HeadsNotStoredError", "NonFiniteWeightError",
@@ -36,14 +36,4 @@ _EXPORTS = dict(
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

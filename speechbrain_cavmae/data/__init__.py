@@ -14,7 +14,7 @@ balance   : class-balanced sampling weights (CLI).
 stats     : dataset fbank mean/std (CLI).
 """
 
-import importlib
+from speechbrain_cavmae.exports import lazy_exports
 
 #: Public names, by module (imported on first use: ``cavmae --help`` stays light).
 _EXPORTS = {
@@ -36,14 +36,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -14,7 +14,7 @@ The names below are imported on first use, so ``import speechbrain_cavmae`` stay
 (a command's ``--help`` does not load torch).
 """
 
-import importlib
+from speechbrain_cavmae.exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -39,7 +39,7 @@ _EXPORTS = {
     "CheckpointMismatchError": "checkpoints.original",
     "SizeMismatchError": "checkpoints.loader",
     "init_from_imagenet_mae": "checkpoints.loader",
-    "load_original_checkpoint": "checkpoints.loader",
+    "load_original_checkpoint": "checkpoints.door",
     "CAVMAEAudioEncoder": "lobes",
     "CAVMAEVisualEncoder": "lobes",
     "CAVMAEJointEncoder": "lobes",
@@ -49,14 +49,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

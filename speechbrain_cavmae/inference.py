@@ -58,7 +58,7 @@ from speechbrain_cavmae.data.frames import ImageTransform, sample_frame_indices,
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank, num_fbank_frames
 from speechbrain_cavmae.checkpoints.loader import HPARAMS_FILE, model_source
 from speechbrain_cavmae.checkpoints.loader import yaml_declares as _yaml_declares
-from speechbrain_cavmae.checkpoints.model_folder import input_config
+from speechbrain_cavmae.checkpoints import input_config
 from speechbrain_cavmae.checkpoints.trust import check_hparams_file
 
 logger = logging.getLogger(__name__)
@@ -254,16 +254,14 @@ class AudioVisualClassifier(Pretrained):
         """
         from speechbrain.dataio.encoder import CategoricalEncoder
 
-        from speechbrain_cavmae.checkpoints.loader import load_model, model_config
+        from speechbrain_cavmae.checkpoints import YamlRef, load, model_config, plain_yaml
         from speechbrain_cavmae.checkpoints.model_folder import (
-            YamlRef,
             hparams_text,
             label_names,
-            plain_yaml,
             resolve_activation,
         )
 
-        model = load_model(path, num_heads=num_heads)
+        model = load(path, num_heads=num_heads).model
         cfg = model_config(model)
         kind = cfg["kind"]
         activation = (resolve_activation("auto", cfg["num_classes"])

@@ -72,13 +72,10 @@ import torch
 from torch import nn
 
 from speechbrain_cavmae.model.encoder import ENCODERS
+from speechbrain_cavmae.model.patch_embed import AUDIO_LENGTH
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
-from speechbrain_cavmae.checkpoints.loader import (
-    ENCODER_ARGS,
-    check_heads,
-    load_encoder_weights,
-)
-from speechbrain_cavmae.checkpoints.model_folder import read_input_config
+from speechbrain_cavmae.checkpoints import Loaded, load
+from speechbrain_cavmae.checkpoints.loader import ENCODER_ARGS, check_heads
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +118,7 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
         weights, e.g. ``embedding_model.ckpt``), an original CAV-MAE checkpoint
         (pretrained or fine-tuned ``.pth``) or a state dict saved from this package;
         loaded by
-        :func:`speechbrain_cavmae.checkpoints.loader.load_encoder_weights`. Only the encoder weights
+        :func:`speechbrain_cavmae.checkpoints.load` (``part=``). Only the encoder weights
         are kept. ``None``: random initialisation with ``encoder_kwargs``.
     audio_length : int, optional
         Nominal number of fbank frames; with a checkpoint, the audio positional embedding
@@ -132,8 +129,8 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
     map_location : str
         Passed to ``torch.load``.
     half : str, optional
-        ``"audio"``, ``"visual"`` or ``None`` (the whole encoder); see
-        :func:`~speechbrain_cavmae.checkpoints.loader.load_encoder_weights`.
+        ``"audio"``, ``"visual"``, ``"joint"`` or ``None`` (the whole encoder); see
+        :func:`~speechbrain_cavmae.checkpoints.load`'s ``part``.
     names : dict, optional
         Names of the size arguments in errors (e.g. :data:`HPARAMS_KEYS`).
     **encoder_kwargs
@@ -157,22 +154,29 @@ def load_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location
     ...                   half="audio")).__name__
     'AudioStreamEncoder'
     """
+    return _open_encoder(ckpt_path, audio_length, num_heads, map_location, half, names,
+                         **encoder_kwargs).model
+
+
+def _open_encoder(ckpt_path=None, audio_length=None, num_heads=None, map_location="cpu",
+                  half=None, names=None, **encoder_kwargs):
+    """:func:`load_encoder` as a :class:`speechbrain_cavmae.checkpoints.Loaded` (the
+    encoder and its folder's input settings, from one read of the folder)."""
     unknown = set(encoder_kwargs) - set(ENCODER_ARGS)
     if unknown:
         raise TypeError(f"unknown encoder arguments {sorted(unknown)}")
     encoder_kwargs = {k: v for k, v in encoder_kwargs.items() if v is not None}
-    if ckpt_path is None:
-        cfg = dict(SCRATCH_DEFAULTS, **encoder_kwargs)
-        if audio_length is not None:
-            cfg["audio_length"] = audio_length
-        cfg["num_heads"] = num_heads if num_heads is not None else default_heads(
-            cfg["embed_dim"])
-        check_heads(cfg, "random initialisation", names)
-        cfg.setdefault("trainable_pos_embed", True)
-        return ENCODERS[half](**cfg)
-    return load_encoder_weights(ckpt_path, num_heads=num_heads, audio_length=audio_length,
-                                map_location=map_location, half=half, names=names,
-                                **encoder_kwargs)
+    if ckpt_path is not None:
+        return load(ckpt_path, part=half or "encoder", num_heads=num_heads,
+                    audio_length=audio_length, map_location=map_location, names=names,
+                    **encoder_kwargs)
+    cfg = dict(SCRATCH_DEFAULTS, **encoder_kwargs)
+    if audio_length is not None:
+        cfg["audio_length"] = audio_length
+    cfg["num_heads"] = num_heads if num_heads is not None else default_heads(cfg["embed_dim"])
+    check_heads(cfg, "random initialisation", names)
+    cfg.setdefault("trainable_pos_embed", True)
+    return Loaded(model=ENCODERS[half](**cfg))
 
 
 def audio_token_mask(n_valid, rows, cols, patch_size):
@@ -239,7 +243,7 @@ class CAVMAEAudioInput(nn.Module):
     (torch.Size([2, 128, 128]), [98, 48], 1)
     """
 
-    def __init__(self, audio_length=1024, n_mels=128, patch_size=16, long_audio="crop",
+    def __init__(self, audio_length=AUDIO_LENGTH, n_mels=128, patch_size=16, long_audio="crop",
                  short_audio="pad", feature_norm="none", sample_rate=16000,
                  dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, pad_value=None,
                  trim_padding=False):
@@ -373,7 +377,7 @@ def _check(name, value, allowed):
 class _CAVMAELobe(nn.Module):
     """Loading, freezing and pooling shared by the three encoders."""
 
-    #: The encoder half this lobe holds (see ``checkpoints.loader.HALVES``).
+    #: The encoder half this lobe holds (``None``: the whole encoder; see ``checkpoints.PARTS``).
     HALF = None
 
     def __init__(self, ckpt_path=None, freeze=False, pooling="mean", audio_length=None,
@@ -381,8 +385,10 @@ class _CAVMAELobe(nn.Module):
         super().__init__()
         self.pooling = _check("pooling", pooling, POOLING)
         self.freeze = freeze
-        self.encoder = load_encoder(ckpt_path, audio_length=audio_length, num_heads=num_heads,
-                                    half=self.HALF, names=HPARAMS_KEYS, **encoder_kwargs)
+        loaded = _open_encoder(ckpt_path, audio_length, num_heads, half=self.HALF,
+                               names=HPARAMS_KEYS, **encoder_kwargs)
+        #: The encoder, and the input settings its model folder records ({} without one).
+        self.encoder, self.folder_inputs = loaded.model, loaded.inputs
         #: Output width (the classifier's input size); also ``embed_dim``, ``output_size``.
         self.output_dim = self.embed_dim = self.output_size = self.encoder.embed_dim
         if freeze:
@@ -510,7 +516,7 @@ class CAVMAEAudioEncoder(_CAVMAELobe):
                  dataset_std=None, pad_value=None, num_heads=None, **encoder_kwargs):
         super().__init__(ckpt_path, freeze, pooling, audio_length, num_heads, **encoder_kwargs)
         self.mask_padding = mask_padding
-        folder = read_input_config(ckpt_path) if ckpt_path is not None else {}
+        folder = self.folder_inputs
         if sample_rate is None:
             sample_rate = folder.get("sample_rate", 16000)
         if dataset_mean is None:

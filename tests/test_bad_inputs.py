@@ -29,12 +29,7 @@ from processes import REPO, import_script, run_ranks
 from recipe_cli import DECODER, ENCODER, HP
 
 from speechbrain_cavmae import CAVMAE, CAVMAEClassifier, cli
-from speechbrain_cavmae.checkpoints.loader import (
-    NonFiniteWeightError,
-    NotAModelError,
-    load_encoder_weights,
-    load_model,
-)
+from speechbrain_cavmae.checkpoints import NonFiniteWeightError, NotAModelError, load
 from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
 from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError
 from speechbrain_cavmae.checkpoints.trust import UntrustedCodeError
@@ -46,7 +41,6 @@ from speechbrain_cavmae.settings import SettingError
 from speechbrain_cavmae.tools import convert, extract, validate
 from speechbrain_cavmae.training.guard import EmptyEpochError, NonFiniteLossError
 from speechbrain_cavmae.training import recipe
-from speechbrain_cavmae.training.recipe import load_pretrained
 
 AUDIOSET_RECIPE = import_script(REPO / "recipes" / "AudioSet" / "train.py")
 
@@ -409,7 +403,7 @@ def _saved(env, name, state):
 def ckpt_truncated(env):
     path = truncated_copy(env["dir"] / "clf.pth", env["dir"] / "cut.pth", 0.5)
     expect_error(CheckpointMismatchError, esc(path) + ": cannot read the checkpoint",
-                 load_model, path, num_heads=4)
+                 load, path, num_heads=4)
 
 
 @case
@@ -417,7 +411,7 @@ def ckpt_random_bytes(env):
     path = env["dir"] / "random.pth"
     path.write_bytes(np.random.default_rng(2).bytes(5000))
     expect_error(CheckpointMismatchError, esc(path) + ": cannot read the checkpoint",
-                 load_model, path, num_heads=4)
+                 load, path, num_heads=4)
 
 
 @case
@@ -425,21 +419,21 @@ def ckpt_zero_bytes(env):
     path = env["dir"] / "zero.pth"
     path.write_bytes(b"")
     expect_error(CheckpointMismatchError, esc(path) + ": cannot read the checkpoint",
-                 load_model, path, num_heads=4)
+                 load, path, num_heads=4)
 
 
 @case
 def ckpt_foreign(env):
     path = _saved(env, "resnet.pth", {"conv1.weight": torch.zeros(4, 3, 3, 3),
                                       "fc.weight": torch.zeros(10, 4)})
-    expect_error(CheckpointMismatchError, esc(path) + ": not a CAV-MAE state dict", load_model,
+    expect_error(CheckpointMismatchError, esc(path) + ": not a CAV-MAE state dict", load,
                  path, num_heads=4)
 
 
 @case
 def ckpt_not_a_dict(env):
     path = _saved(env, "list.pth", [torch.zeros(2)])
-    expect_error(CheckpointMismatchError, esc(path), load_model, path, num_heads=4)
+    expect_error(CheckpointMismatchError, esc(path), load, path, num_heads=4)
 
 
 @case
@@ -447,11 +441,11 @@ def ckpt_value_not_a_tensor(env):
     state = _state(env)
     state["encoder.norm.weight"] = "oops"
     path = _saved(env, "str_value.pth", state)
-    for load in (lambda: load_model(path, num_heads=4),
-                 lambda: load_pretrained(CAVMAEClassifier(4, **ARCH), path),
+    for reader in (lambda: load(path, num_heads=4).model,
+                 lambda: load(path, into=CAVMAEClassifier(4, **ARCH)).report,
                  lambda: convert.convert(path, env["dir"] / "conv_str", num_heads=4)):
         expect_error(CheckpointMismatchError,
-                     esc(path) + ": 'encoder.norm.weight' is a str, not a tensor", load)
+                     esc(path) + ": 'encoder.norm.weight' is a str, not a tensor", reader)
 
 
 @case
@@ -460,7 +454,7 @@ def ckpt_nan_weights(env):
     state["encoder.blocks_u.0.attn.qkv.weight"][0, 0] = float("nan")
     path = _saved(env, "nan.pth", state)
     pattern = esc(path) + r": tensor 'encoder.blocks_u.0.attn.qkv.weight' has 1 non-finite"
-    expect_error(NonFiniteWeightError, pattern, load_model, path, num_heads=4)
+    expect_error(NonFiniteWeightError, pattern, load, path, num_heads=4)
     # convert's command line stops with the error (exit 1; the exception with --debug) and
     # writes nothing
     out = env["dir"] / "conv_nan"
@@ -490,7 +484,7 @@ def folder_missing_key(env):
     del state["head.fc.weight"]
     torch.save(state, folder / "model.ckpt")
     pattern = r"missing keys \['head\.fc\.weight'\]"
-    expect_error(CheckpointMismatchError, esc(folder) + ".*" + pattern, load_model, folder)
+    expect_error(CheckpointMismatchError, esc(folder) + ".*" + pattern, load, folder)
     expect_error(CheckpointMismatchError, pattern, AudioVisualClassifier.from_hparams,
                  source=str(folder), savedir=str(env["dir"] / "sd_missing"))
 
@@ -502,7 +496,7 @@ def folder_extra_key(env):
     state = torch.load(folder / "model.ckpt", weights_only=True)
     state["encoder.extra"] = torch.zeros(1)
     torch.save(state, folder / "model.ckpt")
-    expect_error(CheckpointMismatchError, r"unexpected keys \['encoder\.extra'\]", load_model,
+    expect_error(CheckpointMismatchError, r"unexpected keys \['encoder\.extra'\]", load,
                  folder)
 
 
@@ -513,7 +507,7 @@ def pretrained_path_deeper_checkpoint(env):
     expect_error(CheckpointMismatchError,
                  esc(env["dir"] / "deep.pth") + r" does not fit the model: unexpected keys "
                  r"\['encoder\.blocks_a\.1\..*the checkpoint has 3 modality-specific blocks, "
-                 r"the model 1", load_pretrained, model, env["dir"] / "deep.pth")
+                 r"the model 1", load, env["dir"] / "deep.pth", into=model)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
@@ -521,15 +515,15 @@ def pretrained_path_deeper_checkpoint(env):
 def pretrained_path_shallower_checkpoint(env):
     model = CAVMAE(**dict(ARCH, modality_specific_depth=2), **DEC)
     expect_error(CheckpointMismatchError, r"missing keys \['encoder\.blocks_a\.1\..*the "
-                 r"checkpoint has 1 modality-specific blocks, the model 2", load_pretrained,
-                 model, env["dir"] / "pre.pth")
+                 r"checkpoint has 1 modality-specific blocks, the model 2", load,
+                 env["dir"] / "pre.pth", into=model)
 
 
 @case
 def pretrained_path_wider_model(env):
     model = CAVMAEClassifier(4, **dict(ARCH, embed_dim=64))
-    expect_error(CheckpointMismatchError, r"shapes differ: encoder\.", load_pretrained, model,
-                 env["dir"] / "pre.pth")
+    expect_error(CheckpointMismatchError, r"shapes differ: encoder\.", load,
+                 env["dir"] / "pre.pth", into=model)
 
 
 @case
@@ -538,8 +532,8 @@ def pretrained_path_missing_decoder_key(env):
     del state["decoder.blocks.0.mlp.fc1.weight"]
     path = _saved(env, "no_dec_key.pth", state)
     expect_error(CheckpointMismatchError, esc(path) + r" does not fit the model: missing keys "
-                 r"\['decoder\.blocks\.0\.mlp\.fc1\.weight'\]", load_pretrained,
-                 CAVMAE(**ARCH, **DEC), path)
+                 r"\['decoder\.blocks\.0\.mlp\.fc1\.weight'\]", load, path,
+                 into=CAVMAE(**ARCH, **DEC))
 
 
 @case
@@ -547,30 +541,30 @@ def pretrained_path_missing_head_key(env):
     state = _state(env)
     del state["head.fc.bias"]
     path = _saved(env, "no_head_key.pth", state)
-    expect_error(CheckpointMismatchError, r"missing keys \['head\.fc\.bias'\]", load_pretrained,
-                 CAVMAEClassifier(4, **ARCH), path)
+    expect_error(CheckpointMismatchError, r"missing keys \['head\.fc\.bias'\]", load, path,
+                 into=CAVMAEClassifier(4, **ARCH))
 
 
 @case
 def pretrained_path_documented_partial_loads(env):
     """Decoder absent from a fine-tuned checkpoint; head absent or for other classes."""
     pre = CAVMAE(**ARCH, **DEC)
-    info = load_pretrained(pre, env["dir"] / "clf.pth")
+    info = load(env["dir"] / "clf.pth", into=pre).report
     assert {k.split(".")[0] for k in info["missing"]} == {"decoder"}
     for name, value in env["clf"].state_dict().items():
         if name.startswith("encoder."):
             assert torch.equal(pre.state_dict()[name], value), name
     clf = CAVMAEClassifier(7, **ARCH)
-    info = load_pretrained(clf, env["dir"] / "clf.pth")
+    info = load(env["dir"] / "clf.pth", into=clf).report
     assert {k.split(".")[0] for k in info["missing"]} == {"head"}
-    info = load_pretrained(CAVMAEClassifier(4, **ARCH), env["dir"] / "pre")
+    info = load(env["dir"] / "pre", into=CAVMAEClassifier(4, **ARCH)).report
     assert {k.split(".")[0] for k in info["ignored"]} == {"decoder"}
 
 
 @case
 def heads_that_do_not_divide(env):
     expect_error(ValueError, esc(env["dir"] / "clf.pth") + r": num_heads=5 does not divide",
-                 load_model, env["dir"] / "clf.pth", num_heads=5)
+                 load, env["dir"] / "clf.pth", num_heads=5)
 
 
 @case
@@ -579,7 +573,7 @@ def imagenet_weights_are_not_a_model(env):
              "blocks.0.attn.qkv.weight": torch.zeros(96, 32)}
     path = _saved(env, "mae.pth", state)
     expect_error(CheckpointMismatchError, esc(path) + ": ImageNet MAE weights do not describe",
-                 load_model, path)
+                 load, path)
 
 
 @case
@@ -587,7 +581,7 @@ def checkpoint_folder_without_weights(env):
     folder = env["dir"] / "CKPT+empty"
     folder.mkdir(exist_ok=True)
     expect_error(NotAModelError, esc(folder) + ": not a model: a folder without model.ckpt",
-                 load_model, folder)
+                 load, folder)
 
 
 # --------------------------------------------------------------- model folder code
@@ -604,12 +598,12 @@ def folder_yaml_that_runs_a_command(env):
     marker = env["dir"] / "marker_os"
     folder = _folder_with_yaml_line(env, "evil_os", f"evil: !apply:os.makedirs [{marker}]")
     pattern = r"hyperparams\.yaml: line \d+: !apply:os\.makedirs is not allowed"
-    for load in (lambda: AudioVisualClassifier.from_hparams(
+    for reader in (lambda: AudioVisualClassifier.from_hparams(
                      source=str(folder), savedir=str(env["dir"] / "sd_evil")),
-                 lambda: load_model(folder),
-                 lambda: load_pretrained(CAVMAEClassifier(4, **ARCH), folder),
-                 lambda: load_encoder_weights(folder)):
-        expect_error(UntrustedCodeError, pattern, load)
+                 lambda: load(folder).model,
+                 lambda: load(folder, into=CAVMAEClassifier(4, **ARCH)).report,
+                 lambda: load(folder, part="encoder").model):
+        expect_error(UntrustedCodeError, pattern, reader)
         assert not marker.exists()
     # the explicit opt-in builds it
     clf = AudioVisualClassifier.from_hparams(source=str(folder), savedir=str(env["dir"] / "sdt"),
@@ -628,7 +622,7 @@ def folder_yaml_python_tag_and_denied_torch_function(env):
          r"!name:torch\.os\.system is not allowed \(!name: is only allowed for the "),
     ]:
         folder = _folder_with_yaml_line(env, name, line)
-        expect_error(UntrustedCodeError, pattern, load_model, folder)
+        expect_error(UntrustedCodeError, pattern, load, folder)
     assert not marker.exists()
 
 
@@ -1271,7 +1265,7 @@ def not_a_model(env):
     error naming it, from every entry point, with no hub request."""
     wav, frames = env["files"]["good"], env["frames"]
     for source in (wav, frames):
-        expect_error(NotAModelError, esc(source) + ": not a model", load_model, source)
+        expect_error(NotAModelError, esc(source) + ": not a model", load, source)
         expect_error(NotAModelError, esc(source) + ": not a model",
                      AudioVisualClassifier.from_hparams, source=source)
     missing = str(env["dir"] / "runs" / "ft" / "finetuned.pth")

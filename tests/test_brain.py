@@ -22,10 +22,10 @@ from speechbrain_cavmae.data.dataset import build_dataset, collate_av
 from speechbrain_cavmae.training.accumulators import ClassificationStats, MultiLabelMetrics
 from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.model.modes import get_mode
+from speechbrain_cavmae.checkpoints import load
+from speechbrain_cavmae.checkpoints.loader import average_state_dicts, read_state_file
 from speechbrain_cavmae.training.recipe import (
-    average_state_dict_files,
     class_balanced_weights,
-    load_pretrained,
 )
 from speechbrain_cavmae.training.schedules import WarmupStepDecay, step_decay_factor
 from speechbrain_cavmae.data.toy import generate_toy_dataset
@@ -77,7 +77,7 @@ def test_weight_averager_matches_file_average_and_survives_checkpointing(tmp_pat
         avg.update(model)
         files.append(tmp_path / f"m{i}.pth")
         torch.save(model.state_dict(), files[-1])
-    ref = average_state_dict_files(files)
+    ref = average_state_dicts([read_state_file(f) for f in files])
     for key, value in avg.state_dict().items():
         assert torch.allclose(value, ref[key], atol=1e-6)
     Checkpointer(tmp_path / "ck", {"wa": avg}).save_checkpoint()
@@ -240,7 +240,7 @@ def test_load_pretrained_original_format_into_classifier(tmp_path):
     original = speechbrain_to_original(pre.state_dict())
     torch.save({f"module.{k}": v for k, v in original.items()}, tmp_path / "orig.pth")
     clf = CAVMAEClassifier(5, **dict(TINY, audio_length=96))  # longer audio: interpolated
-    info = load_pretrained(clf, tmp_path / "orig.pth")
+    info = load(tmp_path / "orig.pth", into=clf).report
     assert any(k.startswith("decoder_") or k.startswith("decoder.") for k in info["ignored"])
     assert set(info["missing"]) == {"head.norm.weight", "head.norm.bias", "head.fc.weight",
                                     "head.fc.bias"}
@@ -253,10 +253,10 @@ def test_load_pretrained_original_format_into_classifier(tmp_path):
     deeper = CAVMAEClassifier(5, **dict(TINY, modality_specific_depth=2))
     with pytest.raises(CheckpointMismatchError,
                        match=r"missing keys.*blocks_a\.1.*1 modality-specific blocks, the model 2"):
-        load_pretrained(deeper, tmp_path / "orig.pth")
+        load(tmp_path / "orig.pth", into=deeper).report
     wider = CAVMAEClassifier(5, **dict(TINY, img_size=64))
     with pytest.raises(CheckpointMismatchError, match="pos_embed_v"):
-        load_pretrained(wider, tmp_path / "orig.pth")
+        load(tmp_path / "orig.pth", into=wider).report
 
 
 def test_class_balanced_weights_follow_the_original_formula(toy):

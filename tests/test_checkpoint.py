@@ -14,7 +14,7 @@ from speechbrain_cavmae import (
     init_from_imagenet_mae,
     load_original_checkpoint,
 )
-from speechbrain_cavmae.checkpoints.loader import infer_config
+from speechbrain_cavmae.checkpoints.loader import architecture, prepare_state
 from speechbrain_cavmae.checkpoints.original import (
     original_to_speechbrain,
     speechbrain_to_original,
@@ -45,7 +45,7 @@ def test_full_size_defaults_are_inferred():
     torch.manual_seed(0)
     model = CAVMAE()
     original = speechbrain_to_original(model.state_dict())
-    cfg = infer_config(original)
+    cfg = architecture(prepare_state(original))
     assert cfg == {
         "kind": "pretrain", "img_size": 224, "audio_length": 1024, "n_mels": 128,
         "patch_size": 16, "in_chans": 3, "embed_dim": 768, "modality_specific_depth": 11,
@@ -55,7 +55,7 @@ def test_full_size_defaults_are_inferred():
 
 
 def test_classifier_kind_and_classes(ref):
-    cfg = infer_config(ref["ft_state_dict"], num_heads=4)
+    cfg = architecture(prepare_state(ref["ft_state_dict"]), num_heads=4)
     assert cfg["kind"] == "classifier" and cfg["num_classes"] == 5
     assert cfg["audio_length"] == 128 and cfg["img_size"] == 64
 

@@ -13,8 +13,8 @@ from speechbrain_cavmae import CAVMAE, CAVMAEClassifier
 from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError, original_to_speechbrain
 from speechbrain_cavmae.checkpoints.model_folder import hparams_text, resolve_activation
 from speechbrain_cavmae.cli import main as cavmae
-from speechbrain_cavmae.checkpoints.model_folder import read_input_config
-from speechbrain_cavmae.tools.convert import check_folder, convert
+from speechbrain_cavmae.checkpoints import load
+from speechbrain_cavmae.tools.convert import convert
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "original_parity.pt"
 
@@ -79,9 +79,9 @@ def test_convert_pretrained_checkpoint(fixture, tmp_path):
     out = tmp_path / "pt"
     summary = convert(path, out, num_heads=4, decoder_num_heads=4)
     assert summary["kind"] == "pretrain"
-    hp = check_folder(str(out))
-    assert isinstance(hp["model"], CAVMAE)
-    assert hp["model"].decoder.blocks[0].attn.num_heads == 4
+    model = load(str(out)).model  # the folder's yaml rebuilt, model.ckpt loaded strictly
+    assert isinstance(model, CAVMAE)
+    assert model.decoder.blocks[0].attn.num_heads == 4
     assert not (out / "label_encoder.txt").exists()
     assert "label_encoder: !ref <pretrained_path>" not in (out / "hyperparams.yaml").read_text()
     # every tensor written is the original's, under its new name; nothing else is written
@@ -133,7 +133,7 @@ def test_audio_only_model_modes(original_ft, tmp_path):
     assert hp["video_only_mode"] is None
     assert hp["score_activation"] == "sigmoid"
     assert hp["audio_length"] == 256 and hp["model"].encoder.audio_length == 256
-    check_folder(str(out))
+    load(str(out))
 
 
 def test_hparams_text_is_self_consistent():
@@ -162,9 +162,49 @@ def test_reconverting_a_folder_keeps_its_fbank_statistics(original_ft, tmp_path)
                    "--num_heads", "4", "--dataset_mean", "-3.5", "--dataset_std", "2.5"]) == 0
     assert cavmae(["convert", "--model", str(first), "--output", str(tmp_path / "again"),
                    "--num_heads", "4"]) == 0
-    again = read_input_config(str(tmp_path / "again"))
+    again = load(str(tmp_path / "again")).inputs
     assert (again["dataset_mean"], again["dataset_std"]) == (-3.5, 2.5)
     assert cavmae(["convert", "--model", str(original_ft), "--output", str(tmp_path / "pth"),
                    "--num_heads", "4"]) == 0
-    pth = read_input_config(str(tmp_path / "pth"))
+    pth = load(str(tmp_path / "pth")).inputs
     assert (pth["dataset_mean"], pth["dataset_std"]) == (-5.081, 4.4849)
+
+
+def _yaml_reads(monkeypatch, call):
+    """How many times ``call()`` opens a ``hyperparams.yaml``, and its result."""
+    import builtins
+
+    real_open, reads = builtins.open, []
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).endswith("hyperparams.yaml"):
+            reads.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    try:
+        result = call()
+    finally:
+        monkeypatch.setattr(builtins, "open", real_open)
+    return len(reads), result
+
+
+def test_the_door_reads_a_folder_once_and_says_how_to_feed_it(original_ft, tmp_path,
+                                                               monkeypatch):
+    """``checkpoints.load``: one read of the folder's yaml gives the model, its input
+    settings, labels and task; an encoder part comes through the same door."""
+    out = tmp_path / "ft"
+    convert(original_ft, out, num_heads=4, dataset_mean=-3.5, dataset_std=2.5, loss="BCE")
+    reads, loaded = _yaml_reads(monkeypatch, lambda: load(str(out)))
+    assert reads == 1
+    assert isinstance(loaded.model, CAVMAEClassifier) and not loaded.model.training
+    assert (loaded.inputs["dataset_mean"], loaded.inputs["dataset_std"]) == (-3.5, 2.5)
+    assert loaded.inputs["audio_length"] == loaded.model.encoder.audio_length
+    assert loaded.labels == [f"class_{i}" for i in range(5)]
+    assert loaded.task == {"kind": "classifier", "loss": "BCE", "score_activation": "sigmoid"}
+    assert loaded.folder == str(out)
+    reads, audio = _yaml_reads(monkeypatch, lambda: load(str(out), part="audio"))
+    assert reads == 1 and type(audio.model).__name__ == "AudioStreamEncoder"
+    assert audio.inputs == loaded.inputs and audio.task["kind"] == "encoder"
+    with pytest.raises(ValueError, match="part='half'; expected one of"):
+        load(str(out), part="half")

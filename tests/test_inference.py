@@ -9,7 +9,7 @@ import pytest
 import torch
 from media import REAL_CLIPS, SHARED_SAMPLES, tone, write_label_csv, write_video, write_wav
 
-from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
+from speechbrain_cavmae.checkpoints import load_original_checkpoint
 from speechbrain_cavmae.cli import main as cavmae
 from speechbrain_cavmae.tools.convert import convert
 from speechbrain_cavmae.data.audio import load_audio

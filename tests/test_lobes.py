@@ -10,7 +10,7 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
+from speechbrain_cavmae.checkpoints import load_original_checkpoint
 from speechbrain_cavmae.model.classifier import CAVMAEClassifier
 from speechbrain_cavmae.model.encoder import AudioStreamEncoder
 from speechbrain_cavmae.data.fbank import KaldiFbank
@@ -444,18 +444,18 @@ def test_loading_a_half_is_strict_and_names_missing_keys(tmp_path):
     """An audio encoder's own checkpoint reloads into the audio encoder; it does not hold
     the visual half (the keys are named), nor does a full checkpoint missing one audio
     norm load into the audio half."""
-    from speechbrain_cavmae.checkpoints.loader import load_encoder_weights
+    from speechbrain_cavmae.checkpoints import load
     from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError
 
     torch.manual_seed(0)
     audio = tiny_audio()
     own = tmp_path / "audio_only.ckpt"
     torch.save(audio.state_dict(), own)
-    again = load_encoder_weights(str(own), num_heads=4, half="audio")
+    again = load(str(own), part="audio", num_heads=4).model
     assert all(torch.equal(v, audio.encoder.state_dict()[k])
                for k, v in again.state_dict().items())
     with pytest.raises(CheckpointMismatchError, match="encoder.patch_embed_v.proj.weight"):
-        load_encoder_weights(str(own), num_heads=4, half="visual")
+        load(str(own), part="visual", num_heads=4).model
     full = CAVMAE(audio_length=64, decoder_embed_dim=16, decoder_depth=1,
                   decoder_num_heads=2, **TINY).state_dict()
     del full["encoder.blocks_u.0.norm2_a.bias"]
@@ -463,8 +463,8 @@ def test_loading_a_half_is_strict_and_names_missing_keys(tmp_path):
     torch.save(full, broken)
     with pytest.raises(CheckpointMismatchError,
                        match=r"missing keys \['encoder.blocks_u.0.norm2_a.bias'\]"):
-        load_encoder_weights(str(broken), num_heads=4, half="audio")
-    load_encoder_weights(str(broken), num_heads=4, half="visual")  # not needed there
+        load(str(broken), part="audio", num_heads=4).model
+    load(str(broken), part="visual", num_heads=4).model  # not needed there
 
 
 def test_yaml_width_follows_the_checkpoint_and_a_wrong_emb_dim_is_named(tmp_path):

@@ -24,12 +24,7 @@ from speechbrain_cavmae.tools import extract_features as fx
 from speechbrain_cavmae.checkpoints.original import CheckpointMismatchError
 from speechbrain_cavmae.tools.convert import convert
 from speechbrain_cavmae.inference import AudioVisualClassifier
-from speechbrain_cavmae.checkpoints.loader import (
-    HeadsNotStoredError,
-    NonFiniteWeightError,
-    load_model,
-)
-from speechbrain_cavmae.training.recipe import load_pretrained
+from speechbrain_cavmae.checkpoints import HeadsNotStoredError, NonFiniteWeightError, load
 from speechbrain_cavmae.cli import main as cavmae
 from speechbrain_cavmae.tools.inputs import eval_loader
 
@@ -221,14 +216,14 @@ def test_every_writer_every_reader(runs, folders, tmp_path):
     audio = inputs()[0]
     for writer, (kind, folder) in folders.items():
         want = expected[kind]
-        assert_same(outputs(load_model(folder)), want, f"{writer} -> load_model")
+        assert_same(outputs(load(folder).model), want, f"{writer} -> load_model")
         # given the folder's model.ckpt, the loader reads the folder (its heads) too
-        assert_same(outputs(load_model(str(folder / "model.ckpt"))), want,
+        assert_same(outputs(load(str(folder / "model.ckpt")).model), want,
                     f"{writer} -> model.ckpt")
         # --pretrained_path: the recipes' initialisation
         fresh = CAVMAE(**ARCH, **DECODER) if kind == "pretrain" else CAVMAEClassifier(
             N_CLASSES, **ARCH)
-        info = load_pretrained(fresh, folder)
+        info = load(folder, into=fresh).report
         assert not info["missing"] and not info["ignored"]
         assert_same(outputs(fresh), want, f"{writer} -> --pretrained_path")
         # drop-in encoder
@@ -245,14 +240,14 @@ def test_every_writer_every_reader(runs, folders, tmp_path):
     # a SpeechBrain checkpoint directory of each run (1 epoch: the exported weights)
     for kind, run_dir in (("pretrain", runs["pre"]), ("finetune", runs["ft"])):
         ckpt = next((run_dir / "save").glob("CKPT+*"))
-        assert_same(outputs(load_model(ckpt, num_heads=4, decoder_num_heads=4)),
+        assert_same(outputs(load(ckpt, num_heads=4, decoder_num_heads=4).model),
                     expected[kind], f"{kind} CKPT dir -> load_model")
         fresh = CAVMAE(**ARCH, **DECODER) if kind == "pretrain" else CAVMAEClassifier(
             N_CLASSES, **ARCH)
-        load_pretrained(fresh, ckpt)
+        load(ckpt, into=fresh).report
         assert_same(outputs(fresh), expected[kind], f"{kind} CKPT dir -> --pretrained_path")
     # a recipe's output folder stands for its model folder
-    assert_same(outputs(load_model(runs["ft"])), expected["finetune"], "run folder")
+    assert_same(outputs(load(runs["ft"]).model), expected["finetune"], "run folder")
     clf = AudioVisualClassifier.from_hparams(source=str(runs["ft"]),
                                              savedir=str(tmp_path / "sd_run"))
     assert_same(outputs(clf.mods.model), expected["finetune"], "run folder from_hparams")
@@ -298,10 +293,10 @@ def test_heads_are_never_guessed(runs, tmp_path):
     with pytest.raises(HeadsNotStoredError, match=r"num_heads=N"):
         CAVMAEAudioEncoder(ckpt_path=str(ft))
     with pytest.raises(HeadsNotStoredError, match=r"num_heads=N"):
-        load_model(ft)
+        load(ft).model
     # a folder records them; a contradicting value is refused
     with pytest.raises(ValueError, match="num_heads=2 given but the model folder records 4"):
-        load_model(runs["ft"] / "model", num_heads=2)
+        load(runs["ft"] / "model", num_heads=2).model
 
 
 def _copy_folder(src, dst, edit):
@@ -318,7 +313,7 @@ def test_folder_with_missing_or_extra_keys_does_not_load(runs, tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"missing keys \['head\.fc\.weight'\]"):
         AudioVisualClassifier.from_hparams(source=str(missing), savedir=str(tmp_path / "sd1"))
     with pytest.raises(CheckpointMismatchError, match=r"missing keys \['head\.fc\.weight'\]"):
-        load_model(missing)
+        load(missing).model
     extra = _copy_folder(src, tmp_path / "extra",
                          lambda s: s.update({"encoder.extra_token": torch.zeros(1)}))
     with pytest.raises(CheckpointMismatchError, match=r"unexpected keys.*encoder\.extra_token"):
@@ -332,23 +327,23 @@ def test_architecture_mismatch_through_pretrained_path(runs):
         with pytest.raises(CheckpointMismatchError,
                            match=r"missing keys \['encoder\.blocks_a\.1\..*the checkpoint has "
                            r"1 modality-specific blocks, the model 2"):
-            load_pretrained(deeper, source)
+            load(source, into=deeper).report
     assert all(torch.equal(v, before[k]) for k, v in deeper.state_dict().items())
     wider = CAVMAEClassifier(N_CLASSES, **dict(ARCH, embed_dim=128, num_heads=4))
     with pytest.raises(CheckpointMismatchError, match=r"shapes differ: encoder\.\w+"):
-        load_pretrained(wider, runs["pre"])
+        load(runs["pre"], into=wider).report
     # heads are not in the weights: the folder's count is checked
     fewer_heads = CAVMAEClassifier(N_CLASSES, **dict(ARCH, num_heads=2))
     with pytest.raises(CheckpointMismatchError, match="num_heads=4, the model 2"):
-        load_pretrained(fewer_heads, runs["pre"])
+        load(runs["pre"], into=fewer_heads).report
     # the partial loads that are the point: encoder of a pretraining model into a classifier
     clf = CAVMAEClassifier(N_CLASSES, **ARCH)
-    info = load_pretrained(clf, runs["pre"])
+    info = load(runs["pre"], into=clf).report
     assert {k.split(".")[0] for k in info["ignored"]} == {"decoder"}
     assert {k.split(".")[0] for k in info["missing"]} == {"head"}
     # and a fine-tuned model (no decoder) into a pretraining model
     pre = CAVMAE(**ARCH, **DECODER)
-    info = load_pretrained(pre, runs["ft"])
+    info = load(runs["ft"], into=pre).report
     assert {k.split(".")[0] for k in info["ignored"]} == {"head"}
     assert {k.split(".")[0] for k in info["missing"]} == {"decoder"}
 
@@ -363,12 +358,12 @@ def test_non_finite_and_non_tensor_weights_are_errors(runs, tmp_path):
     with pytest.raises(NonFiniteWeightError, match=re.escape(repr(key))):
         AudioVisualClassifier.from_hparams(source=str(folder), savedir=str(tmp_path / "sd"))
     with pytest.raises(NonFiniteWeightError, match=re.escape(repr(key))):
-        load_pretrained(CAVMAEClassifier(N_CLASSES, **ARCH), folder / "model.ckpt")
+        load(folder / "model.ckpt", into=CAVMAEClassifier(N_CLASSES, **ARCH)).report
     state = torch.load(runs["ft"] / "finetuned.pth", weights_only=True)
     state["encoder.norm.weight"] = 3
     torch.save(state, tmp_path / "int.pth")
     with pytest.raises(CheckpointMismatchError, match="'encoder.norm.weight' is a int"):
-        load_model(tmp_path / "int.pth", num_heads=4)
+        load(tmp_path / "int.pth", num_heads=4).model
 
 
 #: The evaluation data configuration of the fine-tuning run (its yaml and overrides).

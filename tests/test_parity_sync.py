@@ -215,7 +215,7 @@ def test_sync_off_is_cav_mae_and_any_segment_length():
 def test_convert_their_checkpoint_into_a_model_folder(ref, runs, tmp_path, capsys):
     """A stand-in of their released checkpoint (their class, perturbed random weights,
     their key names, DataParallel prefix) through ``cavmae convert`` and ``from_hparams``."""
-    from speechbrain_cavmae.checkpoints.loader import load_model
+    from speechbrain_cavmae.checkpoints import load
     from speechbrain_cavmae.inference import AudioVisualClassifier
     from speechbrain_cavmae.cli import main
 
@@ -240,7 +240,7 @@ def test_convert_their_checkpoint_into_a_model_folder(ref, runs, tmp_path, capsy
     inputs, noise = ref["inputs"], ref["noise"]
     want = runs["global_heads/dropped"][1]
     clf = AudioVisualClassifier.from_hparams(source=str(out), savedir=str(tmp_path / "sd"))
-    for model in (clf.mods.model, load_model(out)):
+    for model in (clf.mods.model, load(out).model):
         assert model.num_frames == 16 and model.global_local_loss
         expected = runs["global_heads/dropped"][0].encoder.sync_options()
         assert model.encoder.sync_options() == expected

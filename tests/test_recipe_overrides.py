@@ -19,7 +19,7 @@ from hyperpyyaml import load_hyperpyyaml
 from media import write_label_csv
 
 from speechbrain_cavmae import CAVMAE
-from speechbrain_cavmae.checkpoints.loader import model_config
+from speechbrain_cavmae.checkpoints import load, model_config
 from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
 from speechbrain_cavmae.training import recipe
 
@@ -93,7 +93,7 @@ def test_sizes_come_from_the_pretrained_folder(yaml_name, pretraining_folder, la
     for key, value in TINY.items():
         if key in cfg:
             assert cfg[key] == value, key
-    loaded = recipe.load_pretrained(brain.modules.model, hparams["pretrained_path"])
+    loaded = load(hparams["pretrained_path"], into=brain.modules.model).report
     assert loaded["loaded"]
 
 
@@ -103,7 +103,7 @@ def test_audio_length_may_differ_from_the_folder(pretraining_folder, labels, tmp
                             "--pretrained_path", pretraining_folder, "--audio_length", "96"],
                            tmp_path / "run")
     assert model_config(brain.modules.model)["audio_length"] == 96
-    recipe.load_pretrained(brain.modules.model, hparams["pretrained_path"])
+    load(hparams["pretrained_path"], into=brain.modules.model).report
 
 
 @pytest.mark.parametrize("yaml_path", YAMLS, ids=lambda p: p.name)
@@ -112,3 +112,16 @@ def test_yamls_name_the_commands_that_exist(yaml_path):
     text = yaml_path.read_text()
     assert "python -m speechbrain_cavmae.tools.shard" not in text
     assert "written by cavmae shard --manifest ... --output ..." in text
+
+
+def test_data_config_dict_reaches_the_on_device_fbank(labels, tmp_path):
+    """One route for data settings: a ``data_config:`` dict feeds the brain's on-device
+    fbank and augmentation as it feeds the dataset (the brain read only top-level keys)."""
+    hparams, brain = build([REPO / "hparams" / "cavmae_ft.yaml", *quick_check_flags(),
+                            "--label_csv", labels, "--pretrained_path",
+                            str(tmp_path / "unused.pth")], tmp_path / "run")
+    brain.hparams.data_config = {"audio_length": 48, "dataset_mean": -3.0,
+                                 "dataset_std": 2.0, "timem": 8}
+    fbank = brain.fbank_module()
+    assert (fbank.audio_length, fbank.dataset_mean, fbank.dataset_std) == (48, -3.0, 2.0)
+    assert brain._augment.timem == 8

@@ -30,7 +30,7 @@ from recipe_cli import (
     AUDIOSET, CHAIN, DECODER, ENCODER, HP, NO_AUG, all_finite, chain_while_killing, data_args,
     pretrain_args, write_plan,
 )
-from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint
+from speechbrain_cavmae.checkpoints import load_original_checkpoint
 
 def _resumable_pretraining(toy, out):
     """Pretraining that checkpoints every step and traces its batches (``rank_trace``)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_cavmae.checkpoints.loader import load_model
+from speechbrain_cavmae.checkpoints import load
 from speechbrain_cavmae.cli import main as cavmae
 from speechbrain_cavmae.model.cavmae import CAVMAE
 from speechbrain_cavmae.tools import inpaint as ip
@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
     ckpt = root / "model.pth"
     torch.save(model.state_dict(), ckpt)
     return {"toy": toy, "ckpt": str(ckpt), "root": root,
-            "model": load_model(str(ckpt), num_heads=2, decoder_num_heads=2).eval()}
+            "model": load(str(ckpt), num_heads=2, decoder_num_heads=2).model.eval()}
 
 
 def _brute_force(emb_q, emb_g):

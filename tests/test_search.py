@@ -214,9 +214,9 @@ def test_own_audio_moment_is_the_first_hit(clips, indexed, capsys):
 
 
 def test_windows_embedded_in_chunks_equal_one_batch(clips):
-    from speechbrain_cavmae.checkpoints.loader import load_model
+    from speechbrain_cavmae.checkpoints import load
 
-    model = load_model(clips["model"], num_heads=2, decoder_num_heads=2).eval()
+    model = load(clips["model"], num_heads=2, decoder_num_heads=2).model.eval()
     one = Embedder(model, batch_size=64).moments(clips["paths"][2])
     chunked = Embedder(model, batch_size=2).moments(clips["paths"][2])
     assert len(one.starts) == len(chunked.thumbs) == 6  # 2.0 s: windows 0.655 s, hop 0.33

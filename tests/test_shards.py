@@ -41,7 +41,7 @@ from recipe_cli import (
 
 pytest.importorskip("webdataset")
 
-from speechbrain_cavmae.checkpoints.loader import load_original_checkpoint  # noqa: E402
+from speechbrain_cavmae.checkpoints import load_original_checkpoint  # noqa: E402
 from speechbrain_cavmae.data.dataset import SkippedSample, build_dataset  # noqa: E402
 from speechbrain_cavmae.data.errors import BadSampleError, ManifestError  # noqa: E402
 from speechbrain_cavmae.data.manifest import read_manifest, write_manifest  # noqa: E402

@@ -141,7 +141,7 @@ def _cli(tiny, model, *extra):
 def test_embed_segments_rows_and_retrieval(tiny, one_thread, capsys):
     import json
 
-    from speechbrain_cavmae.checkpoints.loader import load_model
+    from speechbrain_cavmae.checkpoints import load
     from speechbrain_cavmae.cli import main as cavmae
     from speechbrain_cavmae.data.dataset import build_dataset
     from speechbrain_cavmae.data.frames import frame_segments, segment_seconds
@@ -159,7 +159,7 @@ def test_embed_segments_rows_and_retrieval(tiny, one_thread, capsys):
     assert rows["end_s"][3].tolist() == [b[1] for b in bounds]
     assert rows["centre_s"][0].tolist()[:3] == [0.0, 0.19, 0.38]  # round(k * 192 / 10) * 10 ms
     # each row is the model's pooled embedding of that frame and its segment
-    model = load_model(tiny["seg"], num_heads=2, decoder_num_heads=2).eval()
+    model = load(tiny["seg"], num_heads=2, decoder_num_heads=2).model.eval()
     item = build_dataset(tiny["manifest"], config={
         "frame_segments": True, "multi_frame": True, "clip_length": 192, "audio_length": 32,
         "image_size": 32}, train=False)[ids.index("toy_test_00005")]
@@ -196,11 +196,11 @@ def test_plain_cavmae_windows_are_the_whole_clip(tiny, one_thread):
     ids, rows, _ = read_segments(str(out))
     assert rows["start_s"][0].tolist() == [0.0] * 10 and rows["end_s"][0].tolist() == [1.92] * 10
     np.testing.assert_allclose(rows["audio"][:, 1:], rows["audio"][:, :1].repeat(9, 1), atol=1e-6)
-    from speechbrain_cavmae.checkpoints.loader import load_model
+    from speechbrain_cavmae.checkpoints import load
     from speechbrain_cavmae.tools import retrieval as rt
     from speechbrain_cavmae.tools.inputs import eval_loader
 
-    model = load_model(tiny["whole"], num_heads=2, decoder_num_heads=2).eval()
+    model = load(tiny["whole"], num_heads=2, decoder_num_heads=2).model.eval()
     clip_ids, emb_a, emb_v = rt.compute_embeddings(model, eval_loader(tiny["manifest"], model))
     order = [clip_ids.index(i) for i in ids]
     np.testing.assert_allclose(rows["audio"][:, 0], emb_a[order].numpy(), atol=1e-5)

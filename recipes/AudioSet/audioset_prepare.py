@@ -21,11 +21,22 @@ Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import sys
+import argparse
 
-from speechbrain_cavmae.cli import main as cavmae
-from speechbrain_cavmae.data.prepare import prepare_audioset  # noqa: F401  (the recipe's prepare function)
+from speechbrain_cavmae.data.prepare import prepare_audioset
+from speechbrain_cavmae.tools.prepare import add_source_arguments, print_reports
+
+
+def main(argv=None):
+    """Parse the flags (those of ``cavmae prepare audioset``) and write the manifest(s)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_source_arguments(parser, "audioset")
+    args = parser.parse_args(argv)
+    reports = {"audioset": prepare_audioset(args.segments, args.clips_dir, args.output,
+                                            args.frames_dir, args.label_csv)}
+    print_reports(reports)
+    return 0
+
 
 if __name__ == "__main__":
-    # the same as ``cavmae prepare audioset ...``
-    sys.exit(cavmae(["prepare", "audioset", *sys.argv[1:]]))
+    main()

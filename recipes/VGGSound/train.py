@@ -27,6 +27,7 @@ import sys
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_cavmae.checkpoints import load
 from speechbrain_cavmae.data.dataset import BadSampleCounter
 from speechbrain_cavmae.training import recipe
 
@@ -61,8 +62,8 @@ def main(argv=None):
 
     # Initial weights: a model folder, an original CAV-MAE .pth or ImageNet MAE weights.
     if hparams.get("pretrained_path"):
-        recipe.load_pretrained(hparams["model"], hparams["pretrained_path"],
-                               bool(hparams.get("trust_remote_code", False)))
+        load(hparams["pretrained_path"], into=hparams["model"],
+             trust_remote_code=bool(hparams.get("trust_remote_code", False)))
 
     # PretrainBrain or FinetuneBrain, by the yaml's task.
     brain = recipe.make_brain(hparams, run_opts, bad_samples)

@@ -19,11 +19,23 @@ Authors
  * speechbrain-cavmae contributors 2026
 """
 
-import sys
+import argparse
 
-from speechbrain_cavmae.cli import main as cavmae
-from speechbrain_cavmae.data.prepare import prepare_vggsound  # noqa: F401  (the recipe's prepare function)
+from speechbrain_cavmae.data.prepare import prepare_vggsound
+from speechbrain_cavmae.tools.prepare import add_source_arguments, print_reports
+
+
+def main(argv=None):
+    """Parse the flags (those of ``cavmae prepare vggsound``) and write the manifest(s)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_source_arguments(parser, "vggsound")
+    args = parser.parse_args(argv)
+    reports = prepare_vggsound(args.csv, args.clips_dir, args.output, args.frames_dir,
+                               args.label_csv)
+    reports.pop("label_csv")
+    print_reports(reports)
+    return 0
+
 
 if __name__ == "__main__":
-    # the same as ``cavmae prepare vggsound ...``
-    sys.exit(cavmae(["prepare", "vggsound", *sys.argv[1:]]))
+    main()

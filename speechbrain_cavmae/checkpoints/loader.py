@@ -19,7 +19,7 @@ Weights are renamed with :func:`speechbrain_cavmae.checkpoints.original.original
 checked (every value a tensor, every floating-point value finite), the audio positional
 embeddings are interpolated in time in one place (:func:`load_weights`), and the load is
 strict: missing and unexpected keys are errors naming them. Partial loads happen only
-where they are the point (:func:`load_into`: the encoder of a pretraining checkpoint into
+where they are the point (:func:`speechbrain_cavmae.checkpoints.load` with ``into=``: the encoder of a pretraining checkpoint into
 a classifier, a decoder absent from a fine-tuned checkpoint, a head of another size), and
 then one log line says what was loaded and what was freshly initialised.
 
@@ -85,7 +85,7 @@ class NotAModelError(ValueError):
     of something else)."""
 
 
-#: Parts of the encoder that :func:`load_encoder_weights` builds, by the streams they run
+#: Parts of the encoder that :func:`speechbrain_cavmae.checkpoints.load` builds (``part=``), by the streams they run
 #: (``None``: the whole encoder; ``"joint"``: both branches and the joint stream only).
 HALVES = {None: (None, "a", "v"), "audio": ("a",), "visual": ("v",), "joint": (None,)}
 
@@ -95,21 +95,33 @@ def _is_imagenet_mae(state):
     return "patch_embed.proj.weight" in state and any(k.startswith("blocks.") for k in state)
 
 
-def folder_of(path):
-    """The model folder that ``path`` stands for, or ``None``."""
+def find_folder(path):
+    """``(model folder that path stands for, its yaml text)`` or ``(None, None)``; the
+    yaml is read here, once (a folder is one whose yaml declares a ``pretrainer``)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        for folder in (path, os.path.join(path, RUN_MODEL_SUBDIR)):
-            if (os.path.isfile(os.path.join(folder, HPARAMS_FILE))
-                    and os.path.isfile(os.path.join(folder, MODEL_FILE))
-                    and yaml_declares(os.path.join(folder, HPARAMS_FILE), "pretrainer")):
-                return folder
-        return None
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.basename(path) == MODEL_FILE and os.path.isfile(os.path.join(folder, HPARAMS_FILE)):
-        if yaml_declares(os.path.join(folder, HPARAMS_FILE), "pretrainer"):
-            return folder
-    return None
+        candidates = (path, os.path.join(path, RUN_MODEL_SUBDIR))
+    elif os.path.basename(path) == MODEL_FILE:
+        candidates = (os.path.dirname(os.path.abspath(path)),)
+    else:
+        return None, None
+    for folder in candidates:
+        hparams = os.path.join(folder, HPARAMS_FILE)
+        if not (os.path.isfile(hparams) and os.path.isfile(os.path.join(folder, MODEL_FILE))):
+            continue
+        try:
+            with open(hparams, encoding="utf8") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        if re.search(r"^pretrainer\s*:", text, flags=re.MULTILINE):
+            return folder, text
+    return None, None
+
+
+def folder_of(path):
+    """The model folder that ``path`` stands for, or ``None``."""
+    return find_folder(path)[0]
 
 
 def yaml_declares(path, key):
@@ -698,203 +710,11 @@ def check_folder(folder, overrides=None, trust_remote_code=False):
                        trust_remote_code)
 
 
-def read_folder_hparams(folder, overrides=None, trust_remote_code=False):
-    """The HyperPyYAML of a model folder (its ``pretrained_path`` set to the folder),
-    checked first by :func:`check_folder` (unless ``trust_remote_code``)."""
-    from hyperpyyaml import load_hyperpyyaml
-
-    folder = os.path.abspath(os.fspath(folder))
-    overrides = dict({"pretrained_path": folder}, **(overrides or {}))
-    check_folder(folder, overrides, trust_remote_code)
-    with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
-        return load_hyperpyyaml(handle.read(), overrides)
-
-
-def _folder_config(folder, num_heads=None, decoder_num_heads=None, trust_remote_code=False):
-    hparams = read_folder_hparams(folder, trust_remote_code=trust_remote_code)
-    cfg = model_config(hparams["model"])
-    for name, value in (("num_heads", num_heads), ("decoder_num_heads", decoder_num_heads)):
-        if value is not None and name in cfg and value != cfg[name]:
-            raise ValueError(f"{folder}: {name}={value} given but the model folder records "
-                             f"{cfg[name]}; drop the argument")
-    return cfg, hparams
-
-
-def load_model(source, num_heads=None, decoder_num_heads=None, audio_length=None,
-               map_location="cpu", trust_remote_code=False, **overrides):
-    """Build the right model for any source and load its weights strictly.
-
-    Arguments
-    ---------
-    source : str, pathlib.Path or dict
-        A model folder (or its ``model.ckpt``, or a recipe output folder), a SpeechBrain
-        checkpoint directory, an original or our ``.pth``, or a loaded state dict.
-    num_heads, decoder_num_heads : int, optional
-        Attention heads; needed for weights without a folder unless the width is a
-        released one (768 / 512). With a folder they must agree with it.
-    audio_length : int, optional
-        Build the model for this many fbank frames (positional embedding interpolated).
-    map_location : str
-        Passed to ``torch.load``.
-    trust_remote_code : bool
-        Build a model folder's yaml even if it names code outside this package, SpeechBrain
-        and torch (:mod:`speechbrain_cavmae.checkpoints.trust`); only for folders you trust.
-    **overrides
-        Other constructor arguments (``mode``, ``drop_path_rate``...).
-
-    Returns
-    -------
-    torch.nn.Module
-        :class:`CAVMAE` or :class:`CAVMAEClassifier`, in eval mode.
-    """
-    state, fmt, folder = read_source(source, map_location, trust_remote_code)
-    name = folder or (os.fspath(source) if not isinstance(source, dict) else "state dict")
-    if fmt == "imagenet_mae":
-        raise CheckpointMismatchError(
-            f"{name}: ImageNet MAE weights do not describe a CAV-MAE model; initialise one "
-            "with init_from_imagenet_mae (or the recipes' --pretrained_path)")
-    model = None
-    if folder is not None:
-        cfg, hparams = _folder_config(folder, num_heads, decoder_num_heads, trust_remote_code)
-        if audio_length is None and not overrides:
-            model = hparams["model"]
-    else:
-        cfg = architecture(state, num_heads, decoder_num_heads, source=name)
-    if model is None:
-        if audio_length is not None:
-            cfg["audio_length"] = audio_length
-        if cfg["kind"] != "classifier":
-            overrides.pop("mode", None)
-        cfg.update(overrides)
-        check_heads(cfg, name)
-        model = build_model(cfg)
-    load_weights(model, state, name)
-    return model.eval()
-
-
-def load_into(model, source, trust_remote_code=False):
-    """Initialise ``model`` in place from ``source`` (the recipes' ``pretrained_path``).
-
-    The encoder must match exactly (the audio positional embeddings are interpolated in
-    time). Partial loads are those fine-tuning and continued pretraining need: a
-    classifier takes the encoder of a pretraining checkpoint (its decoder is not used) and
-    initialises a head absent from the checkpoint or of another size; a pretraining model
-    initialises a decoder absent from a fine-tuned checkpoint (its head is not used). A
-    decoder or head that is in the checkpoint but lacks tensors is an error.
-    ImageNet MAE weights go through :func:`init_from_imagenet_mae`. A model folder's head
-    counts must equal the model's. ``trust_remote_code`` as in :func:`load_model`.
-
-    Returns
-    -------
-    dict
-        ``loaded``, ``ignored``, ``missing`` (see :func:`load_weights`).
-    """
-    state, fmt, folder = read_source(source, trust_remote_code=trust_remote_code)
-    name = folder or os.fspath(source)
-    if fmt == "imagenet_mae":
-        names = init_from_imagenet_mae_state(model, state)
-        logger.info("%s: initialised %d tensors from ImageNet MAE weights", name, len(names))
-        return {"loaded": names, "ignored": [], "missing": []}
-    if folder is not None:
-        theirs, _ = _folder_config(folder, trust_remote_code=trust_remote_code)
-        ours = model_config(model)
-        for key in ("num_heads", "decoder_num_heads"):
-            if key in theirs and key in ours and theirs[key] != ours[key]:
-                raise CheckpointMismatchError(
-                    f"{name}: the model folder has {key}={theirs[key]}, the model "
-                    f"{ours[key]}: set --{key} {theirs[key]}")
-    # A part may be initialised only when the checkpoint has none of it: a decoder or a
-    # head with some tensors missing is a broken checkpoint, not a partial load.
-    part = "head." if hasattr(model, "head") else "decoder."
-    has_part = any(k.startswith(part) for k in state)
-    allow = {"allow_missing": () if has_part else (part,),
-             "allow_unexpected": ("decoder.",) if part == "head." else ("head.",)}
-    if part == "head.":
-        allow["allow_reshaped"] = ("head.",)  # a head for another number of classes
-    return load_weights(model, state, name, **allow)
-
-
-def load_encoder_weights(source, num_heads=None, audio_length=None, map_location="cpu",
-                         half=None, names=None, trust_remote_code=False, **encoder_kwargs):
-    """The encoder (or one half of it) with the weights of ``source`` (any format but
-    ImageNet MAE), loaded strictly.
-
-    Arguments
-    ---------
-    source : str, pathlib.Path or dict
-        As :func:`load_model`; a state dict of an encoder half (as saved by an audio-only
-        drop-in encoder) loads into that half.
-    num_heads : int, optional
-        Attention heads (needed for a bare ``.pth`` of a width other than 768).
-    audio_length : int, optional
-        Build for this many fbank frames (positional embedding interpolated).
-    map_location : str
-        Passed to ``torch.load``.
-    half : str, optional
-        ``"audio"``: an :class:`~speechbrain_cavmae.model.encoder.AudioStreamEncoder`
-        (audio-only stream), ``"visual"``: a ``VisualStreamEncoder``, ``"joint"``: a
-        ``JointStreamEncoder`` (both branches, joint stream), ``None``: the whole
-        :class:`~speechbrain_cavmae.model.encoder.CAVMAEEncoder`. Every weight of the
-        chosen module must be in ``source`` (missing keys are named); the other half's,
-        the decoder and the head are left out (one log line).
-    names : dict, optional
-        How to name the size arguments in errors (e.g. ``{"embed_dim": "emb_dim"}`` for the
-        yaml key a user sets).
-    trust_remote_code : bool
-        As in :func:`load_model`.
-    **encoder_kwargs
-        May only repeat the checkpoint's sizes (else :class:`SizeMismatchError`), or set
-        ``drop_path_rate`` and ``trainable_pos_embed``.
-
-    Returns
-    -------
-    torch.nn.Module
-        The encoder module.
-    """
-    from speechbrain_cavmae.model.encoder import ENCODERS
-
-    if half not in HALVES:
-        raise ValueError(f"half={half!r}; expected one of {list(HALVES)}")
-    state, fmt, folder = read_source(source, map_location, trust_remote_code)
-    name = folder or (os.fspath(source) if not isinstance(source, dict) else "state dict")
-    if fmt == "imagenet_mae":
-        raise CheckpointMismatchError(f"{name}: ImageNet MAE weights are not a CAV-MAE encoder")
-    if folder is not None:
-        cfg, _ = _folder_config(folder, num_heads, trust_remote_code=trust_remote_code)
-    else:
-        cfg = encoder_architecture(state, num_heads, half=half, source=name)
-    cfg = {k: v for k, v in cfg.items() if k in ENCODER_ARGS}
-    fixed = set(encoder_kwargs) - {"drop_path_rate", "trainable_pos_embed"}
-    clash = sorted(k for k in fixed if k in cfg and encoder_kwargs[k] != cfg[k])
-    if clash:
-        shown = (names or {})
-        details = "; ".join(f"{shown.get(k, k)}: {encoder_kwargs[k]} given but the checkpoint "
-                            f"has {cfg[k]}" for k in clash)
-        fixes = ", ".join(f"{shown.get(k, k)}: {cfg[k]}" for k in clash)
-        raise SizeMismatchError(
-            f"{name}: {details}; with a checkpoint the sizes come from it: set {fixes} "
-            "(or leave them out)"
-        )
-    cfg.update({k: v for k, v in encoder_kwargs.items() if k not in cfg})
-    cfg.setdefault("trainable_pos_embed", True)
-    if audio_length is not None:
-        cfg["audio_length"] = audio_length
-    check_heads(cfg, name, names)
-    selected, unused = select_half(state, half)
-    holder = torch.nn.Module()
-    holder.encoder = ENCODERS[half](**cfg)
-    load_weights(holder, selected, name)
-    if unused:
-        logger.info("%s: the %s encoder leaves out %d tensors: %s", name,
-                    half or "whole", len(unused), _group(unused))
-    return holder.encoder
-
-
 def average_state_dicts(states, names=None):
     """Element-wise running mean of state dicts with the same keys (the original's weight
     averaging); non-floating-point tensors take the last value. The one implementation,
-    used by :class:`speechbrain_cavmae.training.brains.WeightAverager` and
-    :func:`speechbrain_cavmae.training.recipe.average_state_dict_files`.
+    used by :class:`speechbrain_cavmae.training.state.WeightAverager` and
+    :class:`speechbrain_cavmae.training.state.WeightAverager`.
 
     Example
     -------
@@ -926,66 +746,6 @@ def accumulate_mean(mean, count, state, name="state dict"):
         else:
             mean[key] = value.clone()
     return mean, count
-
-
-# --------------------------------------------------------------- public shortcuts
-def infer_config(state, n_mels=128, num_heads=None, decoder_num_heads=None):
-    """Architecture of a state dict (ours or the original's): a thin call into
-    :func:`architecture`.
-
-    Attention heads cannot be read from weights: they default only for the released
-    widths (768 -> 12 encoder heads, 512 -> 16 decoder heads); other widths need
-    ``num_heads`` / ``decoder_num_heads``
-    (:class:`~speechbrain_cavmae.checkpoints.loader.HeadsNotStoredError` otherwise).
-
-    Returns
-    -------
-    dict
-        ``kind`` (``"pretrain"``, ``"classifier"`` or ``"encoder"``) and constructor
-        arguments.
-    """
-    return architecture(prepare_state(state), num_heads, decoder_num_heads, n_mels)
-
-
-def load_original_checkpoint(path_or_state_dict, audio_length=None, map_location="cpu",
-                             **overrides):
-    """Build the right model for an original (or our) CAV-MAE checkpoint and load it.
-
-    A thin call into :func:`load_model`: a pretraining model
-    (:class:`CAVMAE`) when decoder weights are present, a :class:`CAVMAEClassifier` when
-    ``mlp_head`` is; strict (missing or unexpected keys raise).
-
-    Arguments
-    ---------
-    path_or_state_dict : str, pathlib.Path or dict
-        A ``.pth`` file, a model folder or an already loaded state dict (``module.``
-        prefix accepted).
-    audio_length : int, optional
-        Build the model for this many fbank frames instead of the checkpoint's; the audio
-        positional embeddings are interpolated along time.
-    map_location : str or torch.device
-        Passed to ``torch.load``.
-    **overrides
-        ``num_heads`` / ``decoder_num_heads`` (required for widths other than the released
-        768 / 512 without a model folder), or constructor arguments to change (``mode``,
-        ``drop_path_rate``...).
-
-    Returns
-    -------
-    torch.nn.Module
-        The model in eval mode.
-
-    Example
-    -------
-    >>> from speechbrain_cavmae.model.classifier import CAVMAEClassifier
-    >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=64,
-    ...                          modality_specific_depth=1, num_heads=1)
-    >>> loaded = load_original_checkpoint(model.state_dict(), num_heads=1)
-    >>> type(loaded).__name__, loaded.num_classes
-    ('CAVMAEClassifier', 3)
-    """
-    return load_model(path_or_state_dict, audio_length=audio_length,
-                      map_location=map_location, **overrides)
 
 
 def init_from_imagenet_mae(model, mae_state):

@@ -14,7 +14,7 @@ A model folder holds
   the label table is known, ``labels.csv`` (``index,mid,display_name``).
 
 No absolute path is written: the yaml's ``pretrained_path`` is ``.`` and
-``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.checkpoints.loader.load_model`)
+``AudioVisualClassifier.from_hparams`` (and :func:`speechbrain_cavmae.checkpoints.load`)
 set it to the folder they are given, so a folder can be moved or zipped as it is.
 
 Writers: the recipes (``<output_folder>/model/``), ``cavmae convert``;
@@ -39,9 +39,9 @@ from speechbrain_cavmae.checkpoints.loader import (
     HPARAMS_FILE,
     LABELS_FILE,
     MODEL_FILE,
-    load_model,
     model_config,
 )
+from speechbrain_cavmae.checkpoints.door import load
 
 logger = logging.getLogger(__name__)
 
@@ -336,97 +336,10 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     files["hparams"] = os.path.join(out_abs, HPARAMS_FILE)
     atomic_write_text(files["hparams"], text)
     if check:
-        again = load_model(out_abs).state_dict()
+        again = load(out_abs).model.state_dict()
         differ = [k for k in state if not torch.equal(again[k], state[k])]
         if differ:
             raise RuntimeError(f"{out_abs}: reloaded weights differ: {differ[:8]}")
     logger.info("wrote the model folder %s (%s)", out_abs, ", ".join(sorted(files)))
     return {"kind": kind, "num_classes": num_classes, "config": cfg,
             "score_activation": activation, "files": files}
-
-
-#: Top-level keys of a model folder's yaml that configure its input pipeline (the same
-#: names as in the data configuration, ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``).
-INPUT_KEYS = (
-    "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "audio_channel",
-    "n_frames", "image_size", "image_interpolation",
-)
-
-
-def input_config(hparams):
-    """The evaluation data configuration of a model folder's hyperparameters (a dict or a
-    namespace): the settings that feed the model as it was trained."""
-    values = hparams if isinstance(hparams, dict) else vars(hparams)
-    return {key: values[key] for key in INPUT_KEYS if key in values}
-
-
-class YamlRef(str):
-    """The target of a HyperPyYAML ``!ref <key>``, as :func:`plain_yaml` reads it."""
-
-
-def plain_yaml(stream):
-    """A HyperPyYAML file (text or open file) read as plain data, without building or
-    resolving anything: a tagged mapping (``!new:...``) is its dict, ``!ref <x>`` a
-    :class:`YamlRef`, any other tagged node (``!name:``, ``!apply:``, ``!PLACEHOLDER``)
-    None.
-
-    Example
-    -------
-    >>> plain_yaml("a: 1\\nm: !new:x.Y\\n    b: !ref <a>\\nc: !PLACEHOLDER")
-    {'a': 1, 'm': {'b': '<a>'}, 'c': None}
-    """
-    import yaml
-
-    class _Plain(yaml.SafeLoader):
-        """Tags read as plain data."""
-
-    def construct(loader, suffix, node):
-        if isinstance(node, yaml.MappingNode):
-            return loader.construct_mapping(node, deep=True)
-        if suffix == "ref" and isinstance(node, yaml.ScalarNode):
-            return YamlRef(node.value.strip())
-        return None
-
-    _Plain.add_multi_constructor("!", construct)
-    return yaml.load(stream, Loader=_Plain) or {}
-
-
-def read_settings(source, trust_remote_code=False):
-    """The settings that the model folder ``source`` stands for (a folder, its
-    ``model.ckpt`` or a recipe output folder) records, read without building anything:
-    its top-level scalars (input pipeline, ``loss``, ``norm_pix_loss``...) and, under
-    ``"model"``, the model's constructor arguments (``!ref`` resolved), e.g.
-    ``{"embed_dim": 768, "num_heads": 12, ...}``.
-
-    Returns
-    -------
-    (str, dict) or (None, dict)
-        The folder and its settings; ``(None, {})`` for weights without a folder. The
-        folder is checked first (:func:`speechbrain_cavmae.checkpoints.loader.check_folder`).
-    """
-    from speechbrain_cavmae.checkpoints.loader import check_folder, folder_of
-
-    folder = folder_of(source) if isinstance(source, (str, os.PathLike)) else None
-    if folder is None:
-        return None, {}
-    check_folder(folder, trust_remote_code=trust_remote_code)
-    with open(os.path.join(folder, HPARAMS_FILE), encoding="utf8") as handle:
-        values = plain_yaml(handle)
-
-    def resolve(value):
-        if isinstance(value, YamlRef) and value.startswith("<") and value.endswith(">"):
-            return values.get(value[1:-1])
-        return value
-
-    settings = {k: v for k, v in values.items() if not isinstance(v, (dict, list, YamlRef))}
-    model = values.get("model")
-    settings["model"] = ({k: resolve(v) for k, v in model.items()}
-                         if isinstance(model, dict) else {})
-    return folder, settings
-
-
-def read_input_config(source, trust_remote_code=False):
-    """:func:`input_config` of the model folder that ``source`` stands for (a folder, its
-    ``model.ckpt`` or a recipe output folder); ``{}`` for weights without a folder. The
-    folder is checked first; only the scalar settings are read (no model is built)."""
-    return input_config(read_settings(source, trust_remote_code)[1])

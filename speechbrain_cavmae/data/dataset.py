@@ -85,6 +85,8 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from speechbrain_cavmae.model.patch_embed import AUDIO_LENGTH
+
 from .fbank import DEFAULT_MEAN, DEFAULT_STD, compute_fbank, normalize_fbank
 from . import augment
 from .audio import SOUNDFILE_EXTS, load_audio
@@ -104,7 +106,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = {
     "sample_rate": 16000,
-    "audio_length": 1024,
+    "audio_length": AUDIO_LENGTH,
     "n_mels": 128,
     "dataset_mean": DEFAULT_MEAN,
     "dataset_std": DEFAULT_STD,
@@ -144,6 +146,36 @@ _TRAIN_ONLY = {"freqm": 0, "timem": 0, "mixup": 0.0, "noise": False, "label_smoo
 #: from shards lay (``shard/key``, see :mod:`speechbrain_cavmae.data.shards`).
 SkippedSample = namedtuple("SkippedSample", ["id", "path", "reason", "position"],
                            defaults=[None])
+
+
+#: Top-level hparams that are also keys of the data configuration (the same names as in
+#: :data:`DEFAULT_CONFIG`); the yaml's ``data_config:`` dict may set any key.
+HPARAMS_KEYS = (
+    "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "freqm", "timem",
+    "mixup", "noise", "label_smooth", "n_frames", "image_size", "features_on_device",
+    "on_bad_sample", "frame_source", "audio_source",
+)
+
+
+def hparams_config(hparams):
+    """The data configuration that ``hparams`` (yaml + overrides; a dict or a namespace)
+    give: the one route from a recipe's hparams to the dataset, the on-device fbank and
+    the model folder.
+
+    Each key of :data:`HPARAMS_KEYS` set at top level, then the ``data_config:`` dict (any
+    other setting, e.g. ``mixup_alpha``, ``audio_channel``; it wins on a clash);
+    ``multi_frame`` off. Defaults are :func:`resolve_config`'s.
+
+    Example
+    -------
+    >>> hparams_config({"audio_length": 512, "data_config": {"mixup_alpha": 5.0}})
+    {'audio_length': 512, 'mixup_alpha': 5.0, 'multi_frame': False}
+    """
+    values = hparams if isinstance(hparams, dict) else vars(hparams)
+    cfg = {key: values[key] for key in HPARAMS_KEYS if values.get(key) is not None}
+    cfg.update(values.get("data_config") or {})
+    cfg["multi_frame"] = False
+    return cfg
 
 
 def resolve_config(config=None, train=True):
@@ -609,6 +641,7 @@ __all__ = [
     "SkippedSample",
     "build_dataset",
     "collate_av",
+    "hparams_config",
     "resolve_config",
     "extracted_frame_path",
 ]

@@ -31,6 +31,8 @@ import logging
 import torch
 from torchaudio.compliance.kaldi import get_mel_banks
 
+from speechbrain_cavmae.model.patch_embed import AUDIO_LENGTH
+
 logger = logging.getLogger(__name__)
 
 #: Dataset statistics used by CAV-MAE for AudioSet and VGGSound.
@@ -111,7 +113,7 @@ class KaldiFbank(torch.nn.Module):
     """
 
     def __init__(self, sample_rate=16000, n_mels=128, frame_length_ms=25.0,
-                 frame_shift_ms=10.0, audio_length=1024,
+                 frame_shift_ms=10.0, audio_length=AUDIO_LENGTH,
                  dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, normalize=True):
         super().__init__()
         self.sample_rate = sample_rate
@@ -202,7 +204,7 @@ class KaldiFbank(torch.nn.Module):
 _CACHE = {}
 
 
-def compute_fbank(waveform, sample_rate=16000, n_mels=128, audio_length=1024,
+def compute_fbank(waveform, sample_rate=16000, n_mels=128, audio_length=AUDIO_LENGTH,
                   dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, normalize=True):
     """Per-clip CAV-MAE features.
 

@@ -9,6 +9,7 @@ from torch import nn
 from speechbrain_cavmae.model.decoder import CAVMAEDecoder
 from speechbrain_cavmae.model.encoder import CAVMAEEncoder
 from speechbrain_cavmae.model.masking import draw_mask_ratios
+from speechbrain_cavmae.model.patch_embed import AUDIO_LENGTH
 from speechbrain_cavmae.model.patchify import patchify_audio, patchify_image
 
 #: The CAV-MAE Sync options of :class:`CAVMAE` and their values for CAV-MAE (all off).
@@ -64,7 +65,7 @@ class CAVMAE(nn.Module):
     def __init__(
         self,
         img_size=224,
-        audio_length=1024,
+        audio_length=AUDIO_LENGTH,
         n_mels=128,
         patch_size=16,
         in_chans=3,

@@ -33,7 +33,7 @@ from torch import nn
 from speechbrain_cavmae.model.block import SharedBlock, vit_block
 from speechbrain_cavmae.model.masking import random_masking, structured_noise
 from speechbrain_cavmae.model.modes import get_mode
-from speechbrain_cavmae.model.patch_embed import AudioPatchEmbed, ImagePatchEmbed
+from speechbrain_cavmae.model.patch_embed import AUDIO_LENGTH, AudioPatchEmbed, ImagePatchEmbed
 from speechbrain_cavmae.model.pos_embed import (
     first_time_columns,
     resize_time_pos_embed,
@@ -102,7 +102,7 @@ class StreamEncoder(nn.Module):
     def __init__(
         self,
         img_size=224,
-        audio_length=1024,
+        audio_length=AUDIO_LENGTH,
         n_mels=128,
         patch_size=16,
         in_chans=3,

@@ -9,6 +9,10 @@ Authors
 import torch
 from timm.layers.patch_embed import PatchEmbed  # the defining module: bound at import
 
+#: Fbank frames of the released models (10.24 s at a 10 ms shift): the one default audio
+#: length (model, fbank, data configuration, drop-in encoders).
+AUDIO_LENGTH = 1024
+
 
 class ImagePatchEmbed(PatchEmbed):
     """Split ``[batch, 3, H, W]`` frames into non-overlapping patches and project them.
@@ -64,7 +68,7 @@ class AudioPatchEmbed(PatchEmbed):
     (8, 64)
     """
 
-    def __init__(self, n_mels=128, audio_length=1024, patch_size=16, embed_dim=768):
+    def __init__(self, n_mels=128, audio_length=AUDIO_LENGTH, patch_size=16, embed_dim=768):
         for name, value in (("n_mels", n_mels), ("audio_length", audio_length)):
             if value % patch_size:
                 raise ValueError(f"{name}={value} is not a multiple of patch_size={patch_size}")

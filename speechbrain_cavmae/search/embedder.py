@@ -14,10 +14,8 @@ no window but the one of a file shorter than a window is padded. For each window
 The **clip** vector of a modality is the mean of its window vectors. Every vector is
 L2-normalised (float32), so an inner product is a cosine.
 
-The model comes from the one loader (:func:`speechbrain_cavmae.tools.inputs.load_model`'s
-:func:`~speechbrain_cavmae.checkpoints.loader.load_model`) with the folder's input
-configuration (:func:`~speechbrain_cavmae.checkpoints.model_folder.read_input_config`):
-the calls ``cavmae embed`` makes.
+The model comes from the one door (:func:`speechbrain_cavmae.checkpoints.load`) with the
+folder's input configuration (its ``Loaded.inputs``), as ``cavmae embed`` loads it.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -143,13 +141,12 @@ class Embedder:
              device="cpu", hop_s=None, batch_size=16, config=None):
         """The model ``model`` (a folder, a recipe output folder or a ``.pth``) through
         the one loader, with its folder's input pipeline (then ``config``)."""
-        from speechbrain_cavmae.checkpoints.loader import load_model
-        from speechbrain_cavmae.checkpoints.model_folder import read_input_config
+        from speechbrain_cavmae.checkpoints import load
 
-        net = load_model(model, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
-                         trust_remote_code=trust_remote_code).to(device).eval()
-        return cls(net, dict(read_input_config(model), **(config or {})), hop_s, device,
-                   batch_size)
+        loaded = load(model, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
+                      trust_remote_code=trust_remote_code)
+        net = loaded.model.to(device).eval()
+        return cls(net, dict(loaded.inputs, **(config or {})), hop_s, device, batch_size)
 
     @property
     def dim(self):

@@ -23,7 +23,7 @@ def run(args):
     """Write the weights."""
     import numpy as np
 
-    from speechbrain_cavmae.data.balance import class_balanced_weights
+    from speechbrain_cavmae.data import class_balanced_weights
 
     weights = class_balanced_weights(args.manifest, args.label_csv)
     common.ensure_parent(args.output)

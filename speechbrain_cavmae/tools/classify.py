@@ -65,7 +65,7 @@ def check_model_source(source):
     ...     print(err)
     ./no/such/folder: no such model folder or file (nor a model-hub id owner/name)
     """
-    from speechbrain_cavmae.checkpoints.loader import model_source
+    from speechbrain_cavmae.checkpoints import model_source
 
     model_source(source, hub=True)
 
@@ -73,7 +73,7 @@ def check_model_source(source):
 def file_steps(model, clip, mode=None):
     """Progress steps of classifying ``clip`` (``model.steps`` of the mode it runs in);
     1 for a file that will fail (its error is reported when it is classified)."""
-    from speechbrain_cavmae.data.errors import BadSampleError
+    from speechbrain_cavmae.data import BadSampleError
 
     try:
         return len(model.steps(model.file_mode(clip, mode)))
@@ -105,7 +105,7 @@ def add_arguments(parser):
 def run(args):
     """Classify each file; returns 1 when some file could not be classified."""
     check_model_source(args.model)
-    from speechbrain_cavmae.data.errors import BadSampleError
+    from speechbrain_cavmae.data import BadSampleError
     from speechbrain_cavmae.inference import AudioVisualClassifier
 
     model = AudioVisualClassifier.from_hparams(

@@ -242,7 +242,7 @@ def missing_extra(exc):
 
 
 def _error_types():
-    from speechbrain_cavmae.data.errors import BadSampleError
+    from speechbrain_cavmae.data import BadSampleError
 
     return (BadSampleError, OSError, ValueError, RuntimeError, KeyError)
 

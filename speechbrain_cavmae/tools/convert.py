@@ -68,9 +68,9 @@ RUN_EXPORTS = ("pretrained.pth", "finetuned.pth")
 def recorded_settings(source):
     """The settings recorded for ``source``: its model folder's, or for a recipe run's
     ``pretrained.pth`` / ``finetuned.pth`` / ``save/CKPT+...`` the run's model folder's
-    (:func:`speechbrain_cavmae.checkpoints.model_folder.read_settings`); ``(None, {})``
+    (:func:`speechbrain_cavmae.checkpoints.read_settings`); ``(None, {})``
     when none is found."""
-    from speechbrain_cavmae.checkpoints.model_folder import read_settings
+    from speechbrain_cavmae.checkpoints import read_settings
 
     path = os.path.abspath(os.fspath(source))
     candidates = [path]
@@ -124,7 +124,7 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
             registers_in_shared=None, global_local_loss=None):
     """Convert ``checkpoint`` into a model folder ``out_dir``.
 
-    The weights are read by :func:`speechbrain_cavmae.checkpoints.loader.load_model` (strict) and
+    The weights are read by :func:`speechbrain_cavmae.checkpoints.load` (strict) and
     written by :func:`speechbrain_cavmae.checkpoints.model_folder.write_model_folder`, as the recipes
     write theirs.
 
@@ -181,8 +181,8 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     dict
         Summary: ``kind``, ``num_classes``, ``num_params``, ``files``, ``config``.
     """
-    from speechbrain_cavmae.checkpoints import loader
-    from speechbrain_cavmae.checkpoints.model_folder import LABEL_CSV_FILE, write_model_folder
+    from speechbrain_cavmae import checkpoints as loader
+    from speechbrain_cavmae.checkpoints import LABEL_CSV_FILE, write_model_folder
 
     check_mode(mode)
     source = os.fspath(checkpoint)
@@ -223,10 +223,9 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
         "dataset_mean": dataset_mean, "dataset_std": dataset_std, "n_frames": n_frames,
         "loss": loss, "norm_pix_loss": norm_pix_loss}, recorded)
     settings["audio_channel"] = audio_channel
-    model = loader.load_model(source, num_heads=num_heads,
-                               decoder_num_heads=decoder_num_heads,
-                               audio_length=audio_length,
-                               trust_remote_code=trust_remote_code, **overrides)
+    model = loader.load(source, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
+                        audio_length=audio_length, trust_remote_code=trust_remote_code,
+                        **overrides).model
     summary = write_model_folder(
         model, out_dir, label_csv=label_csv, loss=settings["loss"],
         score_activation=score_activation,
@@ -246,28 +245,6 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     if summary["score_activation"]:
         logger.info("scores: %s of the logits", summary["score_activation"])
     return summary
-
-
-def check_folder(folder):
-    """Rebuild the model of ``folder/hyperparams.yaml`` and load ``model.ckpt`` strictly.
-
-    Returns
-    -------
-    dict
-        The folder's hyperparameters, ``model`` holding the loaded weights.
-
-    Raises
-    ------
-    CheckpointMismatchError
-        When the weights do not fit the architecture written in the yaml.
-    """
-    from speechbrain_cavmae.checkpoints import loader
-    from speechbrain_cavmae.checkpoints.model_folder import MODEL_FILE
-
-    hparams = loader.read_folder_hparams(os.path.abspath(folder))
-    path = os.path.join(folder, MODEL_FILE)
-    loader.load_weights(hparams["model"], loader.read_state_file(path), path)
-    return hparams
 
 
 def add_arguments(parser):

@@ -31,8 +31,8 @@ import logging
 import os
 import sys
 
-from speechbrain_cavmae.data.prepare import VIDEO_EXTS
-from speechbrain_cavmae.data.pool import cap_workers, process_pool
+from speechbrain_cavmae.data import VIDEO_EXTS
+from speechbrain_cavmae.data import cap_workers, process_pool
 from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def save_audio(video, wav_path, sample_rate=16000, channel=0):
     """Decode, resample and write a 16-bit PCM wav; returns the waveform."""
     import soundfile
 
-    from speechbrain_cavmae.data.audio import load_audio
+    from speechbrain_cavmae.data import load_audio
 
     wav = load_audio(video, sample_rate, channel)
     import numpy as np
@@ -116,7 +116,7 @@ def original_frame_image(frame_hwc, size=224):
     import numpy as np
     from PIL import Image
 
-    from speechbrain_cavmae.data.frames import resized_size
+    from speechbrain_cavmae.data import resized_size
 
     img = Image.fromarray(np.asarray(frame_hwc, dtype=np.uint8))
     new_w, new_h = resized_size(img.width, img.height, size)
@@ -128,7 +128,7 @@ def original_frame_image(frame_hwc, size=224):
 
 def save_frames(video, frame_paths, size=224, quality=75):
     """Decode ``len(frame_paths)`` uniformly spaced frames and save JPEGs."""
-    from speechbrain_cavmae.data.frames import load_video_frames
+    from speechbrain_cavmae.data import load_video_frames
 
     frames = load_video_frames(video, n=len(frame_paths))
     for frame, path in zip(frames, frame_paths):
@@ -140,7 +140,7 @@ def save_frames(video, frame_paths, size=224, quality=75):
 
 def extract_one(video, out_dir, n_frames=10, channel=0, size=224):
     """Extract one video; returns (video, status, message)."""
-    from speechbrain_cavmae.data.errors import BadSampleError
+    from speechbrain_cavmae.data import BadSampleError
 
     video_id = video_id_of(video)
     wav_path, frame_paths = output_paths(out_dir, video_id, n_frames)
@@ -167,7 +167,7 @@ def _extract_star(args):
 
 
 def write_manifest_for(videos, out_dir, manifest_path):
-    from speechbrain_cavmae.data.manifest import write_manifest
+    from speechbrain_cavmae.data import write_manifest
 
     data = {}
     for video in videos:

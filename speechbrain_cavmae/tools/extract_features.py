@@ -222,7 +222,7 @@ def extract_features(model, data, out_dir, level="pooled", fmt="npy", batch_size
     """Write the embeddings of every clip of ``data`` to ``out_dir``; returns the index.
 
     ``config`` overrides data settings of the loader (e.g. a model folder's input
-    pipeline, :func:`speechbrain_cavmae.checkpoints.model_folder.read_input_config`);
+    pipeline, :func:`speechbrain_cavmae.checkpoints.load`'s ``inputs``);
     ``progress`` optionally wraps the loader."""
     import numpy as np
     import torch
@@ -366,8 +366,9 @@ def run(args):
     bad = set(kinds) - set(KINDS)
     if bad:
         raise common.UsageError(f"unknown kinds {sorted(bad)}; choose from {KINDS}")
-    model = inputs.load_model(args)
-    config = inputs.input_config(args)
+    loaded = inputs.load_model(args)
+    model = loaded.model
+    config = inputs.input_config(args, loaded)
     if args.level == "segments":
         config = segments_config(model, config, args.n_frames, args.clip_length)
     index = extract_features(

@@ -120,8 +120,9 @@ def require_decoder(model):
 
 
 def resolve_norm_pix(source, flag=None):
-    """Whether the model of ``source`` was trained with the norm-pix loss: the
-    ``norm_pix_loss`` its model folder records, else ``flag`` (``--norm_pix``: True,
+    """Whether the model of ``source`` (a path, or what the door loaded from it) was
+    trained with the norm-pix loss: the ``norm_pix_loss`` its model folder records, else
+    ``flag`` (``--norm_pix``: True,
     ``--no_norm_pix``: False).
 
     Raises
@@ -130,9 +131,12 @@ def resolve_norm_pix(source, flag=None):
         Neither the folder nor the flag says it (naming both flags), or the flag
         disagrees with the folder.
     """
-    from speechbrain_cavmae.checkpoints.model_folder import read_settings
+    from speechbrain_cavmae.checkpoints import Loaded, read_settings
 
-    folder, settings = read_settings(source)
+    if isinstance(source, Loaded):  # already read by the door
+        folder, settings, source = source.folder, source.settings, source.folder
+    else:
+        folder, settings = read_settings(source)
     recorded = settings.get("norm_pix_loss")
     if recorded is None:
         if flag is None:
@@ -152,7 +156,7 @@ def resolve_norm_pix(source, flag=None):
 def _to_rgb(image):
     import torch
 
-    from speechbrain_cavmae.data.frames import IMAGENET_MEAN, IMAGENET_STD
+    from speechbrain_cavmae.data import IMAGENET_MEAN, IMAGENET_STD
 
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -262,15 +266,16 @@ def run(args):
     """Write the figures and print their paths."""
     import matplotlib  # noqa: F401  (fail before running the model when it is missing)
 
-    model = inputs.load_model(args)
+    loaded = inputs.load_model(args)
+    model = loaded.model
     require_decoder(model)
-    norm_pix = resolve_norm_pix(args.model, args.norm_pix)
+    norm_pix = resolve_norm_pix(loaded if loaded.folder else args.model, args.norm_pix)
     ratios = [float(x) for x in args.mask_ratios.split(",") if x.strip()]
     ids = [x.strip() for x in args.ids.split(",")] if args.ids else None
     paths = run_inpainting(
         model, args.manifest, args.output, ids, args.num_clips, ratios, args.seed,
         norm_pix, common.resolve_device(args.device), args.batch_size,
-        mask_mode=args.mask_mode, config=inputs.input_config(args),
+        mask_mode=args.mask_mode, config=inputs.input_config(args, loaded),
         progress=lambda it: common.progress(it, args, desc="inpaint", unit="batch"),
     )
     for path in paths:

@@ -1,10 +1,10 @@
 """How the model tools load a model and feed it.
 
-The model comes from the one loader (:func:`speechbrain_cavmae.checkpoints.loader.load_model`)
-and the clips from the evaluation input pipeline of training
-(:func:`speechbrain_cavmae.data.dataset.build_dataset` with ``train=False``), configured by
-the model folder's ``hyperparams.yaml`` (:func:`~speechbrain_cavmae.checkpoints.model_folder.
-read_input_config`) and sized for the model. Used by ``embed``, ``retrieval`` and ``inpaint``.
+The model and its folder's input settings come from one read of the source by the one door
+(:func:`speechbrain_cavmae.checkpoints.load`), the clips from the evaluation input pipeline
+of training (:func:`speechbrain_cavmae.data.build_dataset` with ``train=False``),
+configured by those settings and sized for the model. Used by ``embed``, ``retrieval``
+and ``inpaint``.
 
 Authors
  * speechbrain-cavmae contributors 2026
@@ -14,23 +14,23 @@ from speechbrain_cavmae.tools import common
 
 
 def load_model(args):
-    """The model of ``args.model`` (heads from ``--num_heads`` / ``--decoder_num_heads``
-    where the source does not record them), in eval mode on ``--device``."""
-    from speechbrain_cavmae.checkpoints.loader import load_model as load
+    """The :class:`~speechbrain_cavmae.checkpoints.Loaded` of ``args.model`` (heads from
+    ``--num_heads`` / ``--decoder_num_heads`` where the source does not record them), its
+    model in eval mode on ``--device``."""
+    from speechbrain_cavmae.checkpoints import load
 
-    model = load(args.model, num_heads=getattr(args, "num_heads", None),
-                 decoder_num_heads=getattr(args, "decoder_num_heads", None),
-                 trust_remote_code=getattr(args, "trust_remote_code", False))
-    return model.to(common.resolve_device(args.device)).eval()
+    loaded = load(args.model, num_heads=getattr(args, "num_heads", None),
+                  decoder_num_heads=getattr(args, "decoder_num_heads", None),
+                  trust_remote_code=getattr(args, "trust_remote_code", False))
+    loaded.model = loaded.model.to(common.resolve_device(args.device)).eval()
+    return loaded
 
 
-def input_config(args, **config):
-    """Data configuration: the input pipeline of the ``--model`` folder (none for a bare
-    ``.pth``), then ``config``, then ``--dataset_mean`` / ``--dataset_std`` when given."""
-    from speechbrain_cavmae.checkpoints.model_folder import read_input_config
-
-    config = dict(read_input_config(args.model, getattr(args, "trust_remote_code", False)),
-                  **config)
+def input_config(args, loaded, **config):
+    """Data configuration: the input settings of ``loaded`` (the ``--model`` folder's; none
+    for a bare ``.pth``), then ``config``, then ``--dataset_mean`` / ``--dataset_std`` when
+    given."""
+    config = dict(loaded.inputs, **config)
     for key in ("dataset_mean", "dataset_std"):
         if getattr(args, key, None) is not None:
             config[key] = getattr(args, key)
@@ -48,12 +48,12 @@ def eval_loader(manifest, model, batch_size=32, num_workers=0, config=None,
     """A ``DataLoader`` over ``manifest`` in evaluation mode, sized for ``model``."""
     import torch
 
-    from speechbrain_cavmae.data.dataset import build_dataset, collate_av
+    from speechbrain_cavmae.data import build_dataset, collate_av
 
     audio_length, image_size = model_geometry(model)
     cfg = {"audio_length": audio_length, "image_size": image_size, "multi_frame": multi_frame}
     cfg.update(config or {})
-    from speechbrain_cavmae.data.pool import cap_workers
+    from speechbrain_cavmae.data import cap_workers
 
     dataset = build_dataset(manifest, None, cfg, train=False)
     return torch.utils.data.DataLoader(

@@ -32,13 +32,33 @@ classes are sorted by name and the table is written to the output folder.
 """
 
 
-def _add_metadata_flags(parser, metadata_flag, metadata_help, output_help):
+#: The metadata flag and the output's meaning of each dataset source.
+SOURCE_FLAGS = {
+    "audioset": ("--segments", "AudioSet *_segments.csv", "manifest JSON to write"),
+    "vggsound": ("--csv", "vggsound.csv (YTID, start, label, split)",
+                 "folder of the manifests (vggsound_<split>.json)"),
+}
+
+
+def add_source_arguments(parser, source):
+    """The flags of ``cavmae prepare <source>`` for ``"audioset"`` or ``"vggsound"`` (also
+    the recipes' ``*_prepare.py``)."""
+    metadata_flag, metadata_help, output_help = SOURCE_FLAGS[source]
     parser.add_argument(metadata_flag, required=True, help=metadata_help)
     parser.add_argument("--clips_dir", required=True,
                         help="folder of the downloaded clips (searched recursively)")
     common.add_output(parser, help=output_help)
     parser.add_argument("--frames_dir", default=None,
                         help="extracted frames (frame_{i}/<video_id>.jpg), when there are some")
+    common.add_label_csv(parser)
+
+
+def print_reports(reports):
+    """One line per manifest written (``name: found of listed clips found, ...``)."""
+    for name, report in reports.items():
+        print(f"{name}: {report['found']} of {report['listed']} clips found, "
+              f"{len(report['missing'])} missing (see {report['missing_file']}) -> "
+              f"{report['manifest']}")
 
 
 def add_arguments(parser):
@@ -53,16 +73,12 @@ def add_arguments(parser):
                                   description=common.plain_text(AUDIOSET),
                                   formatter_class=common.HelpFormatter,
                                   allow_abbrev=False)
-    _add_metadata_flags(audioset, "--segments", "AudioSet *_segments.csv",
-                        "manifest JSON to write")
-    common.add_label_csv(audioset)
+    add_source_arguments(audioset, "audioset")
     vggsound = sources.add_parser("vggsound", help="VGGSound's vggsound.csv",
                                   description=common.plain_text(VGGSOUND),
                                   formatter_class=common.HelpFormatter,
                                   allow_abbrev=False)
-    _add_metadata_flags(vggsound, "--csv", "vggsound.csv (YTID, start, label, split)",
-                        "folder of the manifests (vggsound_<split>.json)")
-    common.add_label_csv(vggsound)
+    add_source_arguments(vggsound, "vggsound")
     for sub in (videos, audioset, vggsound):
         common.add_run_options(sub)
 
@@ -80,8 +96,5 @@ def run(args):
         reports = prepare.prepare_vggsound(args.csv, args.clips_dir, args.output,
                                            args.frames_dir, args.label_csv)
         reports.pop("label_csv")
-    for name, report in reports.items():
-        print(f"{name}: {report['found']} of {report['listed']} clips found, "
-              f"{len(report['missing'])} missing (see {report['missing_file']}) -> "
-              f"{report['manifest']}")
+    print_reports(reports)
     return 0

@@ -28,7 +28,7 @@ import csv
 import logging
 import os
 
-from speechbrain_cavmae.data.manifest import LabelTable, split_labels, write_manifest
+from speechbrain_cavmae.data import LabelTable, split_labels, write_manifest
 from speechbrain_cavmae.tools import common
 from speechbrain_cavmae.tools.extract import list_videos, video_id_of
 

@@ -217,11 +217,12 @@ def run(args):
         if missing:
             raise common.UsageError("the following arguments are required: "
                                     + ", ".join(missing) + " (or --embeddings)")
-        model = inputs.load_model(args)
+        loaded = inputs.load_model(args)
+        model = loaded.model
         if args.strategy:
             from speechbrain_cavmae.tools.extract_features import segments_config
 
-            config = segments_config(model, inputs.input_config(args), args.n_frames,
+            config = segments_config(model, inputs.input_config(args, loaded), args.n_frames,
                                      args.clip_length)
             results = evaluate_strategy(model, args.manifest, args.strategy, args.batch_size,
                                         device, args.num_workers, args.chunk_size or 256,
@@ -230,7 +231,7 @@ def run(args):
             results = evaluate_retrieval(
                 model, args.manifest, args.batch_size, device, args.num_workers,
                 args.chunk_size or 1024,
-                config=inputs.input_config(args, frame_index=args.frame_index),
+                config=inputs.input_config(args, loaded, frame_index=args.frame_index),
                 progress=progress,
             )
     if args.json:

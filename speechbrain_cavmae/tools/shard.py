@@ -43,9 +43,9 @@ def add_arguments(parser):
 
 def run(args):
     """Write the shards; 1 when a bad sample stopped it (``--on_bad_sample raise``)."""
-    from speechbrain_cavmae.data.errors import BadSampleError
-    from speechbrain_cavmae.data.pool import cap_workers
-    from speechbrain_cavmae.data.shard_writer import INDEX_SUFFIX, shard_manifest
+    from speechbrain_cavmae.data import BadSampleError
+    from speechbrain_cavmae.data import cap_workers
+    from speechbrain_cavmae.data import INDEX_SUFFIX, shard_manifest
     from speechbrain_cavmae.tools.validate import format_table
 
     channel = args.audio_channel

@@ -16,17 +16,19 @@ def add_arguments(parser):
     common.add_manifest(parser)
     parser.add_argument("--max_samples", type=int, default=None,
                         help="a seeded random subset of this many clips (default: all)")
-    parser.add_argument("--audio_length", type=int, default=1024,
-                        help="fbank frames per clip (padded / cropped)")
+    parser.add_argument("--audio_length", type=int, default=None,
+                        help="fbank frames per clip (padded / cropped; default: the data "
+                        "configuration's, 1024)")
     common.add_num_workers(parser)
 
 
 def run(args):
     """Print the mean and std."""
-    from speechbrain_cavmae.data.stats import fbank_stats
+    from speechbrain_cavmae.data import fbank_stats
 
     mean, std = fbank_stats(
-        args.manifest, {"audio_length": args.audio_length}, args.max_samples,
+        args.manifest, {} if args.audio_length is None else {"audio_length": args.audio_length},
+        args.max_samples,
         args.num_workers,
         progress=lambda it: common.progress(it, args, desc="stats", unit="batch"),
     )

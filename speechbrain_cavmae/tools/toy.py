@@ -32,7 +32,7 @@ def add_arguments(parser):
 
 def run(args):
     """Write the dataset; prints the written paths as JSON."""
-    from speechbrain_cavmae.data.toy import generate_toy_dataset
+    from speechbrain_cavmae.data import generate_toy_dataset
 
     paths = generate_toy_dataset(
         args.output,

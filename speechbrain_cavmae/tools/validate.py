@@ -17,9 +17,9 @@ manifest that cannot be read or has no entries is an error. Problems are printed
 import logging
 import os
 
-from speechbrain_cavmae.data.errors import BadSampleError, ManifestError
-from speechbrain_cavmae.data.manifest import LabelTable, read_manifest, unlabelled_entries
-from speechbrain_cavmae.data.pool import cap_workers, process_pool
+from speechbrain_cavmae.data import BadSampleError, ManifestError
+from speechbrain_cavmae.data import LabelTable, read_manifest, unlabelled_entries
+from speechbrain_cavmae.data import cap_workers, process_pool
 from speechbrain_cavmae.tools import common
 
 logger = logging.getLogger(__name__)
@@ -28,14 +28,14 @@ _STATE = {}
 
 
 def _init(data, config, label_table, manifest_path):
-    from speechbrain_cavmae.data.dataset import AVSampleLoader
+    from speechbrain_cavmae.data import AVSampleLoader
 
     _STATE["loader"] = AVSampleLoader(data, config, False, label_table, manifest_path)
 
 
 def check_sample(sample_id, loader=None):
     """All problems of one sample as (id, file, problem) tuples."""
-    from speechbrain_cavmae.data.frames import (
+    from speechbrain_cavmae.data import (
         extracted_frame_path,
         load_extracted_frame,
         load_video_frames,
@@ -101,7 +101,7 @@ def validate(manifest, label_csv=None, config=None, jobs=1, progress=None):
         The manifest cannot be read or has no entries.
     """
     progress = progress or (lambda it, total=None: it)
-    from speechbrain_cavmae.data.dataset import resolve_config
+    from speechbrain_cavmae.data import resolve_config
 
     cfg = resolve_config(config, train=False)
     data = read_manifest(manifest)

@@ -33,7 +33,8 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_cavmae.data.augment import FbankAugment
-from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
+from speechbrain_cavmae.data.dataset import hparams_config, resolve_config
+from speechbrain_cavmae.data.fbank import KaldiFbank
 from speechbrain_cavmae.model.modes import check_mode, get_mode
 from speechbrain_cavmae.model.tasks import average_frame_predictions, get_task, task_for_loss
 from speechbrain_cavmae.training.accumulators import task_metrics
@@ -72,20 +73,13 @@ class CAVMAEBrain(GuardedBrain):
     def fbank_module(self):
         """The on-device :class:`KaldiFbank` (built on first use)."""
         if self._fbank is None:
+            cfg = resolve_config(hparams_config(self.hparams), train=True)
             self._fbank = KaldiFbank(
-                sample_rate=self.hp("sample_rate", 16000),
-                n_mels=self.hp("n_mels", 128),
-                audio_length=self.hp("audio_length", 1024),
-                dataset_mean=self.hp("dataset_mean", DEFAULT_MEAN),
-                dataset_std=self.hp("dataset_std", DEFAULT_STD),
-            ).to(self.device)
+                **{k: cfg[k] for k in ("sample_rate", "n_mels", "audio_length",
+                                       "dataset_mean", "dataset_std")}).to(self.device)
             self._augment = FbankAugment(
-                freqm=self.hp("freqm", 0),
-                timem=self.hp("timem", 0),
-                noise=self.hp("noise", False),
-                dataset_mean=self.hp("dataset_mean", DEFAULT_MEAN),
-                dataset_std=self.hp("dataset_std", DEFAULT_STD),
-            )
+                **{k: cfg[k] for k in ("freqm", "timem", "noise", "dataset_mean",
+                                       "dataset_std")})
         return self._fbank
 
     def audio_features(self, batch, stage):

@@ -28,6 +28,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
+from speechbrain_cavmae.data.dataset import hparams_config, resolve_config
 from speechbrain_cavmae.training.state import EpochCounts, unwrap
 
 logger = logging.getLogger(__name__)
@@ -304,8 +305,7 @@ class GuardedBrain(sb.Brain):
         """The number of DDP processes whose training batch of this step was skipped whole
         (``missing`` says whether this one's was): 0 or 1 in a single process, and without
         ``on_bad_sample: skip`` (no batch is ever skipped, so the processes need not agree)."""
-        policy = (self.hp("data_config") or {}).get("on_bad_sample",
-                                                     self.hp("on_bad_sample", "raise"))
+        policy = resolve_config(hparams_config(self.hparams))["on_bad_sample"]
         if policy != "skip":
             return int(missing)
         return self.summed_over_processes({"missing": int(missing)})["missing"]

@@ -14,8 +14,9 @@ like any SpeechBrain recipe's, each step one call into this module:
 3. :func:`build_datasets`: from the original JSON manifests and label CSV (``train_data``,
    ``valid_data``, ``test_data``, ``label_csv``) or from WebDataset shards
    (``train_shards``...; see ``docs/scale.md``);
-4. :func:`load_pretrained`: the initial weights of ``pretrained_path`` (a model folder, an
-   original CAV-MAE ``.pth``, a checkpoint of ours, or ImageNet MAE weights);
+4. :func:`speechbrain_cavmae.checkpoints.load` with ``into=`` the model: the initial
+   weights of ``pretrained_path`` (a model folder, an original CAV-MAE ``.pth``, a
+   checkpoint of ours, or ImageNet MAE weights);
 5. :func:`make_brain`: :class:`~speechbrain_cavmae.training.brains.PretrainBrain` or
    :class:`~speechbrain_cavmae.training.brains.FinetuneBrain` by the yaml's ``task``;
 6. :func:`fit` (resuming from the last checkpoint) and :func:`evaluate`;
@@ -40,17 +41,21 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_cavmae.training.brains import FinetuneBrain, PretrainBrain
-from speechbrain_cavmae.checkpoints.loader import (
-    RUN_MODEL_SUBDIR,
-    average_state_dicts,
+from speechbrain_cavmae.checkpoints import (
     check_state,
-    load_into,
-    read_state_file,
+    plain_yaml,
+    read_settings,
+    write_model_folder,
 )
-from speechbrain_cavmae.checkpoints.model_folder import write_model_folder
+from speechbrain_cavmae.checkpoints.loader import RUN_MODEL_SUBDIR
 from speechbrain_cavmae.data import balance
 from speechbrain_cavmae.data.files import atomic_torch_save
-from speechbrain_cavmae.data.dataset import BadSampleCounter, build_dataset, collate_av
+from speechbrain_cavmae.data.dataset import (
+    BadSampleCounter,
+    build_dataset,
+    collate_av,
+    hparams_config,
+)
 from speechbrain_cavmae.data.manifest import LabelTable
 from speechbrain_cavmae.settings import check_settings, learning_rate_warnings
 from speechbrain_cavmae.data.pool import cap_workers
@@ -63,84 +68,12 @@ logger = logging.getLogger(__name__)
 
 TASKS = {"pretrain": PretrainBrain, "finetune": FinetuneBrain}
 
-#: Top-level hparams that are also keys of the data configuration (see
-#: ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``: the same names in both).
-DATA_KEYS = (
-    "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "freqm", "timem",
-    "mixup", "noise", "label_smooth", "n_frames", "image_size", "features_on_device",
-    "on_bad_sample", "frame_source", "audio_source",
-)
 
 
 # --------------------------------------------------------------------------- weights
-def load_pretrained(model, path, trust_remote_code=False):
-    """Initialise ``model`` from ``pretrained_path``, as the original recipes do: a thin
-    call into :func:`speechbrain_cavmae.checkpoints.loader.load_into`.
-
-    Accepted: a model folder (or a recipe's output folder), an original CAV-MAE state
-    dict (pretraining or fine-tuned model, ``module.`` prefix allowed), one of ours
-    (``pretrained.pth`` / ``finetuned.pth``, a checkpoint's ``model.ckpt`` or its
-    ``CKPT+...`` directory), or ImageNet MAE weights (timm or MAE layout). Every encoder
-    weight must be present with the model's shape (another depth or width is an error
-    naming the keys and depths); the decoder (when fine-tuning) and a head of another size
-    are left out with one log line; the audio positional embeddings are interpolated in
-    time when the audio length differs. A model folder's yaml is checked against the
-    model-folder schema of :mod:`speechbrain_cavmae.checkpoints.trust` unless
-    ``trust_remote_code`` (the hparam ``trust_remote_code: True``).
-
-    The log names the architecture and, for a model folder, says it is the folder's (the
-    recipes read it with :func:`architecture_overrides`).
-
-    Returns
-    -------
-    dict
-        ``loaded`` (keys copied), ``ignored`` (keys of the file not used), ``missing``
-        (keys of the model left at their initialisation).
-    """
-    from speechbrain_cavmae.checkpoints.loader import folder_of, model_config
-
-    cfg = model_config(model)
-    sizes = ", ".join(f"{key}={cfg[name]}" for key, name in FOLDER_SIZES.items() if name in cfg)
-    folder = folder_of(path) if isinstance(path, (str, os.PathLike)) else None
-    if folder is not None:
-        logger.info("architecture from the model folder %s: %s", folder, sizes)
-    else:
-        logger.info("initialising the model (%s) from %s", sizes, path)
-    return load_into(model, path, trust_remote_code=trust_remote_code)
-
-
-def average_state_dict_files(paths):
-    """Average the weights saved in several files (the original ``wa_model``) with
-    :func:`speechbrain_cavmae.checkpoints.loader.average_state_dicts`.
-
-    Arguments
-    ---------
-    paths : list of str
-        ``.pth`` state dicts (original or ours) or SpeechBrain ``model.ckpt`` files with
-        the same keys.
-
-    Returns
-    -------
-    OrderedDict
-        The element-wise mean (non-floating-point tensors from the last file).
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> folder = tempfile.mkdtemp()
-    >>> for i in (1, 3):
-    ...     torch.save({"w": torch.tensor([float(i)])}, os.path.join(folder, f"{i}.pth"))
-    >>> average_state_dict_files([os.path.join(folder, f"{i}.pth") for i in (1, 3)])["w"]
-    tensor([2.])
-    """
-    if not paths:
-        raise ValueError("average_state_dict_files: no files")
-    return average_state_dicts((read_state_file(p) for p in paths), [str(p) for p in paths])
-
-
 def export_model(model, path):
-    """Save the model's state dict (our names; load with :func:`load_pretrained` or
-    :func:`speechbrain_cavmae.checkpoints.loader.load_original_checkpoint`), atomically.
+    """Save the model's state dict (our names; load with
+    :func:`speechbrain_cavmae.checkpoints.load`), atomically.
 
     Raises
     ------
@@ -164,7 +97,7 @@ def export_model_folder(model, hparams, datasets=None):
     (:mod:`speechbrain_cavmae.checkpoints.model_folder`)."""
     if not if_main_process():
         return None
-    cfg = data_config(hparams, train=False)
+    cfg = hparams_config(hparams)
     keep = ("sample_rate", "dataset_mean", "dataset_std", "audio_channel", "n_frames", "image_interpolation")
     table = (datasets or {}).get("label_table")
     if table is None and hparams.get("label_csv"):
@@ -181,22 +114,6 @@ def export_model_folder(model, hparams, datasets=None):
 
 
 # ---------------------------------------------------------------------------- data
-def data_config(hparams, train):
-    """The ``build_dataset`` configuration from the hparams.
-
-    Top-level keys (``audio_length``, ``image_size``, ``freqm``...) are used for every
-    key of :data:`DATA_KEYS` they define; a ``data_config`` dict in the yaml may add any
-    other dataset setting (``mixup_alpha``, ``audio_channel``, ``video_threads``...).
-    """
-    cfg = {}
-    for key in DATA_KEYS:
-        if hparams.get(key) is not None:
-            cfg[key] = hparams[key]
-    cfg.update(hparams.get("data_config") or {})
-    cfg["multi_frame"] = False
-    return cfg
-
-
 def class_balanced_weights(dataset, table):
     """Sampling weight of each clip of ``dataset`` (in its order) for class-balanced
     sampling, as :func:`speechbrain_cavmae.data.balance.class_balanced_weights` (the
@@ -235,8 +152,7 @@ def build_datasets(hparams, counter=None):
         raise ValueError("fine-tuning needs a label CSV: pass --label_csv")
     out = {}
     labelled = hparams["task"] == "finetune"
-    train_cfg = data_config(hparams, train=True)
-    eval_cfg = data_config(hparams, train=False)
+    train_cfg = eval_cfg = hparams_config(hparams)  # build_dataset zeroes eval augmentation
     test_cfg = dict(eval_cfg, multi_frame=bool(hparams.get("multi_frame_eval", False)))
     sources = {split: _split_source(hparams, split) for split in ("train", "valid", "test")}
     if hparams["task"] == "finetune" and sources["valid"] is None:
@@ -384,7 +300,6 @@ def check_override_keys(hparams_file, overrides, keys=None):
     ``KeyError`` listing every key of the file)."""
     import difflib
 
-    from speechbrain_cavmae.checkpoints.model_folder import plain_yaml
 
     if keys is None:
         with open(hparams_file, encoding="utf8") as handle:
@@ -421,7 +336,6 @@ def architecture_overrides(hparams, overrides):
         A size given on the command line disagrees with the folder (``audio_length``
         excepted: the audio positions are interpolated).
     """
-    from speechbrain_cavmae.checkpoints.model_folder import read_settings
 
     path = overrides.get("pretrained_path", hparams.get("pretrained_path"))
     if not isinstance(path, (str, os.PathLike)) or not path:
@@ -459,7 +373,6 @@ def complete_overrides(overrides, hparams_file=None):
     ``overrides`` is the YAML string of ``speechbrain.parse_arguments`` (kept as a string
     so that hyperpyyaml parses numbers such as ``1e-3`` itself) or a dict.
     """
-    from speechbrain_cavmae.checkpoints.model_folder import plain_yaml
 
     values = _override_dict(overrides)
     plain = None
@@ -623,17 +536,14 @@ __all__ = [
     "RandomState",
     "UsageError",
     "architecture_overrides",
-    "average_state_dict_files",
     "check_override_keys",
     "complete_overrides",
     "build_datasets",
     "check_numbers",
     "class_balanced_weights",
     "data_source",
-    "data_config",
     "export_model",
     "export_model_folder",
-    "load_pretrained",
     "loader_kwargs",
     "lock_output_folder",
     "evaluate",

@@ -31,7 +31,7 @@ _DOOR = (
 _EXPORTS = dict(
     {name: "loader" for name in _LOADER}, **{name: "door" for name in _DOOR},
     CheckpointMismatchError="original", write_model_folder="model_folder",
-    LABEL_CSV_FILE="model_folder", UntrustedCodeError="trust",
+    LABEL_CSV_FILE="model_folder", UntrustedCodeError="trust", sync_architecture="original",
 )
 
 __all__ = sorted(_EXPORTS)

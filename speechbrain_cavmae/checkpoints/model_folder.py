@@ -105,7 +105,8 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
                  score_activation="softmax", n_frames=10, sample_rate=16000,
                  dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, has_labels=True,
                  audio_channel=0, image_interpolation="bilinear", loss=None,
-                 norm_pix_loss=None):
+                 norm_pix_loss=None, frame_segments=False, clip_length=1024,
+                 frame_span_s=10.0):
     """The ``hyperparams.yaml`` text of a model folder.
 
     Arguments
@@ -125,6 +126,10 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
     norm_pix_loss : bool, optional
         Pretraining models: whether the reconstruction targets were normalised per patch
         (``None``: not known, e.g. converted from an original ``.pth``).
+    frame_segments, clip_length, frame_span_s
+        CAV-MAE Sync pairing (each frame with the ``audio_length`` segment around it in a
+        clip of ``clip_length`` fbank frames; ``docs/sync.md``); written only when
+        ``frame_segments`` is on.
 
     Returns
     -------
@@ -167,6 +172,16 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         f"image_interpolation: {image_interpolation}",
         "",
     ]
+    if frame_segments:
+        lines += [
+            "# CAV-MAE Sync pairing: frame k is paired with the audio_length fbank frames",
+            "# centred on its time, in a clip of clip_length fbank frames whose frames span",
+            "# frame_span_s seconds",
+            "frame_segments: True",
+            f"clip_length: {int(clip_length)}",
+            f"frame_span_s: {_yaml_scalar(float(frame_span_s))}",
+            "",
+        ]
     if kind == "classifier":
         lines += [
             "# Training loss (BCE: multi-label, CE: single-label"
@@ -332,6 +347,8 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
         image_interpolation=inp["image_interpolation"],
         loss=loss if kind == "classifier" else None,
         norm_pix_loss=None if norm_pix_loss is None else bool(norm_pix_loss),
+        frame_segments=bool(inp["frame_segments"]), clip_length=inp["clip_length"],
+        frame_span_s=inp["frame_span_s"],
     )
     files["hparams"] = os.path.join(out_abs, HPARAMS_FILE)
     atomic_write_text(files["hparams"], text)
@@ -349,7 +366,8 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
 #: names as in the data configuration, ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``).
 INPUT_KEYS = (
     "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "audio_channel",
-    "n_frames", "image_size", "image_interpolation",
+    "n_frames", "image_size", "image_interpolation", "frame_segments", "clip_length",
+    "frame_span_s",
 )
 
 

@@ -50,6 +50,7 @@ from speechbrain_cavmae.data.files import atomic_write_json
 from speechbrain_cavmae.data.fbank import DEFAULT_MEAN, DEFAULT_STD, KaldiFbank
 from speechbrain_cavmae.checkpoints.loader import accumulate_mean
 from speechbrain_cavmae.model.modes import check_mode, get_mode
+from speechbrain_cavmae.training import sync
 from speechbrain_cavmae.training.metrics import (
     ClassificationStats,
     MultiLabelMetrics,
@@ -765,6 +766,8 @@ class PretrainBrain(CAVMAEBrain):
         audio = self.audio_features(batch, stage)
         image = batch.frame.data.float()
         hp = self.hparams
+        if stage == sb.Stage.TRAIN:  # Sync: multi-ratio masking keyed to the (resumed) step
+            sync.sync_mask_ratio_step(self.model, self.optimizer_step)
         out = self.modules.model(
             audio,
             image,
@@ -774,7 +777,7 @@ class PretrainBrain(CAVMAEBrain):
             decode=hp.mae_loss_weight > 0,
         )
         if stage != sb.Stage.TRAIN:
-            tokens_a, tokens_v = self.model.encode(audio, image)
+            tokens_a, tokens_v = sync.encode_tokens(self.model, audio, image)  # Sync: 4 outputs
             out["emb_a"] = tokens_a.mean(dim=1)
             out["emb_v"] = tokens_v.mean(dim=1)
         return out
@@ -783,7 +786,8 @@ class PretrainBrain(CAVMAEBrain):
         """Weighted sum of the masked reconstruction and contrastive losses."""
         hp = self.hparams
         out = predictions
-        loss_c, c_acc = hp.contrastive_loss(out["rep_a"], out["rep_v"], return_accuracy=True)
+        # Sync: averaged over the global and/or local pairs (CAV-MAE: rep_a, rep_v)
+        loss_c, c_acc = sync.contrastive_objective(self.model, out, hp.contrastive_loss)
         if hp.mae_loss_weight > 0:
             loss_mae_a = hp.mae_loss(out["pred_a"], out["target_a"], out["mask_a"])
             loss_mae_v = hp.mae_loss(out["pred_v"], out["target_v"], out["mask_v"])

@@ -78,7 +78,8 @@ TASKS = {"pretrain": PretrainBrain, "finetune": FinetuneBrain}
 DATA_KEYS = (
     "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "freqm", "timem",
     "mixup", "noise", "label_smooth", "n_frames", "image_size", "features_on_device",
-    "on_bad_sample", "frame_source", "audio_source",
+    "on_bad_sample", "frame_source", "audio_source", "frame_segments", "clip_length",
+    "frame_span_s",
 )
 
 
@@ -309,7 +310,8 @@ def export_model_folder(model, hparams, datasets=None):
     if not if_main_process():
         return None
     cfg = data_config(hparams, train=False)
-    keep = ("sample_rate", "dataset_mean", "dataset_std", "audio_channel", "n_frames", "image_interpolation")
+    keep = ("sample_rate", "dataset_mean", "dataset_std", "audio_channel", "n_frames",
+            "image_interpolation", "frame_segments", "clip_length", "frame_span_s")
     table = (datasets or {}).get("label_table")
     if table is None and hparams.get("label_csv"):
         table = LabelTable.from_csv(hparams["label_csv"])

@@ -232,6 +232,9 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         lines.append(f"    {key}: " + ("!ref <n_mels>" if key == "n_mels" else _yaml_scalar(value)))
     if "trainable_pos_embed" in cfg:
         lines.append(f"    trainable_pos_embed: {_yaml_scalar(cfg['trainable_pos_embed'])}")
+    if kind == "classifier":  # a Sync encoder's options (docs/sync.md)
+        lines += [f"    {key}: {_yaml_scalar(cfg[key])}" for key in SYNC_DEFAULTS
+                  if key in cfg and key != "num_frames"]
     if kind == "pretrain":
         lines += [f"    {key}: {_yaml_scalar(cfg[key])}" for key in DECODER_KEYS]
         # CAV-MAE Sync options (docs/sync.md); its frames per clip are the input's n_frames
@@ -303,8 +306,9 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     """
     from speechbrain_cavmae.data.dataset import resolve_config
 
-    inp = resolve_config(input_config, train=False)
     cfg = model_config(model)
+    # the model's geometry (a Sync segment is checked against clip_length)
+    inp = resolve_config(dict(input_config or {}, audio_length=cfg["audio_length"]), train=False)
     kind = cfg["kind"]
     for key, name in (("n_mels", "n_mels"), ("audio_length", "audio_length"),
                       ("image_size", "img_size")):

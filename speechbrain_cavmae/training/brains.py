@@ -924,6 +924,10 @@ class FinetuneBrain(CAVMAEBrain):
         audio = self.audio_features(batch, stage) if uses.audio else None
         image = batch.frame.data.float() if uses.visual else None
         frames = getattr(batch, "frames", None)
+        if stage == sb.Stage.TEST and uses.audio and uses.visual:  # Sync: frame-segment pairs
+            pairs = sync.finetune_pairs_forward(self.modules.model, batch, audio, image, mode)
+            if pairs is not None:
+                return pairs
         if stage != sb.Stage.TEST or frames is None or not uses.visual:
             return {"logits": self.modules.model(audio, image, mode)}
         # multi-frame evaluation: the audio branch once per clip, the batch's frame and
@@ -954,7 +958,8 @@ class FinetuneBrain(CAVMAEBrain):
                     self.frame_metrics.append(self.new_metrics())
                 for k in range(n_frames):
                     self.frame_metrics[k].append(ids, frame_logits[:, k].float(), targets)
-                probs = average_frame_predictions(frame_logits, self.hparams.loss)
+                probs = sync.pool_pairs(frame_logits, self.hparams.loss,  # Sync: mean or max
+                                        self.hp("pair_pooling", "mean"))
                 self.multi_frame_metrics.append(ids, probs, targets)
         return loss
 

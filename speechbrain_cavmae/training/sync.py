@@ -8,6 +8,9 @@
   would have (the model's own forward counter is not in its state dict).
 * :func:`encode_tokens`: the audio and visual token sequences of ``model.encode``, which
   returns two more (the global tokens) for a Sync model.
+* :func:`finetune_pairs_forward`, :func:`pair_logits`, :func:`pool_pairs`: a Sync
+  classifier evaluated on the 16 frame-segment pairs of a clip, their probabilities pooled
+  by mean or max (``pair_pooling``).
 * :func:`event_localization` and :func:`learning_check`: does a pretrained model find when
   a sound is seen? (the learning check of ``docs/sync.md`` on the clips of
   :mod:`speechbrain_cavmae.data.toy_events`).
@@ -67,6 +70,64 @@ def encode_tokens(model, audio, image):
     """``(audio_tokens, visual_tokens)`` of ``model.encode`` (a Sync model with global
     tokens returns the global tokens after them: dropped here)."""
     return model.encode(audio, image)[:2]
+
+
+#: How a Sync classifier pools the class probabilities of a clip's frame-segment pairs.
+PAIR_POOLING = ("mean", "max")
+
+
+def pair_logits(model, fbanks, frames, mode=None):
+    """Logits of each frame-segment pair: ``[batch, K, classes]`` for segments
+    ``[batch, K, audio_length, n_mels]`` and frames ``[batch, K, 3, H, W]`` (each pair
+    through the classifier as one sample, all pairs as one batch).
+
+    Example
+    -------
+    >>> from speechbrain_cavmae.model.classifier import CAVMAEClassifier
+    >>> model = CAVMAEClassifier(3, img_size=32, audio_length=32, embed_dim=32, num_heads=4,
+    ...                          modality_specific_depth=1, num_register_tokens=2)
+    >>> pair_logits(model, torch.randn(2, 4, 32, 128), torch.randn(2, 4, 3, 32, 32)).shape
+    torch.Size([2, 4, 3])
+    """
+    b, k = frames.shape[:2]
+    logits = model(fbanks.flatten(0, 1), frames.flatten(0, 1), mode)
+    return logits.unflatten(0, (b, k))
+
+
+def pool_pairs(frame_logits, loss="BCE", pooling="mean"):
+    """A clip's class probabilities ``[batch, classes]`` from its pairs' logits
+    ``[batch, K, classes]``: each pair's sigmoid (``BCE``) or softmax (``CE``), then the
+    mean over pairs (as CAV-MAE's multi-frame evaluation) or, ``pooling="max"``, the
+    maximum (a class heard and seen at one moment of the clip counts fully).
+
+    Example
+    -------
+    >>> logits = torch.tensor([[[4.0, -4.0], [-4.0, -4.0]]])
+    >>> pool_pairs(logits, "BCE", "max")[0, 0] > pool_pairs(logits, "BCE", "mean")[0, 0]
+    tensor(True)
+    """
+    from speechbrain_cavmae.training.brains import average_frame_predictions
+
+    if pooling == "mean":
+        return average_frame_predictions(frame_logits, loss)
+    if pooling != "max":
+        raise ValueError(f"pair_pooling={pooling!r}; expected one of {PAIR_POOLING}")
+    x = frame_logits.float()
+    probs = torch.sigmoid(x) if loss == "BCE" else torch.softmax(x, dim=-1)
+    return probs.max(dim=1).values
+
+
+def finetune_pairs_forward(model, batch, audio, image, mode):
+    """The fine-tuning brain's test-time forward over a Sync clip's frame-segment pairs
+    (``fbanks`` and ``frames`` in the batch: ``frame_segments`` with ``multi_frame_eval``):
+    ``{"logits": the batch's pair, "frame_logits": every pair [batch, K, classes]}``;
+    ``None`` when the batch holds no segments (the brain's usual path)."""
+    fbanks = getattr(batch, "fbanks", None)
+    frames = getattr(batch, "frames", None)
+    if fbanks is None or frames is None:
+        return None
+    return {"logits": model(audio, image, mode),
+            "frame_logits": pair_logits(model, fbanks.data.float(), frames.data.float(), mode)}
 
 
 def event_localization(audio, visual, events, tolerance=1):
@@ -155,5 +216,6 @@ def learning_check(model, manifest, events_file, batch_size=32, strategy="diagon
     return result
 
 
-__all__ = ["contrastive_objective", "encode_tokens", "event_localization", "learning_check",
+__all__ = ["PAIR_POOLING", "contrastive_objective", "encode_tokens", "event_localization",
+           "finetune_pairs_forward", "learning_check", "pair_logits", "pool_pairs",
            "sync_mask_ratio_step"]

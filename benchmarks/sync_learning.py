@@ -90,13 +90,15 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--contrast_loss_weight", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", nargs="+", default=["sync", "cavmae"],
+                        choices=["sync", "cavmae"])
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = run(args.out, args.epochs, args.n_train, args.n_test, args.batch_size, args.lr,
-                  args.contrast_loss_weight, args.seed)
+                  args.contrast_loss_weight, args.seed, args.models)
     print("model   events found   chance   a2v R@1   v2a R@1")
-    for kind in ("sync", "cavmae"):
+    for kind in args.models:
         r = results[kind]
         print(f"{kind:7s} {r['found']:12.3f} {r['chance']:8.3f} {r['a2v_R@1']:9.3f} "
               f"{r['v2a_R@1']:9.3f}")

@@ -16,6 +16,7 @@ Files (the layout of :mod:`speechbrain_cavmae.data.toy`)::
     DIR/audio/{id}.wav                 16-bit PCM mono, 16 kHz
     DIR/frames/frame_{i}/{id}.jpg      i = 0 .. n_frames - 1
     DIR/{train,test}.json              {"data": [{"video_id", "wav", "video_path", "labels"}]}
+    DIR/class_labels_indices.csv       index,mid,display_name (mids /m/ev00 ...)
     DIR/events.json                    {"slot", "n_frames", "clip_length", "events":
                                         {id: [[class, first_frame], ...]}}
 
@@ -37,7 +38,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from speechbrain_cavmae.data.files import atomic_write_json
+from speechbrain_cavmae.data.files import atomic_open, atomic_write_json
 from speechbrain_cavmae.data.toy import write_wav
 
 #: Class colours (RGB) and tone frequencies (Hz).
@@ -91,7 +92,7 @@ def render_event_frames(events, n_frames, image_size, rng):
 def generate_event_clips(out_dir, n_train=256, n_test=64, seed=0, n_classes=4, n_frames=16,
                          slot=16, events_per_clip=2, image_size=32, sample_rate=16000):
     """Write the event clips (see the module docstring); returns the paths
-    (``train``, ``test``, ``events``, ``root``)."""
+    (``train``, ``test``, ``label_csv``, ``events``, ``root``)."""
     if not 2 <= n_classes <= len(COLOURS):
         raise ValueError(f"n_classes must be in 2..{len(COLOURS)}, got {n_classes}")
     if events_per_clip > n_classes:
@@ -118,6 +119,11 @@ def generate_event_clips(out_dir, n_train=256, n_test=64, seed=0, n_classes=4, n
                             "labels": ",".join(f"/m/ev{c:02d}" for c, _ in clip_events)})
         paths[split] = os.path.join(out_dir, f"{split}.json")
         atomic_write_json(paths[split], {"data": entries})
+    paths["label_csv"] = os.path.join(out_dir, "class_labels_indices.csv")
+    with atomic_open(paths["label_csv"]) as handle:
+        handle.write("index,mid,display_name\n")
+        for c in range(n_classes):
+            handle.write(f"{c},/m/ev{c:02d},event {c}\n")
     atomic_write_json(paths["events"], {"slot": slot, "n_frames": n_frames,
                                         "clip_length": n_frames * slot, "events": events})
     return paths

@@ -873,6 +873,7 @@ class FinetuneBrain(CAVMAEBrain):
         if hp.loss not in ("BCE", "CE"):
             raise ValueError(f"loss must be 'BCE' or 'CE', got {hp.loss!r}")
         self.main_metric = "mAP" if hp.loss == "BCE" else "acc@1"
+        sync.check_pair_pooling(self.hp("pair_pooling", "mean"))  # Sync: pooling of the pairs
         if self.hp("freeze_base", False):
             n = 0
             for name, param in self.model.named_parameters():

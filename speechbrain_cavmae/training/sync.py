@@ -76,6 +76,13 @@ def encode_tokens(model, audio, image):
 PAIR_POOLING = ("mean", "max")
 
 
+def check_pair_pooling(pooling):
+    """Raise ``ValueError`` naming ``pair_pooling`` unless it is one of
+    :data:`PAIR_POOLING` (checked when the brain is built, not after training)."""
+    if pooling not in PAIR_POOLING:
+        raise ValueError(f"pair_pooling={pooling!r}; expected one of {PAIR_POOLING}")
+
+
 def pair_logits(model, fbanks, frames, mode=None):
     """Logits of each frame-segment pair: ``[batch, K, classes]`` for segments
     ``[batch, K, audio_length, n_mels]`` and frames ``[batch, K, 3, H, W]`` (each pair
@@ -110,8 +117,7 @@ def pool_pairs(frame_logits, loss="BCE", pooling="mean"):
 
     if pooling == "mean":
         return average_frame_predictions(frame_logits, loss)
-    if pooling != "max":
-        raise ValueError(f"pair_pooling={pooling!r}; expected one of {PAIR_POOLING}")
+    check_pair_pooling(pooling)
     x = frame_logits.float()
     probs = torch.sigmoid(x) if loss == "BCE" else torch.softmax(x, dim=-1)
     return probs.max(dim=1).values
@@ -216,6 +222,6 @@ def learning_check(model, manifest, events_file, batch_size=32, strategy="diagon
     return result
 
 
-__all__ = ["PAIR_POOLING", "contrastive_objective", "encode_tokens", "event_localization",
+__all__ = ["PAIR_POOLING", "check_pair_pooling", "contrastive_objective", "encode_tokens", "event_localization",
            "finetune_pairs_forward", "learning_check", "pair_logits", "pool_pairs",
            "sync_mask_ratio_step"]

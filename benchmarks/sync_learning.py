@@ -54,7 +54,8 @@ def recipe_args(kind, data, out, epochs, batch_size, lr, contrast_weight, seed):
 
 
 def run(out, epochs=30, n_train=512, n_test=128, batch_size=32, lr=1e-3,
-        contrast_weight=0.1, seed=0, kinds=("sync", "cavmae")):
+        contrast_weight=0.1, seed=0, kinds=("sync", "cavmae"), events_per_clip=2,
+        n_classes=4):
     """Generate the clips, train each model with its recipe, score both; returns
     ``{kind: learning_check result}`` plus ``"settings"``."""
     import torch
@@ -64,11 +65,14 @@ def run(out, epochs=30, n_train=512, n_test=128, batch_size=32, lr=1e-3,
     from speechbrain_cavmae.training.sync import learning_check
 
     data = generate_event_clips(os.path.join(out, "data"), n_train=n_train, n_test=n_test,
-                                seed=seed, slot=SLOT, image_size=64)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                                seed=seed, slot=SLOT, image_size=64,
+                                events_per_clip=events_per_clip, n_classes=n_classes)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     results = {"settings": {"epochs": epochs, "n_train": n_train, "n_test": n_test,
                             "batch_size": batch_size, "lr": lr,
-                            "contrast_loss_weight": contrast_weight, "seed": seed}}
+                            "contrast_loss_weight": contrast_weight, "seed": seed,
+                            "events_per_clip": events_per_clip, "n_classes": n_classes}}
     for kind in kinds:
         args = recipe_args(kind, data, out, epochs, batch_size, lr, contrast_weight, seed)
         logging.info("%s", " ".join(args))
@@ -90,13 +94,16 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--contrast_loss_weight", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--events_per_clip", type=int, default=2)
+    parser.add_argument("--n_classes", type=int, default=4)
     parser.add_argument("--models", nargs="+", default=["sync", "cavmae"],
                         choices=["sync", "cavmae"])
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = run(args.out, args.epochs, args.n_train, args.n_test, args.batch_size, args.lr,
-                  args.contrast_loss_weight, args.seed, args.models)
+                  args.contrast_loss_weight, args.seed, args.models, args.events_per_clip,
+                  args.n_classes)
     print("model   events found   chance   a2v R@1   v2a R@1")
     for kind in args.models:
         r = results[kind]

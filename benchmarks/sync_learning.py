@@ -35,7 +35,8 @@ SEGMENT = 32  # fbank frames of each frame's audio segment (two slots, centred o
 TINY = ["--embed_dim", "64", "--modality_specific_depth", "2", "--num_heads", "4",
         "--decoder_embed_dim", "32", "--decoder_depth", "1", "--decoder_num_heads", "4",
         "--image_size", "64", "--n_frames", "16", "--num_workers", "0", "--noprogressbar",
-        "--noise", "False", "--ckpt_interval_minutes", "0", "--fused_optimizer", "False"]
+        "--noise", "False", "--ckpt_interval_minutes", "0", "--fused_optimizer", "False",
+        "--lrscheduler_start", "100000"]  # a constant rate: the recipes' step decay is for 25 epochs
 
 
 def recipe_args(kind, data, out, epochs, batch_size, lr, contrast_weight, seed):

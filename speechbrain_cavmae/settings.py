@@ -111,6 +111,8 @@ RULES = {
     "mixup_alpha": POSITIVE,
     "label_smooth": BELOW_ONE,
     "video_threads": COUNT,
+    "clip_length": SIZE,
+    "frame_span_s": POSITIVE,
     # model
     "num_classes": SIZE,
     "patch_size": SIZE,
@@ -127,6 +129,8 @@ RULES = {
     "mask_ratio_a": BELOW_ONE,
     "mask_ratio_v": BELOW_ONE,
     "contrastive_temperature": POSITIVE,
+    "num_register_tokens": COUNT,
+    "mask_ratio_seed": COUNT,
     # training
     "lr": NON_NEGATIVE,
     "head_lr": Range(low=0, why="the head's rate is head_lr x lr"),

@@ -1368,6 +1368,31 @@ def search_index_lists_and_skips_bad_media(env):
     text = str(folder / "mp4_text.mp4")
     with pytest.raises(BadSampleError, match=esc(text) + ".*cannot open container"):
         search.search_file(text, "visual")
+# --- Sync recipes (issue 24)
+@case
+def sync_recipe_numbers_and_pair_pooling(env):
+    """The Sync yamls' pairing numbers are checked before anything is built, and an unknown
+    ``pair_pooling`` is refused when the fine-tuning brain is built, not after training."""
+    for hparams, flag, value, pattern in [
+        ("cavmae_sync.yaml", "--clip_length", "0", r"an integer >= 1, got 0"),
+        ("cavmae_sync.yaml", "--frame_span_s", "-1", r"a finite number > 0, got -1"),
+        ("cavmae_sync.yaml", "--num_register_tokens", "-2", r"an integer >= 0, got -2"),
+        ("cavmae_sync_ft.yaml", "--clip_length", "nan", r"an integer >= 1, got 'nan'"),
+    ]:
+        with restored_logging():
+            expect_error(SettingError, "^" + re.escape(flag) + " must be .*" + pattern,
+                         AUDIOSET_RECIPE.main, _recipe_argv(env, hparams, flag, value))
+        assert not (env["dir"] / "numbers_run").exists()  # nothing built or written
+    from speechbrain_cavmae.model.classifier import CAVMAEClassifier
+    from speechbrain_cavmae.training.brains import FinetuneBrain
+
+    model = CAVMAEClassifier(2, img_size=32, audio_length=32, embed_dim=32,
+                             modality_specific_depth=1, num_heads=2)
+    hparams = {"model": model, "ft_mode": "multimodal", "loss": "BCE",
+               "pair_pooling": "median", "output_folder": str(env["dir"])}
+    expect_error(ValueError, r"pair_pooling='median'; expected one of \('mean', 'max'\)",
+                 FinetuneBrain, modules={"model": model}, hparams=hparams,
+                 run_opts={"device": "cpu"})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

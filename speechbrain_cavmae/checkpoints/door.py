@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 #: names as in the data configuration, ``speechbrain_cavmae.data.dataset.DEFAULT_CONFIG``).
 INPUT_KEYS = (
     "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "audio_channel",
-    "n_frames", "image_size", "image_interpolation",
+    "n_frames", "image_size", "image_interpolation", "frame_segments", "clip_length",
+    "frame_span_s",
 )
 
 

@@ -559,6 +559,8 @@ def model_config(model):
         cfg["kind"] = "classifier"
         cfg["num_classes"] = model.num_classes
         cfg["mode"] = model.mode
+        if enc.has_special_tokens or enc.contrastive_heads:  # a Sync encoder (docs/sync.md)
+            cfg.update(enc.sync_options())
     elif hasattr(model, "decoder"):
         dec = model.decoder
         cfg["kind"] = "pretrain"

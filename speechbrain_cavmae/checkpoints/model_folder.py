@@ -105,7 +105,8 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
                  score_activation="softmax", n_frames=10, sample_rate=16000,
                  dataset_mean=DEFAULT_MEAN, dataset_std=DEFAULT_STD, has_labels=True,
                  audio_channel=0, image_interpolation="bilinear", loss=None,
-                 norm_pix_loss=None):
+                 norm_pix_loss=None, frame_segments=False, clip_length=1024,
+                 frame_span_s=10.0):
     """The ``hyperparams.yaml`` text of a model folder.
 
     Arguments
@@ -125,6 +126,10 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
     norm_pix_loss : bool, optional
         Pretraining models: whether the reconstruction targets were normalised per patch
         (``None``: not known, e.g. converted from an original ``.pth``).
+    frame_segments, clip_length, frame_span_s
+        CAV-MAE Sync pairing (each frame with the ``audio_length`` segment around it in a
+        clip of ``clip_length`` fbank frames; ``docs/sync.md``); written only when
+        ``frame_segments`` is on.
 
     Returns
     -------
@@ -167,6 +172,16 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         f"image_interpolation: {image_interpolation}",
         "",
     ]
+    if frame_segments:
+        lines += [
+            "# CAV-MAE Sync pairing: frame k is paired with the audio_length fbank frames",
+            "# centred on its time, in a clip of clip_length fbank frames whose frames span",
+            "# frame_span_s seconds",
+            "frame_segments: True",
+            f"clip_length: {int(clip_length)}",
+            f"frame_span_s: {_yaml_scalar(float(frame_span_s))}",
+            "",
+        ]
     if kind == "classifier":
         lines += [
             "# Training loss (BCE: multi-label, CE: single-label"
@@ -217,6 +232,9 @@ def hparams_text(cfg, kind, pretrained_path=".", source=None, mode="multimodal",
         lines.append(f"    {key}: " + ("!ref <n_mels>" if key == "n_mels" else _yaml_scalar(value)))
     if "trainable_pos_embed" in cfg:
         lines.append(f"    trainable_pos_embed: {_yaml_scalar(cfg['trainable_pos_embed'])}")
+    if kind == "classifier":  # a Sync encoder's options (docs/sync.md)
+        lines += [f"    {key}: {_yaml_scalar(cfg[key])}" for key in SYNC_DEFAULTS
+                  if key in cfg and key != "num_frames"]
     if kind == "pretrain":
         lines += [f"    {key}: {_yaml_scalar(cfg[key])}" for key in DECODER_KEYS]
         # CAV-MAE Sync options (docs/sync.md); its frames per clip are the input's n_frames
@@ -288,8 +306,9 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
     """
     from speechbrain_cavmae.data.dataset import resolve_config
 
-    inp = resolve_config(input_config, train=False)
     cfg = model_config(model)
+    # the model's geometry (a Sync segment is checked against clip_length)
+    inp = resolve_config(dict(input_config or {}, audio_length=cfg["audio_length"]), train=False)
     kind = cfg["kind"]
     for key, name in (("n_mels", "n_mels"), ("audio_length", "audio_length"),
                       ("image_size", "img_size")):
@@ -332,6 +351,8 @@ def write_model_folder(model, out_dir, label_csv=None, loss=None, score_activati
         image_interpolation=inp["image_interpolation"],
         loss=loss if kind == "classifier" else None,
         norm_pix_loss=None if norm_pix_loss is None else bool(norm_pix_loss),
+        frame_segments=bool(inp["frame_segments"]), clip_length=inp["clip_length"],
+        frame_span_s=inp["frame_span_s"],
     )
     files["hparams"] = os.path.join(out_abs, HPARAMS_FILE)
     atomic_write_text(files["hparams"], text)

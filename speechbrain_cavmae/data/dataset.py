@@ -153,7 +153,8 @@ SkippedSample = namedtuple("SkippedSample", ["id", "path", "reason", "position"]
 HPARAMS_KEYS = (
     "sample_rate", "audio_length", "n_mels", "dataset_mean", "dataset_std", "freqm", "timem",
     "mixup", "noise", "label_smooth", "n_frames", "image_size", "features_on_device",
-    "on_bad_sample", "frame_source", "audio_source",
+    "on_bad_sample", "frame_source", "audio_source", "frame_segments", "clip_length",
+    "frame_span_s",
 )
 
 

@@ -37,6 +37,7 @@ from speechbrain_cavmae.data.dataset import hparams_config, resolve_config
 from speechbrain_cavmae.data.fbank import KaldiFbank
 from speechbrain_cavmae.model.modes import check_mode, get_mode
 from speechbrain_cavmae.model.tasks import average_frame_predictions, get_task, task_for_loss
+from speechbrain_cavmae.training import sync
 from speechbrain_cavmae.training.accumulators import task_metrics
 from speechbrain_cavmae.training.guard import GuardedBrain
 from speechbrain_cavmae.training.metrics import retrieval_metrics
@@ -187,6 +188,8 @@ class PretrainBrain(CAVMAEBrain):
         audio = self.audio_features(batch, stage)
         image = batch.frame.data.float()
         hp = self.hparams
+        if stage == sb.Stage.TRAIN:  # Sync: multi-ratio masking keyed to the (resumed) step
+            sync.sync_mask_ratio_step(self.model, self.optimizer_step)
         out = self.modules.model(
             audio,
             image,
@@ -196,7 +199,7 @@ class PretrainBrain(CAVMAEBrain):
             decode=hp.mae_loss_weight > 0,
         )
         if stage != sb.Stage.TRAIN:
-            tokens_a, tokens_v = self.model.encode(audio, image)
+            tokens_a, tokens_v = sync.encode_tokens(self.model, audio, image)  # Sync: 4 outputs
             out["emb_a"] = tokens_a.mean(dim=1)
             out["emb_v"] = tokens_v.mean(dim=1)
         return out
@@ -205,7 +208,8 @@ class PretrainBrain(CAVMAEBrain):
         """Weighted sum of the masked reconstruction and contrastive losses."""
         hp = self.hparams
         out = predictions
-        loss_c, c_acc = hp.contrastive_loss(out["rep_a"], out["rep_v"], return_accuracy=True)
+        # Sync: averaged over the global and/or local pairs (CAV-MAE: rep_a, rep_v)
+        loss_c, c_acc = sync.contrastive_objective(self.model, out, hp.contrastive_loss)
         if hp.mae_loss_weight > 0:
             loss_mae_a = hp.mae_loss(out["pred_a"], out["target_a"], out["mask_a"])
             loss_mae_v = hp.mae_loss(out["pred_v"], out["target_v"], out["mask_v"])
@@ -280,6 +284,7 @@ class FinetuneBrain(CAVMAEBrain):
         hp = self.hparams
         check_mode(hp.ft_mode)
         self.task = task_for_loss(hp.loss)
+        sync.check_pair_pooling(self.hp("pair_pooling", "mean"))  # Sync: pooling of the pairs
         if self.hp("freeze_base", False):
             n = 0
             for name, param in self.model.named_parameters():
@@ -325,6 +330,10 @@ class FinetuneBrain(CAVMAEBrain):
         audio = self.audio_features(batch, stage) if uses.audio else None
         image = batch.frame.data.float() if uses.visual else None
         frames = getattr(batch, "frames", None)
+        if stage == sb.Stage.TEST and uses.audio and uses.visual:  # Sync: frame-segment pairs
+            pairs = sync.finetune_pairs_forward(self.modules.model, batch, audio, image, mode)
+            if pairs is not None:
+                return pairs
         if stage != sb.Stage.TEST or frames is None or not uses.visual:
             return {"logits": self.modules.model(audio, image, mode)}
         # multi-frame evaluation: the audio branch once per clip, the batch's frame and
@@ -348,7 +357,8 @@ class FinetuneBrain(CAVMAEBrain):
                     self.frame_metrics.append(self.new_metrics())
                 for k in range(n_frames):
                     self.frame_metrics[k].append(ids, frame_logits[:, k].float(), targets)
-                probs = average_frame_predictions(frame_logits, self.task.loss)
+                probs = sync.pool_pairs(frame_logits, self.task,  # Sync: mean or max
+                                        self.hp("pair_pooling", "mean"))
                 self.multi_frame_metrics.append(ids, probs, targets)
         return loss
 

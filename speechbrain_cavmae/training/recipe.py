@@ -98,7 +98,8 @@ def export_model_folder(model, hparams, datasets=None):
     if not if_main_process():
         return None
     cfg = hparams_config(hparams)
-    keep = ("sample_rate", "dataset_mean", "dataset_std", "audio_channel", "n_frames", "image_interpolation")
+    keep = ("sample_rate", "dataset_mean", "dataset_std", "audio_channel", "n_frames",
+            "image_interpolation", "frame_segments", "clip_length", "frame_span_s")
     table = (datasets or {}).get("label_table")
     if table is None and hparams.get("label_csv"):
         table = LabelTable.from_csv(hparams["label_csv"])

@@ -151,7 +151,7 @@ def test_finetune_evaluates_each_frame_with_its_own_segment(events, tmp_path, po
                               for k in range(16)], dim=1)
     probs = torch.sigmoid(logits)
     probs = probs.mean(1) if pooling == "mean" else probs.max(1).values
-    from speechbrain_cavmae.training.metrics import MultiLabelMetrics
+    from speechbrain_cavmae.training.accumulators import MultiLabelMetrics
 
     ref = MultiLabelMetrics()
     ref.append(batch.id, probs, batch.labels.data)

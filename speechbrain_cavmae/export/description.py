@@ -74,6 +74,11 @@ def data_config(desc):
             "image_interpolation": video["image_interpolation"]}
 
 
+def read_exported_config(folder):
+    """:func:`data_config` of the exported folder ``folder`` (checked)."""
+    return data_config(read_description(folder))
+
+
 def _bad(folder, problem):
     return ValueError(f"{os.path.join(folder, EXPORT_FILE)}: {problem}")
 

@@ -198,3 +198,24 @@ class ExportedModel(nn.Module):
         """Audio-only, visual-only and joint stream tokens (``cavmae embed``)."""
         a, v = self.encode(audio, image)
         return {"audio": a, "visual": v, "joint": self.encoder.joint(audio, image)}
+
+
+def exported_classifier(cls, folder, run_opts=None):
+    """An :class:`~speechbrain_cavmae.inference.AudioVisualClassifier` (``cls``) over the
+    exported folder ``folder``, with the input pipeline and labels its description
+    records."""
+    model = ExportedModel(folder)
+    desc = model.description
+    hparams = dict(data_config(desc))
+    if model.kind == "classifier":
+        from speechbrain.dataio.encoder import CategoricalEncoder
+
+        hparams.update({k: desc.get(k) for k in ("mode", "audio_only_mode", "video_only_mode",
+                                                  "score_activation")})
+        labels = desc.get("labels") or [f"class_{i}" for i in range(model.num_classes)]
+        hparams["label_encoder"] = CategoricalEncoder()
+        hparams["label_encoder"].update_from_iterable(labels)
+    elif model.kind != "pretrain":
+        raise ValueError(f"{folder}: an exported {model.kind} is a drop-in encoder: run its "
+                         "graph with onnxruntime (docs/export.md)")
+    return cls(modules={"model": model}, hparams=hparams, run_opts=run_opts)

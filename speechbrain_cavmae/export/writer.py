@@ -30,6 +30,7 @@ import tempfile
 import torch
 from torch import nn
 
+from speechbrain_cavmae.data.dataset import resolve_config
 from speechbrain_cavmae.data.files import atomic_write_json
 from speechbrain_cavmae.export.description import (
     EXPORT_FILE,
@@ -86,6 +87,17 @@ class _TokenGraph(nn.Module):
         return enc.forward_joint(a, v)
 
 
+class _LobeGraph(nn.Module):
+    """A drop-in encoder called on its one input (no ``lens``)."""
+
+    def __init__(self, lobe):
+        super().__init__()
+        self.lobe = lobe
+
+    def forward(self, *inputs):
+        return self.lobe(inputs[0])
+
+
 def _check_finite(module, name):
     for key, value in list(module.named_parameters()) + list(module.named_buffers()):
         if value.is_floating_point() and not torch.isfinite(value).all():
@@ -129,6 +141,8 @@ def _export_graph(module, inputs, outputs, geometry, path, runtime):
                               output_names=list(outputs), dynamic_shapes=dynamic, dynamo=True,
                               external_data=False, verbose=False, optimize=True)
     except Exception as exc:  # a graph the exporter cannot trace
+        while exc.__cause__ is not None:  # the exporter's own cause, not its advice
+            exc = exc.__cause__
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"cannot trace {type(module).__name__} for {runtime}: {first}") from exc
     if runtime == "onnx":
@@ -148,9 +162,14 @@ def _compare(module, path, runtime, inputs, geometry, batch=3):
     return float((got - want).abs().max())
 
 
-def _geometry(encoder):
-    return {"audio_length": encoder.audio_length, "n_mels": encoder.patch_embed_a.n_mels,
-            "image_size": encoder.patch_embed_v.img_size[0]}
+def _geometry(encoder, data_config):
+    """Input sizes of ``encoder``; a one-stream encoder takes the other's from the data
+    configuration."""
+    audio = getattr(encoder, "patch_embed_a", None)
+    visual = getattr(encoder, "patch_embed_v", None)
+    return {"audio_length": encoder.audio_length if audio else data_config["audio_length"],
+            "n_mels": audio.n_mels if audio else data_config["n_mels"],
+            "image_size": visual.img_size[0] if visual else data_config["image_size"]}
 
 
 def _plan(model, kind, mode=None, lobe=None):
@@ -169,7 +188,7 @@ def _plan(model, kind, mode=None, lobe=None):
                 "visual": (_TokenGraph(enc, "visual"), ("image",), ("tokens",)),
                 "joint": (_TokenGraph(enc, "joint"), ("fbank", "image"), ("tokens",))}
     inputs = ("fbank",) if kind == "audio_encoder" else ("frames",)
-    return {"encoder": (lobe, inputs, ("embeddings",))}
+    return {"encoder": (_LobeGraph(lobe), inputs, ("embeddings",))}
 
 
 def check_lobe(lobe):
@@ -279,9 +298,9 @@ def export_model(model, out_dir, data_config, runtime="onnx", quantize=None, lab
     else:
         kind = "classifier" if hasattr(model, "head") else "pretrain"
     encoder = model.encoder
-    geometry = _geometry(encoder)
-    data_config = dict(data_config, audio_length=geometry["audio_length"],
-                       n_mels=geometry["n_mels"], image_size=geometry["image_size"])
+    full = resolve_config(data_config, train=False)
+    geometry = _geometry(encoder, full)
+    data_config = dict(full, **geometry)
     modes = dict(modes or {})
     if kind == "classifier":
         modes.setdefault("mode", model.mode)
@@ -293,6 +312,7 @@ def export_model(model, out_dir, data_config, runtime="onnx", quantize=None, lab
     try:
         graphs, check, float_files = {}, {}, {}
         for graph, (module, inputs, outputs) in plan.items():
+            module.eval()
             file = f"{graph}{suffix}"
             logger.info("exporting %s (%s)", graph, runtime)
             with torch.no_grad():

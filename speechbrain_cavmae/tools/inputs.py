@@ -17,7 +17,12 @@ def load_model(args):
     """The model of ``args.model`` (heads from ``--num_heads`` / ``--decoder_num_heads``
     where the source does not record them), in eval mode on ``--device``."""
     from speechbrain_cavmae.checkpoints.loader import load_model as load
+    from speechbrain_cavmae.export.description import is_export_folder
 
+    if is_export_folder(args.model):  # cavmae export's folder, run in ONNX Runtime
+        from speechbrain_cavmae.export.runtime import ExportedModel
+
+        return ExportedModel(args.model)
     model = load(args.model, num_heads=getattr(args, "num_heads", None),
                  decoder_num_heads=getattr(args, "decoder_num_heads", None),
                  trust_remote_code=getattr(args, "trust_remote_code", False))
@@ -28,9 +33,11 @@ def input_config(args, **config):
     """Data configuration: the input pipeline of the ``--model`` folder (none for a bare
     ``.pth``), then ``config``, then ``--dataset_mean`` / ``--dataset_std`` when given."""
     from speechbrain_cavmae.checkpoints.model_folder import read_input_config
+    from speechbrain_cavmae.export.description import is_export_folder, read_exported_config
 
-    config = dict(read_input_config(args.model, getattr(args, "trust_remote_code", False)),
-                  **config)
+    recorded = (read_exported_config(args.model) if is_export_folder(args.model) else
+                read_input_config(args.model, getattr(args, "trust_remote_code", False)))
+    config = dict(recorded, **config)
     for key in ("dataset_mean", "dataset_std"):
         if getattr(args, key, None) is not None:
             config[key] = getattr(args, key)

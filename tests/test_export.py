@@ -217,15 +217,15 @@ def _one_line_error(capsys, argv, status):
 
 def test_unknown_format_is_a_usage_error(env, capsys):
     line = _one_line_error(capsys, ["export", "--model", str(env["dir"] / "clf"), "--output",
-                                    str(env["dir"] / "x"), "--format", "tflite"], 2)
+                                    str(env["dir"] / "x"), "--graph_format", "tflite"], 2)
     assert "invalid choice: 'tflite'" in line
 
 
 def test_quantize_needs_onnx(env, capsys):
     line = _one_line_error(capsys, ["export", "--model", str(env["dir"] / "clf"), "--output",
-                                    str(env["dir"] / "x"), "--format", "exported_program",
+                                    str(env["dir"] / "x"), "--graph_format", "exported_program",
                                     "--quantize", "int8"], 2)
-    assert "--quantize int8 is for --format onnx" in line
+    assert "--quantize int8 is for --graph_format onnx" in line
 
 
 def test_nan_weights_are_refused(env, tmp_path, capsys):

@@ -42,6 +42,9 @@ EXTRAS = {
     "webdataset": "pip install 'speechbrain-cavmae[shards]'",
     "sklearn": "pip install scikit-learn",
     "cv2": "pip install opencv-python-headless",
+    "onnx": "pip install 'speechbrain-cavmae[onnx]'",
+    "onnxruntime": "pip install 'speechbrain-cavmae[onnx]'",
+    "onnxscript": "pip install 'speechbrain-cavmae[onnx]'",
 }
 
 

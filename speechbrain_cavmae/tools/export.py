@@ -6,7 +6,7 @@ the score activation.
 
 ::
 
-    cavmae export --model DIR --output EXPORTED [--format onnx | exported_program]
+    cavmae export --model DIR --output EXPORTED [--graph_format onnx | exported_program]
         [--quantize int8] [--encoder audio | visual]
 
 A classifier gets one graph per mode it runs in (its mode and the modes for audio alone
@@ -37,8 +37,9 @@ def add_arguments(parser):
     common.add_model(parser)
     common.add_heads(parser, decoder=True)
     common.add_output(parser, help="the exported folder (must not exist)")
-    parser.add_argument("--format", choices=FORMATS, default="onnx",
-                        help="onnx (run by ONNX Runtime) or exported_program (torch.export .pt2)")
+    parser.add_argument("--graph_format", choices=FORMATS, default="onnx",
+                        help="onnx (run by ONNX Runtime) or exported_program (torch.export "
+                        ".pt2); named so as not to clash with embed's --format of files")
     parser.add_argument("--quantize", choices=("int8",), default=None,
                         help="int8: dynamic quantisation of the MatMuls (onnx only); its "
                         "accuracy cost is measured and printed")
@@ -85,8 +86,8 @@ def run(args):
     from speechbrain_cavmae.checkpoints.loader import model_source
     from speechbrain_cavmae.export.writer import export_model
 
-    if args.quantize and args.format != "onnx":
-        raise common.UsageError(f"--quantize {args.quantize} is for --format onnx")
+    if args.quantize and args.graph_format != "onnx":
+        raise common.UsageError(f"--quantize {args.quantize} is for --graph_format onnx")
     if os.path.exists(args.output):
         raise ValueError(f"{args.output} exists: choose a new --output folder")
     kind, _ = model_source(args.model, hub=True)
@@ -94,11 +95,12 @@ def run(args):
         raise ValueError(f"{args.model}: already an exported folder: export the model "
                          "folder it came from")
     model, cfg, extra = _lobe(args) if args.encoder else _model(args)
-    desc = export_model(model, args.output, cfg, runtime=args.format, quantize=args.quantize,
+    desc = export_model(model, args.output, cfg, runtime=args.graph_format,
+                        quantize=args.quantize,
                         labels=extra.get("labels"),
                         score_activation=extra.get("score_activation"),
                         modes=extra.get("modes"), lobe=bool(args.encoder), source=args.model)
-    print(f"{desc['kind']} -> {args.output} ({args.format}"
+    print(f"{desc['kind']} -> {args.output} ({args.graph_format}"
           + (f", {args.quantize}" if args.quantize else "") + ")")
     for name, spec in desc["graphs"].items():
         diff = desc["check"]["max_abs_diff_from_pytorch"][name]

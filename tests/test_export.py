@@ -255,3 +255,30 @@ def test_existing_output_and_exported_source_are_refused(env, capsys):
     line = _one_line_error(capsys, ["export", "--model", str(env["dir"] / "clf_onnx"),
                                     "--output", str(env["dir"] / "again")], 1)
     assert "already an exported folder" in line
+
+
+def test_embed_and_retrieval_accept_the_export(env, tmp_path, capsys):
+    """``cavmae embed`` / ``retrieval`` on the exported pretraining model give the source
+    folder's embeddings and recalls."""
+    import numpy as np
+
+    from speechbrain_cavmae.data.toy import generate_toy_dataset
+
+    toy = generate_toy_dataset(tmp_path / "toy", n_train=1, n_valid=1, n_test=5, seed=1,
+                               image_size=32, n_classes=3)
+    results = {}
+    for name in ("pre", "pre_onnx"):
+        base = ["--model", str(env["dir"] / name), "--manifest", toy["test"], "--device", "cpu",
+                "--batch_size", "2"]
+        assert cavmae(["embed", *base, "--output", str(tmp_path / f"emb_{name}")]) == 0
+        capsys.readouterr()
+        assert cavmae(["retrieval", *base, "--json"]) == 0
+        results[name] = json.loads(capsys.readouterr().out)
+    assert results["pre"] == pytest.approx(results["pre_onnx"], abs=1e-6)
+    index = json.loads((tmp_path / "emb_pre" / "index.json").read_text())
+    assert len(index["clips"]) == 5
+    for files in index["clips"].values():
+        for kind, file in files.items():
+            a = np.load(tmp_path / "emb_pre" / file)
+            b = np.load(tmp_path / "emb_pre_onnx" / file)
+            assert np.abs(a - b).max() < TOL, kind

@@ -250,7 +250,7 @@ def _quant_cost(plan, folder, graphs, float_files, geometry, activation):
 
 
 def export_model(model, out_dir, data_config, runtime="onnx", quantize=None, labels=None,
-                 score_activation=None, modes=None, lobe=False, source=None):
+                 score_activation=None, modes=None, lobe=False, source=None, only=None):
     """Export ``model`` to the folder ``out_dir`` (which must not exist).
 
     Arguments
@@ -275,6 +275,8 @@ def export_model(model, out_dir, data_config, runtime="onnx", quantize=None, lab
         ``model`` is a drop-in encoder.
     source : str, optional
         What the model came from (recorded).
+    only : sequence of str, optional
+        Export only these graphs (e.g. ``["multimodal"]``); default: all of them.
 
     Returns
     -------
@@ -305,6 +307,11 @@ def export_model(model, out_dir, data_config, runtime="onnx", quantize=None, lab
     if kind == "classifier":
         modes.setdefault("mode", model.mode)
     plan = _plan(model, kind, modes.get("mode"), model if lobe else None)
+    if only is not None:
+        unknown = set(only) - set(plan)
+        if unknown:
+            raise ExportError(f"no graph {sorted(unknown)} in this {kind}: it has {sorted(plan)}")
+        plan = {name: spec for name, spec in plan.items() if name in only}
     suffix = ".onnx" if runtime == "onnx" else ".pt2"
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)

@@ -138,7 +138,8 @@ def main(argv=None):
                     "load_average_at_end": os.getloadavg(),
                     "onnxruntime": __import__("onnxruntime").__version__,
                     "torch": torch.__version__},
-        "command": "python -m benchmarks.export " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks.export "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
         "model": "CAVMAEClassifier(527), ViT-B, multimodal, one frame per clip, float32",
         "rounds": args.rounds, "median_s": med, "samples_per_s": speed, "ratios": ratios,
         "export_s": {"fp32": export_s, "int8": export8_s},

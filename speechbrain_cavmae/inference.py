@@ -179,7 +179,8 @@ class AudioVisualClassifier(Pretrained):
         so that it can be moved freely, and its files linked into ``savedir`` afresh; a
         weights file (``.pth``, ``.ckpt``) or a SpeechBrain checkpoint folder through
         :meth:`from_weights`; a folder written by ``cavmae export``, run in ONNX Runtime
-        (:mod:`speechbrain_cavmae.export.runtime`); anything else that exists (a wav...) is a ``NotAModelError``.
+        (:mod:`speechbrain_cavmae.export.runtime`); anything else that exists (a wav...)
+        is a ``NotAModelError``.
         A path that does not exist is a ``FileNotFoundError``, unless it has the shape of a
         model-hub id (``"org/cavmae-as"``) or is a URL: then it goes to SpeechBrain's own
         fetching, for ``hyperparams.yaml`` and, through ``pretrained_path``, for

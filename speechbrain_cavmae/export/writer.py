@@ -240,7 +240,8 @@ def _quant_cost(plan, folder, graphs, float_files, geometry, activation):
         if activation is not None:
             act = torch.sigmoid if activation == "sigmoid" else (lambda x: x.softmax(-1))
             ref, got = act(ref).mean(dim=1), act(got).mean(dim=1)
-            cost[name] = {"top1_agreement": float((ref.argmax(-1) == got.argmax(-1)).float().mean()),
+            same = (ref.argmax(-1) == got.argmax(-1)).float()
+            cost[name] = {"top1_agreement": float(same.mean()),
                           "max_score_diff": float((ref - got).abs().max()),
                           "clips": QUANT_BATCH}
         else:

@@ -27,6 +27,8 @@ COMMANDS = {
                 "an original CAV-MAE .pth (or any checkpoint) to a model folder"),
     "classify": ("speechbrain_cavmae.tools.classify",
                  "top-k classes of video or audio files"),
+    "export": ("speechbrain_cavmae.tools.export",
+               "a model as ONNX (or torch.export) graphs + a JSON description of its inputs"),
     "embed": ("speechbrain_cavmae.tools.extract_features",
               "audio, visual and joint embeddings of a manifest's clips"),
     "retrieval": ("speechbrain_cavmae.tools.retrieval",

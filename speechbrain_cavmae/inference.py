@@ -179,7 +179,9 @@ class AudioVisualClassifier(Pretrained):
         ``pretrained_path`` (``.`` in the folders this package writes) set to the folder,
         so that it can be moved freely, and its files linked into ``savedir`` afresh; a
         weights file (``.pth``, ``.ckpt``) or a SpeechBrain checkpoint folder through
-        :meth:`from_weights`; anything else that exists (a wav...) is a ``NotAModelError``.
+        :meth:`from_weights`; a folder written by ``cavmae export``, run in ONNX Runtime
+        (:mod:`speechbrain_cavmae.export.runtime`); anything else that exists (a wav...)
+        is a ``NotAModelError``.
         A path that does not exist is a ``FileNotFoundError``, unless it has the shape of a
         model-hub id (``"org/cavmae-as"``) or is a URL: then it goes to SpeechBrain's own
         fetching, for ``hyperparams.yaml`` and, through ``pretrained_path``, for
@@ -212,6 +214,10 @@ class AudioVisualClassifier(Pretrained):
             kind, where = "folder", source
         else:
             kind, where = model_source(source, hub=True)
+        if kind == "export":
+            from speechbrain_cavmae.export.runtime import exported_classifier
+
+            return exported_classifier(cls, where, run_opts=kwargs.get("run_opts"))
         if kind in ("weights", "checkpoint_dir"):
             return cls.from_weights(where, run_opts=kwargs.get("run_opts"),
                                     num_heads=num_heads)

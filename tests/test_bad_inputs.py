@@ -1393,6 +1393,55 @@ def sync_recipe_numbers_and_pair_pooling(env):
     expect_error(ValueError, r"pair_pooling='median'; expected one of \('mean', 'max'\)",
                  FinetuneBrain, modules={"model": model}, hparams=hparams,
                  run_opts={"device": "cpu"})
+# --- export targets and exported folders (issue 28)
+@case
+def export_nan_weights_and_unknown_format(env):
+    """``cavmae export`` of weights holding a NaN: one line naming the tensor, exit 1, no
+    folder written; an unknown ``--graph_format``: a usage error (exit 2)."""
+    import subprocess
+    import sys
+
+    from processes import subprocess_env
+
+    model = CAVMAEClassifier(4, **ARCH).eval()
+    with torch.no_grad():
+        model.head.fc.weight[1, 2] = float("nan")
+    path = env["dir"] / "export_nan.pth"
+    torch.save(model.state_dict(), path)
+    out = env["dir"] / "export_nan_out"
+    for argv, status, message in [
+        (["--model", str(path)], 1, r"head\.fc\.weight"),
+        (["--model", str(env["dir"] / "clf"), "--graph_format", "tflite"], 2,
+         r"invalid choice: 'tflite'"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "speechbrain_cavmae", "export", *argv,
+                               "--output", str(out)], capture_output=True, text=True,
+                              timeout=300, env=subprocess_env())
+        assert proc.returncode == status, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert re.search(message, proc.stderr.strip().splitlines()[-1]), proc.stderr
+        assert not out.exists()
+
+
+@case
+def exported_description_points_outside(env):
+    """An exported folder is data: a ``cavmae_export.json`` whose graph file is a path out
+    of the folder is refused by every reader, naming the file, before any graph is read."""
+    pytest.importorskip("onnxruntime")
+    from speechbrain_cavmae.export.runtime import ExportedModel
+    from speechbrain_cavmae.inference import AudioVisualClassifier
+
+    folder = env["dir"] / "exported_outside"
+    folder.mkdir(exist_ok=True)
+    desc = {"format": "cavmae-export", "version": 1, "runtime": "onnx", "kind": "classifier",
+            "graphs": {"multimodal": {"file": "../clf/model.ckpt"}},
+            "input": {"audio": {}, "video": {}}}
+    (folder / "cavmae_export.json").write_text(json.dumps(desc))
+    pattern = esc(folder / "cavmae_export.json") + r": graph 'multimodal': file must be a file"
+    for read in (lambda: ExportedModel(str(folder)),
+                 lambda: AudioVisualClassifier.from_hparams(str(folder))):
+        with pytest.raises(ValueError, match=pattern):
+            read()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

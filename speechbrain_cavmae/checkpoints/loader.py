@@ -236,7 +236,8 @@ def model_source(source, hub=False):
 
     A path that exists is always local: a model folder (or its ``model.ckpt``, or a
     recipe's output folder) is ``("folder", folder)``, a SpeechBrain checkpoint folder
-    ``("checkpoint_dir", weights file)`` (:func:`checkpoint_weights`), a ``.pth`` /
+    ``("checkpoint_dir", weights file)`` (:func:`checkpoint_weights`), a folder written
+    by ``cavmae export`` ``("export", folder)``, a ``.pth`` /
     ``.pt`` / ``.ckpt`` file or any file written by ``torch.save`` ``("weights", path)``. With ``hub``, a path that does not exist but has
     the shape ``owner/name`` is ``("hub", source)``.
 
@@ -248,6 +249,10 @@ def model_source(source, hub=False):
         A path that does not exist (and, with ``hub``, is not a hub id).
     """
     path = os.fspath(source)
+    from speechbrain_cavmae.export.description import is_export_folder
+
+    if is_export_folder(path):  # cavmae export's folder: run in ONNX Runtime
+        return "export", path
     folder = folder_of(path) if os.path.exists(path) else None
     if folder is not None:
         return "folder", folder

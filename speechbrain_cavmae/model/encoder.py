@@ -607,8 +607,8 @@ class CAVMAEEncoder(StreamEncoder):
         n = v.shape[1] if mode.visual else 1
         if mode.visual:
             v = v.flatten(0, 1)
-        if mode.audio and n > 1:
-            a = a.repeat_interleave(n, dim=0)
+        if mode.audio and mode.visual:  # each clip's tokens for each of its frames
+            a = a.unsqueeze(1).expand(-1, n, -1, -1).flatten(0, 1)
         if mode.stream is None:
             pooled = self.forward_joint(a, v).mean(dim=1)
         else:

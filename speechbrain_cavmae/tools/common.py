@@ -44,6 +44,9 @@ EXTRAS = {
     "cv2": "pip install opencv-python-headless",
     "faiss": "pip install 'speechbrain-cavmae[search]'",
     "flask": "pip install 'speechbrain-cavmae[search]'",
+    "onnx": "pip install 'speechbrain-cavmae[onnx]'",
+    "onnxruntime": "pip install 'speechbrain-cavmae[onnx]'",
+    "onnxscript": "pip install 'speechbrain-cavmae[onnx]'",
 }
 
 

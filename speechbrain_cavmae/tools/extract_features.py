@@ -81,6 +81,9 @@ def embed_batch(model, audio, image, level="pooled"):
         raise ValueError(f"level must be 'pooled' or 'tokens', got {level!r}")
     import torch
 
+    if hasattr(model, "embed_tokens"):  # an exported folder (ONNX Runtime)
+        out = model.embed_tokens(audio, image)
+        return {k: x.mean(dim=1) for k, x in out.items()} if level == "pooled" else out
     enc = model.encoder
     with torch.no_grad():
         a = enc.forward_audio_branch(enc.embed_audio(audio))

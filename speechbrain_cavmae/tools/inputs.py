@@ -16,9 +16,15 @@ from speechbrain_cavmae.tools import common
 def load_model(args):
     """The :class:`~speechbrain_cavmae.checkpoints.Loaded` of ``args.model`` (heads from
     ``--num_heads`` / ``--decoder_num_heads`` where the source does not record them), its
-    model in eval mode on ``--device``."""
-    from speechbrain_cavmae.checkpoints import load
+    model in eval mode on ``--device``; a ``cavmae export`` folder runs in ONNX Runtime."""
+    from speechbrain_cavmae.checkpoints import Loaded, load
+    from speechbrain_cavmae.export.description import is_export_folder, read_exported_config
 
+    if is_export_folder(args.model):  # cavmae export's folder, run in ONNX Runtime
+        from speechbrain_cavmae.export.runtime import ExportedModel
+
+        return Loaded(model=ExportedModel(args.model), inputs=read_exported_config(args.model),
+                      folder=str(args.model))
     loaded = load(args.model, num_heads=getattr(args, "num_heads", None),
                   decoder_num_heads=getattr(args, "decoder_num_heads", None),
                   trust_remote_code=getattr(args, "trust_remote_code", False))

@@ -237,6 +237,10 @@ def test_convert_their_checkpoint_into_a_model_folder(ref, runs, tmp_path, capsy
                  "contrastive_heads: true", "global_local_loss: true",
                  "num_frames: !ref <n_frames>", "multi_ratio_masking: false"):
         assert line in text, line
+    # the folder feeds each frame with its segment, cut from their 1024-frame clip
+    assert {k: load(out).inputs[k] for k in ("frame_segments", "clip_length",
+                                              "frame_span_s")} == {
+        "frame_segments": True, "clip_length": 1024, "frame_span_s": 10.0}
     inputs, noise = ref["inputs"], ref["noise"]
     want = runs["global_heads/dropped"][1]
     clf = AudioVisualClassifier.from_hparams(source=str(out), savedir=str(tmp_path / "sd"))

@@ -45,6 +45,9 @@ from speechbrain_cavmae.tools import common
 #: AudioSet's fbank statistics (``speechbrain_cavmae.data.fbank.DEFAULT_MEAN`` / ``_STD``,
 #: repeated here so that ``--help`` need not import torch; a test keeps them equal).
 DEFAULT_MEAN, DEFAULT_STD = -5.081, 4.4849
+#: The clip a Sync checkpoint's segments are cut from, as the Sync authors' data loader
+#: builds it: a 1024-frame fbank, its frames spread over 10 s.
+SYNC_CLIP_LENGTH, SYNC_FRAME_SPAN_S = 1024, 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -226,11 +229,16 @@ def convert(checkpoint, out_dir, label_csv=None, num_heads=None, mode="multimoda
     model = loader.load(source, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
                         audio_length=audio_length, trust_remote_code=trust_remote_code,
                         **overrides).model
+    inputs = {k: settings[k] for k in ("n_frames", "dataset_mean", "dataset_std",
+                                       "audio_channel")}
+    if sync:  # each frame with its audio segment, cut from the clip's fbank (docs/sync.md)
+        inputs.update(frame_segments=True,
+                      clip_length=recorded.get("clip_length", SYNC_CLIP_LENGTH),
+                      frame_span_s=recorded.get("frame_span_s", SYNC_FRAME_SPAN_S))
     summary = write_model_folder(
         model, out_dir, label_csv=label_csv, loss=settings["loss"],
         score_activation=score_activation,
-        input_config={k: settings[k] for k in ("n_frames", "dataset_mean", "dataset_std",
-                                               "audio_channel")},
+        input_config=inputs,
         source=source, check=check, norm_pix_loss=settings["norm_pix_loss"],
     )
     summary["num_params"] = sum(p.numel() for p in model.parameters())

@@ -316,3 +316,13 @@ def test_contrastive_loss_direction_and_accuracy():
     torch.testing.assert_close(ContrastiveLoss(bidirectional=True)(rep_a, rep_v), (v2a + a2v) / 2)
     acc = ContrastiveLoss()(rep_a, rep_v, return_accuracy=True)[1]
     assert acc == (sim.argmax(dim=0) == torch.arange(5)).float().mean()
+
+
+def test_masking_that_keeps_no_token_is_an_error():
+    """A stream of 4 tokens at ratio 0.8 keeps none: an error naming both (before: the
+    encoder attended over nothing and a tiny Sync model's training went NaN)."""
+    from speechbrain_cavmae.model.masking import random_masking
+
+    with pytest.raises(ValueError, match="mask ratio 0.8 keeps no token of a stream of 4"):
+        random_masking(torch.randn(2, 4, 8), 0.8)
+    assert random_masking(torch.randn(2, 4, 8), 0.75)[0].shape == (2, 1, 8)

@@ -168,15 +168,17 @@ def test_speechbrain_to_original_round_trip(ref):
 def tiny_sync(**kwargs):
     sync = dict(num_register_tokens=1, registers_in_shared=False, global_tokens=True,
                 global_local_loss=True, contrastive_heads=True, num_frames=16)
-    return CAVMAE(img_size=32, audio_length=32, embed_dim=16, modality_specific_depth=1,
-                  num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
-                  **dict(sync, **kwargs))
+    sizes = dict(img_size=32, audio_length=32, embed_dim=16, modality_specific_depth=1,
+                 num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    return CAVMAE(**{**sizes, **sync, **kwargs})
 
 
 def test_multi_ratio_masking_one_ratio_per_step_same_on_every_process():
-    audio, image = torch.randn(2, 32, 128), torch.randn(2, 3, 32, 32)
-    # two "processes": separately built models with the same seed
-    ranks = [tiny_sync(multi_ratio_masking=True, mask_ratio_seed=3).train() for _ in range(2)]
+    audio, image = torch.randn(2, 32, 128), torch.randn(2, 3, 64, 64)
+    # two "processes": separately built models with the same seed (64 px: 16 visual patches,
+    # so that every ratio keeps a token)
+    ranks = [tiny_sync(multi_ratio_masking=True, mask_ratio_seed=3, img_size=64).train()
+             for _ in range(2)]
     kept = [[], []]
     for _ in range(8):
         for rank, model in enumerate(ranks):
@@ -187,13 +189,13 @@ def test_multi_ratio_masking_one_ratio_per_step_same_on_every_process():
     ratios = [draw_mask_ratios(3, step) for step in range(8)]
     assert all(0.6 <= r < 0.9 for pair in ratios for r in pair)
     assert len(set(ratios)) == 8  # a new ratio each step
-    # 16 audio and 4 visual patches: the masks follow the drawn ratios
-    assert kept[0] == [(16 - int(16 * (1 - ra)), 4 - int(4 * (1 - rv))) for ra, rv in ratios]
+    # 16 audio and 16 visual patches: the masks follow the drawn ratios
+    assert kept[0] == [(16 - int(16 * (1 - ra)), 16 - int(16 * (1 - rv))) for ra, rv in ratios]
     assert ranks[0].mask_ratio_step == 8
     # eval mode uses the given ratios; a resumed run sets the step
     ranks[0].eval()
     assert int(ranks[0](audio, image, 0.5, 0.5)["mask_a"][0].sum()) == 8
-    resumed = tiny_sync(multi_ratio_masking=True, mask_ratio_seed=3).train()
+    resumed = tiny_sync(multi_ratio_masking=True, mask_ratio_seed=3, img_size=64).train()
     resumed.mask_ratio_step = 5
     with torch.no_grad():
         assert int(resumed(audio, image)["mask_a"][0].sum()) == kept[0][5][0]

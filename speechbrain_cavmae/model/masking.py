@@ -44,6 +44,10 @@ def random_masking(x, mask_ratio, noise=None):
     """
     batch, length, dim = x.shape
     len_keep = int(length * (1 - mask_ratio))
+    if len_keep < 1:  # the encoder would attend over no token: NaN losses, not an error
+        raise ValueError(f"mask ratio {mask_ratio:g} keeps no token of a stream of {length} "
+                         "tokens: lower the masking ratio (or the multi-ratio range) or give "
+                         "the model larger inputs")
     if noise is None:
         noise = torch.rand(batch, length, device=x.device)
     elif noise.shape != (batch, length):

@@ -732,9 +732,19 @@ def _recipe_argv(env, hparams, *extra):
             str(env["dir"] / "numbers_run"), *ENCODER, *extra]
 
 
+def _expect_setting_errors(env, cases):
+    """Each ``(hparams, flag, value, pattern)`` stops the recipe with a ``SettingError``
+    naming the flag before anything is built or written."""
+    for hparams, flag, value, pattern in cases:
+        with restored_logging():
+            expect_error(SettingError, "^" + re.escape(flag) + " must be .*" + pattern,
+                         AUDIOSET_RECIPE.main, _recipe_argv(env, hparams, flag, value))
+        assert not (env["dir"] / "numbers_run").exists()  # nothing built or written
+
+
 @case
 def numbers_recipe_overrides(env):
-    for hparams, flag, value, pattern in [
+    _expect_setting_errors(env, [
         ("cavmae.yaml", "--dataset_std", ".inf", r"got inf"),
         ("cavmae.yaml", "--dataset_std", "0", r"\(it divides the fbank\), got 0"),
         ("cavmae.yaml", "--dataset_mean", "nan", r"a finite number, got 'nan' \(a string\)"),
@@ -745,11 +755,7 @@ def numbers_recipe_overrides(env):
         ("cavmae.yaml", "--max_grad_norm", "-1", r"reverses the gradients\), got -1"),
         ("cavmae_ft.yaml", "--head_lr", "inf", r"head_lr x lr\), got 'inf' \(a string\)"),
         ("cavmae_ft.yaml", "--batch_size", "-4", r"an integer >= 1, got -4"),
-    ]:
-        with restored_logging():
-            expect_error(SettingError, "^" + re.escape(flag) + " must be .*" + pattern,
-                         AUDIOSET_RECIPE.main, _recipe_argv(env, hparams, flag, value))
-        assert not (env["dir"] / "numbers_run").exists()  # nothing built or written
+    ])
 
 
 @case
@@ -1373,16 +1379,12 @@ def search_index_lists_and_skips_bad_media(env):
 def sync_recipe_numbers_and_pair_pooling(env):
     """The Sync yamls' pairing numbers are checked before anything is built, and an unknown
     ``pair_pooling`` is refused when the fine-tuning brain is built, not after training."""
-    for hparams, flag, value, pattern in [
+    _expect_setting_errors(env, [
         ("cavmae_sync.yaml", "--clip_length", "0", r"an integer >= 1, got 0"),
         ("cavmae_sync.yaml", "--frame_span_s", "-1", r"a finite number > 0, got -1"),
         ("cavmae_sync.yaml", "--num_register_tokens", "-2", r"an integer >= 0, got -2"),
         ("cavmae_sync_ft.yaml", "--clip_length", "nan", r"an integer >= 1, got 'nan'"),
-    ]:
-        with restored_logging():
-            expect_error(SettingError, "^" + re.escape(flag) + " must be .*" + pattern,
-                         AUDIOSET_RECIPE.main, _recipe_argv(env, hparams, flag, value))
-        assert not (env["dir"] / "numbers_run").exists()  # nothing built or written
+    ])
     from speechbrain_cavmae.model.classifier import CAVMAEClassifier
     from speechbrain_cavmae.training.brains import FinetuneBrain
 
